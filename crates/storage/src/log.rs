@@ -1,0 +1,465 @@
+//! A partition's log: an ordered list of segments, the last one active.
+//!
+//! Durability contract: `append_*` writes to the page cache only; the caller makes data
+//! durable with `sync_point().sync()` (group commit) according to its flush policy.
+//! Sealed segments are always fsynced when they roll, so after a crash only the active
+//! segment can hold unsynced bytes, and recovery validates exactly that segment by CRC.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{self, BatchHeader};
+use crate::epoch::LeaderEpochCache;
+use crate::error::{IoContext, Result, StorageError};
+use crate::segment::{sync_dir, Segment};
+
+const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+
+/// Per-log settings, with Kafka's topic-config semantics and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll the active segment before it would exceed this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll the active segment once it is this old.
+    pub segment_ms: i64,
+    /// `retention.bytes`: delete oldest segments while the log is larger; -1 = no limit.
+    pub retention_bytes: i64,
+    /// `retention.ms`: delete segments whose newest record is older; -1 = keep forever.
+    pub retention_ms: i64,
+    /// `max.message.bytes`: largest record batch accepted.
+    pub max_message_bytes: usize,
+    /// `index.interval.bytes`: bytes between sparse offset index entries.
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            max_message_bytes: 1_048_588,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub batches: usize,
+    pub records: u64,
+    pub bytes: usize,
+    /// The log start offset at the time of the append (for the produce response).
+    pub log_start_offset: i64,
+}
+
+/// What a caller needs to make everything appended so far durable: fdatasync of the
+/// active segment covers every offset below `end_offset`.
+#[derive(Debug, Clone)]
+pub struct SyncPoint {
+    file: Arc<fs::File>,
+    path: PathBuf,
+    pub end_offset: i64,
+}
+
+impl SyncPoint {
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().ctx(|| format!("fdatasync {}", self.path.display()))
+    }
+}
+
+/// Whole batches read from one segment, as stored.
+#[derive(Debug, Default, Clone)]
+pub struct FetchedBatches {
+    pub bytes: Vec<u8>,
+    /// Offset after the last returned batch (unchanged from the request when empty).
+    pub next_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Sorted by base offset; never empty; the last is the active segment.
+    segments: Vec<Segment>,
+    epochs: LeaderEpochCache,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering from an unclean shutdown.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
+        fs::create_dir_all(dir).ctx(|| format!("creating log dir {}", dir.display()))?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".log") {
+                match stem.parse::<i64>() {
+                    Ok(base) if base >= 0 => bases.push(base),
+                    _ => tracing::warn!(file = %name, "ignoring unexpected file in log dir"),
+                }
+            } else if name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let last = bases.len().saturating_sub(1);
+        for (i, base) in bases.iter().enumerate() {
+            // Only the active segment can hold unsynced bytes after a crash.
+            let recover = !clean && i == last;
+            let seg = Segment::open(dir, *base, config.index_interval_bytes, recover)?;
+            if recover {
+                seg.remove_index_files(dir);
+            }
+            segments.push(seg);
+        }
+        for w in segments.windows(2) {
+            if w[0].next_offset > w[1].base_offset {
+                return Err(StorageError::CorruptStoredData {
+                    path: w[1].log_path.clone(),
+                    position: 0,
+                    reason: format!("segment overlaps the previous one, which ends at offset {}", w[0].next_offset),
+                });
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0, config.index_interval_bytes, now_ms)?);
+        }
+        if let Some(active) = segments.last_mut() {
+            if active.created_ms < 0 {
+                active.created_ms = now_ms;
+            }
+        }
+        if clean {
+            fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
+            sync_dir(dir)?;
+        }
+        let mut log = Log { dir: dir.to_path_buf(), config, segments, epochs: LeaderEpochCache::load(dir) };
+        let end = log.log_end_offset();
+        log.epochs.truncate_from_end(end)?;
+        tracing::debug!(dir = %dir.display(), clean, start = log.log_start_offset(), end = log.log_end_offset(), "log opened");
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments.first().map_or(0, |s| s.base_offset)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn epochs(&self) -> &LeaderEpochCache {
+        &self.epochs
+    }
+
+    fn active(&self) -> &Segment {
+        // `segments` is never empty (see `open`, `truncate_to`, `apply_retention`).
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    /// Appends batches from a producer: validates them (CRC32C, size limits), stamps
+    /// consecutive offsets from the log end and the leader epoch, and writes them.
+    pub fn append_as_leader(&mut self, bytes: &mut [u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        let headers = batch::validate_all(bytes)?;
+        if headers.is_empty() {
+            return Err(batch::BatchError::Truncated { have: 0, need: batch::HEADER_LEN }.into());
+        }
+        for h in &headers {
+            if h.size > self.config.max_message_bytes {
+                return Err(StorageError::BatchTooLarge { size: h.size, max: self.config.max_message_bytes });
+            }
+            if i64::from(h.last_offset_delta) + 1 != i64::from(h.records_count) {
+                return Err(batch::BatchError::BadOffsets {
+                    last_offset_delta: h.last_offset_delta,
+                    records_count: h.records_count,
+                }
+                .into());
+            }
+        }
+        let first_offset = self.log_end_offset();
+        let mut next = first_offset;
+        let mut at = 0;
+        let mut stamped = Vec::with_capacity(headers.len());
+        for h in &headers {
+            batch::assign_offset_and_epoch(&mut bytes[at..at + h.size], next, leader_epoch);
+            stamped.push(BatchHeader { base_offset: next, partition_leader_epoch: leader_epoch, ..*h });
+            next += i64::from(h.last_offset_delta) + 1;
+            at += h.size;
+        }
+        self.epochs.assign(leader_epoch, first_offset)?;
+        self.write_batches(bytes, &stamped, now_ms)
+    }
+
+    /// Appends batches copied from a leader, keeping their offsets and epochs.
+    pub fn append_replicated(&mut self, bytes: &[u8], now_ms: i64) -> Result<AppendInfo> {
+        let headers = batch::validate_all(bytes)?;
+        let mut expected = self.log_end_offset();
+        for h in &headers {
+            if h.base_offset != expected {
+                return Err(StorageError::NonSequentialAppend { expected, got: h.base_offset });
+            }
+            expected = h.last_offset() + 1;
+        }
+        for h in &headers {
+            self.epochs.assign(h.partition_leader_epoch, h.base_offset)?;
+        }
+        self.write_batches(bytes, &headers, now_ms)
+    }
+
+    fn write_batches(&mut self, bytes: &[u8], headers: &[BatchHeader], now_ms: i64) -> Result<AppendInfo> {
+        if bytes.len() as u64 > self.config.segment_bytes {
+            return Err(StorageError::BatchesLargerThanSegment { size: bytes.len(), max: self.config.segment_bytes });
+        }
+        self.maybe_roll(bytes.len() as u64, now_ms)?;
+        let seg = self.active_mut();
+        let start = seg.size;
+        if let Err(e) = seg.write(bytes) {
+            // Cut off any partial write so the file never holds bytes beyond `size`.
+            let _ = seg.file.set_len(start);
+            return Err(e);
+        }
+        let mut pos = start;
+        for h in headers {
+            seg.note_appended(h, pos as u32);
+            pos += h.size as u64;
+        }
+        let first = headers.first().map_or(seg.next_offset, |h| h.base_offset);
+        Ok(AppendInfo {
+            first_offset: first,
+            last_offset: seg.next_offset - 1,
+            max_timestamp: headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1),
+            batches: headers.len(),
+            records: headers.iter().map(|h| h.records_count.max(0) as u64).sum(),
+            bytes: bytes.len(),
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<()> {
+        let active = self.active();
+        let too_big = active.size + incoming > self.config.segment_bytes;
+        let too_old = now_ms - active.created_ms >= self.config.segment_ms;
+        // Positions and relative offsets in the indexes are u32.
+        let offsets_full = active.next_offset - active.base_offset > i64::from(i32::MAX);
+        if active.size > 0 && (too_big || too_old || offsets_full) {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (fsync + index files) and starts a new one at the log end.
+    pub fn roll(&mut self, now_ms: i64) -> Result<()> {
+        let active = self.active();
+        active.sync()?;
+        active.write_indexes(&self.dir)?;
+        let base = active.next_offset;
+        tracing::debug!(dir = %self.dir.display(), base, "rolling segment");
+        let seg = Segment::create(&self.dir, base, self.config.index_interval_bytes, now_ms)?;
+        self.segments.push(seg);
+        Ok(())
+    }
+
+    pub fn sync_point(&self) -> SyncPoint {
+        let a = self.active();
+        SyncPoint { file: Arc::clone(&a.file), path: a.log_path.clone(), end_offset: a.next_offset }
+    }
+
+    /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
+    /// (but always at least one whole batch, as Kafka does so a large batch cannot stall a
+    /// consumer), never including a batch that ends at or beyond `upper_bound` (the high
+    /// watermark). Every batch returned has passed its CRC check.
+    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<FetchedBatches> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset < start || offset > end {
+            return Err(StorageError::OffsetOutOfRange { requested: offset, start, end });
+        }
+        let empty = FetchedBatches { bytes: Vec::new(), next_offset: offset };
+        if offset >= upper_bound.min(end) {
+            return Ok(empty);
+        }
+        let first_seg = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        for seg in &self.segments[first_seg..] {
+            let Some((pos, first)) = seg.find_batch(offset)? else {
+                continue;
+            };
+            if first.last_offset() >= upper_bound {
+                return Ok(empty);
+            }
+            let want = (max_bytes as u64).max(first.size as u64).min(seg.size - pos) as usize;
+            let mut buf = vec![0u8; want];
+            seg.file.read_exact_at(&mut buf, pos).ctx(|| format!("reading {}", seg.log_path.display()))?;
+            let mut used = 0;
+            let mut next_offset = offset;
+            while used < buf.len() {
+                let rest = &buf[used..];
+                let Some((_, size)) = batch::peek_offset_and_size(rest) else { break };
+                if size > rest.len() {
+                    break;
+                }
+                let header = match batch::validate(&rest[..size]) {
+                    Ok(h) => h,
+                    Err(e) if used == 0 => {
+                        return Err(StorageError::CorruptStoredData {
+                            path: seg.log_path.clone(),
+                            position: pos,
+                            reason: e.to_string(),
+                        })
+                    }
+                    Err(e) => {
+                        // Serve the good prefix; the next fetch starts at the bad batch and errors.
+                        tracing::error!(segment = %seg.log_path.display(), position = pos + used as u64, error = %e, "corrupt batch in log");
+                        break;
+                    }
+                };
+                if header.last_offset() >= upper_bound {
+                    break;
+                }
+                used += size;
+                next_offset = header.last_offset() + 1;
+            }
+            buf.truncate(used);
+            return Ok(FetchedBatches { bytes: buf, next_offset });
+        }
+        Ok(empty)
+    }
+
+    /// The first stored batch holding a record with timestamp >= `timestamp` (by the
+    /// batch's max timestamp), with its header; the caller picks the exact record.
+    pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<(BatchHeader, Vec<u8>)>> {
+        for seg in &self.segments {
+            if seg.max_timestamp < timestamp {
+                continue;
+            }
+            let start = seg.time_position_for(timestamp);
+            if let Some((pos, header)) = seg.scan_from(start, |h| h.max_timestamp >= timestamp)? {
+                let mut buf = vec![0u8; header.size];
+                seg.file.read_exact_at(&mut buf, pos).ctx(|| format!("reading {}", seg.log_path.display()))?;
+                batch::validate(&buf).map_err(|e| StorageError::CorruptStoredData {
+                    path: seg.log_path.clone(),
+                    position: pos,
+                    reason: e.to_string(),
+                })?;
+                return Ok(Some((header, buf)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes everything from the batch containing `offset` onwards (a follower cutting a
+    /// divergent tail). The new log end offset is at most `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let start = self.log_start_offset();
+        if offset <= start {
+            return self.truncate_fully_and_start_at(offset.max(0));
+        }
+        while self.segments.len() > 1 && self.active().base_offset >= offset {
+            if let Some(seg) = self.segments.pop() {
+                seg.delete_files(&self.dir)?;
+            }
+        }
+        let dir = self.dir.clone();
+        let active = self.active_mut();
+        active.remove_index_files(&dir);
+        active.truncate_to(offset)?;
+        let end = self.log_end_offset();
+        self.epochs.truncate_from_end(end)?;
+        tracing::info!(dir = %self.dir.display(), requested = offset, log_end_offset = end, "log truncated");
+        Ok(())
+    }
+
+    /// Deletes all data and restarts the log empty at `offset`.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
+        for seg in self.segments.drain(..) {
+            seg.delete_files(&self.dir)?;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.segments.push(Segment::create(&self.dir, offset, self.config.index_interval_bytes, now)?);
+        self.epochs.truncate_from_end(offset)?;
+        Ok(())
+    }
+
+    /// Deletes whole segments past `retention.ms` / `retention.bytes`, oldest first. The
+    /// active segment is rolled first if everything in it has expired. Returns how many
+    /// segments were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        let expired = |s: &Segment, cfg: &LogConfig| cfg.retention_ms >= 0 && s.max_timestamp >= 0 && now_ms - s.max_timestamp > cfg.retention_ms;
+        if self.active().size > 0 && expired(self.active(), &self.config) {
+            self.roll(now_ms)?;
+        }
+        let mut deleted = 0;
+        let mut total = self.size_bytes() as i64;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let over_size = self.config.retention_bytes >= 0 && total - oldest.size as i64 >= self.config.retention_bytes;
+            if !(over_size || expired(oldest, &self.config)) {
+                break;
+            }
+            let seg = self.segments.remove(0);
+            total -= seg.size as i64;
+            seg.delete_files(&self.dir)?;
+            deleted += 1;
+            tracing::info!(dir = %self.dir.display(), base = seg.base_offset, "deleted segment by retention");
+        }
+        if deleted > 0 {
+            self.epochs.truncate_from_start(self.log_start_offset())?;
+        }
+        Ok(deleted)
+    }
+
+    /// Flushes everything and marks the log clean, so the next open skips recovery.
+    pub fn close(&mut self) -> Result<()> {
+        let active = self.active();
+        active.file.set_len(active.size).ctx(|| format!("trimming {}", active.log_path.display()))?;
+        active.sync()?;
+        active.write_indexes(&self.dir)?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        fs::write(&marker, b"").ctx(|| format!("writing {}", marker.display()))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Deletes the log and its directory.
+    pub fn delete(self) -> Result<()> {
+        fs::remove_dir_all(&self.dir).ctx(|| format!("deleting {}", self.dir.display()))
+    }
+}

@@ -1,0 +1,392 @@
+//! One segment: `<base>.log` holding batches back to back, plus a sparse offset index and a
+//! time index. Indexes live in memory while the segment is active and are written out when
+//! it is sealed (rolled) or the log is closed cleanly; after a crash the active segment's
+//! indexes are rebuilt by the recovery scan, and a sealed segment's indexes are rebuilt
+//! if their files fail a sanity check.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{self, BatchHeader, HEADER_LEN};
+use crate::error::{IoContext, Result, StorageError};
+
+const OFFSET_INDEX_ENTRY: usize = 8;
+const TIME_INDEX_ENTRY: usize = 12;
+/// Batches are scanned in chunks of this size during recovery and index rebuilds.
+const SCAN_CHUNK: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OffsetEntry {
+    pub rel_offset: u32,
+    pub position: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeEntry {
+    pub timestamp: i64,
+    pub rel_offset: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    /// Offset after the last batch in this segment.
+    pub next_offset: i64,
+    pub file: Arc<File>,
+    pub log_path: PathBuf,
+    pub size: u64,
+    pub index: Vec<OffsetEntry>,
+    pub time_index: Vec<TimeEntry>,
+    pub max_timestamp: i64,
+    /// Wall-clock time the segment was created (or its first timestamp after a restart),
+    /// for `segment.ms` rolls.
+    pub created_ms: i64,
+    bytes_since_index: u64,
+    index_interval: u64,
+}
+
+pub(crate) fn file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("fsync of directory {}", dir.display()))
+}
+
+/// Outcome of scanning a segment's batches.
+struct Scan {
+    valid_size: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    stopped: Option<String>,
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base_offset: i64, index_interval: u64, now_ms: i64) -> Result<Self> {
+        let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log_path)
+            .ctx(|| format!("creating segment {}", log_path.display()))?;
+        sync_dir(dir)?;
+        Ok(Segment {
+            base_offset,
+            next_offset: base_offset,
+            file: Arc::new(file),
+            log_path,
+            size: 0,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            max_timestamp: -1,
+            created_ms: now_ms,
+            bytes_since_index: 0,
+            index_interval: index_interval.max(1),
+        })
+    }
+
+    /// Opens an existing segment. `recover` = validate every batch by CRC and truncate at
+    /// the first bad one (the active segment after an unclean shutdown); otherwise trust the
+    /// index files if they pass a sanity check, else rebuild them from batch headers.
+    pub fn open(dir: &Path, base_offset: i64, index_interval: u64, recover: bool) -> Result<Self> {
+        let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&log_path)
+            .ctx(|| format!("opening segment {}", log_path.display()))?;
+        let size = file.metadata().ctx(|| format!("stat {}", log_path.display()))?.len();
+        let mut seg = Segment {
+            base_offset,
+            next_offset: base_offset,
+            file: Arc::new(file),
+            log_path,
+            size,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            max_timestamp: -1,
+            created_ms: 0,
+            bytes_since_index: 0,
+            index_interval: index_interval.max(1),
+        };
+        if !recover && seg.load_indexes(dir)? {
+            return Ok(seg);
+        }
+        let scan = seg.rebuild(recover)?;
+        if let Some(reason) = scan.stopped {
+            tracing::warn!(
+                segment = %seg.log_path.display(),
+                valid_bytes = scan.valid_size,
+                dropped_bytes = seg.size - scan.valid_size,
+                %reason,
+                "truncating invalid tail of segment"
+            );
+            seg.file.set_len(scan.valid_size).ctx(|| format!("truncating {}", seg.log_path.display()))?;
+            seg.file.sync_all().ctx(|| format!("fsync {}", seg.log_path.display()))?;
+            seg.size = scan.valid_size;
+        }
+        Ok(seg)
+    }
+
+    fn index_paths(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let stem = file_stem(self.base_offset);
+        (dir.join(format!("{stem}.index")), dir.join(format!("{stem}.timeindex")))
+    }
+
+    /// Loads index files if they are present and consistent with the log file.
+    fn load_indexes(&mut self, dir: &Path) -> Result<bool> {
+        let (idx_path, tidx_path) = self.index_paths(dir);
+        let (Ok(idx), Ok(tidx)) = (fs::read(&idx_path), fs::read(&tidx_path)) else {
+            return Ok(false);
+        };
+        // The offset index always has an entry for the first batch, and a trailer entry
+        // (next_offset, size) written at seal time so the segment's extent is known without a scan.
+        if idx.len() % OFFSET_INDEX_ENTRY != 0 || tidx.len() % TIME_INDEX_ENTRY != 0 || idx.len() < 2 * OFFSET_INDEX_ENTRY {
+            return Ok(false);
+        }
+        let mut index: Vec<OffsetEntry> = idx
+            .chunks_exact(OFFSET_INDEX_ENTRY)
+            .map(|c| OffsetEntry {
+                rel_offset: u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                position: u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        let trailer = index.pop().unwrap_or(OffsetEntry { rel_offset: 0, position: 0 });
+        let monotonic = index.windows(2).all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position);
+        if !monotonic || u64::from(trailer.position) != self.size || index.first().is_some_and(|e| e.position != 0) {
+            return Ok(false);
+        }
+        let time_index: Vec<TimeEntry> = tidx
+            .chunks_exact(TIME_INDEX_ENTRY)
+            .map(|c| {
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&c[..8]);
+                TimeEntry { timestamp: i64::from_be_bytes(ts), rel_offset: u32::from_be_bytes([c[8], c[9], c[10], c[11]]) }
+            })
+            .collect();
+        // Spot-check: the batch at the last index entry starts where the index says.
+        if let Some(last) = index.last() {
+            let mut head = [0u8; 12];
+            if self.file.read_exact_at(&mut head, u64::from(last.position)).is_err() {
+                return Ok(false);
+            }
+            match batch::peek_offset_and_size(&head) {
+                Some((off, _)) if off == self.base_offset + i64::from(last.rel_offset) => {}
+                _ => return Ok(false),
+            }
+        }
+        self.next_offset = self.base_offset + i64::from(trailer.rel_offset);
+        self.max_timestamp = time_index.last().map_or(-1, |t| t.timestamp);
+        self.created_ms = self.max_timestamp;
+        self.index = index;
+        self.time_index = time_index;
+        Ok(true)
+    }
+
+    /// Rebuilds indexes by reading every batch header. With `check_crc`, each batch's CRC
+    /// is verified too and the scan stops at the first invalid batch.
+    fn rebuild(&mut self, check_crc: bool) -> Result<Scan> {
+        self.index.clear();
+        self.time_index.clear();
+        self.max_timestamp = -1;
+        self.bytes_since_index = 0;
+        self.next_offset = self.base_offset;
+        let mut pos: u64 = 0;
+        let mut buf = Vec::new();
+        let mut stopped = None;
+        let mut valid_size = self.size;
+        'outer: while pos < self.size {
+            let want = ((self.size - pos) as usize).min(SCAN_CHUNK);
+            buf.resize(want, 0);
+            self.file.read_exact_at(&mut buf, pos).ctx(|| format!("reading {}", self.log_path.display()))?;
+            let mut at = 0usize;
+            while at < buf.len() {
+                let rest = &buf[at..];
+                let header = match batch::parse_header(rest) {
+                    Ok(h) => h,
+                    Err(_) if rest.len() < HEADER_LEN && pos + (at as u64) + (rest.len() as u64) < self.size => break,
+                    Err(e) => {
+                        stopped = Some(e.to_string());
+                        valid_size = pos + at as u64;
+                        break 'outer;
+                    }
+                };
+                if header.size > rest.len() {
+                    if pos + at as u64 + header.size as u64 > self.size {
+                        stopped = Some(format!("batch of {} bytes runs past end of file", header.size));
+                        valid_size = pos + at as u64;
+                        break 'outer;
+                    }
+                    if at == 0 {
+                        // A batch larger than the chunk: read it whole.
+                        buf.resize(header.size, 0);
+                        self.file
+                            .read_exact_at(&mut buf, pos)
+                            .ctx(|| format!("reading {}", self.log_path.display()))?;
+                        continue;
+                    }
+                    break;
+                }
+                let whole = &rest[..header.size];
+                if check_crc {
+                    if let Err(e) = batch::validate(whole) {
+                        stopped = Some(e.to_string());
+                        valid_size = pos + at as u64;
+                        break 'outer;
+                    }
+                }
+                if header.base_offset < self.next_offset {
+                    stopped = Some(format!(
+                        "offset {} goes backwards (expected >= {})",
+                        header.base_offset, self.next_offset
+                    ));
+                    valid_size = pos + at as u64;
+                    break 'outer;
+                }
+                self.note_appended(&header, (pos + at as u64) as u32);
+                at += header.size;
+            }
+            pos += at as u64;
+        }
+        self.size = valid_size;
+        self.created_ms = self.max_timestamp;
+        Ok(Scan { valid_size, stopped })
+    }
+
+    /// Updates in-memory indexes for a batch written at `position`.
+    pub fn note_appended(&mut self, header: &BatchHeader, position: u32) {
+        let rel = (header.base_offset - self.base_offset) as u32;
+        if self.index.is_empty() || self.bytes_since_index >= self.index_interval {
+            self.index.push(OffsetEntry { rel_offset: rel, position });
+            if header.max_timestamp > self.max_timestamp {
+                self.time_index.push(TimeEntry { timestamp: header.max_timestamp, rel_offset: rel });
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += header.size as u64;
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        self.next_offset = header.last_offset() + 1;
+    }
+
+    /// Writes `bytes` (whole batches) at the end of the segment.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all_at(bytes, self.size)
+            .ctx(|| format!("appending to {}", self.log_path.display()))?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().ctx(|| format!("fdatasync {}", self.log_path.display()))
+    }
+
+    /// Flushes data and writes the index files (sealing, or a clean shutdown).
+    pub fn write_indexes(&self, dir: &Path) -> Result<()> {
+        let (idx_path, tidx_path) = self.index_paths(dir);
+        let mut idx = Vec::with_capacity((self.index.len() + 1) * OFFSET_INDEX_ENTRY);
+        for e in &self.index {
+            idx.extend_from_slice(&e.rel_offset.to_be_bytes());
+            idx.extend_from_slice(&e.position.to_be_bytes());
+        }
+        idx.extend_from_slice(&((self.next_offset - self.base_offset) as u32).to_be_bytes());
+        idx.extend_from_slice(&(self.size as u32).to_be_bytes());
+        let mut tidx = Vec::with_capacity(self.time_index.len() * TIME_INDEX_ENTRY);
+        for e in &self.time_index {
+            tidx.extend_from_slice(&e.timestamp.to_be_bytes());
+            tidx.extend_from_slice(&e.rel_offset.to_be_bytes());
+        }
+        for (path, data) in [(idx_path, idx), (tidx_path, tidx)] {
+            let ctx = || format!("writing index {}", path.display());
+            let mut f = File::create(&path).ctx(ctx)?;
+            f.write_all(&data).ctx(ctx)?;
+            f.sync_data().ctx(ctx)?;
+        }
+        Ok(())
+    }
+
+    pub fn delete_files(&self, dir: &Path) -> Result<()> {
+        let (idx_path, tidx_path) = self.index_paths(dir);
+        for p in [&self.log_path, &idx_path, &tidx_path] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::Io { context: format!("deleting {}", p.display()), source: e }),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn remove_index_files(&self, dir: &Path) {
+        let (idx_path, tidx_path) = self.index_paths(dir);
+        let _ = fs::remove_file(idx_path);
+        let _ = fs::remove_file(tidx_path);
+    }
+
+    /// Position of the sparse index entry at or before `offset`.
+    pub fn index_position_for(&self, offset: i64) -> u64 {
+        let rel = (offset - self.base_offset).max(0) as u64;
+        let i = self.index.partition_point(|e| u64::from(e.rel_offset) <= rel);
+        if i == 0 {
+            0
+        } else {
+            u64::from(self.index[i - 1].position)
+        }
+    }
+
+    /// Position of the time index entry to start scanning from for `timestamp`: the last
+    /// entry whose timestamp is below it.
+    pub fn time_position_for(&self, timestamp: i64) -> u64 {
+        let i = self.time_index.partition_point(|e| e.timestamp < timestamp);
+        if i == 0 {
+            0
+        } else {
+            self.index_position_for(self.base_offset + i64::from(self.time_index[i - 1].rel_offset))
+        }
+    }
+
+    /// Finds the first batch whose last offset is >= `offset`, scanning headers from the
+    /// sparse index entry. Returns (position, header) or None if past the end.
+    pub fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
+        self.scan_from(self.index_position_for(offset), |h| h.last_offset() >= offset)
+    }
+
+    /// Scans batch headers from `pos` until `stop` says so.
+    pub fn scan_from(&self, mut pos: u64, mut stop: impl FnMut(&BatchHeader) -> bool) -> Result<Option<(u64, BatchHeader)>> {
+        let mut head = [0u8; HEADER_LEN];
+        while pos + HEADER_LEN as u64 <= self.size {
+            self.file
+                .read_exact_at(&mut head, pos)
+                .ctx(|| format!("reading {}", self.log_path.display()))?;
+            let header = batch::parse_header(&head).map_err(|e| StorageError::CorruptStoredData {
+                path: self.log_path.clone(),
+                position: pos,
+                reason: e.to_string(),
+            })?;
+            if stop(&header) {
+                return Ok(Some((pos, header)));
+            }
+            pos += header.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Truncates the segment so that it ends before the batch containing `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        let Some((pos, _)) = self.find_batch(offset)? else {
+            return Ok(());
+        };
+        self.file.set_len(pos).ctx(|| format!("truncating {}", self.log_path.display()))?;
+        self.file.sync_all().ctx(|| format!("fsync {}", self.log_path.display()))?;
+        self.size = pos;
+        // Re-derive indexes and the end offset from what is left.
+        self.rebuild(false)?;
+        Ok(())
+    }
+}
