@@ -1,1 +1,262 @@
+//! Sans-IO Kafka wire protocol: length-prefixed frames in, typed requests out; typed
+//! responses in, frames out. Message bodies use the `kafka-protocol` crate; this crate adds
+//! the framing rules, the table of versions Arctern implements, and the special cases
+//! (ApiVersions' v0 fallback). No sockets, no storage.
 
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseKind,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+pub use kafka_protocol;
+pub use kafka_protocol::error::ResponseError;
+
+/// The APIs and version ranges Arctern fully implements. Only these are advertised in
+/// ApiVersions; anything else is refused.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+];
+
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// The `api_keys` array of an ApiVersions response.
+pub fn advertised_versions() -> Vec<ApiVersion> {
+    SUPPORTED_APIS
+        .iter()
+        .map(|(k, min, max)| {
+            ApiVersion::default()
+                .with_api_key(*k as i16)
+                .with_min_version(*min)
+                .with_max_version(*max)
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame length {0} is negative")]
+    NegativeLength(i32),
+    #[error("frame of {len} bytes exceeds socket.request.max.bytes {max}")]
+    TooLarge { len: usize, max: usize },
+}
+
+/// Validates the 4-byte size prefix of a request; returns the body length.
+pub fn frame_length(prefix: [u8; 4], max: usize) -> Result<usize, FrameError> {
+    let len = i32::from_be_bytes(prefix);
+    if len < 0 {
+        return Err(FrameError::NegativeLength(len));
+    }
+    let len = len as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+#[derive(Debug)]
+pub struct DecodedRequest {
+    pub header: RequestHeader,
+    pub api_key: ApiKey,
+    pub body: RequestKind,
+}
+
+/// Why a request frame could not be turned into a typed request.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame of {0} bytes is too short for a request header")]
+    TooShort(usize),
+    #[error("unknown or unsupported api key {api_key} (correlation id {correlation_id})")]
+    UnsupportedApi { api_key: i16, correlation_id: i32 },
+    /// ApiVersions at a version we do not implement: answer with the v0-format
+    /// UNSUPPORTED_VERSION response (see `unsupported_api_versions_response`).
+    #[error("ApiVersions v{version} is not supported")]
+    UnsupportedApiVersionsVersion { version: i16, correlation_id: i32 },
+    #[error("{api_key:?} v{version} is not supported (correlation id {correlation_id})")]
+    UnsupportedVersion {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    },
+    #[error("malformed {api_key:?} v{version} request: {reason}")]
+    Malformed {
+        api_key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+/// Decodes one request frame (without its size prefix).
+pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
+    if frame.len() < 8 {
+        return Err(DecodeError::TooShort(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|_| DecodeError::UnsupportedApi {
+        api_key: raw_key,
+        correlation_id,
+    })?;
+    let Some((min, max)) = supported_range(api_key) else {
+        return Err(DecodeError::UnsupportedApi {
+            api_key: raw_key,
+            correlation_id,
+        });
+    };
+    if version < min || version > max {
+        if api_key == ApiKey::ApiVersions {
+            return Err(DecodeError::UnsupportedApiVersionsVersion {
+                version,
+                correlation_id,
+            });
+        }
+        return Err(DecodeError::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id,
+        });
+    }
+    let malformed = |reason: String| DecodeError::Malformed {
+        api_key,
+        version,
+        reason,
+    };
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| malformed(e.to_string()))?;
+    let body =
+        RequestKind::decode(api_key, &mut frame, version).map_err(|e| malformed(e.to_string()))?;
+    Ok(DecodedRequest {
+        header,
+        api_key,
+        body,
+    })
+}
+
+/// Encodes a response frame (size prefix, response header, body).
+pub fn encode_response(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &ResponseKind,
+) -> Result<BytesMut, String> {
+    let header_version = api_key.response_header_version(version);
+    let header =
+        kafka_protocol::messages::ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut out = BytesMut::with_capacity(64);
+    out.put_i32(0);
+    header
+        .encode(&mut out, header_version)
+        .map_err(|e| e.to_string())?;
+    body.encode(&mut out, version).map_err(|e| e.to_string())?;
+    let len = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
+
+/// The response to an ApiVersions request at a version we do not support: Kafka answers
+/// in the v0 format (non-flexible header and body) with UNSUPPORTED_VERSION and the full
+/// list of supported versions, so the client can pick one and retry.
+pub fn unsupported_api_versions_response(correlation_id: i32) -> BytesMut {
+    let body = ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(advertised_versions());
+    let mut out = BytesMut::with_capacity(128);
+    out.put_i32(0);
+    out.put_i32(correlation_id);
+    // v0 encoding of this body cannot fail: it has only fixed fields and a plain array.
+    if body.encode(&mut out, 0).is_err() {
+        out.truncate(8);
+        out.put_i16(ResponseError::UnsupportedVersion.code());
+        out.put_i32(0);
+    }
+    let len = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// Reads the correlation id of a frame, if it has one (for logging bad requests).
+pub fn peek_correlation_id(frame: &[u8]) -> Option<i32> {
+    let mut b = frame.get(4..8)?;
+    Some(b.get_i32())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn request_frame<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("t")));
+        let mut b = BytesMut::new();
+        header
+            .encode(&mut b, key.request_header_version(version))
+            .expect("header");
+        body.encode(&mut b, version).expect("body");
+        b.freeze()
+    }
+
+    #[test]
+    fn decodes_supported_requests() {
+        let f = request_frame(ApiKey::Metadata, 12, &MetadataRequest::default());
+        let r = decode_request(f).expect("decodes");
+        assert_eq!(r.api_key, ApiKey::Metadata);
+        assert_eq!(r.header.correlation_id, 7);
+    }
+
+    #[test]
+    fn api_versions_unknown_version_gets_v0_answer() {
+        let f = request_frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        let mut raw = f.to_vec();
+        raw[2..4].copy_from_slice(&99i16.to_be_bytes());
+        match decode_request(Bytes::from(raw)) {
+            Err(DecodeError::UnsupportedApiVersionsVersion {
+                version: 99,
+                correlation_id: 7,
+            }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        let resp = unsupported_api_versions_response(7);
+        let mut body = &resp[4..];
+        assert_eq!(body.get_i32(), 7);
+        let parsed = ApiVersionsResponse::decode(&mut body, 0).expect("v0 body");
+        assert_eq!(parsed.error_code, 35);
+        assert_eq!(parsed.api_keys.len(), SUPPORTED_APIS.len());
+    }
+
+    #[test]
+    fn garbage_and_hostile_frames_are_errors() {
+        assert!(decode_request(Bytes::from_static(&[1, 2, 3])).is_err());
+        assert!(decode_request(Bytes::from_static(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1])).is_err());
+        // Metadata v1 with a topics array claiming i32::MAX entries and no data.
+        let mut f = request_frame(ApiKey::Metadata, 1, &MetadataRequest::default()).to_vec();
+        f.truncate(f.len() - 4);
+        f.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode_request(Bytes::from(f)),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert!(frame_length((-1i32).to_be_bytes(), 100).is_err());
+        assert!(frame_length(101i32.to_be_bytes(), 100).is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! The TOML config file: Kafka's broker key names, every key optional. Environment
+//! variables override the file: `ARCTERN_` + the key upper-cased with dots as underscores
+//! (e.g. `ARCTERN_LOG_RETENTION_MS=60000`). Command-line flags override both.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use arctern_core::{BrokerConfig, TopicDefaults};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(rename = "node.id")]
+    pub node_id: Option<i32>,
+    #[serde(rename = "log.dirs")]
+    pub log_dirs: Option<PathBuf>,
+    /// `PLAINTEXT://host:port` or `host:port`.
+    pub listeners: Option<String>,
+    #[serde(rename = "advertised.listeners")]
+    pub advertised_listeners: Option<String>,
+    #[serde(rename = "auto.create.topics.enable")]
+    pub auto_create_topics_enable: Option<bool>,
+    #[serde(rename = "num.partitions")]
+    pub num_partitions: Option<i32>,
+    #[serde(rename = "default.replication.factor")]
+    pub default_replication_factor: Option<i16>,
+    #[serde(rename = "message.max.bytes")]
+    pub message_max_bytes: Option<i64>,
+    #[serde(rename = "socket.request.max.bytes")]
+    pub socket_request_max_bytes: Option<i64>,
+    #[serde(rename = "log.segment.bytes")]
+    pub log_segment_bytes: Option<i64>,
+    #[serde(rename = "log.roll.ms")]
+    pub log_roll_ms: Option<i64>,
+    #[serde(rename = "log.retention.ms")]
+    pub log_retention_ms: Option<i64>,
+    #[serde(rename = "log.retention.bytes")]
+    pub log_retention_bytes: Option<i64>,
+    #[serde(rename = "log.retention.check.interval.ms")]
+    pub log_retention_check_interval_ms: Option<i64>,
+    #[serde(rename = "log.index.interval.bytes")]
+    pub log_index_interval_bytes: Option<i64>,
+    #[serde(rename = "log.flush.interval.messages")]
+    pub log_flush_interval_messages: Option<i64>,
+    #[serde(rename = "log.flush.interval.ms")]
+    pub log_flush_interval_ms: Option<i64>,
+    #[serde(rename = "min.insync.replicas")]
+    pub min_insync_replicas: Option<i64>,
+    #[serde(rename = "unclean.leader.election.enable")]
+    pub unclean_leader_election_enable: Option<bool>,
+}
+
+/// Every key the file accepts, for the environment overlay.
+const KEYS: &[&str] = &[
+    "node.id",
+    "log.dirs",
+    "listeners",
+    "advertised.listeners",
+    "auto.create.topics.enable",
+    "num.partitions",
+    "default.replication.factor",
+    "message.max.bytes",
+    "socket.request.max.bytes",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.retention.check.interval.ms",
+    "log.index.interval.bytes",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+];
+
+pub fn env_name(key: &str) -> String {
+    format!("ARCTERN_{}", key.to_ascii_uppercase().replace('.', "_"))
+}
+
+impl FileConfig {
+    /// Reads the file (if given) and overlays environment variables.
+    pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("parsing config {}", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for key in KEYS {
+            if let Ok(raw) = std::env::var(env_name(key)) {
+                let value = if let Ok(n) = raw.parse::<i64>() {
+                    toml::Value::Integer(n)
+                } else if let Ok(b) = raw.parse::<bool>() {
+                    toml::Value::Boolean(b)
+                } else {
+                    toml::Value::String(raw)
+                };
+                table.insert((*key).to_string(), value);
+            }
+        }
+        FileConfig::deserialize(toml::Value::Table(table)).context("invalid config")
+    }
+}
+
+/// Parses `PLAINTEXT://host:port` or `host:port`.
+pub fn parse_listener(s: &str) -> Result<String> {
+    let s = s.split(',').next().unwrap_or(s).trim();
+    let addr = match s.split_once("://") {
+        Some(("PLAINTEXT", rest)) => rest,
+        Some((proto, _)) => bail!("listener protocol {proto} is not supported (only PLAINTEXT)"),
+        None => s,
+    };
+    Ok(addr.to_string())
+}
+
+fn non_negative(key: &str, v: i64) -> Result<u64> {
+    u64::try_from(v).with_context(|| format!("{key} must not be negative"))
+}
+
+/// Builds the broker config from the file; listener addresses are resolved by the caller.
+pub fn broker_config(file: &FileConfig, data_dir: PathBuf) -> Result<BrokerConfig> {
+    let mut d = TopicDefaults::default();
+    if let Some(v) = file.log_segment_bytes {
+        d.segment_bytes = non_negative("log.segment.bytes", v)?;
+    }
+    if let Some(v) = file.log_roll_ms {
+        d.segment_ms = v;
+    }
+    if let Some(v) = file.log_retention_ms {
+        d.retention_ms = v;
+    }
+    if let Some(v) = file.log_retention_bytes {
+        d.retention_bytes = v;
+    }
+    if let Some(v) = file.message_max_bytes {
+        d.max_message_bytes = v;
+    }
+    if let Some(v) = file.log_index_interval_bytes {
+        d.index_interval_bytes = v;
+    }
+    if let Some(v) = file.log_flush_interval_messages {
+        d.flush_messages = v;
+    }
+    if let Some(v) = file.log_flush_interval_ms {
+        d.flush_ms = v;
+    }
+    if let Some(v) = file.min_insync_replicas {
+        d.min_insync_replicas = v;
+    }
+    if let Some(v) = file.unclean_leader_election_enable {
+        d.unclean_leader_election = v;
+    }
+    let mut c = BrokerConfig {
+        data_dir,
+        topic_defaults: d,
+        ..BrokerConfig::default()
+    };
+    if let Some(v) = file.node_id {
+        c.node_id = v;
+    }
+    if let Some(v) = file.auto_create_topics_enable {
+        c.auto_create_topics = v;
+    }
+    if let Some(v) = file.num_partitions {
+        if v < 1 {
+            bail!("num.partitions must be at least 1");
+        }
+        c.num_partitions = v;
+    }
+    if let Some(v) = file.default_replication_factor {
+        c.default_replication_factor = v;
+    }
+    if let Some(v) = file.log_retention_check_interval_ms {
+        c.retention_check_interval_ms = non_negative("log.retention.check.interval.ms", v)?;
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_every_key_is_documented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/arctern.example.toml");
+        let text = std::fs::read_to_string(&path).expect("example config exists");
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| r.contains(" = "))
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let table: toml::Table = uncommented
+            .parse()
+            .expect("example parses when uncommented");
+        for key in KEYS {
+            assert!(
+                table.contains_key(*key),
+                "{key} missing from the example config"
+            );
+        }
+        let file = FileConfig::deserialize(toml::Value::Table(table)).expect("keys are valid");
+        broker_config(&file, PathBuf::from("x")).expect("values are valid");
+    }
+
+    #[test]
+    fn listener_forms() {
+        assert_eq!(
+            parse_listener("PLAINTEXT://127.0.0.1:9092").unwrap(),
+            "127.0.0.1:9092"
+        );
+        assert_eq!(parse_listener("127.0.0.1:1").unwrap(), "127.0.0.1:1");
+        assert!(parse_listener("SSL://x:1").is_err());
+    }
+}

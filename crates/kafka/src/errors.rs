@@ -1,0 +1,52 @@
+//! The one table from core errors to Kafka error codes.
+
+use arctern_core::CoreError;
+use arctern_kafka_wire::ResponseError;
+
+pub fn error_code(e: &CoreError) -> i16 {
+    let code = match e {
+        CoreError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
+        CoreError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        CoreError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        CoreError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        CoreError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        CoreError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        CoreError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        CoreError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        CoreError::RecordBatchTooLarge(_) => ResponseError::RecordListTooLarge,
+        CoreError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        CoreError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        CoreError::Storage(_) => ResponseError::KafkaStorageError,
+        CoreError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+    };
+    code.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_the_kafka_protocol_table() {
+        assert_eq!(
+            error_code(&CoreError::UnknownTopicOrPartition("t".into())),
+            3
+        );
+        assert_eq!(error_code(&CoreError::CorruptMessage("crc".into())), 2);
+        assert_eq!(
+            error_code(&CoreError::MessageTooLarge { size: 2, max: 1 }),
+            10
+        );
+        assert_eq!(error_code(&CoreError::InvalidTopic("x".into())), 17);
+        assert_eq!(error_code(&CoreError::TopicAlreadyExists("x".into())), 36);
+        assert_eq!(
+            error_code(&CoreError::OffsetOutOfRange {
+                requested: 9,
+                start: 0,
+                end: 1
+            }),
+            1
+        );
+        assert_eq!(error_code(&CoreError::Storage("eio".into())), 56);
+    }
+}

@@ -1,0 +1,670 @@
+//! Kafka request handlers: typed request in, typed response out, over the broker core.
+//!
+//! Each handler does its side effects immediately (so requests on one connection take
+//! effect in the order sent) and returns either a ready response or a future for the part
+//! that waits: the fsync of a produce, the long poll of a fetch.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arctern_core::{AlterOp, Appended, Broker, ConfigSource, CoreError, Partition};
+use arctern_kafka_wire::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use arctern_kafka_wire::kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use arctern_kafka_wire::kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use arctern_kafka_wire::kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use arctern_kafka_wire::kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, PartitionData as FetchResponsePartitionData,
+};
+use arctern_kafka_wire::kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use arctern_kafka_wire::kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use arctern_kafka_wire::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use arctern_kafka_wire::kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
+use arctern_kafka_wire::kafka_protocol::messages::*;
+use arctern_kafka_wire::kafka_protocol::protocol::StrBytes;
+use arctern_kafka_wire::kafka_protocol::records::RecordBatchDecoder;
+use arctern_kafka_wire::ResponseError;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::errors::error_code;
+
+pub type Deferred = Pin<Box<dyn Future<Output = ResponseKind> + Send>>;
+
+pub enum Reply {
+    Now(ResponseKind),
+    Later(Deferred),
+    /// Produce with acks=0: Kafka sends nothing back.
+    Nothing,
+}
+
+/// Longest long poll honoured, whatever the client asks.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(300);
+const CLUSTER_ID: &str = "arctern-single-node";
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+fn topic_name(v: &str) -> TopicName {
+    TopicName(s(v))
+}
+
+pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
+    match request {
+        RequestKind::ApiVersions(_) => Reply::Now(ResponseKind::ApiVersions(api_versions())),
+        RequestKind::Metadata(r) => {
+            Reply::Now(ResponseKind::Metadata(metadata(broker, r, version)))
+        }
+        RequestKind::Produce(r) => produce(broker, r),
+        RequestKind::Fetch(r) => Reply::Later(Box::pin(fetch(Arc::clone(broker), r))),
+        RequestKind::ListOffsets(r) => {
+            Reply::Now(ResponseKind::ListOffsets(list_offsets(broker, r, version)))
+        }
+        RequestKind::CreateTopics(r) => {
+            Reply::Now(ResponseKind::CreateTopics(create_topics(broker, r)))
+        }
+        RequestKind::DeleteTopics(r) => {
+            Reply::Now(ResponseKind::DeleteTopics(delete_topics(broker, r)))
+        }
+        RequestKind::CreatePartitions(r) => {
+            Reply::Now(ResponseKind::CreatePartitions(create_partitions(broker, r)))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            Reply::Now(ResponseKind::DescribeConfigs(describe_configs(broker, r)))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
+            ResponseKind::IncrementalAlterConfigs(alter_configs(broker, r)),
+        ),
+        // The wire layer only lets advertised APIs through; this is a safety net.
+        other => {
+            tracing::warn!(request = ?std::mem::discriminant(&other), "request type without a handler");
+            Reply::Now(ResponseKind::ApiVersions(
+                ApiVersionsResponse::default()
+                    .with_error_code(ResponseError::UnsupportedVersion.code()),
+            ))
+        }
+    }
+}
+
+fn api_versions() -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(arctern_kafka_wire::advertised_versions())
+}
+
+fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let cfg = broker.config();
+    let node = broker.node_id();
+    let brokers = vec![MetadataResponseBroker::default()
+        .with_node_id(BrokerId(node))
+        .with_host(s(cfg.advertised_host.clone()))
+        .with_port(cfg.advertised_port)];
+    // v0 and a null topic list (v1+) mean "all topics"; v4+ carries the auto-create flag.
+    let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
+    let requested: Option<Vec<String>> = match req.topics {
+        None => None,
+        Some(t) if version == 0 && t.is_empty() => None,
+        Some(t) => Some(
+            t.into_iter()
+                .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                .collect(),
+        ),
+    };
+    let topics = match requested {
+        None => broker
+            .topics()
+            .into_iter()
+            .map(|t| topic_metadata(node, Ok(t), ""))
+            .collect(),
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                topic_metadata(
+                    node,
+                    broker.topic_or_auto_create(name, allow_auto_create),
+                    name,
+                )
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(s(CLUSTER_ID)))
+        .with_controller_id(BrokerId(node))
+        .with_topics(topics)
+}
+
+fn topic_metadata(
+    node: i32,
+    topic: Result<Arc<arctern_core::Topic>, CoreError>,
+    requested_name: &str,
+) -> MetadataResponseTopic {
+    match topic {
+        Ok(t) => MetadataResponseTopic::default()
+            .with_name(Some(topic_name(&t.name)))
+            .with_topic_id(t.id)
+            .with_partitions(
+                t.partitions()
+                    .iter()
+                    .map(|p| {
+                        MetadataResponsePartition::default()
+                            .with_partition_index(p.index)
+                            .with_leader_id(BrokerId(node))
+                            .with_leader_epoch(p.leader_epoch())
+                            .with_replica_nodes(vec![BrokerId(node)])
+                            .with_isr_nodes(vec![BrokerId(node)])
+                    })
+                    .collect(),
+            ),
+        Err(e) => MetadataResponseTopic::default()
+            .with_name(Some(topic_name(requested_name)))
+            .with_error_code(error_code(&e)),
+    }
+}
+
+fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> Reply {
+    let acks = req.acks;
+    if !matches!(acks, 0 | 1 | -1) {
+        let responses = req
+            .topic_data
+            .iter()
+            .map(|t| {
+                TopicProduceResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partition_responses(
+                        t.partition_data
+                            .iter()
+                            .map(|p| {
+                                PartitionProduceResponse::default()
+                                    .with_index(p.index)
+                                    .with_error_code(ResponseError::InvalidRequiredAcks.code())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return Reply::Now(ResponseKind::Produce(
+            ProduceResponse::default().with_responses(responses),
+        ));
+    }
+    // Append everything now, in request order; wait for durability later.
+    let mut pending: Vec<(
+        TopicName,
+        Vec<(i32, Result<(Arc<Partition>, Appended), CoreError>)>,
+    )> = Vec::new();
+    for topic in req.topic_data {
+        let mut parts = Vec::with_capacity(topic.partition_data.len());
+        for p in topic.partition_data {
+            let result = broker
+                .partition(&topic.name.0, p.index)
+                .and_then(|partition| {
+                    let records = p.records.unwrap_or_default();
+                    let appended = partition.append(records.to_vec())?;
+                    Ok((partition, appended))
+                });
+            if let Err(e) = &result {
+                tracing::debug!(topic = %topic.name.0, partition = p.index, error = %e, "produce rejected");
+            }
+            parts.push((p.index, result));
+        }
+        pending.push((topic.name, parts));
+    }
+    if acks == 0 {
+        return Reply::Nothing;
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    Reply::Later(Box::pin(async move {
+        let mut responses = Vec::with_capacity(pending.len());
+        for (name, parts) in pending {
+            let mut out = Vec::with_capacity(parts.len());
+            for (index, result) in parts {
+                let resp = PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_log_append_time_ms(-1);
+                let resp = match result {
+                    Ok((partition, appended)) => {
+                        match tokio::time::timeout(
+                            timeout,
+                            partition.wait_acknowledgeable(&appended),
+                        )
+                        .await
+                        {
+                            Ok(Ok(())) => resp
+                                .with_base_offset(appended.outcome.base_offset)
+                                .with_log_start_offset(appended.outcome.log_start_offset),
+                            Ok(Err(e)) => resp
+                                .with_error_code(error_code(&e))
+                                .with_error_message(Some(s(e.to_string())))
+                                .with_base_offset(-1),
+                            Err(_) => resp
+                                .with_error_code(ResponseError::RequestTimedOut.code())
+                                .with_base_offset(-1),
+                        }
+                    }
+                    Err(e) => resp
+                        .with_error_code(error_code(&e))
+                        .with_error_message(Some(s(e.to_string())))
+                        .with_base_offset(-1)
+                        .with_log_start_offset(-1),
+                };
+                out.push(resp);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(out),
+            );
+        }
+        ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
+    }))
+}
+
+async fn fetch(broker: Arc<Broker>, req: FetchRequest) -> ResponseKind {
+    let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT);
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let mut changes = broker.subscribe_data_changes();
+    loop {
+        changes.borrow_and_update();
+        let (response, bytes, errors) = fetch_once(&broker, &req);
+        if bytes >= min_bytes || errors || Instant::now() >= deadline {
+            return ResponseKind::Fetch(response);
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return ResponseKind::Fetch(response);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let (response, _, _) = fetch_once(&broker, &req);
+                return ResponseKind::Fetch(response);
+            }
+        }
+    }
+}
+
+/// One pass over the requested partitions: (response, record bytes, any error).
+fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+    let mut budget = if req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        usize::MAX
+    };
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let base = FetchResponsePartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(BrokerId(-1));
+            let data = match broker.partition(&t.topic.0, p.partition) {
+                Err(e) => {
+                    errors = true;
+                    base.with_error_code(error_code(&e))
+                }
+                Ok(partition) => {
+                    let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
+                    // After the budget is spent, later partitions report offsets only.
+                    let read = if limit == 0 && total > 0 {
+                        Ok(arctern_core::FetchedData {
+                            bytes: Vec::new(),
+                            high_watermark: partition.high_watermark(),
+                            log_start_offset: partition.log_start_offset().unwrap_or(-1),
+                        })
+                    } else {
+                        partition.read(p.fetch_offset, limit.max(1))
+                    };
+                    match read {
+                        Ok(d) => {
+                            total += d.bytes.len();
+                            budget = budget.saturating_sub(d.bytes.len());
+                            base.with_high_watermark(d.high_watermark)
+                                .with_last_stable_offset(d.high_watermark)
+                                .with_log_start_offset(d.log_start_offset)
+                                .with_records(Some(Bytes::from(d.bytes)))
+                        }
+                        Err(e) => {
+                            errors = true;
+                            if let CoreError::Storage(msg) = &e {
+                                tracing::error!(topic = %t.topic.0, partition = p.partition, error = %msg, "fetch failed");
+                            }
+                            base.with_error_code(error_code(&e))
+                                .with_high_watermark(partition.high_watermark())
+                                .with_last_stable_offset(partition.high_watermark())
+                                .with_log_start_offset(partition.log_start_offset().unwrap_or(-1))
+                        }
+                    }
+                }
+            };
+            parts.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_partitions(parts),
+        );
+    }
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        errors,
+    )
+}
+
+fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let base = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1);
+                    match offset_for(broker, &t.name.0, p.partition_index, p.timestamp) {
+                        Ok((offset, timestamp, epoch)) => {
+                            let base = base.with_offset(offset).with_timestamp(timestamp);
+                            // leader_epoch exists from v4; older versions reject a set value.
+                            if version >= 4 {
+                                base.with_leader_epoch(epoch)
+                            } else {
+                                base
+                            }
+                        }
+                        Err(e) => base.with_error_code(error_code(&e)),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(parts)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// (offset, timestamp, leader epoch) for a ListOffsets query: -2 earliest, -1 latest,
+/// otherwise the first record with timestamp >= the target, or (-1, -1) if none.
+fn offset_for(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    timestamp: i64,
+) -> Result<(i64, i64, i32), CoreError> {
+    let partition = broker.partition(topic, index)?;
+    match timestamp {
+        -2 => Ok((partition.log_start_offset()?, -1, partition.leader_epoch())),
+        -1 => Ok((partition.high_watermark(), -1, partition.leader_epoch())),
+        ts if ts >= 0 => {
+            let Some((header, bytes)) = partition.batch_for_timestamp(ts)? else {
+                return Ok((-1, -1, -1));
+            };
+            let hw = partition.high_watermark();
+            let mut buf = Bytes::from(bytes);
+            let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+                CoreError::Storage(format!(
+                    "cannot decode stored batch at {}: {e}",
+                    header.base_offset
+                ))
+            })?;
+            let found = set
+                .records
+                .iter()
+                .find(|r| r.timestamp >= ts && r.offset < hw);
+            Ok(found.map_or((-1, -1, -1), |r| {
+                (r.offset, r.timestamp, header.partition_leader_epoch)
+            }))
+        }
+        other => Err(CoreError::InvalidRequest(format!(
+            "unsupported ListOffsets timestamp {other}"
+        ))),
+    }
+}
+
+fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let configs: Vec<(String, String)> = t
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect();
+            let result = if !t.assignments.is_empty() {
+                let bad = t
+                    .assignments
+                    .iter()
+                    .flat_map(|a| a.broker_ids.iter())
+                    .find(|b| b.0 != broker.node_id());
+                match bad {
+                    Some(b) => Err(CoreError::InvalidRequest(format!(
+                        "replica assignment names unknown broker {}",
+                        b.0
+                    ))),
+                    None => broker.create_topic(
+                        &name,
+                        t.assignments.len() as i32,
+                        1,
+                        &configs,
+                        req.validate_only,
+                    ),
+                }
+            } else {
+                broker.create_topic(
+                    &name,
+                    t.num_partitions,
+                    t.replication_factor,
+                    &configs,
+                    req.validate_only,
+                )
+            };
+            let base = CreatableTopicResult::default().with_name(t.name.clone());
+            match result {
+                Ok(topic) => {
+                    let described = broker
+                        .config()
+                        .topic_defaults
+                        .describe(&topic.overrides())
+                        .into_iter()
+                        .map(|c| {
+                            CreatableTopicConfigs::default()
+                                .with_name(s(c.name))
+                                .with_value(Some(s(c.value)))
+                                .with_config_source(config_source(c.source))
+                        })
+                        .collect();
+                    let partitions = if req.validate_only {
+                        if t.num_partitions == -1 {
+                            broker.config().num_partitions
+                        } else {
+                            t.num_partitions
+                        }
+                    } else {
+                        topic.partition_count()
+                    };
+                    base.with_topic_id(topic.id)
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(topic.replication_factor)
+                        .with_configs(Some(described))
+                }
+                Err(e) => base
+                    .with_error_code(error_code(&e))
+                    .with_error_message(Some(s(e.to_string())))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1),
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    // v0-5 name topics in `topic_names`; v6 in `topics` by name or id.
+    let mut targets: Vec<(Option<String>, uuid::Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+        .collect();
+    for t in &req.topics {
+        targets.push((t.name.as_ref().map(|n| n.0.to_string()), t.topic_id));
+    }
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let name = name.or_else(|| {
+                broker
+                    .topics()
+                    .into_iter()
+                    .find(|t| t.id == id && !id.is_nil())
+                    .map(|t| t.name.clone())
+            });
+            let base = DeletableTopicResult::default()
+                .with_name(name.as_deref().map(topic_name))
+                .with_topic_id(id);
+            let Some(name) = name else {
+                return base.with_error_code(ResponseError::UnknownTopicId.code());
+            };
+            match broker.delete_topic(&name) {
+                Ok(id) => base.with_topic_id(id),
+                Err(e) => base
+                    .with_error_code(error_code(&e))
+                    .with_error_message(Some(s(e.to_string()))),
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+fn create_partitions(broker: &Broker, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            match broker.create_partitions(&t.name.0, t.count, req.validate_only) {
+                Ok(()) => base,
+                Err(e) => base
+                    .with_error_code(error_code(&e))
+                    .with_error_message(Some(s(e.to_string()))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+fn config_source(source: ConfigSource) -> i8 {
+    // Kafka's DescribeConfigs sources: 1 topic, 4 static broker, 5 default.
+    match source {
+        ConfigSource::TopicOverride => 1,
+        ConfigSource::BrokerDefault => 4,
+        ConfigSource::Default => 5,
+    }
+}
+
+fn describe_configs(broker: &Broker, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let results = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let base = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            let entries = match r.resource_type {
+                RESOURCE_TOPIC => broker.describe_configs(&r.resource_name),
+                RESOURCE_BROKER => Ok(Vec::new()),
+                other => Err(CoreError::InvalidRequest(format!(
+                    "unsupported resource type {other}"
+                ))),
+            };
+            match entries {
+                Ok(entries) => {
+                    let wanted = r.configuration_keys.as_ref();
+                    base.with_configs(
+                        entries
+                            .into_iter()
+                            .filter(|e| {
+                                wanted.is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name))
+                            })
+                            .map(|e| {
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(s(e.name))
+                                    .with_value(Some(s(e.value)))
+                                    .with_read_only(e.read_only)
+                                    .with_config_source(config_source(e.source))
+                            })
+                            .collect(),
+                    )
+                }
+                Err(e) => base
+                    .with_error_code(error_code(&e))
+                    .with_error_message(Some(s(e.to_string()))),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn alter_configs(
+    broker: &Broker,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let base = AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            let result = if r.resource_type != RESOURCE_TOPIC {
+                Err(CoreError::InvalidRequest(format!("altering resource type {} is not supported", r.resource_type)))
+            } else {
+                r.configs
+                    .iter()
+                    .map(|c| match (c.config_operation, &c.value) {
+                        (0, Some(v)) => Ok(AlterOp::Set(c.name.to_string(), v.to_string())),
+                        (0, None) => Err(CoreError::InvalidConfig(format!("{}: SET needs a value", c.name.as_str()))),
+                        (1, _) => Ok(AlterOp::Delete(c.name.to_string())),
+                        (op, _) => Err(CoreError::InvalidConfig(format!(
+                            "{}: operation {op} (APPEND/SUBTRACT) applies to list configs, which topics here do not have",
+                            c.name.as_str()
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(|ops| broker.alter_configs(&r.resource_name, &ops, req.validate_only))
+            };
+            match result {
+                Ok(()) => base,
+                Err(e) => base.with_error_code(error_code(&e)).with_error_message(Some(s(e.to_string()))),
+            }
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,228 @@
+//! The Kafka listener and the per-connection request pipeline.
+//!
+//! A reader decodes frames and runs each request's handler in arrival order (so side
+//! effects are ordered); waiting parts (fsync, long poll) run as tasks; a writer sends the
+//! responses strictly in request order, as Kafka clients require. The number of requests
+//! in flight per connection is bounded, and so is every frame.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arctern_core::Broker;
+use arctern_kafka_wire::kafka_protocol::messages::ApiKey;
+use arctern_kafka_wire::{
+    decode_request, encode_response, frame_length, unsupported_api_versions_response, DecodeError,
+};
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::handlers::{dispatch, Reply};
+
+#[derive(Debug, Clone)]
+pub struct KafkaServerConfig {
+    /// `socket.request.max.bytes`: larger frames close the connection.
+    pub socket_request_max_bytes: usize,
+    /// Requests a connection may have in flight before the reader stops reading.
+    pub max_in_flight_per_connection: usize,
+}
+
+impl Default for KafkaServerConfig {
+    fn default() -> Self {
+        KafkaServerConfig {
+            socket_request_max_bytes: 104_857_600,
+            max_in_flight_per_connection: 64,
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: KafkaServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let broker = Arc::clone(&broker);
+                        let config = config.clone();
+                        tokio::spawn(async move { connection(stream, peer, broker, config).await });
+                    }
+                    Err(e) => {
+                        // Typically EMFILE; back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+type Pending = oneshot::Receiver<Option<BytesMut>>;
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: KafkaServerConfig,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer) = stream.into_split();
+    let (queue, pending) = mpsc::channel::<Pending>(config.max_in_flight_per_connection.max(1));
+    let writer_task = tokio::spawn(write_responses(writer, pending, peer));
+    let max = config.socket_request_max_bytes;
+    loop {
+        let mut prefix = [0u8; 4];
+        if let Err(e) = reader.read_exact(&mut prefix).await {
+            if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                tracing::debug!(%peer, error = %e, "connection read failed");
+            }
+            break;
+        }
+        let len = match frame_length(prefix, max) {
+            Ok(len) => len,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection: bad frame size");
+                break;
+            }
+        };
+        // Grow the buffer as bytes arrive, so a claimed size costs nothing until sent.
+        let mut frame = BytesMut::with_capacity(len.min(64 * 1024));
+        while frame.len() < len {
+            let want = (len - frame.len()).min(1 << 20);
+            let mut chunk = (&mut reader).take(want as u64);
+            match chunk.read_buf(&mut frame).await {
+                Ok(0) => {
+                    tracing::debug!(%peer, "connection closed mid-frame");
+                    return finish(queue, writer_task).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "connection read failed mid-frame");
+                    return finish(queue, writer_task).await;
+                }
+            }
+        }
+        let request = match decode_request(frame.freeze()) {
+            Ok(r) => r,
+            Err(DecodeError::UnsupportedApiVersionsVersion {
+                version,
+                correlation_id,
+            }) => {
+                tracing::debug!(%peer, version, "ApiVersions at unsupported version; answering in v0");
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Some(unsupported_api_versions_response(correlation_id)));
+                if queue.send(rx).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection: undecodable request");
+                break;
+            }
+        };
+        let correlation_id = request.header.correlation_id;
+        let version = request.header.request_api_version;
+        let api_key = request.api_key;
+        tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
+        let reply = dispatch(&broker, request.body, version);
+        let (tx, rx) = oneshot::channel();
+        match reply {
+            Reply::Nothing => continue,
+            Reply::Now(body) => {
+                let _ = tx.send(encode(correlation_id, api_key, version, &body, peer));
+            }
+            Reply::Later(fut) => {
+                tokio::spawn(async move {
+                    let body = fut.await;
+                    let _ = tx.send(encode(correlation_id, api_key, version, &body, peer));
+                });
+            }
+        }
+        if queue.send(rx).await.is_err() {
+            break;
+        }
+    }
+    finish(queue, writer_task).await
+}
+
+async fn finish(queue: mpsc::Sender<Pending>, writer_task: tokio::task::JoinHandle<()>) {
+    drop(queue);
+    let _ = writer_task.await;
+}
+
+fn encode(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &arctern_kafka_wire::kafka_protocol::messages::ResponseKind,
+    peer: SocketAddr,
+) -> Option<BytesMut> {
+    match encode_response(correlation_id, api_key, version, body) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::error!(%peer, ?api_key, version, error = %e, "cannot encode response; closing connection");
+            None
+        }
+    }
+}
+
+async fn write_responses(
+    mut writer: OwnedWriteHalf,
+    mut pending: mpsc::Receiver<Pending>,
+    peer: SocketAddr,
+) {
+    let mut out = BytesMut::new();
+    let mut carried: Option<Pending> = None;
+    loop {
+        let next = match carried.take() {
+            Some(p) => p,
+            None => match pending.recv().await {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        let Ok(Some(frame)) = next.await else {
+            break;
+        };
+        out.put(frame);
+        // Coalesce responses that are already complete into the same write.
+        let mut closing = false;
+        while out.len() < 1 << 20 {
+            let Ok(mut p) = pending.try_recv() else { break };
+            match p.try_recv() {
+                Ok(Some(frame)) => out.put(frame),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    carried = Some(p);
+                    break;
+                }
+                Ok(None) | Err(oneshot::error::TryRecvError::Closed) => {
+                    closing = true;
+                    break;
+                }
+            }
+        }
+        if let Err(e) = writer.write_all(&out).await {
+            tracing::debug!(%peer, error = %e, "connection write failed");
+            break;
+        }
+        out.clear();
+        if closing {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
