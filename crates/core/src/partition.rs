@@ -66,6 +66,8 @@ pub struct Partition {
     durable: watch::Sender<Durable>,
     high_watermark: AtomicI64,
     unflushed_records: AtomicU64,
+    /// fdatasync calls made by the flusher (group-commit effectiveness; metrics later).
+    fsyncs: AtomicU64,
     flush_needed: Notify,
     closed: AtomicBool,
     /// Broker-wide counter bumped on every high-watermark advance (wakes long-poll fetches).
@@ -103,6 +105,7 @@ impl Partition {
             durable,
             high_watermark: AtomicI64::new(end),
             unflushed_records: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
             flush_needed: Notify::new(),
             closed: AtomicBool::new(false),
             data_changed,
@@ -113,6 +116,10 @@ impl Partition {
 
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch
+    }
+
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -277,6 +284,7 @@ impl Partition {
         }
         self.unflushed_records.store(0, Ordering::Release);
         let end = point.end_offset;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
         let synced = tokio::task::spawn_blocking(move || point.sync()).await;
         match synced {
             Ok(Ok(())) => {

@@ -43,7 +43,7 @@ use crate::errors::error_code;
 pub type Deferred = Pin<Box<dyn Future<Output = ResponseKind> + Send>>;
 
 pub enum Reply {
-    Now(ResponseKind),
+    Now(Box<ResponseKind>),
     Later(Deferred),
     /// Produce with acks=0: Kafka sends nothing back.
     Nothing,
@@ -61,36 +61,34 @@ fn topic_name(v: &str) -> TopicName {
     TopicName(s(v))
 }
 
+fn now(response: ResponseKind) -> Reply {
+    Reply::Now(Box::new(response))
+}
+
 pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
     match request {
-        RequestKind::ApiVersions(_) => Reply::Now(ResponseKind::ApiVersions(api_versions())),
-        RequestKind::Metadata(r) => {
-            Reply::Now(ResponseKind::Metadata(metadata(broker, r, version)))
-        }
+        RequestKind::ApiVersions(_) => now(ResponseKind::ApiVersions(api_versions())),
+        RequestKind::Metadata(r) => now(ResponseKind::Metadata(metadata(broker, r, version))),
         RequestKind::Produce(r) => produce(broker, r),
         RequestKind::Fetch(r) => Reply::Later(Box::pin(fetch(Arc::clone(broker), r))),
         RequestKind::ListOffsets(r) => {
-            Reply::Now(ResponseKind::ListOffsets(list_offsets(broker, r, version)))
+            now(ResponseKind::ListOffsets(list_offsets(broker, r, version)))
         }
-        RequestKind::CreateTopics(r) => {
-            Reply::Now(ResponseKind::CreateTopics(create_topics(broker, r)))
-        }
-        RequestKind::DeleteTopics(r) => {
-            Reply::Now(ResponseKind::DeleteTopics(delete_topics(broker, r)))
-        }
+        RequestKind::CreateTopics(r) => now(ResponseKind::CreateTopics(create_topics(broker, r))),
+        RequestKind::DeleteTopics(r) => now(ResponseKind::DeleteTopics(delete_topics(broker, r))),
         RequestKind::CreatePartitions(r) => {
-            Reply::Now(ResponseKind::CreatePartitions(create_partitions(broker, r)))
+            now(ResponseKind::CreatePartitions(create_partitions(broker, r)))
         }
         RequestKind::DescribeConfigs(r) => {
-            Reply::Now(ResponseKind::DescribeConfigs(describe_configs(broker, r)))
+            now(ResponseKind::DescribeConfigs(describe_configs(broker, r)))
         }
-        RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
-            ResponseKind::IncrementalAlterConfigs(alter_configs(broker, r)),
-        ),
+        RequestKind::IncrementalAlterConfigs(r) => now(ResponseKind::IncrementalAlterConfigs(
+            alter_configs(broker, r),
+        )),
         // The wire layer only lets advertised APIs through; this is a safety net.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "request type without a handler");
-            Reply::Now(ResponseKind::ApiVersions(
+            now(ResponseKind::ApiVersions(
                 ApiVersionsResponse::default()
                     .with_error_code(ResponseError::UnsupportedVersion.code()),
             ))
@@ -172,9 +170,12 @@ fn topic_metadata(
     }
 }
 
+/// A partition's part of a produce request: written (awaiting ack) or failed.
+type PendingAppend = (i32, Result<(Arc<Partition>, Appended), CoreError>);
+
 fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> Reply {
     let acks = req.acks;
-    if !matches!(acks, 0 | 1 | -1) {
+    if !(-1..=1).contains(&acks) {
         let responses = req
             .topic_data
             .iter()
@@ -193,15 +194,12 @@ fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> Reply {
                     )
             })
             .collect();
-        return Reply::Now(ResponseKind::Produce(
+        return now(ResponseKind::Produce(
             ProduceResponse::default().with_responses(responses),
         ));
     }
     // Append everything now, in request order; wait for durability later.
-    let mut pending: Vec<(
-        TopicName,
-        Vec<(i32, Result<(Arc<Partition>, Appended), CoreError>)>,
-    )> = Vec::new();
+    let mut pending: Vec<(TopicName, Vec<PendingAppend>)> = Vec::new();
     for topic in req.topic_data {
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {

@@ -143,7 +143,13 @@ async fn connection(
         match reply {
             Reply::Nothing => continue,
             Reply::Now(body) => {
-                let _ = tx.send(encode(correlation_id, api_key, version, &body, peer));
+                let _ = tx.send(encode(
+                    correlation_id,
+                    api_key,
+                    version,
+                    body.as_ref(),
+                    peer,
+                ));
             }
             Reply::Later(fut) => {
                 tokio::spawn(async move {

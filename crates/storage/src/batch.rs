@@ -94,7 +94,10 @@ pub fn peek_offset_and_size(b: &[u8]) -> Option<(i64, usize)> {
 /// but not the records (so it can be used on a header-sized read).
 pub fn parse_header(b: &[u8]) -> Result<BatchHeader, BatchError> {
     if b.len() < HEADER_LEN {
-        return Err(BatchError::Truncated { have: b.len(), need: HEADER_LEN });
+        return Err(BatchError::Truncated {
+            have: b.len(),
+            need: HEADER_LEN,
+        });
     }
     let len = i32_at(b, BATCH_LENGTH);
     if len < (HEADER_LEN - LOG_OVERHEAD) as i32 {
@@ -132,11 +135,17 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, BatchError> {
 pub fn validate(b: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = parse_header(b)?;
     if b.len() < header.size {
-        return Err(BatchError::Truncated { have: b.len(), need: header.size });
+        return Err(BatchError::Truncated {
+            have: b.len(),
+            need: header.size,
+        });
     }
     let computed = crc32c::crc32c(&b[ATTRIBUTES..header.size]);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
     }
     Ok(header)
 }
@@ -159,13 +168,16 @@ pub fn validate_all(mut b: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
     Ok(out)
 }
 
+/// (key, value, timestamp) of one record for `build_batch`.
+pub type SimpleRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
+
 /// Builds an uncompressed batch from already encoded records; used by tests and tools that
 /// need valid batches without a Kafka client.
 pub fn build_batch(
     base_offset: i64,
     leader_epoch: i32,
     first_timestamp: i64,
-    records: &[(Option<&[u8]>, Option<&[u8]>, i64)],
+    records: &[SimpleRecord],
 ) -> Vec<u8> {
     let mut body = Vec::new();
     for (i, (key, value, ts)) in records.iter().enumerate() {
@@ -227,7 +239,12 @@ mod tests {
 
     #[test]
     fn built_batch_validates_and_survives_offset_rewrite() {
-        let mut b = build_batch(0, 0, 1000, &[(Some(b"k"), Some(b"v"), 1000), (None, Some(b"w"), 1005)]);
+        let mut b = build_batch(
+            0,
+            0,
+            1000,
+            &[(Some(b"k"), Some(b"v"), 1000), (None, Some(b"w"), 1005)],
+        );
         let h = validate(&b).expect("valid");
         assert_eq!(h.records_count, 2);
         assert_eq!(h.last_offset_delta, 1);

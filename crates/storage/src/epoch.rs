@@ -51,7 +51,10 @@ impl LeaderEpochCache {
         if epoch < 0 || self.latest_epoch().is_some_and(|latest| epoch <= latest) {
             return Ok(());
         }
-        self.entries.push(EpochEntry { epoch, start_offset });
+        self.entries.push(EpochEntry {
+            epoch,
+            start_offset,
+        });
         self.persist()
     }
 
@@ -68,7 +71,10 @@ impl LeaderEpochCache {
     /// Drops entries wholly below `start_offset` (after retention), keeping the one that
     /// covers it.
     pub fn truncate_from_start(&mut self, start_offset: i64) -> Result<()> {
-        let covering = self.entries.iter().rposition(|e| e.start_offset <= start_offset);
+        let covering = self
+            .entries
+            .iter()
+            .rposition(|e| e.start_offset <= start_offset);
         if let Some(i) = covering {
             if i > 0 {
                 self.entries.drain(..i);
@@ -83,7 +89,10 @@ impl LeaderEpochCache {
     /// `None` when no epoch <= `requested` is known.
     pub fn end_offset_for(&self, requested: i32, log_end_offset: i64) -> Option<(i32, i64)> {
         let i = self.entries.iter().rposition(|e| e.epoch <= requested)?;
-        let end = self.entries.get(i + 1).map_or(log_end_offset, |next| next.start_offset);
+        let end = self
+            .entries
+            .get(i + 1)
+            .map_or(log_end_offset, |next| next.start_offset);
         Some((self.entries[i].epoch, end))
     }
 
@@ -116,7 +125,10 @@ fn parse(s: &str) -> Option<Vec<EpochEntry>> {
         let mut it = line.split_whitespace();
         let epoch = it.next()?.parse().ok()?;
         let start_offset = it.next()?.parse().ok()?;
-        entries.push(EpochEntry { epoch, start_offset });
+        entries.push(EpochEntry {
+            epoch,
+            start_offset,
+        });
     }
     (entries.len() == count).then_some(entries)
 }
@@ -142,6 +154,12 @@ mod tests {
         c3.truncate_from_end(15).expect("truncate");
         assert_eq!(c3.latest_epoch(), Some(3));
         c3.truncate_from_start(12).expect("truncate start");
-        assert_eq!(c3.entries(), &[EpochEntry { epoch: 3, start_offset: 10 }]);
+        assert_eq!(
+            c3.entries(),
+            &[EpochEntry {
+                epoch: 3,
+                start_offset: 10
+            }]
+        );
     }
 }

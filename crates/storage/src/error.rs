@@ -12,7 +12,10 @@ pub enum BatchError {
     #[error("CRC32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },
     #[error("bad offsets: lastOffsetDelta {last_offset_delta}, recordsCount {records_count}")]
-    BadOffsets { last_offset_delta: i32, records_count: i32 },
+    BadOffsets {
+        last_offset_delta: i32,
+        records_count: i32,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +35,17 @@ pub enum StorageError {
     BatchesLargerThanSegment { size: usize, max: u64 },
     /// Stored data failed validation when read back: never served, always reported.
     #[error("corrupt data in {path} at position {position}: {reason}")]
-    CorruptStoredData { path: PathBuf, position: u64, reason: String },
+    CorruptStoredData {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
     #[error("offset {requested} out of range [{start}, {end}]")]
-    OffsetOutOfRange { requested: i64, start: i64, end: i64 },
+    OffsetOutOfRange {
+        requested: i64,
+        start: i64,
+        end: i64,
+    },
     #[error("replicated append at offset {got} does not follow log end offset {expected}")]
     NonSequentialAppend { expected: i64, got: i64 },
 }
@@ -48,6 +59,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| StorageError::Io { context: context(), source })
+        self.map_err(|source| StorageError::Io {
+            context: context(),
+            source,
+        })
     }
 }

@@ -70,7 +70,9 @@ pub struct SyncPoint {
 
 impl SyncPoint {
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().ctx(|| format!("fdatasync {}", self.path.display()))
+        self.file
+            .sync_data()
+            .ctx(|| format!("fdatasync {}", self.path.display()))
     }
 }
 
@@ -128,12 +130,20 @@ impl Log {
                 return Err(StorageError::CorruptStoredData {
                     path: w[1].log_path.clone(),
                     position: 0,
-                    reason: format!("segment overlaps the previous one, which ends at offset {}", w[0].next_offset),
+                    reason: format!(
+                        "segment overlaps the previous one, which ends at offset {}",
+                        w[0].next_offset
+                    ),
                 });
             }
         }
         if segments.is_empty() {
-            segments.push(Segment::create(dir, 0, config.index_interval_bytes, now_ms)?);
+            segments.push(Segment::create(
+                dir,
+                0,
+                config.index_interval_bytes,
+                now_ms,
+            )?);
         }
         if let Some(active) = segments.last_mut() {
             if active.created_ms < 0 {
@@ -144,7 +154,12 @@ impl Log {
             fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
             sync_dir(dir)?;
         }
-        let mut log = Log { dir: dir.to_path_buf(), config, segments, epochs: LeaderEpochCache::load(dir) };
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            epochs: LeaderEpochCache::load(dir),
+        };
         let end = log.log_end_offset();
         log.epochs.truncate_from_end(end)?;
         tracing::debug!(dir = %dir.display(), clean, start = log.log_start_offset(), end = log.log_end_offset(), "log opened");
@@ -195,14 +210,26 @@ impl Log {
 
     /// Appends batches from a producer: validates them (CRC32C, size limits), stamps
     /// consecutive offsets from the log end and the leader epoch, and writes them.
-    pub fn append_as_leader(&mut self, bytes: &mut [u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+    pub fn append_as_leader(
+        &mut self,
+        bytes: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         let headers = batch::validate_all(bytes)?;
         if headers.is_empty() {
-            return Err(batch::BatchError::Truncated { have: 0, need: batch::HEADER_LEN }.into());
+            return Err(batch::BatchError::Truncated {
+                have: 0,
+                need: batch::HEADER_LEN,
+            }
+            .into());
         }
         for h in &headers {
             if h.size > self.config.max_message_bytes {
-                return Err(StorageError::BatchTooLarge { size: h.size, max: self.config.max_message_bytes });
+                return Err(StorageError::BatchTooLarge {
+                    size: h.size,
+                    max: self.config.max_message_bytes,
+                });
             }
             if i64::from(h.last_offset_delta) + 1 != i64::from(h.records_count) {
                 return Err(batch::BatchError::BadOffsets {
@@ -218,7 +245,11 @@ impl Log {
         let mut stamped = Vec::with_capacity(headers.len());
         for h in &headers {
             batch::assign_offset_and_epoch(&mut bytes[at..at + h.size], next, leader_epoch);
-            stamped.push(BatchHeader { base_offset: next, partition_leader_epoch: leader_epoch, ..*h });
+            stamped.push(BatchHeader {
+                base_offset: next,
+                partition_leader_epoch: leader_epoch,
+                ..*h
+            });
             next += i64::from(h.last_offset_delta) + 1;
             at += h.size;
         }
@@ -232,19 +263,31 @@ impl Log {
         let mut expected = self.log_end_offset();
         for h in &headers {
             if h.base_offset != expected {
-                return Err(StorageError::NonSequentialAppend { expected, got: h.base_offset });
+                return Err(StorageError::NonSequentialAppend {
+                    expected,
+                    got: h.base_offset,
+                });
             }
             expected = h.last_offset() + 1;
         }
         for h in &headers {
-            self.epochs.assign(h.partition_leader_epoch, h.base_offset)?;
+            self.epochs
+                .assign(h.partition_leader_epoch, h.base_offset)?;
         }
         self.write_batches(bytes, &headers, now_ms)
     }
 
-    fn write_batches(&mut self, bytes: &[u8], headers: &[BatchHeader], now_ms: i64) -> Result<AppendInfo> {
+    fn write_batches(
+        &mut self,
+        bytes: &[u8],
+        headers: &[BatchHeader],
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         if bytes.len() as u64 > self.config.segment_bytes {
-            return Err(StorageError::BatchesLargerThanSegment { size: bytes.len(), max: self.config.segment_bytes });
+            return Err(StorageError::BatchesLargerThanSegment {
+                size: bytes.len(),
+                max: self.config.segment_bytes,
+            });
         }
         self.maybe_roll(bytes.len() as u64, now_ms)?;
         let seg = self.active_mut();
@@ -297,7 +340,11 @@ impl Log {
 
     pub fn sync_point(&self) -> SyncPoint {
         let a = self.active();
-        SyncPoint { file: Arc::clone(&a.file), path: a.log_path.clone(), end_offset: a.next_offset }
+        SyncPoint {
+            file: Arc::clone(&a.file),
+            path: a.log_path.clone(),
+            end_offset: a.next_offset,
+        }
     }
 
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
@@ -307,13 +354,23 @@ impl Log {
     pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<FetchedBatches> {
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
         if offset < start || offset > end {
-            return Err(StorageError::OffsetOutOfRange { requested: offset, start, end });
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                start,
+                end,
+            });
         }
-        let empty = FetchedBatches { bytes: Vec::new(), next_offset: offset };
+        let empty = FetchedBatches {
+            bytes: Vec::new(),
+            next_offset: offset,
+        };
         if offset >= upper_bound.min(end) {
             return Ok(empty);
         }
-        let first_seg = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let first_seg = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
         for seg in &self.segments[first_seg..] {
             let Some((pos, first)) = seg.find_batch(offset)? else {
                 continue;
@@ -321,14 +378,20 @@ impl Log {
             if first.last_offset() >= upper_bound {
                 return Ok(empty);
             }
-            let want = (max_bytes as u64).max(first.size as u64).min(seg.size - pos) as usize;
+            let want = (max_bytes as u64)
+                .max(first.size as u64)
+                .min(seg.size - pos) as usize;
             let mut buf = vec![0u8; want];
-            seg.file.read_exact_at(&mut buf, pos).ctx(|| format!("reading {}", seg.log_path.display()))?;
+            seg.file
+                .read_exact_at(&mut buf, pos)
+                .ctx(|| format!("reading {}", seg.log_path.display()))?;
             let mut used = 0;
             let mut next_offset = offset;
             while used < buf.len() {
                 let rest = &buf[used..];
-                let Some((_, size)) = batch::peek_offset_and_size(rest) else { break };
+                let Some((_, size)) = batch::peek_offset_and_size(rest) else {
+                    break;
+                };
                 if size > rest.len() {
                     break;
                 }
@@ -354,7 +417,10 @@ impl Log {
                 next_offset = header.last_offset() + 1;
             }
             buf.truncate(used);
-            return Ok(FetchedBatches { bytes: buf, next_offset });
+            return Ok(FetchedBatches {
+                bytes: buf,
+                next_offset,
+            });
         }
         Ok(empty)
     }
@@ -369,7 +435,9 @@ impl Log {
             let start = seg.time_position_for(timestamp);
             if let Some((pos, header)) = seg.scan_from(start, |h| h.max_timestamp >= timestamp)? {
                 let mut buf = vec![0u8; header.size];
-                seg.file.read_exact_at(&mut buf, pos).ctx(|| format!("reading {}", seg.log_path.display()))?;
+                seg.file
+                    .read_exact_at(&mut buf, pos)
+                    .ctx(|| format!("reading {}", seg.log_path.display()))?;
                 batch::validate(&buf).map_err(|e| StorageError::CorruptStoredData {
                     path: seg.log_path.clone(),
                     position: pos,
@@ -414,7 +482,12 @@ impl Log {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        self.segments.push(Segment::create(&self.dir, offset, self.config.index_interval_bytes, now)?);
+        self.segments.push(Segment::create(
+            &self.dir,
+            offset,
+            self.config.index_interval_bytes,
+            now,
+        )?);
         self.epochs.truncate_from_end(offset)?;
         Ok(())
     }
@@ -423,7 +496,11 @@ impl Log {
     /// active segment is rolled first if everything in it has expired. Returns how many
     /// segments were deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
-        let expired = |s: &Segment, cfg: &LogConfig| cfg.retention_ms >= 0 && s.max_timestamp >= 0 && now_ms - s.max_timestamp > cfg.retention_ms;
+        let expired = |s: &Segment, cfg: &LogConfig| {
+            cfg.retention_ms >= 0
+                && s.max_timestamp >= 0
+                && now_ms - s.max_timestamp > cfg.retention_ms
+        };
         if self.active().size > 0 && expired(self.active(), &self.config) {
             self.roll(now_ms)?;
         }
@@ -431,7 +508,8 @@ impl Log {
         let mut total = self.size_bytes() as i64;
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
-            let over_size = self.config.retention_bytes >= 0 && total - oldest.size as i64 >= self.config.retention_bytes;
+            let over_size = self.config.retention_bytes >= 0
+                && total - oldest.size as i64 >= self.config.retention_bytes;
             if !(over_size || expired(oldest, &self.config)) {
                 break;
             }
@@ -450,7 +528,10 @@ impl Log {
     /// Flushes everything and marks the log clean, so the next open skips recovery.
     pub fn close(&mut self) -> Result<()> {
         let active = self.active();
-        active.file.set_len(active.size).ctx(|| format!("trimming {}", active.log_path.display()))?;
+        active
+            .file
+            .set_len(active.size)
+            .ctx(|| format!("trimming {}", active.log_path.display()))?;
         active.sync()?;
         active.write_indexes(&self.dir)?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);

@@ -101,7 +101,10 @@ impl Segment {
             .write(true)
             .open(&log_path)
             .ctx(|| format!("opening segment {}", log_path.display()))?;
-        let size = file.metadata().ctx(|| format!("stat {}", log_path.display()))?.len();
+        let size = file
+            .metadata()
+            .ctx(|| format!("stat {}", log_path.display()))?
+            .len();
         let mut seg = Segment {
             base_offset,
             next_offset: base_offset,
@@ -127,8 +130,12 @@ impl Segment {
                 %reason,
                 "truncating invalid tail of segment"
             );
-            seg.file.set_len(scan.valid_size).ctx(|| format!("truncating {}", seg.log_path.display()))?;
-            seg.file.sync_all().ctx(|| format!("fsync {}", seg.log_path.display()))?;
+            seg.file
+                .set_len(scan.valid_size)
+                .ctx(|| format!("truncating {}", seg.log_path.display()))?;
+            seg.file
+                .sync_all()
+                .ctx(|| format!("fsync {}", seg.log_path.display()))?;
             seg.size = scan.valid_size;
         }
         Ok(seg)
@@ -136,7 +143,10 @@ impl Segment {
 
     fn index_paths(&self, dir: &Path) -> (PathBuf, PathBuf) {
         let stem = file_stem(self.base_offset);
-        (dir.join(format!("{stem}.index")), dir.join(format!("{stem}.timeindex")))
+        (
+            dir.join(format!("{stem}.index")),
+            dir.join(format!("{stem}.timeindex")),
+        )
     }
 
     /// Loads index files if they are present and consistent with the log file.
@@ -147,7 +157,10 @@ impl Segment {
         };
         // The offset index always has an entry for the first batch, and a trailer entry
         // (next_offset, size) written at seal time so the segment's extent is known without a scan.
-        if idx.len() % OFFSET_INDEX_ENTRY != 0 || tidx.len() % TIME_INDEX_ENTRY != 0 || idx.len() < 2 * OFFSET_INDEX_ENTRY {
+        if idx.len() % OFFSET_INDEX_ENTRY != 0
+            || tidx.len() % TIME_INDEX_ENTRY != 0
+            || idx.len() < 2 * OFFSET_INDEX_ENTRY
+        {
             return Ok(false);
         }
         let mut index: Vec<OffsetEntry> = idx
@@ -157,9 +170,17 @@ impl Segment {
                 position: u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
             })
             .collect();
-        let trailer = index.pop().unwrap_or(OffsetEntry { rel_offset: 0, position: 0 });
-        let monotonic = index.windows(2).all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position);
-        if !monotonic || u64::from(trailer.position) != self.size || index.first().is_some_and(|e| e.position != 0) {
+        let trailer = index.pop().unwrap_or(OffsetEntry {
+            rel_offset: 0,
+            position: 0,
+        });
+        let monotonic = index
+            .windows(2)
+            .all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position);
+        if !monotonic
+            || u64::from(trailer.position) != self.size
+            || index.first().is_some_and(|e| e.position != 0)
+        {
             return Ok(false);
         }
         let time_index: Vec<TimeEntry> = tidx
@@ -167,13 +188,20 @@ impl Segment {
             .map(|c| {
                 let mut ts = [0u8; 8];
                 ts.copy_from_slice(&c[..8]);
-                TimeEntry { timestamp: i64::from_be_bytes(ts), rel_offset: u32::from_be_bytes([c[8], c[9], c[10], c[11]]) }
+                TimeEntry {
+                    timestamp: i64::from_be_bytes(ts),
+                    rel_offset: u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
+                }
             })
             .collect();
         // Spot-check: the batch at the last index entry starts where the index says.
         if let Some(last) = index.last() {
             let mut head = [0u8; 12];
-            if self.file.read_exact_at(&mut head, u64::from(last.position)).is_err() {
+            if self
+                .file
+                .read_exact_at(&mut head, u64::from(last.position))
+                .is_err()
+            {
                 return Ok(false);
             }
             match batch::peek_offset_and_size(&head) {
@@ -204,13 +232,20 @@ impl Segment {
         'outer: while pos < self.size {
             let want = ((self.size - pos) as usize).min(SCAN_CHUNK);
             buf.resize(want, 0);
-            self.file.read_exact_at(&mut buf, pos).ctx(|| format!("reading {}", self.log_path.display()))?;
+            self.file
+                .read_exact_at(&mut buf, pos)
+                .ctx(|| format!("reading {}", self.log_path.display()))?;
             let mut at = 0usize;
             while at < buf.len() {
                 let rest = &buf[at..];
                 let header = match batch::parse_header(rest) {
                     Ok(h) => h,
-                    Err(_) if rest.len() < HEADER_LEN && pos + (at as u64) + (rest.len() as u64) < self.size => break,
+                    Err(_)
+                        if rest.len() < HEADER_LEN
+                            && pos + (at as u64) + (rest.len() as u64) < self.size =>
+                    {
+                        break
+                    }
                     Err(e) => {
                         stopped = Some(e.to_string());
                         valid_size = pos + at as u64;
@@ -219,7 +254,10 @@ impl Segment {
                 };
                 if header.size > rest.len() {
                     if pos + at as u64 + header.size as u64 > self.size {
-                        stopped = Some(format!("batch of {} bytes runs past end of file", header.size));
+                        stopped = Some(format!(
+                            "batch of {} bytes runs past end of file",
+                            header.size
+                        ));
                         valid_size = pos + at as u64;
                         break 'outer;
                     }
@@ -256,16 +294,25 @@ impl Segment {
         }
         self.size = valid_size;
         self.created_ms = self.max_timestamp;
-        Ok(Scan { valid_size, stopped })
+        Ok(Scan {
+            valid_size,
+            stopped,
+        })
     }
 
     /// Updates in-memory indexes for a batch written at `position`.
     pub fn note_appended(&mut self, header: &BatchHeader, position: u32) {
         let rel = (header.base_offset - self.base_offset) as u32;
         if self.index.is_empty() || self.bytes_since_index >= self.index_interval {
-            self.index.push(OffsetEntry { rel_offset: rel, position });
+            self.index.push(OffsetEntry {
+                rel_offset: rel,
+                position,
+            });
             if header.max_timestamp > self.max_timestamp {
-                self.time_index.push(TimeEntry { timestamp: header.max_timestamp, rel_offset: rel });
+                self.time_index.push(TimeEntry {
+                    timestamp: header.max_timestamp,
+                    rel_offset: rel,
+                });
             }
             self.bytes_since_index = 0;
         }
@@ -284,7 +331,9 @@ impl Segment {
     }
 
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().ctx(|| format!("fdatasync {}", self.log_path.display()))
+        self.file
+            .sync_data()
+            .ctx(|| format!("fdatasync {}", self.log_path.display()))
     }
 
     /// Flushes data and writes the index files (sealing, or a clean shutdown).
@@ -317,7 +366,12 @@ impl Segment {
             match fs::remove_file(p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StorageError::Io { context: format!("deleting {}", p.display()), source: e }),
+                Err(e) => {
+                    return Err(StorageError::Io {
+                        context: format!("deleting {}", p.display()),
+                        source: e,
+                    })
+                }
             }
         }
         Ok(())
@@ -332,7 +386,9 @@ impl Segment {
     /// Position of the sparse index entry at or before `offset`.
     pub fn index_position_for(&self, offset: i64) -> u64 {
         let rel = (offset - self.base_offset).max(0) as u64;
-        let i = self.index.partition_point(|e| u64::from(e.rel_offset) <= rel);
+        let i = self
+            .index
+            .partition_point(|e| u64::from(e.rel_offset) <= rel);
         if i == 0 {
             0
         } else {
@@ -354,21 +410,28 @@ impl Segment {
     /// Finds the first batch whose last offset is >= `offset`, scanning headers from the
     /// sparse index entry. Returns (position, header) or None if past the end.
     pub fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
-        self.scan_from(self.index_position_for(offset), |h| h.last_offset() >= offset)
+        self.scan_from(self.index_position_for(offset), |h| {
+            h.last_offset() >= offset
+        })
     }
 
     /// Scans batch headers from `pos` until `stop` says so.
-    pub fn scan_from(&self, mut pos: u64, mut stop: impl FnMut(&BatchHeader) -> bool) -> Result<Option<(u64, BatchHeader)>> {
+    pub fn scan_from(
+        &self,
+        mut pos: u64,
+        mut stop: impl FnMut(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader)>> {
         let mut head = [0u8; HEADER_LEN];
         while pos + HEADER_LEN as u64 <= self.size {
             self.file
                 .read_exact_at(&mut head, pos)
                 .ctx(|| format!("reading {}", self.log_path.display()))?;
-            let header = batch::parse_header(&head).map_err(|e| StorageError::CorruptStoredData {
-                path: self.log_path.clone(),
-                position: pos,
-                reason: e.to_string(),
-            })?;
+            let header =
+                batch::parse_header(&head).map_err(|e| StorageError::CorruptStoredData {
+                    path: self.log_path.clone(),
+                    position: pos,
+                    reason: e.to_string(),
+                })?;
             if stop(&header) {
                 return Ok(Some((pos, header)));
             }
@@ -382,8 +445,12 @@ impl Segment {
         let Some((pos, _)) = self.find_batch(offset)? else {
             return Ok(());
         };
-        self.file.set_len(pos).ctx(|| format!("truncating {}", self.log_path.display()))?;
-        self.file.sync_all().ctx(|| format!("fsync {}", self.log_path.display()))?;
+        self.file
+            .set_len(pos)
+            .ctx(|| format!("truncating {}", self.log_path.display()))?;
+        self.file
+            .sync_all()
+            .ctx(|| format!("fsync {}", self.log_path.display()))?;
         self.size = pos;
         // Re-derive indexes and the end offset from what is left.
         self.rebuild(false)?;

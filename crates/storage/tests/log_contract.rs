@@ -5,20 +5,29 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
-use arctern_storage::batch::{build_batch, validate_all};
+use arctern_storage::batch::{build_batch, validate_all, SimpleRecord};
 use arctern_storage::{Log, LogConfig, StorageError};
 use proptest::prelude::*;
 
 const NOW: i64 = 1_700_000_000_000;
 
 fn small_config() -> LogConfig {
-    LogConfig { segment_bytes: 4096, index_interval_bytes: 256, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
 }
 
 fn batch_of(n: usize, ts: i64, tag: u8) -> Vec<u8> {
-    let values: Vec<Vec<u8>> = (0..n).map(|i| vec![tag, i as u8, 7, 7, 7, 7, 7, 7]).collect();
-    let recs: Vec<(Option<&[u8]>, Option<&[u8]>, i64)> =
-        values.iter().enumerate().map(|(i, v)| (None, Some(&v[..]), ts + i as i64)).collect();
+    let values: Vec<Vec<u8>> = (0..n)
+        .map(|i| vec![tag, i as u8, 7, 7, 7, 7, 7, 7])
+        .collect();
+    let recs: Vec<SimpleRecord> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (None, Some(&v[..]), ts + i as i64))
+        .collect();
     build_batch(0, 0, ts, &recs)
 }
 
@@ -63,10 +72,23 @@ fn append_assigns_offsets_and_reads_back_identical_bytes() {
     assert_eq!(h[0].partition_leader_epoch, 3);
     // The high watermark bounds what is served.
     let f = log.read(0, 1 << 20, 30).unwrap();
-    assert_eq!(validate_all(&f.bytes).unwrap().last().unwrap().last_offset(), 29);
+    assert_eq!(
+        validate_all(&f.bytes)
+            .unwrap()
+            .last()
+            .unwrap()
+            .last_offset(),
+        29
+    );
     assert!(log.read(30, 100, 30).unwrap().bytes.is_empty());
-    assert!(matches!(log.read(151, 100, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
-    assert_eq!(log.epochs().end_offset_for(3, log.log_end_offset()), Some((3, 150)));
+    assert!(matches!(
+        log.read(151, 100, i64::MAX),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        log.epochs().end_offset_for(3, log.log_end_offset()),
+        Some((3, 150))
+    );
 }
 
 #[test]
@@ -104,7 +126,12 @@ fn recovery_truncates_torn_tail() {
     drop(log);
     let seg = active_segment(dir.path());
     let len = std::fs::metadata(&seg).unwrap().len();
-    OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
     assert_eq!(log.log_end_offset(), 36, "the torn last batch is dropped");
     assert_eq!(read_all(&log, 0), stored[..9].concat());
@@ -149,7 +176,10 @@ fn corrupt_batch_inside_sealed_segment_is_reported_not_served() {
     bytes[70] ^= 0xff;
     std::fs::write(&logs[0], &bytes).unwrap();
     let log = Log::open(dir.path(), small_config(), NOW).unwrap();
-    assert!(matches!(log.read(0, 1 << 20, i64::MAX), Err(StorageError::CorruptStoredData { .. })));
+    assert!(matches!(
+        log.read(0, 1 << 20, i64::MAX),
+        Err(StorageError::CorruptStoredData { .. })
+    ));
     // Data after the bad batch is still served.
     assert!(!log.read(2, 1 << 20, i64::MAX).unwrap().bytes.is_empty());
 }
@@ -157,14 +187,23 @@ fn corrupt_batch_inside_sealed_segment_is_reported_not_served() {
 #[test]
 fn rejects_bad_batches_without_writing() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig { max_message_bytes: 200, ..LogConfig::default() };
+    let cfg = LogConfig {
+        max_message_bytes: 200,
+        ..LogConfig::default()
+    };
     let mut log = Log::open(dir.path(), cfg, NOW).unwrap();
     let mut big = batch_of(40, NOW, 1);
-    assert!(matches!(log.append_as_leader(&mut big, 0, NOW), Err(StorageError::BatchTooLarge { .. })));
+    assert!(matches!(
+        log.append_as_leader(&mut big, 0, NOW),
+        Err(StorageError::BatchTooLarge { .. })
+    ));
     let mut bad = batch_of(1, NOW, 1);
     let n = bad.len();
     bad[n - 2] ^= 1;
-    assert!(matches!(log.append_as_leader(&mut bad, 0, NOW), Err(StorageError::InvalidBatch(_))));
+    assert!(matches!(
+        log.append_as_leader(&mut bad, 0, NOW),
+        Err(StorageError::InvalidBatch(_))
+    ));
     let mut garbage = vec![0u8; 7];
     assert!(log.append_as_leader(&mut garbage, 0, NOW).is_err());
     assert_eq!(log.log_end_offset(), 0);
@@ -184,13 +223,20 @@ fn retention_by_size_and_time_deletes_oldest_segments() {
     assert!(deleted > 0 && log.segment_count() == segs - deleted);
     assert!(log.size_bytes() <= 8192 + 4096);
     assert!(log.log_start_offset() > 0);
-    assert!(matches!(log.read(0, 100, i64::MAX), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(0, 100, i64::MAX),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
     cfg.retention_bytes = -1;
     cfg.retention_ms = 1000;
     log.set_config(cfg);
     log.apply_retention(NOW + 1_000_000).unwrap();
     assert_eq!(log.segment_count(), 1);
-    assert_eq!(log.size_bytes(), 0, "everything expired, active rolled and deleted");
+    assert_eq!(
+        log.size_bytes(),
+        0,
+        "everything expired, active rolled and deleted"
+    );
     assert_eq!(log.log_start_offset(), 600);
     assert_eq!(log.log_end_offset(), 600);
 }
@@ -207,7 +253,11 @@ fn truncate_to_drops_divergent_tail_and_epochs() {
     assert_eq!(log.log_end_offset(), 60);
     assert_eq!(log.epochs().latest_epoch(), Some(3));
     log.truncate_to(21).unwrap();
-    assert_eq!(log.log_end_offset(), 20, "truncation cuts the whole batch containing the offset");
+    assert_eq!(
+        log.log_end_offset(),
+        20,
+        "truncation cuts the whole batch containing the offset"
+    );
     assert_eq!(read_all(&log, 0), stored[..10].concat());
     drop(log);
     let log = Log::open(dir.path(), small_config(), NOW).unwrap();
@@ -230,11 +280,19 @@ fn offset_by_timestamp_finds_first_batch_at_or_after() {
 fn replicated_append_keeps_offsets_and_rejects_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
-    let b = build_batch(0, 4, NOW, &[(None, Some(b"a"), NOW), (None, Some(b"b"), NOW)]);
+    let b = build_batch(
+        0,
+        4,
+        NOW,
+        &[(None, Some(b"a"), NOW), (None, Some(b"b"), NOW)],
+    );
     log.append_replicated(&b, NOW).unwrap();
     assert_eq!(log.log_end_offset(), 2);
     let gap = build_batch(5, 4, NOW, &[(None, Some(b"c"), NOW)]);
-    assert!(matches!(log.append_replicated(&gap, NOW), Err(StorageError::NonSequentialAppend { .. })));
+    assert!(matches!(
+        log.append_replicated(&gap, NOW),
+        Err(StorageError::NonSequentialAppend { .. })
+    ));
     assert_eq!(log.epochs().latest_epoch(), Some(4));
 }
 

@@ -1,0 +1,197 @@
+//! Broker core behaviour: group commit, flush policy, metadata persistence, topic admin.
+
+use std::sync::Arc;
+
+use arctern_core::{Acks, AlterOp, Broker, BrokerConfig, CoreError};
+use arctern_storage::batch::{build_batch, validate_all};
+
+fn config(dir: &std::path::Path) -> BrokerConfig {
+    BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        ..BrokerConfig::default()
+    }
+}
+
+fn one_record(tag: u32) -> Vec<u8> {
+    let v = tag.to_be_bytes();
+    build_batch(
+        0,
+        0,
+        1_700_000_000_000,
+        &[(None, Some(&v[..]), 1_700_000_000_000)],
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_producers_share_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    broker.create_topic("t", 1, 1, &[], false).unwrap();
+    let p = broker.partition("t", 0).unwrap();
+    let before = p.fsync_count();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move { p.produce(one_record(i), Acks::All).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let fsyncs = p.fsync_count() - before;
+    assert!(
+        fsyncs <= 2,
+        "200 concurrent acks=all appends took {fsyncs} fsyncs"
+    );
+    assert_eq!(p.high_watermark(), 200);
+    let data = p.read(0, 1 << 20).unwrap();
+    assert_eq!(validate_all(&data.bytes).unwrap().len(), 200);
+}
+
+#[tokio::test]
+async fn fsync_policy_gates_the_high_watermark_and_relaxed_policy_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    broker.create_topic("strict", 1, 1, &[], false).unwrap();
+    broker
+        .create_topic(
+            "relaxed",
+            1,
+            1,
+            &[("flush.messages".into(), "1000000".into())],
+            false,
+        )
+        .unwrap();
+    let strict = broker.partition("strict", 0).unwrap();
+    let out = strict.produce(one_record(1), Acks::All).await.unwrap();
+    assert_eq!(out.base_offset, 0);
+    assert_eq!(
+        strict.high_watermark(),
+        1,
+        "acked only once fsynced, and then visible"
+    );
+    let relaxed = broker.partition("relaxed", 0).unwrap();
+    let before = relaxed.fsync_count();
+    relaxed.produce(one_record(1), Acks::All).await.unwrap();
+    assert_eq!(relaxed.high_watermark(), 1);
+    assert_eq!(
+        relaxed.fsync_count(),
+        before,
+        "relaxed flush.messages acks without fsync"
+    );
+}
+
+#[tokio::test]
+async fn metadata_and_data_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = Broker::open(config(dir.path())).unwrap();
+        broker
+            .create_topic("a", 3, -1, &[("retention.ms".into(), "1000".into())], false)
+            .unwrap();
+        broker.create_partitions("a", 5, false).unwrap();
+        broker
+            .alter_configs(
+                "a",
+                &[AlterOp::Set("segment.bytes".into(), "100000".into())],
+                false,
+            )
+            .unwrap();
+        let p = broker.partition("a", 4).unwrap();
+        p.produce(one_record(7), Acks::All).await.unwrap();
+        // No shutdown: like kill -9 after the ack.
+    }
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let t = broker.topic("a").unwrap();
+    assert_eq!(t.partition_count(), 5);
+    let o = t.overrides();
+    assert_eq!(o.get("retention.ms").map(String::as_str), Some("1000"));
+    assert_eq!(o.get("segment.bytes").map(String::as_str), Some("100000"));
+    assert_eq!(broker.partition("a", 4).unwrap().high_watermark(), 1);
+}
+
+#[tokio::test]
+async fn a_second_broker_cannot_open_the_same_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Broker::open(config(dir.path())).unwrap();
+    assert!(matches!(
+        Broker::open(config(dir.path())),
+        Err(CoreError::Storage(_))
+    ));
+}
+
+#[tokio::test]
+async fn topic_admin_errors_match_kafka_semantics() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    assert!(matches!(
+        broker.create_topic("bad/name", 1, 1, &[], false),
+        Err(CoreError::InvalidTopic(_))
+    ));
+    assert!(matches!(
+        broker.create_topic(&"x".repeat(250), 1, 1, &[], false),
+        Err(CoreError::InvalidTopic(_))
+    ));
+    assert!(matches!(
+        broker.create_topic("ok", 0, 1, &[], false),
+        Err(CoreError::InvalidPartitions(_))
+    ));
+    assert!(matches!(
+        broker.create_topic("ok", 1, 3, &[], false),
+        Err(CoreError::InvalidReplicationFactor(_))
+    ));
+    assert!(matches!(
+        broker.create_topic("ok", 1, 1, &[("no.such".into(), "1".into())], false),
+        Err(CoreError::InvalidConfig(_))
+    ));
+    broker.create_topic("ok", 1, 1, &[], true).unwrap();
+    assert!(
+        broker.topic("ok").is_none(),
+        "validate_only creates nothing"
+    );
+    broker.create_topic("ok", 2, 1, &[], false).unwrap();
+    assert!(matches!(
+        broker.create_topic("ok", 1, 1, &[], false),
+        Err(CoreError::TopicAlreadyExists(_))
+    ));
+    assert!(matches!(
+        broker.create_partitions("ok", 2, false),
+        Err(CoreError::InvalidPartitions(_))
+    ));
+    let p = broker.partition("ok", 0).unwrap();
+    broker.delete_topic("ok").unwrap();
+    assert!(broker.topic("ok").is_none());
+    assert!(!dir.path().join("ok-0").exists());
+    assert!(
+        p.produce(one_record(1), Acks::All).await.is_err(),
+        "a deleted partition takes no writes"
+    );
+    assert!(matches!(
+        broker.delete_topic("ok"),
+        Err(CoreError::UnknownTopicOrPartition(_))
+    ));
+}
+
+#[tokio::test]
+async fn auto_create_follows_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.num_partitions = 4;
+    let broker = Broker::open(cfg).unwrap();
+    assert_eq!(
+        broker
+            .topic_or_auto_create("auto", true)
+            .unwrap()
+            .partition_count(),
+        4
+    );
+    assert!(broker.topic_or_auto_create("nope", false).is_err());
+    drop(broker);
+    let mut cfg = config(dir.path());
+    cfg.auto_create_topics = false;
+    let broker = Broker::open(cfg).unwrap();
+    assert!(matches!(
+        broker.topic_or_auto_create("other", true),
+        Err(CoreError::UnknownTopicOrPartition(_))
+    ));
+}
