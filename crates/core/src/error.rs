@@ -33,7 +33,7 @@ pub enum CoreError {
     /// Disk failure or corruption found in stored data; the partition may be offline.
     #[error("storage error: {0}")]
     Storage(String),
-    #[error("the broker is shutting down")]
+    #[error("the partition is closed (broker shutting down or topic deleted)")]
     ShuttingDown,
 }
 

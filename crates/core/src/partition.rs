@@ -174,10 +174,9 @@ impl Partition {
     /// Callers that pipeline requests run this in arrival order and only defer the wait.
     pub fn append(&self, mut batches: Vec<u8>) -> Result<Appended> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(CoreError::UnknownTopicOrPartition(format!(
-                "{}-{} is closed",
-                self.topic, self.index
-            )));
+            // Retriable for clients: they refresh metadata and retry against the
+            // restarted broker (or learn that the topic was deleted).
+            return Err(CoreError::ShuttingDown);
         }
         let settings = self.settings()?;
         let info = {
