@@ -158,7 +158,7 @@ pub fn encode_response(
     let header_version = api_key.response_header_version(version);
     let header =
         kafka_protocol::messages::ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut out = BytesMut::with_capacity(64);
+    let mut out = BytesMut::with_capacity(size_hint(body));
     out.put_i32(0);
     header
         .encode(&mut out, header_version)
@@ -167,6 +167,23 @@ pub fn encode_response(
     let len = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
+}
+
+/// Room for the response up front: a fetch response is mostly record bytes, and growing
+/// the buffer by doubling would copy them several times.
+fn size_hint(body: &ResponseKind) -> usize {
+    match body {
+        ResponseKind::Fetch(f) => {
+            let records: usize = f
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .map(|p| p.records.as_ref().map_or(0, |r| r.len()) + 64)
+                .sum();
+            records + 256
+        }
+        _ => 256,
+    }
 }
 
 /// The response to an ApiVersions request at a version we do not support: Kafka answers

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::batch::{self, BatchHeader};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, Result, StorageError};
-use crate::segment::{sync_dir, Segment};
+use crate::segment::{read_new, sync_dir, Segment};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 
@@ -381,9 +381,7 @@ impl Log {
             let want = (max_bytes as u64)
                 .max(first.size as u64)
                 .min(seg.size - pos) as usize;
-            let mut buf = vec![0u8; want];
-            seg.file
-                .read_exact_at(&mut buf, pos)
+            let mut buf = read_new(&seg.file, pos, want)
                 .ctx(|| format!("reading {}", seg.log_path.display()))?;
             let mut used = 0;
             let mut next_offset = offset;

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Arctern benchmark: measures the disk with fio, then the broker on the same filesystem, and
+# prints the broker's figures against the disk's (see docs/benchmarks.md).
+#
+#   scripts/bench.sh                  # defaults below
+#   RECORDS=2000000 scripts/bench.sh  # knobs are environment variables
+#
+# Knobs (environment):
+#   BENCH_DIR     parent of the scratch directory (fio files + broker data dir); the
+#                 filesystem measured. Default: the cargo target directory.
+#   RECORDS       records to produce per run (default 5000000)
+#   RUNS          produce runs (a topic each) and consume runs (default 3)
+#   RECORD_SIZE   bytes per record value (default 100)
+#   BATCH         records per RecordBatch (default 1000)
+#   PRODUCERS     producer connections (default 4)
+#   INFLIGHT      pipelined produce requests per connection (default 1)
+#   PARTITIONS    topic partitions (default 1)
+#   CONSUMERS     consumer connections (default 1)
+#   FIO_SECONDS   runtime of each fio job (default 8)
+#   KEEP=1        keep the scratch directory (broker log, fio and bench JSON)
+#
+# Loopback only. Stops only the broker it started, by PID. Needs root or sudo to install fio
+# when it is missing (apt-get).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+RECORDS="${RECORDS:-5000000}"
+RUNS="${RUNS:-3}"
+RECORD_SIZE="${RECORD_SIZE:-100}"
+BATCH="${BATCH:-1000}"
+PRODUCERS="${PRODUCERS:-4}"
+INFLIGHT="${INFLIGHT:-1}"
+PARTITIONS="${PARTITIONS:-1}"
+CONSUMERS="${CONSUMERS:-1}"
+FIO_SECONDS="${FIO_SECONDS:-8}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BENCH_DIR="${BENCH_DIR:-$TARGET_DIR}"
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
+
+command -v python3 >/dev/null || die "python3 is needed to read fio's and the bench's JSON"
+
+# --- build (once) -------------------------------------------------------------------------
+log "building arctern (release)"
+cargo build --release -p arctern >&2
+BIN="$TARGET_DIR/release/arctern"
+[ -x "$BIN" ] || die "no binary at $BIN"
+
+# --- fio ---------------------------------------------------------------------------------
+if ! command -v fio >/dev/null; then
+    log "installing fio"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null || die "fio missing and not root (install fio)"
+        SUDO="sudo"
+    fi
+    $SUDO apt-get update >&2
+    $SUDO apt-get install -y fio >&2
+fi
+
+mkdir -p "$BENCH_DIR"
+WORK="$(mktemp -d "$BENCH_DIR/arctern-bench.XXXXXX")"
+BROKER_PID=""
+
+stop_broker() {
+    if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill -TERM "$BROKER_PID" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$BROKER_PID" 2>/dev/null; then
+            log "broker $BROKER_PID ignored SIGTERM for 10 s; sending SIGKILL"
+            kill -KILL "$BROKER_PID" 2>/dev/null || true
+        fi
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
+    BROKER_PID=""
+}
+
+cleanup() {
+    stop_broker
+    if [ "${KEEP:-0}" = 1 ]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+FS="$(df -PT "$WORK" | awk 'NR==2 {print $1" ("$2") mounted on "$7}')"
+log "scratch directory $WORK on $FS"
+
+# fio_job NAME ARGS... : runs one fio job in $WORK/fio, JSON to $WORK/NAME.json
+fio_job() {
+    local name="$1"; shift
+    mkdir -p "$WORK/fio"
+    timeout $((FIO_SECONDS + 60)) fio --name="$name" --directory="$WORK/fio" \
+        --runtime="$FIO_SECONDS" --time_based --output-format=json "$@" \
+        >"$WORK/$name.json" 2>"$WORK/$name.err"
+}
+
+# fio_field FILE EXPR : a figure from a fio JSON result (w = jobs[0].write, j = jobs[0])
+fio_field() {
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+j = d["jobs"][0]
+w = j["write"]
+print(eval(sys.argv[2]))
+EOF
+}
+
+log "fio: sequential write, 1 MiB blocks, O_DIRECT, ${FIO_SECONDS}s"
+SEQ_MODE="direct"
+if ! fio_job seqwrite --rw=write --bs=1M --size=1G --direct=1 --ioengine=psync; then
+    log "O_DIRECT refused ($(head -c 200 "$WORK/seqwrite.err")); using buffered writes + fsync at end"
+    SEQ_MODE="buffered+end_fsync"
+    fio_job seqwrite --rw=write --bs=1M --size=1G --end_fsync=1 --ioengine=psync \
+        || die "fio seqwrite failed: $(cat "$WORK/seqwrite.err")"
+fi
+rm -rf "$WORK/fio"
+SEQ_MBS="$(fio_field "$WORK/seqwrite.json" 'round(w["bw_bytes"] / 1e6, 1)')"
+
+log "fio: 64 KiB writes, fdatasync after each, ${FIO_SECONDS}s"
+fio_job sync64k --rw=write --bs=64k --size=256M --fdatasync=1 --ioengine=sync \
+    || die "fio sync64k failed: $(cat "$WORK/sync64k.err")"
+rm -rf "$WORK/fio"
+SYNC_MBS="$(fio_field "$WORK/sync64k.json" 'round(w["bw_bytes"] / 1e6, 1)')"
+SYNC_IOPS="$(fio_field "$WORK/sync64k.json" 'round(w["iops"])')"
+SYNC_P99_US="$(fio_field "$WORK/sync64k.json" 'round(j["sync"]["lat_ns"]["percentile"]["99.000000"] / 1000) if "sync" in j else "n/a"')"
+
+# --- broker --------------------------------------------------------------------------------
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_broker() {
+    local attempt port
+    for attempt in 1 2 3 4 5; do
+        port=$((20000 + RANDOM % 40000))
+        port_free "$port" || continue
+        rm -rf "$WORK/data"
+        "$BIN" serve --data-dir "$WORK/data" --kafka-listen "127.0.0.1:$port" \
+            >"$WORK/broker.log" 2>&1 &
+        BROKER_PID=$!
+        for _ in $(seq 1 300); do
+            if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+                break
+            fi
+            if ! port_free "$port"; then
+                PORT="$port"
+                return 0
+            fi
+            sleep 0.1
+        done
+        log "broker did not come up on port $port (attempt $attempt); log tail:"
+        tail -n 20 "$WORK/broker.log" >&2 || true
+        stop_broker
+    done
+    die "could not start the broker"
+}
+
+log "starting broker"
+PORT=""
+start_broker
+log "broker pid $BROKER_PID on 127.0.0.1:$PORT, data in $WORK/data"
+
+run_bench() {
+    local out="$1"; shift
+    timeout 600 "$BIN" bench --bootstrap "127.0.0.1:$PORT" --partitions "$PARTITIONS" --json "$@" \
+        >"$out" || die "arctern bench $* failed (broker log: $WORK/broker.log; KEEP=1 keeps it)"
+}
+
+# The machine is small and may be shared, so each measurement is repeated and the report
+# gives the median and every run.
+for i in $(seq 1 "$RUNS"); do
+    log "produce run $i/$RUNS: $RECORDS x $RECORD_SIZE B, $BATCH/batch, $PRODUCERS conns x $INFLIGHT in flight, acks=all"
+    run_bench "$WORK/produce$i.json" --topic "bench-$$-$i" --mode produce --records "$RECORDS" \
+        --record-size "$RECORD_SIZE" --batch-records "$BATCH" --producers "$PRODUCERS" \
+        --inflight "$INFLIGHT" --acks all
+done
+for i in $(seq 1 "$RUNS"); do
+    log "consume run $i/$RUNS: all of topic bench-$$-$RUNS from offset 0 (warm log)"
+    run_bench "$WORK/consume$i.json" --topic "bench-$$-$RUNS" --mode consume --consumers "$CONSUMERS"
+done
+LOG_BYTES="$(du -sb "$WORK/data" | awk '{print $1}')"
+stop_broker
+
+# --- report --------------------------------------------------------------------------------
+LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$WORK" "$RUNS" "$SEQ_MBS" "$SEQ_MODE" "$SYNC_MBS" "$SYNC_IOPS" "$SYNC_P99_US" \
+    "$LOG_BYTES" "$FS" "$LOAD" <<'EOF'
+import json, statistics, sys
+work, runs, seq, seq_mode, sync_mbs, sync_iops, sync_p99, log_bytes, fs, load = sys.argv[1:]
+runs, seq, sync_mbs = int(runs), float(seq), float(sync_mbs)
+P = [json.load(open(f"{work}/produce{i}.json")) for i in range(1, runs + 1)]
+C = [json.load(open(f"{work}/consume{i}.json"))["consume"] for i in range(1, runs + 1)]
+prod = [x["produce"] for x in P]
+med = statistics.median
+def each(xs, fmt="{:.0f}"):
+    return " / ".join(fmt.format(x) for x in xs)
+def ok(b):
+    return "MET" if b else "NOT MET"
+
+# Latency comes from the run with the median payload throughput.
+mid = sorted(prod, key=lambda x: x["mb_per_sec"])[len(prod) // 2]
+prod_mb = med([x["mb_per_sec"] for x in prod])
+pct = 100.0 * prod_mb / sync_mbs if sync_mbs > 0 else float("nan")
+fetch_mb = med([c["mb_per_sec"] for c in C])
+for c in C:
+    if c["records"] != prod[-1]["records"]:
+        print(f"WARNING: consumed {c['records']} records, produced {prod[-1]['records']}")
+lat = mid["latency_ms"]
+rows = [
+    ("filesystem", fs),
+    ("load average at the end", load),
+    (f"fio seq write 1 MiB ({seq_mode})", f"{seq:.1f} MB/s"),
+    ("fio 64 KiB write + fdatasync", f"{sync_mbs:.1f} MB/s, {sync_iops} IOPS, fdatasync p99 {sync_p99} us"),
+    ("produce setup", f"{prod[0]['records']} x {P[0]['record_size']} B, {P[0]['batch_records']}/batch, "
+                      f"{P[0]['producers']} conns x {P[0]['inflight']} in flight, acks=all, {runs} runs"),
+    ("produce MB/s payload, median (runs)", f"{prod_mb:.1f}  ({each([x['mb_per_sec'] for x in prod], '{:.1f}')})"),
+    ("produce MB/s of batches, median", f"{med([x['batch_mb_per_sec'] for x in prod]):.1f}"),
+    ("produce msgs/s, median", f"{med([x['msgs_per_sec'] for x in prod]):,.0f}"),
+    ("produce / fio 64 KiB fdatasync", f"{pct:.0f}%  (target >= 50%: {ok(pct >= 50)})"),
+    ("produce latency ms (median run)",
+     "p50 {p50:.2f}  p99 {p99:.2f}  p99.9 {p999:.2f}  max {max:.2f}".format(**lat) if lat else "n/a"),
+    ("fetch MB/s warm log, median (runs)", f"{fetch_mb:.0f}  ({each([c['mb_per_sec'] for c in C])})"),
+    ("fetch msgs/s, median", f"{med([c['msgs_per_sec'] for c in C]):,.0f}"),
+    ("fetch >= 1000 MB/s", ok(fetch_mb >= 1000)),
+    ("data dir size after run", f"{int(log_bytes) / 1e6:.1f} MB"),
+]
+w = max(len(k) for k, _ in rows)
+print()
+print("Arctern benchmark (MB = 10^6 bytes)")
+print("-" * (w + 70))
+for k, v in rows:
+    print(f"{k:<{w}}  {v}")
+EOF
