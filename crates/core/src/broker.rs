@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::{
-    is_topic_config, validate_topic_config, validate_topic_name, BrokerConfig, ConfigEntry,
-    TopicSettings,
+    is_list_config, is_topic_config, validate_topic_config, validate_topic_name, BrokerConfig,
+    ConfigEntry, TopicSettings,
 };
 use crate::error::{CoreError, Result};
 use crate::metadata::{MetadataStore, TopicRecord};
@@ -69,6 +69,10 @@ impl Topic {
 pub enum AlterOp {
     Set(String, String),
     Delete(String),
+    /// Add items to a list-typed config (only `cleanup.policy` here).
+    Append(String, String),
+    /// Remove items from a list-typed config.
+    Subtract(String, String),
 }
 
 #[derive(Debug)]
@@ -417,6 +421,55 @@ impl Broker {
         Ok(self.config.topic_defaults.describe(&topic.overrides()))
     }
 
+    /// DescribeConfigs on the broker resource: the static broker settings, read-only
+    /// (dynamic broker configs are not supported).
+    pub fn describe_broker_configs(&self) -> Vec<ConfigEntry> {
+        let c = &self.config;
+        let d = &c.topic_defaults;
+        let entries: [(&str, String); 16] = [
+            ("node.id", c.node_id.to_string()),
+            ("log.dirs", c.data_dir.display().to_string()),
+            (
+                "auto.create.topics.enable",
+                c.auto_create_topics.to_string(),
+            ),
+            ("num.partitions", c.num_partitions.to_string()),
+            (
+                "default.replication.factor",
+                c.default_replication_factor.to_string(),
+            ),
+            (
+                "log.retention.check.interval.ms",
+                c.retention_check_interval_ms.to_string(),
+            ),
+            ("log.segment.bytes", d.segment_bytes.to_string()),
+            ("log.roll.ms", d.segment_ms.to_string()),
+            ("log.retention.ms", d.retention_ms.to_string()),
+            ("log.retention.bytes", d.retention_bytes.to_string()),
+            ("message.max.bytes", d.max_message_bytes.to_string()),
+            (
+                "log.index.interval.bytes",
+                d.index_interval_bytes.to_string(),
+            ),
+            ("log.flush.interval.messages", d.flush_messages.to_string()),
+            ("log.flush.interval.ms", d.flush_ms.to_string()),
+            ("min.insync.replicas", d.min_insync_replicas.to_string()),
+            (
+                "unclean.leader.election.enable",
+                d.unclean_leader_election.to_string(),
+            ),
+        ];
+        entries
+            .into_iter()
+            .map(|(name, value)| ConfigEntry {
+                name: name.to_string(),
+                value,
+                source: crate::config::ConfigSource::BrokerDefault,
+                read_only: true,
+            })
+            .collect()
+    }
+
     /// IncrementalAlterConfigs on a topic: all ops are validated before any is applied.
     pub fn alter_configs(&self, name: &str, ops: &[AlterOp], validate_only: bool) -> Result<()> {
         let _guard = self.metadata_lock.lock().map_err(|_| poisoned())?;
@@ -437,6 +490,35 @@ impl Broker {
                         )));
                     }
                     overrides.remove(k);
+                }
+                AlterOp::Append(k, v) | AlterOp::Subtract(k, v) => {
+                    if !is_list_config(k) {
+                        return Err(CoreError::InvalidConfig(format!(
+                            "{k} is not a list config; APPEND and SUBTRACT apply only to list configs"
+                        )));
+                    }
+                    let current = overrides
+                        .get(k)
+                        .cloned()
+                        .unwrap_or_else(|| self.config.topic_defaults.default_value(k));
+                    let mut items: Vec<String> = current
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|i| !i.is_empty())
+                        .map(String::from)
+                        .collect();
+                    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                        if matches!(op, AlterOp::Append(..)) {
+                            if !items.iter().any(|i| i == item) {
+                                items.push(item.to_string());
+                            }
+                        } else {
+                            items.retain(|i| i != item);
+                        }
+                    }
+                    let joined = items.join(",");
+                    validate_topic_config(k, &joined)?;
+                    overrides.insert(k.clone(), joined);
                 }
             }
         }

@@ -140,6 +140,11 @@ fn parse_long(key: &str, v: &str, min: i64) -> Result<i64, CoreError> {
     Ok(n)
 }
 
+/// Configs whose value is a comma-separated list (IncrementalAlterConfigs APPEND/SUBTRACT).
+pub fn is_list_config(key: &str) -> bool {
+    key == "cleanup.policy"
+}
+
 pub fn is_topic_config(key: &str) -> bool {
     TOPIC_KEYS.contains(&key)
 }
@@ -182,7 +187,7 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), CoreError> {
 }
 
 impl TopicDefaults {
-    fn default_value(&self, key: &str) -> String {
+    pub fn default_value(&self, key: &str) -> String {
         match key {
             "cleanup.policy" => "delete".into(),
             "compression.type" => "producer".into(),

@@ -195,3 +195,47 @@ async fn auto_create_follows_config() {
         Err(CoreError::UnknownTopicOrPartition(_))
     ));
 }
+
+#[tokio::test]
+async fn list_config_append_and_subtract_follow_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    broker.create_topic("l", 1, 1, &[], false).unwrap();
+    broker
+        .alter_configs(
+            "l",
+            &[AlterOp::Append("cleanup.policy".into(), "delete".into())],
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        broker
+            .topic("l")
+            .unwrap()
+            .overrides()
+            .get("cleanup.policy")
+            .map(String::as_str),
+        Some("delete")
+    );
+    // Compaction is not implemented, so the resulting list is refused, not silently kept.
+    assert!(matches!(
+        broker.alter_configs(
+            "l",
+            &[AlterOp::Append("cleanup.policy".into(), "compact".into())],
+            false
+        ),
+        Err(CoreError::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        broker.alter_configs(
+            "l",
+            &[AlterOp::Append("retention.ms".into(), "5".into())],
+            false
+        ),
+        Err(CoreError::InvalidConfig(_))
+    ));
+    assert!(broker
+        .describe_broker_configs()
+        .iter()
+        .any(|c| c.name == "log.retention.ms"));
+}

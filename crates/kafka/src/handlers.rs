@@ -21,6 +21,7 @@ use arctern_kafka_wire::kafka_protocol::messages::describe_configs_response::{
 use arctern_kafka_wire::kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, PartitionData as FetchResponsePartitionData,
 };
+use arctern_kafka_wire::kafka_protocol::messages::find_coordinator_response::Coordinator;
 use arctern_kafka_wire::kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use arctern_kafka_wire::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -85,6 +86,9 @@ pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Rep
         RequestKind::IncrementalAlterConfigs(r) => now(ResponseKind::IncrementalAlterConfigs(
             alter_configs(broker, r),
         )),
+        RequestKind::FindCoordinator(r) => now(ResponseKind::FindCoordinator(find_coordinator(
+            broker, r, version,
+        ))),
         // The wire layer only lets advertised APIs through; this is a safety net.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "request type without a handler");
@@ -597,7 +601,7 @@ fn describe_configs(broker: &Broker, req: DescribeConfigsRequest) -> DescribeCon
                 .with_resource_name(r.resource_name.clone());
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => broker.describe_configs(&r.resource_name),
-                RESOURCE_BROKER => Ok(Vec::new()),
+                RESOURCE_BROKER => Ok(broker.describe_broker_configs()),
                 other => Err(CoreError::InvalidRequest(format!(
                     "unsupported resource type {other}"
                 ))),
@@ -642,27 +646,91 @@ fn alter_configs(
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
             let result = if r.resource_type != RESOURCE_TOPIC {
-                Err(CoreError::InvalidRequest(format!("altering resource type {} is not supported", r.resource_type)))
+                Err(CoreError::InvalidRequest(format!(
+                    "altering resource type {} is not supported",
+                    r.resource_type
+                )))
             } else {
                 r.configs
                     .iter()
-                    .map(|c| match (c.config_operation, &c.value) {
-                        (0, Some(v)) => Ok(AlterOp::Set(c.name.to_string(), v.to_string())),
-                        (0, None) => Err(CoreError::InvalidConfig(format!("{}: SET needs a value", c.name.as_str()))),
-                        (1, _) => Ok(AlterOp::Delete(c.name.to_string())),
-                        (op, _) => Err(CoreError::InvalidConfig(format!(
-                            "{}: operation {op} (APPEND/SUBTRACT) applies to list configs, which topics here do not have",
-                            c.name.as_str()
-                        ))),
+                    .map(|c| {
+                        let name = c.name.to_string();
+                        let value = c.value.as_ref().map(|v| v.to_string());
+                        match (c.config_operation, value) {
+                            (0, Some(v)) => Ok(AlterOp::Set(name, v)),
+                            (1, _) => Ok(AlterOp::Delete(name)),
+                            (2, Some(v)) => Ok(AlterOp::Append(name, v)),
+                            (3, Some(v)) => Ok(AlterOp::Subtract(name, v)),
+                            (op, _) => Err(CoreError::InvalidConfig(format!(
+                                "{name}: operation {op} needs a value or is unknown"
+                            ))),
+                        }
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .and_then(|ops| broker.alter_configs(&r.resource_name, &ops, req.validate_only))
             };
             match result {
                 Ok(()) => base,
-                Err(e) => base.with_error_code(error_code(&e)).with_error_message(Some(s(e.to_string()))),
+                Err(e) => base
+                    .with_error_code(error_code(&e))
+                    .with_error_message(Some(s(e.to_string()))),
             }
         })
         .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// FindCoordinator: on a single node every group's coordinator is this node. Transactions
+/// are not implemented, so a transactional key gets COORDINATOR_NOT_AVAILABLE.
+fn find_coordinator(
+    broker: &Broker,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let cfg = broker.config();
+    let answer = |key: &StrBytes| -> Coordinator {
+        let found = Coordinator::default()
+            .with_key(key.clone())
+            .with_node_id(BrokerId(broker.node_id()))
+            .with_host(s(cfg.advertised_host.clone()))
+            .with_port(cfg.advertised_port);
+        let refused = |code: ResponseError, msg: &str| {
+            Coordinator::default()
+                .with_key(key.clone())
+                .with_node_id(BrokerId(-1))
+                .with_port(-1)
+                .with_error_code(code.code())
+                .with_error_message(Some(s(msg)))
+        };
+        match req.key_type {
+            KEY_TYPE_GROUP => found,
+            KEY_TYPE_TRANSACTION => refused(
+                ResponseError::CoordinatorNotAvailable,
+                "transactions are not supported",
+            ),
+            _ => refused(
+                ResponseError::InvalidRequest,
+                "unknown coordinator key type",
+            ),
+        }
+    };
+    if version >= 4 {
+        let coordinators = req.coordinator_keys.iter().map(answer).collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let c = answer(&req.key);
+    let resp = FindCoordinatorResponse::default()
+        .with_error_code(c.error_code)
+        .with_node_id(c.node_id)
+        .with_host(c.host)
+        .with_port(c.port);
+    // error_message exists from v1; v0 rejects a set value.
+    if version >= 1 {
+        resp.with_error_message(c.error_message)
+    } else {
+        resp
+    }
 }

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The one command that runs Arctern's whole test suite on a fresh Debian machine (as root):
+#   1. installs what it needs (idempotent): kcat (apt), a Python venv at .venv with the
+#      pinned clients from tests/python/requirements.txt;
+#   2. builds the workspace ONCE: cargo build --release --locked --workspace --all-targets;
+#   3. runs the Rust tests (cargo nextest if present, else cargo test), same profile, no rebuild;
+#   4. runs the end-to-end pytest suite in tests/python against target/release/arctern.
+# Exits non-zero if anything fails. Extra arguments are passed to pytest, e.g.
+#   bash scripts/test.sh -k roundtrip -x
+# Environment: SETUP_ONLY=1 stops after step 1; SKIP_RUST_TESTS=1 skips step 3;
+# SKIP_PYTHON_TESTS=1 skips step 4; SKIP_LINT=1 skips step 5 (cargo fmt --check, clippy).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+export DEBIAN_FRONTEND=noninteractive
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { echo; echo "==> $*"; }
+SECONDS=0
+
+# ------------------------------------------------------------------ 1. dependencies
+APT_UPDATED=0
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "need root to apt-get install $*" >&2
+        return 1
+    fi
+    if [ "$APT_UPDATED" = 0 ]; then
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+step "system packages"
+if command -v kcat >/dev/null 2>&1 || command -v kafkacat >/dev/null 2>&1; then
+    echo "kcat: present"
+else
+    apt_install kcat
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+    apt_install python3 python3-venv python3-pip
+fi
+if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
+    apt_install python3-venv python3-pip
+fi
+
+step "python venv (.venv)"
+VENV="$ROOT/.venv"
+REQ="$ROOT/tests/python/requirements.txt"
+REQ_HASH="$(sha256sum "$REQ" | cut -d' ' -f1)"
+STAMP="$VENV/.requirements.sha256"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$REQ_HASH" ]; then
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
+    echo "$REQ_HASH" > "$STAMP"
+else
+    echo "venv up to date"
+fi
+"$VENV/bin/python" - <<'EOF'
+import confluent_kafka, kafka, aiokafka, kafka.codec as kcodec, aiokafka.codec as acodec
+missing = [c for c in ("gzip", "snappy", "lz4", "zstd")
+           if not getattr(kcodec, "has_" + c)() or not getattr(acodec, "has_" + c)()]
+assert not missing, f"compression support missing for {missing}"
+v = confluent_kafka.version()
+v = v[0] if isinstance(v, tuple) else v
+print(f"confluent-kafka {v} (librdkafka {confluent_kafka.libversion()[0]}), "
+      f"kafka-python {kafka.__version__}, aiokafka {aiokafka.__version__}: all codecs available")
+EOF
+"$(command -v kcat || command -v kafkacat)" -V | grep -m1 Version || true
+
+if [ "${SETUP_ONLY:-0}" = 1 ]; then
+    echo "==> setup done (SETUP_ONLY=1)"
+    exit 0
+fi
+
+# ------------------------------------------------------------------ 2. build once
+step "cargo build --release --locked --workspace --all-targets"
+cargo build --release --locked --workspace --all-targets
+
+status=0
+failed=()
+
+# ------------------------------------------------------------------ 3. Rust tests
+if [ "${SKIP_RUST_TESTS:-0}" != 1 ]; then
+    if cargo nextest --version >/dev/null 2>&1; then
+        step "cargo nextest run --release --locked --workspace"
+        if ! cargo nextest run --release --locked --workspace --no-tests=pass; then
+            status=1; failed+=("rust tests")
+        fi
+    else
+        step "cargo test --release --locked --workspace"
+        if ! cargo test --release --locked --workspace; then
+            status=1; failed+=("rust tests")
+        fi
+    fi
+fi
+
+# ------------------------------------------------------------------ 4. end-to-end tests
+if [ "${SKIP_PYTHON_TESTS:-0}" != 1 ]; then
+    step "pytest tests/python (end-to-end, real clients against target/release/arctern)"
+    export ARCTERN_BIN="$ROOT/target/release/arctern"
+    rc=0
+    paths=(tests/python)
+    for a in "$@"; do case "$a" in tests/*) paths=() ;; esac; done
+    "$VENV/bin/python" -m pytest -p no:cacheprovider "${paths[@]}" "$@" || rc=$?
+    if [ "$rc" != 0 ]; then
+        status=1; failed+=("pytest (exit $rc)")
+    fi
+fi
+
+# ------------------------------------------------------------------ 5. style
+if [ "${SKIP_LINT:-0}" != 1 ]; then
+    step "cargo fmt --check; cargo clippy --all-targets -- -D warnings"
+    if ! cargo fmt --all -- --check; then
+        status=1; failed+=("cargo fmt")
+    fi
+    if ! cargo clippy --locked --workspace --all-targets -- -D warnings; then
+        status=1; failed+=("clippy")
+    fi
+fi
+
+echo
+if [ "$status" = 0 ]; then
+    echo "==> all tests passed in ${SECONDS}s"
+else
+    echo "==> FAILED: ${failed[*]} (after ${SECONDS}s)"
+fi
+exit "$status"
