@@ -17,6 +17,18 @@ use crate::error::{CoreError, Result};
 use crate::metadata::{MetadataStore, TopicRecord};
 use crate::partition::Partition;
 
+/// Upper bound on a topic's partitions, so one request cannot open unbounded files.
+const MAX_PARTITIONS: i32 = 100_000;
+
+fn check_partition_limit(count: i32) -> Result<()> {
+    if count > MAX_PARTITIONS {
+        return Err(CoreError::InvalidPartitions(format!(
+            "{count} partitions is more than this broker allows ({MAX_PARTITIONS})"
+        )));
+    }
+    Ok(())
+}
+
 fn poisoned() -> CoreError {
     CoreError::Storage("broker lock poisoned by an earlier panic".into())
 }
@@ -201,14 +213,19 @@ impl Broker {
         }
     }
 
-    fn persist(&self) -> Result<()> {
-        let records: Vec<TopicRecord> = self
+    /// The persisted form of every topic, as held in memory now.
+    fn records(&self) -> Result<Vec<TopicRecord>> {
+        Ok(self
             .topics
             .read()
             .map_err(|_| poisoned())?
             .values()
             .map(|t| t.record())
-            .collect();
+            .collect())
+    }
+
+    fn persist(&self) -> Result<()> {
+        let records = self.records()?;
         self.store.save(&records)
     }
 
@@ -273,11 +290,7 @@ impl Broker {
                 "number of partitions must be at least 1, got {partitions}"
             )));
         }
-        if partitions > 100_000 {
-            return Err(CoreError::InvalidPartitions(format!(
-                "{partitions} partitions is more than this broker allows (100000)"
-            )));
-        }
+        check_partition_limit(partitions)?;
         let rf = if replication_factor == -1 {
             self.config.default_replication_factor
         } else {
@@ -320,13 +333,7 @@ impl Broker {
             return Ok(provisional);
         }
         // Metadata first: a crash after this reopens the topic with empty logs.
-        let mut records: Vec<TopicRecord> = self
-            .topics
-            .read()
-            .map_err(|_| poisoned())?
-            .values()
-            .map(|t| t.record())
-            .collect();
+        let mut records = self.records()?;
         records.push(rec.clone());
         self.store.save(&records)?;
         let topic = self.open_topic(&rec)?;
@@ -376,21 +383,11 @@ impl Broker {
                 "topic currently has {current} partitions, which is higher than or equal to the requested {count}"
             )));
         }
-        if count > 100_000 {
-            return Err(CoreError::InvalidPartitions(format!(
-                "{count} partitions is more than this broker allows (100000)"
-            )));
-        }
+        check_partition_limit(count)?;
         if validate_only {
             return Ok(());
         }
-        let mut records: Vec<TopicRecord> = self
-            .topics
-            .read()
-            .map_err(|_| poisoned())?
-            .values()
-            .map(|t| t.record())
-            .collect();
+        let mut records = self.records()?;
         if let Some(r) = records.iter_mut().find(|r| r.name == name) {
             r.partitions = count;
         }
