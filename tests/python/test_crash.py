@@ -34,6 +34,7 @@ import kclients as kc
 
 N_TOTAL = int(os.environ.get("ARCTERN_CRASH_RECORDS", "100000"))
 PAD = bytes(range(48, 122)) * 2
+MAX_OUTSTANDING = N_TOTAL // 20
 
 
 def value_of(i: int) -> bytes:
@@ -82,7 +83,10 @@ def run_crash(broker, topic: str, partitions: int, kills: int, compression: str,
     t_start = time.monotonic()
     deadline = t_start + 420
     while len(acked) + len(failed) < N_TOTAL:
-        chunk_end = min(N_TOTAL, sent + 500)
+        # Bound what is outstanding, so that after a restart one poll() cannot deliver the
+        # rest of the run at once and jump past the next kill point.
+        outstanding = sent - len(acked) - len(failed)
+        chunk_end = min(N_TOTAL, sent + 500) if outstanding < MAX_OUTSTANDING else sent
         while sent < chunk_end:
             try:
                 p.produce(topic, value=value_of(sent), partition=sent % partitions,
