@@ -7,6 +7,7 @@ pub mod config;
 mod error;
 pub mod metadata;
 mod partition;
+pub mod replica;
 
 pub use broker::{AlterOp, Broker, Topic};
 pub use config::{BrokerConfig, ConfigEntry, ConfigSource, TopicDefaults, TopicSettings};

@@ -1,0 +1,233 @@
+//! Leader-side replica bookkeeping for one partition, following Kafka's rules:
+//!
+//! - A follower's log end offset is the offset it asks for in its next fetch.
+//! - A follower is *caught up* at time T if it fetched up to the leader's log end offset as
+//!   it was when that fetch arrived; `last_caught_up_ms` records the latest such time.
+//! - ISR shrink: a follower in the ISR not caught up for `replica.lag.time.max.ms` leaves.
+//! - ISR expand: a follower outside the ISR rejoins once its log end offset reaches the
+//!   high watermark and the start of the leader's current epoch (so it holds no divergent
+//!   tail from an older epoch).
+//! - High watermark: the minimum log end offset over the ISR (the leader counting only
+//!   what it has made durable); it never moves backwards.
+//! - acks=all is acknowledged once the high watermark passes the batch AND the ISR had at
+//!   least `min.insync.replicas` members; with fewer, the produce fails with
+//!   NOT_ENOUGH_REPLICAS before appending (or NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR
+//!   shrank while waiting).
+//!
+//! Pure state, no I/O and no clocks of its own: callers pass `now_ms`, so every rule is
+//! unit-tested here. ISR changes are proposals for the metadata quorum; this struct is
+//! updated only when the quorum has accepted them (`apply_isr`).
+//! Not wired into the broker yet: the replication work (issue 3) does that.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerProgress {
+    pub log_end_offset: i64,
+    pub last_caught_up_ms: i64,
+    pub last_fetch_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaderReplicaState {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    /// Offset at which this leader's epoch began (its log end when it became leader).
+    pub epoch_start_offset: i64,
+    pub isr: Vec<i32>,
+    followers: BTreeMap<i32, FollowerProgress>,
+    high_watermark: i64,
+}
+
+impl LeaderReplicaState {
+    /// State when `leader_id` becomes leader of `replicas` at `leader_epoch`. Followers start
+    /// as never caught up at `now_ms`, so they have a full lag window to fetch.
+    pub fn become_leader(
+        leader_id: i32,
+        leader_epoch: i32,
+        replicas: &[i32],
+        isr: &[i32],
+        leader_log_end: i64,
+        high_watermark: i64,
+        now_ms: i64,
+    ) -> Self {
+        let followers = replicas
+            .iter()
+            .filter(|r| **r != leader_id)
+            .map(|r| {
+                (
+                    *r,
+                    FollowerProgress {
+                        log_end_offset: -1,
+                        last_caught_up_ms: now_ms,
+                        last_fetch_ms: -1,
+                    },
+                )
+            })
+            .collect();
+        LeaderReplicaState {
+            leader_id,
+            leader_epoch,
+            epoch_start_offset: leader_log_end,
+            isr: isr.to_vec(),
+            followers,
+            high_watermark,
+        }
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    pub fn follower(&self, id: i32) -> Option<&FollowerProgress> {
+        self.followers.get(&id)
+    }
+
+    /// Records a follower fetch at `fetch_offset` when the leader's log end was
+    /// `leader_log_end`. Returns false for a replica that is not a follower here.
+    pub fn on_follower_fetch(
+        &mut self,
+        id: i32,
+        fetch_offset: i64,
+        leader_log_end: i64,
+        now_ms: i64,
+    ) -> bool {
+        let Some(f) = self.followers.get_mut(&id) else {
+            return false;
+        };
+        f.log_end_offset = fetch_offset;
+        f.last_fetch_ms = now_ms;
+        if fetch_offset >= leader_log_end {
+            f.last_caught_up_ms = now_ms;
+        }
+        true
+    }
+
+    /// Recomputes the high watermark from the leader's durable offset and the ISR
+    /// followers' log end offsets. Returns the new value if it advanced.
+    pub fn update_high_watermark(&mut self, leader_durable_offset: i64) -> Option<i64> {
+        let mut hw = leader_durable_offset;
+        for id in &self.isr {
+            if *id == self.leader_id {
+                continue;
+            }
+            match self.followers.get(id) {
+                Some(f) => hw = hw.min(f.log_end_offset),
+                // An ISR member we know nothing about holds the watermark still.
+                None => hw = hw.min(self.high_watermark),
+            }
+        }
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+            Some(hw)
+        } else {
+            None
+        }
+    }
+
+    /// ISR members that have not caught up within `lag_max_ms` (never the leader).
+    pub fn shrink_candidates(&self, now_ms: i64, lag_max_ms: i64) -> Vec<i32> {
+        self.isr
+            .iter()
+            .filter(|id| **id != self.leader_id)
+            .filter(|id| {
+                self.followers
+                    .get(id)
+                    .is_some_and(|f| now_ms - f.last_caught_up_ms > lag_max_ms)
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Followers outside the ISR that may rejoin it.
+    pub fn expand_candidates(&self) -> Vec<i32> {
+        self.followers
+            .iter()
+            .filter(|(id, _)| !self.isr.contains(id))
+            .filter(|(_, f)| {
+                f.log_end_offset >= self.high_watermark
+                    && f.log_end_offset >= self.epoch_start_offset
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Adopts an ISR the metadata quorum has committed.
+    pub fn apply_isr(&mut self, isr: &[i32]) {
+        self.isr = isr.to_vec();
+    }
+
+    /// Whether an acks=all produce may be appended now (`min.insync.replicas`).
+    pub fn enough_replicas(&self, min_insync_replicas: i64) -> bool {
+        self.isr.len() as i64 >= min_insync_replicas
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader() -> LeaderReplicaState {
+        LeaderReplicaState::become_leader(1, 5, &[1, 2, 3], &[1, 2, 3], 100, 90, 0)
+    }
+
+    #[test]
+    fn high_watermark_is_the_isr_minimum_and_never_moves_back() {
+        let mut s = leader();
+        assert_eq!(
+            s.update_high_watermark(100),
+            None,
+            "followers unknown yet: HW holds"
+        );
+        s.on_follower_fetch(2, 95, 100, 10);
+        s.on_follower_fetch(3, 98, 100, 10);
+        assert_eq!(s.update_high_watermark(100), Some(95));
+        s.on_follower_fetch(2, 100, 100, 20);
+        assert_eq!(
+            s.update_high_watermark(99),
+            Some(98),
+            "leader's durable offset counts too"
+        );
+        s.on_follower_fetch(3, 50, 100, 30); // a follower that truncated
+        assert_eq!(s.update_high_watermark(100), None);
+        assert_eq!(s.high_watermark(), 98);
+    }
+
+    #[test]
+    fn lagging_follower_leaves_isr_and_rejoins_after_catching_up() {
+        let mut s = leader();
+        s.on_follower_fetch(2, 100, 100, 1_000);
+        s.on_follower_fetch(3, 80, 100, 1_000); // behind: not caught up
+        assert!(s.shrink_candidates(20_000, 30_000).is_empty());
+        assert_eq!(s.shrink_candidates(31_000, 30_000), vec![3]);
+        s.apply_isr(&[1, 2]);
+        assert!(s.enough_replicas(2) && !s.enough_replicas(3));
+        s.update_high_watermark(100);
+        assert_eq!(
+            s.high_watermark(),
+            100,
+            "HW no longer waits for the removed follower"
+        );
+        assert!(s.expand_candidates().is_empty());
+        s.on_follower_fetch(3, 100, 100, 32_000);
+        assert_eq!(s.expand_candidates(), vec![3]);
+    }
+
+    #[test]
+    fn rejoin_requires_reaching_the_current_epoch_start() {
+        let mut s = LeaderReplicaState::become_leader(1, 6, &[1, 2], &[1], 200, 150, 0);
+        s.on_follower_fetch(2, 160, 200, 5);
+        assert!(
+            s.expand_candidates().is_empty(),
+            "past HW but before this epoch's start"
+        );
+        s.on_follower_fetch(2, 200, 200, 6);
+        assert_eq!(s.expand_candidates(), vec![2]);
+    }
+
+    #[test]
+    fn unknown_replica_fetch_is_refused() {
+        let mut s = leader();
+        assert!(!s.on_follower_fetch(9, 0, 100, 0));
+    }
+}
