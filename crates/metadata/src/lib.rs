@@ -1,0 +1,38 @@
+//! Cluster metadata as a Raft-replicated state machine, on openraft.
+//!
+//! - [`state`]: the replicated document ([`ClusterState`]), its commands and results.
+//! - `log_store`: the Raft log (append-only journal with per-record CRC32C) and the vote.
+//! - `state_machine`: applies committed commands, builds and installs snapshots.
+//! - `network`: Raft RPCs and proposal forwarding over TCP (length-prefixed JSON frames).
+//! - [`node`]: [`MetadataNode`], what the rest of the broker uses.
+
+mod error;
+mod fsutil;
+mod log_store;
+mod network;
+pub mod node;
+pub mod state;
+mod state_machine;
+
+use std::io::Cursor;
+
+pub use error::MetadataError;
+pub use node::{parse_voters, MetadataConfig, MetadataNode, NodeOptions};
+pub use openraft::BasicNode;
+pub use state::{
+    BrokerId, BrokerRegistration, ClusterState, CommandResult, MetadataCommand,
+    PartitionAssignment, PartitionState, TopicState, NO_LEADER,
+};
+
+openraft::declare_raft_types!(
+    /// openraft type parameters for the metadata group.
+    pub TypeConfig:
+        D = MetadataCommand,
+        R = CommandResult,
+        NodeId = u64,
+        Node = BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// Raft node id (`node.id` of a controller / voter).
+pub type NodeId = u64;

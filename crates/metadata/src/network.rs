@@ -1,0 +1,411 @@
+//! Raft RPCs and proposal forwarding over TCP.
+//!
+//! A frame is a u32 big-endian length and a JSON body; a connection carries one request at a
+//! time, each answered by one response. openraft opens one client per peer and purpose
+//! (replication stream, vote round), each with its own pooled connection. Any I/O failure drops
+//! the connection and becomes an `RPCError` that openraft retries; nothing here panics on
+//! network input.
+
+use std::io;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{LogId, RPCTypes, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::{BasicNode, CommandResult, MetadataCommand, NodeId, TypeConfig};
+
+/// Bound on a frame's declared length; the largest frame is a snapshot chunk, far smaller.
+const MAX_FRAME: usize = 64 << 20;
+
+#[derive(Serialize, Deserialize)]
+enum RpcRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A client proposal forwarded from a follower to the leader.
+    Propose(MetadataCommand),
+}
+
+#[derive(Serialize, Deserialize)]
+enum RpcResponse {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+    Propose(Result<ForwardedWrite, ForwardError>),
+}
+
+/// The leader's answer to a forwarded proposal.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardedWrite {
+    pub log_id: LogId<NodeId>,
+    pub result: CommandResult,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardError {
+    /// The receiver is not (or no longer) the leader; the command was not proposed.
+    NotLeader { leader_id: Option<NodeId> },
+    /// The leader failed to commit it (e.g. it is shutting down).
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Nothing was sent.
+    #[error("connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    /// The request may have been sent.
+    #[error("rpc to {addr}: {source}")]
+    Io { addr: String, source: io::Error },
+    #[error("rpc to {addr} timed out after {ttl:?}")]
+    Timeout { addr: String, ttl: Duration },
+    #[error("rpc to {addr}: unexpected response kind")]
+    Unexpected { addr: String },
+}
+
+fn encode_frame<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 4];
+    serde_json::to_writer(&mut buf, msg).map_err(io::Error::other)?;
+    let len = u32::try_from(buf.len() - 4)
+        .ok()
+        .filter(|l| (*l as usize) <= MAX_FRAME)
+        .ok_or_else(|| io::Error::other("rpc frame too large"))?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// Reads one frame; `None` on a clean end of stream between frames.
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds {MAX_FRAME}"),
+        ));
+    }
+    // Grows as bytes arrive rather than trusting the declared length up front.
+    let mut body = Vec::new();
+    r.take(len as u64).read_to_end(&mut body).await?;
+    if body.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "truncated frame",
+        ));
+    }
+    Ok(Some(body))
+}
+
+// ---------------------------------------------------------------------------------------
+// Server
+
+/// Accepts peers' connections and serves them until the task is aborted (which also aborts
+/// every connection task, as they live in the JoinSet).
+pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            acc = listener.accept() => match acc {
+                Ok((stream, peer)) => {
+                    let raft = raft.clone();
+                    conns.spawn(async move {
+                        if let Err(e) = serve_conn(stream, raft).await {
+                            tracing::debug!(%peer, error = %e, "metadata rpc connection closed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "metadata rpc accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_conn(mut stream: TcpStream, raft: Raft<TypeConfig>) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    while let Some(body) = read_frame(&mut stream).await? {
+        let req: RpcRequest = serde_json::from_slice(&body)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let resp = match req {
+            RpcRequest::AppendEntries(r) => {
+                RpcResponse::AppendEntries(raft.append_entries(r).await)
+            }
+            RpcRequest::Vote(r) => RpcResponse::Vote(raft.vote(r).await),
+            RpcRequest::InstallSnapshot(r) => {
+                RpcResponse::InstallSnapshot(raft.install_snapshot(r).await)
+            }
+            RpcRequest::Propose(cmd) => RpcResponse::Propose(propose_local(&raft, cmd).await),
+        };
+        stream.write_all(&encode_frame(&resp)?).await?;
+    }
+    Ok(())
+}
+
+/// Proposes on this node, which must be the leader.
+pub async fn propose_local(
+    raft: &Raft<TypeConfig>,
+    cmd: MetadataCommand,
+) -> Result<ForwardedWrite, ForwardError> {
+    match raft.client_write(cmd).await {
+        Ok(resp) => Ok(ForwardedWrite {
+            log_id: resp.log_id,
+            result: resp.data,
+        }),
+        Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+            Err(ForwardError::NotLeader {
+                leader_id: f.leader_id,
+            })
+        }
+        Err(e) => Err(ForwardError::Failed(e.to_string())),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Client
+
+struct Peer {
+    addr: String,
+    conn: Option<TcpStream>,
+}
+
+impl Peer {
+    async fn call(&mut self, req: &RpcRequest, ttl: Duration) -> Result<RpcResponse, CallError> {
+        let frame = encode_frame(req).map_err(|source| CallError::Io {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        let res = tokio::time::timeout(ttl, self.call_inner(&frame)).await;
+        let res = match res {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout {
+                addr: self.addr.clone(),
+                ttl,
+            }),
+        };
+        if res.is_err() {
+            // The stream may hold half a frame or a late answer: never reuse it.
+            self.conn = None;
+        }
+        res
+    }
+
+    async fn call_inner(&mut self, frame: &[u8]) -> Result<RpcResponse, CallError> {
+        let addr = self.addr.clone();
+        let stream = match &mut self.conn {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect(&addr)
+                    .await
+                    .map_err(|source| CallError::Connect {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+                // Latency matters more than packet count for small Raft messages.
+                s.set_nodelay(true).map_err(|source| CallError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?;
+                self.conn.insert(s)
+            }
+        };
+        let io_err = |source| CallError::Io {
+            addr: addr.clone(),
+            source,
+        };
+        stream.write_all(frame).await.map_err(io_err)?;
+        let body = read_frame(stream)
+            .await
+            .map_err(io_err)?
+            .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed")))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| io_err(io::Error::new(io::ErrorKind::InvalidData, e)))
+    }
+}
+
+/// Sends one proposal to the leader at `addr` on a fresh connection.
+pub async fn forward(
+    addr: &str,
+    cmd: MetadataCommand,
+    ttl: Duration,
+) -> Result<Result<ForwardedWrite, ForwardError>, CallError> {
+    let mut peer = Peer {
+        addr: addr.to_string(),
+        conn: None,
+    };
+    match peer.call(&RpcRequest::Propose(cmd), ttl).await? {
+        RpcResponse::Propose(r) => Ok(r),
+        _ => Err(CallError::Unexpected {
+            addr: addr.to_string(),
+        }),
+    }
+}
+
+/// Creates one [`PeerClient`] per openraft replication stream or vote round.
+pub struct NetworkFactory {
+    pub local: NodeId,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            local: self.local,
+            target,
+            peer: Peer {
+                addr: node.addr.clone(),
+                conn: None,
+            },
+        }
+    }
+}
+
+pub struct PeerClient {
+    local: NodeId,
+    target: NodeId,
+    peer: Peer,
+}
+
+impl PeerClient {
+    async fn rpc<E: std::error::Error>(
+        &mut self,
+        action: RPCTypes,
+        req: RpcRequest,
+        option: &RPCOption,
+    ) -> Result<RpcResponse, RPCError<NodeId, BasicNode, E>> {
+        let ttl = option.hard_ttl();
+        self.peer.call(&req, ttl).await.map_err(|e| match e {
+            // Openraft backs off on Unreachable and retries at once on Network.
+            CallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Timeout { .. } => RPCError::Timeout(Timeout {
+                action,
+                id: self.local,
+                target: self.target,
+                timeout: ttl,
+            }),
+            CallError::Io { .. } | CallError::Unexpected { .. } => {
+                RPCError::Network(NetworkError::new(&e))
+            }
+        })
+    }
+
+    fn unexpected<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+        RPCError::Network(NetworkError::new(&CallError::Unexpected {
+            addr: self.peer.addr.clone(),
+        }))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self
+            .rpc(
+                RPCTypes::AppendEntries,
+                RpcRequest::AppendEntries(rpc),
+                &option,
+            )
+            .await?
+        {
+            RpcResponse::AppendEntries(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self
+            .rpc(
+                RPCTypes::InstallSnapshot,
+                RpcRequest::InstallSnapshot(rpc),
+                &option,
+            )
+            .await?
+        {
+            RpcResponse::InstallSnapshot(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self
+            .rpc(RPCTypes::Vote, RpcRequest::Vote(rpc), &option)
+            .await?
+        {
+            RpcResponse::Vote(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_are_bounded_and_eof_is_clean() {
+        let frame = encode_frame(&"hello").unwrap();
+        let mut r = &frame[..];
+        assert_eq!(read_frame(&mut r).await.unwrap().unwrap(), b"\"hello\"");
+        assert!(read_frame(&mut r).await.unwrap().is_none());
+
+        let huge = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert!(read_frame(&mut &huge[..]).await.is_err());
+        let short = [0, 0, 0, 9, b'x'];
+        assert!(read_frame(&mut &short[..]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_an_error() {
+        // Bind then drop to get a port nobody listens on.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        let cmd = MetadataCommand::DeleteTopic { name: "t".into() };
+        let err = forward(&addr, cmd, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CallError::Connect { .. }), "{err}");
+    }
+}

@@ -1,0 +1,393 @@
+//! [`MetadataNode`]: one member of the metadata Raft group.
+//!
+//! Bootstrap: a node whose log is empty does nothing until a leader contacts it, except the
+//! voter with the lowest id, which calls openraft's `initialize` with the full voter set (the
+//! same document every node was configured with). One deterministic initializer keeps startup
+//! free of competing first elections; and because openraft's `initialize` is a no-op on an
+//! initialized node and safe to repeat with the same membership, restarting the lowest node
+//! with a wiped data dir does not split the group. The price: the group forms only once the
+//! lowest-id voter has started at least once. A quorum of one (no voters, or only itself)
+//! initializes itself the same way.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::metrics::WaitError;
+use openraft::{Config, Raft, RaftMetrics, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::log_store::LogStore;
+use crate::network::{self, CallError, ForwardError, NetworkFactory};
+use crate::state_machine::StateMachineStore;
+use crate::{
+    BasicNode, ClusterState, CommandResult, MetadataCommand, MetadataError, NodeId, TypeConfig,
+};
+
+/// Where a node is and who the voters are.
+#[derive(Clone, Debug)]
+pub struct MetadataConfig {
+    pub node_id: NodeId,
+    /// Voter id -> Raft RPC address (`host:port`); see [`parse_voters`]. Empty means a quorum
+    /// of one (this node alone).
+    pub voters: BTreeMap<NodeId, String>,
+    /// Address to listen on for Raft RPCs. May be empty for a quorum of one, which then
+    /// opens no port.
+    pub listen: String,
+    pub data_dir: PathBuf,
+}
+
+/// Timing and retention knobs. The defaults suit a real cluster; tests shrink them.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind the snapshot, so a briefly lagging follower can catch up
+    /// from the log rather than from a snapshot.
+    pub max_in_snapshot_log_to_keep: u64,
+    /// Bound on [`MetadataNode::propose`], leader election and forwarding included.
+    pub propose_timeout: Duration,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        // Election timeout like KRaft's default (1 s), heartbeats well inside it.
+        NodeOptions {
+            heartbeat_interval: Duration::from_millis(150),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            snapshot_logs_since_last: 5000,
+            max_in_snapshot_log_to_keep: 1000,
+            propose_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Parses Kafka's `controller.quorum.voters` syntax: `1@host:9093,2@host:9094`.
+pub fn parse_voters(s: &str) -> Result<BTreeMap<NodeId, String>, MetadataError> {
+    let mut voters = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |why: &str| MetadataError::Config(format!("voter {part:?}: {why}"));
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| bad("expected id@host:port"))?;
+        let id: NodeId = id.trim().parse().map_err(|_| bad("id is not a number"))?;
+        let addr = addr.trim();
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(bad("address is not host:port")),
+        }
+        if voters.insert(id, addr.to_string()).is_some() {
+            return Err(bad("duplicate id"));
+        }
+    }
+    Ok(voters)
+}
+
+/// A running member of the metadata group.
+pub struct MetadataNode {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    state: watch::Receiver<Arc<ClusterState>>,
+    server: Option<JoinHandle<()>>,
+    options: NodeOptions,
+}
+
+impl MetadataNode {
+    pub async fn start(cfg: MetadataConfig) -> Result<MetadataNode, MetadataError> {
+        Self::start_with(cfg, NodeOptions::default()).await
+    }
+
+    pub async fn start_with(
+        cfg: MetadataConfig,
+        options: NodeOptions,
+    ) -> Result<MetadataNode, MetadataError> {
+        let id = cfg.node_id;
+        let mut voters = cfg.voters.clone();
+        if voters.is_empty() {
+            voters.insert(id, cfg.listen.clone());
+        }
+        if !voters.contains_key(&id) {
+            return Err(MetadataError::Config(format!(
+                "node {id} is not among the voters {:?}",
+                voters.keys().collect::<Vec<_>>()
+            )));
+        }
+        let alone = voters.len() == 1;
+        if cfg.listen.is_empty() && !alone {
+            return Err(MetadataError::Config(
+                "listen address is required with more than one voter".into(),
+            ));
+        }
+
+        let dir = &cfg.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| MetadataError::io(format!("create {}", dir.display()), e))?;
+        let lock_path = dir.join(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| MetadataError::io(format!("open {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(MetadataError::Locked(dir.clone()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(MetadataError::io(
+                    format!("lock {}", lock_path.display()),
+                    e,
+                ))
+            }
+        }
+        let log_store = LogStore::open(dir, lock)?;
+        let (sm, state) = StateMachineStore::open(dir)?;
+
+        let listener = if cfg.listen.is_empty() {
+            None
+        } else {
+            Some(
+                TcpListener::bind(&cfg.listen)
+                    .await
+                    .map_err(|e| MetadataError::io(format!("listen on {}", cfg.listen), e))?,
+            )
+        };
+
+        let config = Config {
+            cluster_name: "arctern-metadata".into(),
+            heartbeat_interval: millis(options.heartbeat_interval),
+            election_timeout_min: millis(options.election_timeout_min),
+            election_timeout_max: millis(options.election_timeout_max),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: options.max_in_snapshot_log_to_keep,
+            // JSON triples the bytes of a chunk; keep frames well under the frame limit.
+            snapshot_max_chunk_size: 1 << 20,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| MetadataError::Config(e.to_string()))?;
+
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            NetworkFactory { local: id },
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| MetadataError::Raft(format!("start raft node {id}: {e}")))?;
+        let server = listener.map(|l| tokio::spawn(network::serve(l, raft.clone())));
+        let node = MetadataNode {
+            id,
+            raft,
+            state,
+            server,
+            options,
+        };
+
+        if voters.keys().next() == Some(&id) && !node.is_initialized().await? {
+            let members: BTreeMap<NodeId, BasicNode> = voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            tracing::info!(node = id, voters = ?voters, "initializing metadata quorum");
+            match node.raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(MetadataError::Raft(format!("initialize: {e}"))),
+            }
+        }
+        Ok(node)
+    }
+
+    async fn is_initialized(&self) -> Result<bool, MetadataError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| MetadataError::Raft(e.to_string()))
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Commits `cmd` through the leader (forwarding it if this node is a follower) and returns
+    /// once it is applied on this node, so [`state`](Self::state) already reflects it.
+    ///
+    /// A command is retried only when it certainly was not proposed (no leader yet, leader
+    /// unreachable, leader stepped down before accepting it). If a leader fails after taking
+    /// it, the outcome is unknown ([`MetadataError::Indeterminate`]) and, as in any Raft
+    /// client, the command may still commit later: callers retry with idempotent intent
+    /// (e.g. treat `TopicExists` with the same topic id as success).
+    pub async fn propose(&self, cmd: MetadataCommand) -> Result<CommandResult, MetadataError> {
+        let timeout = self.options.propose_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let (leader, leader_addr) = {
+                let m = metrics.borrow_and_update();
+                let addr = m.current_leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
+                (m.current_leader, addr)
+            };
+            match leader {
+                None => {}
+                Some(l) if l == self.id => {
+                    match network::propose_local(&self.raft, cmd.clone()).await {
+                        Ok(w) => return Ok(w.result),
+                        Err(ForwardError::NotLeader { .. }) => {}
+                        Err(ForwardError::Failed(e)) => return Err(MetadataError::Raft(e)),
+                    }
+                }
+                Some(l) => {
+                    let Some(addr) = leader_addr else {
+                        return Err(MetadataError::Raft(format!(
+                            "leader {l} has no address in the membership"
+                        )));
+                    };
+                    let ttl = deadline.saturating_duration_since(Instant::now());
+                    match network::forward(&addr, cmd.clone(), ttl).await {
+                        Ok(Ok(w)) => {
+                            self.wait_applied(w.log_id.index, deadline, timeout).await?;
+                            return Ok(w.result);
+                        }
+                        Ok(Err(ForwardError::NotLeader { .. })) => {}
+                        Err(CallError::Connect { addr, source }) => {
+                            tracing::debug!(leader = l, %addr, error = %source, "leader unreachable; retrying");
+                        }
+                        Err(CallError::Timeout { .. }) => {
+                            return Err(MetadataError::Timeout(timeout))
+                        }
+                        Ok(Err(ForwardError::Failed(reason))) => {
+                            return Err(MetadataError::Indeterminate {
+                                leader: l,
+                                addr,
+                                reason,
+                            })
+                        }
+                        Err(e) => {
+                            return Err(MetadataError::Indeterminate {
+                                leader: l,
+                                addr,
+                                reason: e.to_string(),
+                            })
+                        }
+                    }
+                }
+            }
+            // Wait for a leader change, or retry soon: a stale leader hint may not change
+            // the metrics until the next election.
+            if Instant::now() >= deadline {
+                return Err(MetadataError::Timeout(timeout));
+            }
+            let retry_at = deadline.min(Instant::now() + Duration::from_millis(100));
+            if let Ok(Err(_)) = tokio::time::timeout_at(retry_at, metrics.changed()).await {
+                return Err(MetadataError::Shutdown);
+            }
+        }
+    }
+
+    async fn wait_applied(
+        &self,
+        index: u64,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), MetadataError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self
+            .raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "forwarded proposal applied locally")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(WaitError::Timeout(..)) => Err(MetadataError::Timeout(timeout)),
+            Err(WaitError::ShuttingDown) => Err(MetadataError::Shutdown),
+        }
+    }
+
+    /// The applied state; updated on every apply (and on snapshot install).
+    pub fn state(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.state.clone()
+    }
+
+    /// The current leader as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Waits until this node knows a leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, MetadataError> {
+        match self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+        {
+            Ok(m) => m.current_leader.ok_or(MetadataError::Timeout(timeout)),
+            Err(WaitError::Timeout(..)) => Err(MetadataError::Timeout(timeout)),
+            Err(WaitError::ShuttingDown) => Err(MetadataError::Shutdown),
+        }
+    }
+
+    /// openraft's metrics (role, term, log and snapshot positions), for status and tests.
+    pub fn raft_metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    /// Stops the RPC server and the Raft core, and waits for them. Dropping the node instead
+    /// also stops both, without waiting.
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(node = self.id, error = %e, "metadata raft shutdown");
+        }
+    }
+}
+
+impl Drop for MetadataNode {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        // The Raft core stops once its last handle (here and in the server task) is gone.
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_voters() {
+        let v = parse_voters("1@127.0.0.1:19091, 2@localhost:19092,3@[::1]:19093").unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[&3], "[::1]:19093");
+        assert!(parse_voters("").unwrap().is_empty());
+        assert!(parse_voters("1@a:1,1@b:2").is_err());
+        assert!(parse_voters("x@a:1").is_err());
+        assert!(parse_voters("1@a").is_err());
+        assert!(parse_voters("1@:99").is_err());
+    }
+}
