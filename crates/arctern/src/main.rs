@@ -1,5 +1,6 @@
 //! `arctern`: the broker binary.
 
+mod cluster_status;
 mod settings;
 
 use std::net::SocketAddr;
@@ -26,14 +27,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a broker node (single node, Kafka protocol).
+    /// Start a broker node (Kafka protocol); alone, or one of a cluster with
+    /// --node-id and --controller-quorum-voters.
     Serve(ServeArgs),
+    /// Cluster tools.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Produce and consume against a running broker and print throughput and latency.
     Bench(arctern_bench::BenchArgs),
 }
 
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Show the nodes, the controller, and each partition's leader, replicas and ISR.
+    Status(cluster_status::StatusArgs),
+}
+
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// This node's id (`node.id`) [default: 1]
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// The metadata quorum, Kafka's syntax: `1@host:port,2@host:port,3@host:port`; each
+    /// node's Raft listener is its own entry [default: none, a quorum of one]
+    #[arg(long)]
+    controller_quorum_voters: Option<String>,
     /// Data directory [default: ./arctern-data, or `log.dirs` from the config]
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -61,6 +79,9 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Bench(args) => runtime.block_on(arctern_bench::run(args)),
+        Command::Cluster(ClusterCommand::Status(args)) => {
+            runtime.block_on(cluster_status::run(args))
+        }
     }
 }
 
@@ -91,8 +112,52 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .parse()
         .with_context(|| format!("bad port in '{advertised}'"))?;
 
-    let broker = Broker::open(config).context("opening broker storage")?;
-    broker.start_background_tasks();
+    if let Some(id) = args.node_id {
+        config.node_id = id;
+    }
+    if config.node_id < 0 {
+        anyhow::bail!("node.id must not be negative");
+    }
+    let voters = args
+        .controller_quorum_voters
+        .or_else(|| file.controller_quorum_voters.clone())
+        .unwrap_or_default();
+    let voters =
+        arctern_metadata::parse_voters(&voters).context("parsing controller.quorum.voters")?;
+    let node_id = u64::try_from(config.node_id).context("node.id must not be negative")?;
+    let raft_listen = if voters.is_empty() {
+        String::new()
+    } else {
+        voters
+            .get(&node_id)
+            .cloned()
+            .with_context(|| format!("node.id {node_id} is not among controller.quorum.voters"))?
+    };
+    let metadata_config = arctern_metadata::MetadataConfig {
+        node_id,
+        voters,
+        listen: raft_listen,
+        data_dir: config.data_dir.join("__cluster_metadata-0"),
+    };
+    let options = arctern_metadata::NodeOptions {
+        controller: settings::controller_options(&file)?,
+        ..arctern_metadata::NodeOptions::default()
+    };
+    let metadata = Arc::new(
+        arctern_metadata::MetadataNode::start_with(metadata_config, options)
+            .await
+            .context("starting the metadata quorum member")?,
+    );
+    let fetcher = Arc::new(arctern_replication::KafkaFollowerFetcher::new(
+        arctern_replication::FetcherConfig {
+            local_id: config.node_id,
+            max_bytes: config.replica_fetch_max_bytes,
+            max_wait_ms: config.replica_fetch_wait_max_ms,
+        },
+    ));
+    let broker = Broker::start(config, Arc::clone(&metadata), fetcher)
+        .await
+        .context("starting broker")?;
     let server_config = KafkaServerConfig {
         socket_request_max_bytes: file
             .socket_request_max_bytes
@@ -111,9 +176,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    broker.controlled_shutdown().await;
     let _ = stop.send(true);
     let _ = server.await;
     broker.shutdown();
+    drop(broker);
+    match Arc::try_unwrap(metadata) {
+        Ok(m) => m.shutdown().await,
+        Err(_) => tracing::debug!("metadata node still referenced; dropping it"),
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -49,6 +49,25 @@ pub struct FileConfig {
     pub min_insync_replicas: Option<i64>,
     #[serde(rename = "unclean.leader.election.enable")]
     pub unclean_leader_election_enable: Option<bool>,
+    /// `1@host:port,2@host:port,...`: the metadata quorum (each node's Raft address).
+    #[serde(rename = "controller.quorum.voters")]
+    pub controller_quorum_voters: Option<String>,
+    #[serde(rename = "replica.lag.time.max.ms")]
+    pub replica_lag_time_max_ms: Option<i64>,
+    #[serde(rename = "replica.fetch.max.bytes")]
+    pub replica_fetch_max_bytes: Option<i32>,
+    #[serde(rename = "replica.fetch.wait.max.ms")]
+    pub replica_fetch_wait_max_ms: Option<i32>,
+    #[serde(rename = "broker.session.timeout.ms")]
+    pub broker_session_timeout_ms: Option<i64>,
+    #[serde(rename = "broker.heartbeat.interval.ms")]
+    pub broker_heartbeat_interval_ms: Option<i64>,
+    #[serde(rename = "auto.leader.rebalance.enable")]
+    pub auto_leader_rebalance_enable: Option<bool>,
+    #[serde(rename = "leader.imbalance.check.interval.seconds")]
+    pub leader_imbalance_check_interval_seconds: Option<i64>,
+    #[serde(rename = "controlled.shutdown.enable")]
+    pub controlled_shutdown_enable: Option<bool>,
 }
 
 /// Every key the file accepts, for the environment overlay.
@@ -72,6 +91,15 @@ const KEYS: &[&str] = &[
     "log.flush.interval.ms",
     "min.insync.replicas",
     "unclean.leader.election.enable",
+    "controller.quorum.voters",
+    "replica.lag.time.max.ms",
+    "replica.fetch.max.bytes",
+    "replica.fetch.wait.max.ms",
+    "broker.session.timeout.ms",
+    "broker.heartbeat.interval.ms",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
+    "controlled.shutdown.enable",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -154,6 +182,12 @@ pub fn broker_config(file: &FileConfig, data_dir: PathBuf) -> Result<BrokerConfi
     if let Some(v) = file.unclean_leader_election_enable {
         d.unclean_leader_election = v;
     }
+    if let Some(v) = file.replica_lag_time_max_ms {
+        if v < 1 {
+            bail!("replica.lag.time.max.ms must be positive");
+        }
+        d.replica_lag_time_max_ms = v;
+    }
     let mut c = BrokerConfig {
         data_dir,
         topic_defaults: d,
@@ -177,7 +211,51 @@ pub fn broker_config(file: &FileConfig, data_dir: PathBuf) -> Result<BrokerConfi
     if let Some(v) = file.log_retention_check_interval_ms {
         c.retention_check_interval_ms = non_negative("log.retention.check.interval.ms", v)?;
     }
+    if let Some(v) = file.replica_fetch_max_bytes {
+        if v < 1 {
+            bail!("replica.fetch.max.bytes must be positive");
+        }
+        c.replica_fetch_max_bytes = v;
+    }
+    if let Some(v) = file.replica_fetch_wait_max_ms {
+        c.replica_fetch_wait_max_ms = v.max(0);
+    }
+    if let Some(v) = file.controlled_shutdown_enable {
+        c.controlled_shutdown = v;
+    }
     Ok(c)
+}
+
+/// The metadata controller's timing and election settings.
+pub fn controller_options(file: &FileConfig) -> Result<arctern_metadata::ControllerOptions> {
+    let mut o = arctern_metadata::ControllerOptions::default();
+    let ms = |key: &str, v: i64| -> Result<std::time::Duration> {
+        Ok(std::time::Duration::from_millis(
+            non_negative(key, v)?.max(1),
+        ))
+    };
+    if let Some(v) = file.broker_session_timeout_ms {
+        o.session_timeout = ms("broker.session.timeout.ms", v)?;
+    }
+    if let Some(v) = file.broker_heartbeat_interval_ms {
+        o.broker_heartbeat_interval = ms("broker.heartbeat.interval.ms", v)?;
+    }
+    if let Some(v) = file.unclean_leader_election_enable {
+        o.unclean_leader_election = v;
+    }
+    if let Some(v) = file.auto_leader_rebalance_enable {
+        o.auto_leader_rebalance = v;
+    }
+    if let Some(v) = file.leader_imbalance_check_interval_seconds {
+        o.leader_imbalance_check_interval = std::time::Duration::from_secs(non_negative(
+            "leader.imbalance.check.interval.seconds",
+            v,
+        )?);
+    }
+    if o.broker_heartbeat_interval >= o.session_timeout {
+        bail!("broker.heartbeat.interval.ms must be below broker.session.timeout.ms");
+    }
+    Ok(o)
 }
 
 #[cfg(test)]

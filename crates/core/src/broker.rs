@@ -1,12 +1,24 @@
-//! The broker: the set of topics, their persistent metadata, and background retention.
+//! The broker: this node's replicas of the partitions, driven by the cluster metadata.
+//!
+//! Topics, partition assignments, leaders, ISRs and configs live in the Raft-replicated
+//! metadata (`arctern-metadata`). Admin operations are proposals to it; a reconcile pass
+//! runs on every applied metadata change and makes the local replicas match: it opens
+//! logs for partitions assigned here, makes each a leader or a follower (starting a fetcher
+//! through [`FollowerFetcher`]), and removes the logs of deleted topics. Leaders propose ISR
+//! changes from a periodic task.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use arctern_metadata::{
+    assign_replicas, ClusterState, CommandResult, HeartbeatHandle, MetadataCommand, MetadataError,
+    MetadataNode, PartitionState, NO_LEADER,
+};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config::{
@@ -14,11 +26,18 @@ use crate::config::{
     ConfigEntry, TopicSettings,
 };
 use crate::error::{CoreError, Result};
-use crate::metadata::{MetadataStore, TopicRecord};
+use crate::metadata::LegacyTopicStore;
 use crate::partition::Partition;
 
 /// Upper bound on a topic's partitions, so one request cannot open unbounded files.
 const MAX_PARTITIONS: i32 = 100_000;
+
+/// How long a stopping broker waits for the quorum to move its leaderships away.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// File in each partition dir naming the topic id, so a topic deleted and re-created under
+/// the same name while this node was down is not mistaken for the old one.
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
 fn check_partition_limit(count: i32) -> Result<()> {
     if count > MAX_PARTITIONS {
@@ -33,46 +52,56 @@ fn poisoned() -> CoreError {
     CoreError::Storage("broker lock poisoned by an earlier panic".into())
 }
 
-#[derive(Debug)]
+fn metadata_error(e: MetadataError) -> CoreError {
+    CoreError::MetadataUnavailable(e.to_string())
+}
+
+/// Where a partition leader accepts Kafka connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaEndpoint {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Starts a follower's replication from its leader; implemented over the Kafka protocol by
+/// `arctern-replication`. The task runs until aborted (leadership changes restart it).
+pub trait FollowerFetcher: Send + Sync + std::fmt::Debug + 'static {
+    fn start(
+        &self,
+        partition: Arc<Partition>,
+        leader: ReplicaEndpoint,
+        leader_epoch: i32,
+    ) -> JoinHandle<()>;
+}
+
+/// A topic as the metadata describes it.
+#[derive(Debug, Clone)]
 pub struct Topic {
     pub name: String,
     pub id: Uuid,
     pub replication_factor: i16,
-    overrides: RwLock<BTreeMap<String, String>>,
-    partitions: RwLock<Vec<Arc<Partition>>>,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionState>,
 }
 
 impl Topic {
-    pub fn partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_default()
-    }
-
-    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
-        let parts = self.partitions.read().ok()?;
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| parts.get(i).cloned())
+    fn from_state(t: &arctern_metadata::TopicState) -> Topic {
+        Topic {
+            name: t.name.clone(),
+            id: t.id,
+            replication_factor: t.partitions.first().map_or(0, |p| p.replicas.len() as i16),
+            configs: t.configs.clone(),
+            partitions: t.partitions.clone(),
+        }
     }
 
     pub fn partition_count(&self) -> i32 {
-        self.partitions.read().map_or(0, |p| p.len() as i32)
+        self.partitions.len() as i32
     }
 
     pub fn overrides(&self) -> BTreeMap<String, String> {
-        self.overrides.read().map(|o| o.clone()).unwrap_or_default()
-    }
-
-    fn record(&self) -> TopicRecord {
-        TopicRecord {
-            name: self.name.clone(),
-            id: self.id,
-            partitions: self.partition_count(),
-            replication_factor: self.replication_factor,
-            configs: self.overrides(),
-        }
+        self.configs.clone()
     }
 }
 
@@ -88,21 +117,54 @@ pub enum AlterOp {
 }
 
 #[derive(Debug)]
+struct LocalReplica {
+    topic_id: Uuid,
+    partition: Arc<Partition>,
+}
+
+#[derive(Debug)]
+struct RunningFetcher {
+    leader: i32,
+    leader_epoch: i32,
+    task: JoinHandle<()>,
+}
+
 pub struct Broker {
     config: BrokerConfig,
-    store: MetadataStore,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serializes metadata changes so the persisted document matches memory.
-    metadata_lock: Mutex<()>,
+    metadata: Arc<MetadataNode>,
+    /// This process's registration id: a restart is a new incarnation, which the quorum
+    /// fences (moving leaderships away) before admitting it again.
+    incarnation: Uuid,
+    replicas: RwLock<BTreeMap<(String, i32), LocalReplica>>,
+    fetchers: Mutex<HashMap<(String, i32), RunningFetcher>>,
+    fetcher: Arc<dyn FollowerFetcher>,
+    /// Serializes reconcile passes.
+    reconcile_lock: Mutex<()>,
     data_changed: Arc<watch::Sender<u64>>,
+    isr_check: Arc<Notify>,
     shutting_down: AtomicBool,
+    heartbeats: Mutex<Option<HeartbeatHandle>>,
     /// Held (flock) for the broker's lifetime.
     _dir_lock: std::fs::File,
 }
 
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("node_id", &self.config.node_id)
+            .field("data_dir", &self.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Broker {
-    /// Loads metadata and opens (recovering) every partition log. Call inside tokio.
-    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+    /// Registers with the metadata quorum, opens (recovering) this node's replicas and
+    /// starts heartbeats, reconciliation, ISR maintenance and retention. Call inside tokio.
+    pub async fn start(
+        config: BrokerConfig,
+        metadata: Arc<MetadataNode>,
+        fetcher: Arc<dyn FollowerFetcher>,
+    ) -> Result<Arc<Broker>> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             CoreError::Storage(format!(
                 "creating data dir {}: {e}",
@@ -123,31 +185,54 @@ impl Broker {
                 config.data_dir.display()
             ))
         })?;
-        let store = MetadataStore::new(&config.data_dir);
-        let records = store.load()?;
         let (data_changed, _) = watch::channel(0u64);
         let broker = Arc::new(Broker {
             config,
-            store,
-            topics: RwLock::new(BTreeMap::new()),
-            metadata_lock: Mutex::new(()),
+            metadata,
+            incarnation: Uuid::new_v4(),
+            replicas: RwLock::new(BTreeMap::new()),
+            fetchers: Mutex::new(HashMap::new()),
+            fetcher,
+            reconcile_lock: Mutex::new(()),
             data_changed: Arc::new(data_changed),
+            isr_check: Arc::new(Notify::new()),
             shutting_down: AtomicBool::new(false),
+            heartbeats: Mutex::new(None),
             _dir_lock: lock,
         });
         broker.remove_deleted_dirs();
-        for rec in records {
-            let topic = broker.open_topic(&rec)?;
+        let port = u16::try_from(broker.config.advertised_port).map_err(|_| {
+            CoreError::InvalidConfig(format!(
+                "advertised port {} is not a TCP port",
+                broker.config.advertised_port
+            ))
+        })?;
+        broker
+            .metadata
+            .register_broker(
+                broker.config.node_id,
+                broker.config.advertised_host.clone(),
+                port,
+                broker.incarnation,
+            )
+            .await
+            .map_err(metadata_error)?;
+        tracing::info!(node_id = broker.config.node_id, incarnation = %broker.incarnation, "registered with the metadata quorum");
+        broker.import_legacy_topics().await?;
+        broker.remove_orphan_partition_dirs();
+        broker.reconcile_now();
+        *broker.heartbeats.lock().map_err(|_| poisoned())? = Some(
             broker
-                .topics
-                .write()
-                .map_err(|_| poisoned())?
-                .insert(rec.name.clone(), topic);
-        }
+                .metadata
+                .start_heartbeats(broker.config.node_id, broker.incarnation),
+        );
+        broker.spawn_reconciler();
+        broker.spawn_isr_maintenance();
+        broker.spawn_retention();
         tracing::info!(
             data_dir = %broker.config.data_dir.display(),
-            topics = broker.topics.read().map_or(0, |t| t.len()),
-            "broker opened"
+            replicas = broker.replicas.read().map_or(0, |r| r.len()),
+            "broker started"
         );
         Ok(broker)
     }
@@ -160,7 +245,20 @@ impl Broker {
         self.config.node_id
     }
 
-    /// Receives a new value whenever any partition's high watermark advances.
+    /// The metadata as last applied on this node.
+    pub fn cluster(&self) -> Arc<ClusterState> {
+        Arc::clone(&self.metadata.state().borrow())
+    }
+
+    /// The metadata quorum's leader (Kafka's "controller"), if known.
+    pub fn controller_id(&self) -> i32 {
+        self.metadata
+            .leader()
+            .and_then(|id| i32::try_from(id).ok())
+            .unwrap_or(-1)
+    }
+
+    /// Receives a new value whenever any partition's high watermark or log end advances.
     pub fn subscribe_data_changes(&self) -> watch::Receiver<u64> {
         self.data_changed.subscribe()
     }
@@ -169,34 +267,210 @@ impl Broker {
         self.config.data_dir.join(format!("{topic}-{index}"))
     }
 
-    fn open_topic(&self, rec: &TopicRecord) -> Result<Arc<Topic>> {
-        let settings = self.config.topic_defaults.settings(&rec.configs);
-        let mut partitions = Vec::with_capacity(rec.partitions.max(0) as usize);
-        for index in 0..rec.partitions {
-            partitions.push(self.open_partition(&rec.name, index, &settings)?);
-        }
-        Ok(Arc::new(Topic {
-            name: rec.name.clone(),
-            id: rec.id,
-            replication_factor: rec.replication_factor,
-            overrides: RwLock::new(rec.configs.clone()),
-            partitions: RwLock::new(partitions),
-        }))
+    // ---- reconciliation ----
+
+    fn spawn_reconciler(self: &Arc<Self>) {
+        let broker = Arc::downgrade(self);
+        let mut changes = self.metadata.state();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(broker) = broker.upgrade() else {
+                    break;
+                };
+                if broker.shutting_down.load(Ordering::Acquire) {
+                    break;
+                }
+                broker.reconcile_now();
+            }
+        });
     }
 
-    fn open_partition(
+    /// Makes the local replicas match the applied metadata.
+    pub fn reconcile_now(&self) {
+        let Ok(_guard) = self.reconcile_lock.lock() else {
+            return;
+        };
+        if self.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        let state = self.cluster();
+        let me = self.config.node_id;
+        // Until this incarnation's registration is applied here, the local metadata may be
+        // stale (a restart): serve nothing on it.
+        if state
+            .brokers
+            .get(&me)
+            .is_none_or(|b| b.incarnation != self.incarnation)
+        {
+            return;
+        }
+        let mut wanted = BTreeSet::new();
+        for t in state.topics.values() {
+            let settings = self.config.topic_defaults.settings(&t.configs);
+            for (index, p) in t.partitions.iter().enumerate() {
+                let index = index as i32;
+                if !p.replicas.contains(&me) {
+                    continue;
+                }
+                let key = (t.name.clone(), index);
+                wanted.insert(key.clone());
+                let partition = match self.local_replica(&t.name, t.id, index, &settings) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(topic = %t.name, partition = index, error = %e, "cannot open replica");
+                        continue;
+                    }
+                };
+                if let Err(e) = partition.apply_settings(settings.clone()) {
+                    tracing::warn!(topic = %t.name, partition = index, error = %e, "applying topic configs");
+                }
+                if p.leader == me {
+                    self.stop_fetcher(&key);
+                    if let Err(e) = partition.become_leader(
+                        p.leader_epoch,
+                        p.partition_epoch,
+                        &p.replicas,
+                        &p.isr,
+                    ) {
+                        tracing::error!(topic = %t.name, partition = index, error = %e, "becoming leader");
+                    }
+                } else if p.leader == NO_LEADER {
+                    self.stop_fetcher(&key);
+                    partition.become_offline(p.leader_epoch);
+                } else {
+                    let changed =
+                        partition.become_follower(p.leader, p.leader_epoch, p.partition_epoch);
+                    self.ensure_fetcher(&state, key, partition, p, changed);
+                }
+            }
+        }
+        let unwanted: Vec<(String, i32)> = self
+            .replicas
+            .read()
+            .map(|r| r.keys().filter(|k| !wanted.contains(*k)).cloned().collect())
+            .unwrap_or_default();
+        for key in unwanted {
+            self.remove_replica(&key);
+        }
+    }
+
+    fn ensure_fetcher(
+        &self,
+        state: &ClusterState,
+        key: (String, i32),
+        partition: Arc<Partition>,
+        p: &PartitionState,
+        changed: bool,
+    ) {
+        let Ok(mut fetchers) = self.fetchers.lock() else {
+            return;
+        };
+        let current = fetchers.get(&key).is_some_and(|f| {
+            f.leader == p.leader && f.leader_epoch == p.leader_epoch && !f.task.is_finished()
+        });
+        if current && !changed {
+            return;
+        }
+        let Some(leader) = state.brokers.get(&p.leader) else {
+            tracing::warn!(topic = %key.0, partition = key.1, leader = p.leader, "leader is not a registered broker");
+            return;
+        };
+        if let Some(old) = fetchers.remove(&key) {
+            old.task.abort();
+        }
+        let endpoint = ReplicaEndpoint {
+            id: p.leader,
+            host: leader.host.clone(),
+            port: leader.port,
+        };
+        let task = self.fetcher.start(partition, endpoint, p.leader_epoch);
+        fetchers.insert(
+            key,
+            RunningFetcher {
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                task,
+            },
+        );
+    }
+
+    fn stop_fetcher(&self, key: &(String, i32)) {
+        if let Ok(mut fetchers) = self.fetchers.lock() {
+            if let Some(f) = fetchers.remove(key) {
+                f.task.abort();
+            }
+        }
+    }
+
+    /// The open replica, opening (and recovering) it if needed. A replica left from an
+    /// older topic of the same name is replaced.
+    fn local_replica(
         &self,
         topic: &str,
+        topic_id: Uuid,
         index: i32,
         settings: &TopicSettings,
     ) -> Result<Arc<Partition>> {
-        Partition::open(
+        let key = (topic.to_string(), index);
+        if let Some(r) = self.replicas.read().map_err(|_| poisoned())?.get(&key) {
+            if r.topic_id == topic_id {
+                return Ok(Arc::clone(&r.partition));
+            }
+        }
+        self.remove_replica(&key);
+        let dir = self.partition_dir(topic, index);
+        match read_partition_topic_id(&dir) {
+            Some(id) if id != topic_id => {
+                tracing::info!(dir = %dir.display(), "replica belongs to an older topic of the same name; removing it");
+                self.remove_dir(&dir, topic, index);
+            }
+            _ => {}
+        }
+        let partition = Partition::open(
             topic,
             index,
-            &self.partition_dir(topic, index),
+            &dir,
             settings.clone(),
             Arc::clone(&self.data_changed),
-        )
+            self.config.node_id,
+        )?;
+        write_partition_topic_id(&dir, topic_id)?;
+        self.replicas.write().map_err(|_| poisoned())?.insert(
+            key,
+            LocalReplica {
+                topic_id,
+                partition: Arc::clone(&partition),
+            },
+        );
+        Ok(partition)
+    }
+
+    fn remove_replica(&self, key: &(String, i32)) {
+        self.stop_fetcher(key);
+        let removed = self.replicas.write().ok().and_then(|mut r| r.remove(key));
+        if let Some(r) = removed {
+            if let Err(e) = r.partition.close() {
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "closing removed replica");
+            }
+            self.remove_dir(&self.partition_dir(&key.0, key.1), &key.0, key.1);
+            tracing::info!(topic = %key.0, partition = key.1, "removed replica");
+        }
+    }
+
+    /// Renames then removes a log dir, so a crash midway leaves a `*.deleted` dir that the
+    /// next start finishes removing.
+    fn remove_dir(&self, dir: &Path, topic: &str, index: i32) {
+        if !dir.exists() {
+            return;
+        }
+        let doomed = dir.with_file_name(format!(
+            "{topic}-{index}.{}.deleted",
+            Uuid::new_v4().simple()
+        ));
+        if let Err(e) = std::fs::rename(dir, &doomed).and_then(|_| std::fs::remove_dir_all(&doomed))
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove log dir");
+        }
     }
 
     /// Finishes deletions interrupted by a crash (dirs renamed to `*.deleted`).
@@ -213,49 +487,168 @@ impl Broker {
         }
     }
 
-    /// The persisted form of every topic, as held in memory now.
-    fn records(&self) -> Result<Vec<TopicRecord>> {
-        Ok(self
+    /// Removes partition dirs of topics deleted (or moved) while this node was down.
+    fn remove_orphan_partition_dirs(&self) {
+        let state = self.cluster();
+        let me = self.config.node_id;
+        let Ok(entries) = std::fs::read_dir(&self.config.data_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() || !path.join(PARTITION_METADATA_FILE).exists() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some((topic, index)) = name
+                .rsplit_once('-')
+                .and_then(|(t, i)| i.parse::<i32>().ok().map(|i| (t.to_string(), i)))
+            else {
+                continue;
+            };
+            let assigned = state.topics.get(&topic).is_some_and(|t| {
+                Some(t.id) == read_partition_topic_id(&path)
+                    && usize::try_from(index)
+                        .ok()
+                        .and_then(|i| t.partitions.get(i))
+                        .is_some_and(|p| p.replicas.contains(&me))
+            });
+            if !assigned {
+                tracing::info!(dir = %path.display(), "removing replica of a deleted or reassigned topic");
+                self.remove_dir(&path, &topic, index);
+            }
+        }
+    }
+
+    /// Brings topics of a pre-replication single-node data dir into the metadata quorum.
+    async fn import_legacy_topics(&self) -> Result<()> {
+        let store = LegacyTopicStore::new(&self.config.data_dir);
+        let Some(records) = store.load()? else {
+            return Ok(());
+        };
+        let me = self.config.node_id;
+        for rec in records {
+            if self.cluster().topics.contains_key(&rec.name) {
+                continue;
+            }
+            let cmd = MetadataCommand::CreateTopic {
+                name: rec.name.clone(),
+                id: rec.id,
+                partitions: (0..rec.partitions)
+                    .map(|_| arctern_metadata::PartitionAssignment { replicas: vec![me] })
+                    .collect(),
+                configs: rec.configs.clone(),
+            };
+            let result = self.metadata.propose(cmd).await.map_err(metadata_error)?;
+            tracing::info!(topic = %rec.name, ?result, "imported topic from the single-node metadata file");
+        }
+        store.mark_imported()
+    }
+
+    // ---- leaders' ISR maintenance ----
+
+    fn spawn_isr_maintenance(self: &Arc<Self>) {
+        let broker = Arc::downgrade(self);
+        let lag = self.config.topic_defaults.replica_lag_time_max_ms.max(100);
+        let every = Duration::from_millis((lag / 4).clamp(50, 1000) as u64);
+        let wakeup = Arc::clone(&self.isr_check);
+        tokio::spawn(async move {
+            loop {
+                // Only a weak reference while idle, so dropping the broker ends the task.
+                let _ = tokio::time::timeout(every, wakeup.notified()).await;
+                let Some(b) = broker.upgrade() else { break };
+                if b.shutting_down.load(Ordering::Acquire) {
+                    break;
+                }
+                b.propose_isr_changes().await;
+            }
+        });
+    }
+
+    /// Asks for an ISR re-evaluation soon (a follower may have caught up).
+    pub fn request_isr_check(&self) {
+        self.isr_check.notify_one();
+    }
+
+    async fn propose_isr_changes(&self) {
+        let led: Vec<Arc<Partition>> = self
+            .replicas
+            .read()
+            .map(|r| r.values().map(|l| Arc::clone(&l.partition)).collect())
+            .unwrap_or_default();
+        for p in led {
+            let Some(proposal) = p.isr_proposal() else {
+                continue;
+            };
+            tracing::info!(topic = %p.topic, partition = p.index, new_isr = ?proposal.new_isr, "proposing ISR change");
+            let cmd = MetadataCommand::ChangeIsr {
+                topic: p.topic.clone(),
+                partition: p.index,
+                leader_id: self.config.node_id,
+                leader_epoch: proposal.leader_epoch,
+                expected_partition_epoch: proposal.partition_epoch,
+                new_isr: proposal.new_isr,
+            };
+            match self.metadata.propose(cmd).await {
+                Ok(CommandResult::Ok) => {}
+                Ok(other) => {
+                    tracing::info!(topic = %p.topic, partition = p.index, result = ?other, "ISR change refused")
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "ISR change not committed")
+                }
+            }
+        }
+    }
+
+    // ---- lookups ----
+
+    pub fn topic(&self, name: &str) -> Option<Topic> {
+        self.cluster().topics.get(name).map(Topic::from_state)
+    }
+
+    pub fn topics(&self) -> Vec<Topic> {
+        self.cluster()
             .topics
+            .values()
+            .map(Topic::from_state)
+            .collect()
+    }
+
+    /// This node's replica of a partition. A partition that exists elsewhere gets
+    /// NOT_LEADER_OR_FOLLOWER, so clients refresh their metadata.
+    pub fn partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>> {
+        if let Some(r) = self
+            .replicas
             .read()
             .map_err(|_| poisoned())?
-            .values()
-            .map(|t| t.record())
-            .collect())
-    }
-
-    fn persist(&self) -> Result<()> {
-        let records = self.records()?;
-        self.store.save(&records)
-    }
-
-    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().ok()?.get(name).cloned()
-    }
-
-    pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .map(|t| t.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    pub fn partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>> {
-        self.topic(topic)
-            .and_then(|t| t.partition(index))
-            .ok_or_else(|| CoreError::UnknownTopicOrPartition(format!("{topic}-{index}")))
+            .get(&(topic.to_string(), index))
+        {
+            return Ok(Arc::clone(&r.partition));
+        }
+        let exists = self.cluster().partition(topic, index).is_some();
+        if exists {
+            Err(CoreError::NotLeaderOrFollower(format!(
+                "{topic}-{index} has no replica on broker {}",
+                self.config.node_id
+            )))
+        } else {
+            Err(CoreError::UnknownTopicOrPartition(format!(
+                "{topic}-{index}"
+            )))
+        }
     }
 
     /// The topic, auto-creating it (with `num.partitions`) if `auto.create.topics.enable`
     /// and the caller allows it, as Kafka does for Metadata requests.
-    pub fn topic_or_auto_create(&self, name: &str, allow: bool) -> Result<Arc<Topic>> {
+    pub async fn topic_or_auto_create(&self, name: &str, allow: bool) -> Result<Topic> {
         if let Some(t) = self.topic(name) {
             return Ok(t);
         }
         if !(allow && self.config.auto_create_topics) {
             return Err(CoreError::UnknownTopicOrPartition(name.to_string()));
         }
-        match self.create_topic(name, -1, -1, &[], false) {
+        match self.create_topic(name, -1, -1, &[], false).await {
             Ok(t) => {
                 tracing::info!(topic = name, "auto-created topic");
                 Ok(t)
@@ -267,15 +660,18 @@ impl Broker {
         }
     }
 
+    // ---- admin ----
+
     /// CreateTopics. `partitions` / `replication_factor` of -1 mean the broker defaults.
-    pub fn create_topic(
+    /// Replicas are spread over the live brokers; the first of each is its preferred leader.
+    pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
         replication_factor: i16,
         configs: &[(String, String)],
         validate_only: bool,
-    ) -> Result<Arc<Topic>> {
+    ) -> Result<Topic> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(CoreError::ShuttingDown);
         }
@@ -301,107 +697,169 @@ impl Broker {
                 "replication factor must be at least 1, got {rf}"
             )));
         }
-        if rf > 1 {
-            return Err(CoreError::InvalidReplicationFactor(format!(
-                "replication factor {rf} is larger than the number of available brokers (1)"
-            )));
+        let mut overrides = BTreeMap::new();
+        for (k, v) in configs {
+            validate_topic_config(k, v)?;
+            overrides.insert(k.clone(), v.clone());
+        }
+        let state = self.cluster();
+        if state.topics.contains_key(name) {
+            return Err(CoreError::TopicAlreadyExists(name.to_string()));
+        }
+        let start = rand_start(state.brokers.len());
+        let assignments = assign_replicas(&state, partitions, rf, start)
+            .map_err(CoreError::InvalidReplicationFactor)?;
+        let id = Uuid::new_v4();
+        let topic = Topic {
+            name: name.to_string(),
+            id,
+            replication_factor: rf,
+            configs: overrides.clone(),
+            partitions: Vec::new(),
+        };
+        if validate_only {
+            return Ok(topic);
+        }
+        let cmd = MetadataCommand::CreateTopic {
+            name: name.to_string(),
+            id,
+            partitions: assignments,
+            configs: overrides,
+        };
+        self.propose_creation(name, id, cmd).await
+    }
+
+    /// CreateTopics with an explicit replica assignment (one broker list per partition).
+    pub async fn create_topic_with_assignments(
+        &self,
+        name: &str,
+        assignments: Vec<Vec<i32>>,
+        configs: &[(String, String)],
+        validate_only: bool,
+    ) -> Result<Topic> {
+        validate_topic_name(name)?;
+        check_partition_limit(assignments.len() as i32)?;
+        let state = self.cluster();
+        let rf = assignments.first().map_or(0, Vec::len);
+        for replicas in &assignments {
+            if replicas.is_empty() || replicas.len() != rf {
+                return Err(CoreError::InvalidReplicaAssignment(
+                    "every partition needs the same, non-zero number of replicas".into(),
+                ));
+            }
+            if let Some(b) = replicas.iter().find(|b| !state.brokers.contains_key(b)) {
+                return Err(CoreError::InvalidReplicaAssignment(format!(
+                    "replica assignment names unknown broker {b}"
+                )));
+            }
+            let unique: BTreeSet<_> = replicas.iter().collect();
+            if unique.len() != replicas.len() {
+                return Err(CoreError::InvalidReplicaAssignment(format!(
+                    "duplicate broker in replica assignment {replicas:?}"
+                )));
+            }
         }
         let mut overrides = BTreeMap::new();
         for (k, v) in configs {
             validate_topic_config(k, v)?;
             overrides.insert(k.clone(), v.clone());
         }
-        let _guard = self.metadata_lock.lock().map_err(|_| poisoned())?;
-        if self.topic(name).is_some() {
+        if state.topics.contains_key(name) {
             return Err(CoreError::TopicAlreadyExists(name.to_string()));
         }
-        let rec = TopicRecord {
+        let id = Uuid::new_v4();
+        if validate_only {
+            return Ok(Topic {
+                name: name.to_string(),
+                id,
+                replication_factor: rf as i16,
+                configs: overrides,
+                partitions: Vec::new(),
+            });
+        }
+        let cmd = MetadataCommand::CreateTopic {
             name: name.to_string(),
-            id: Uuid::new_v4(),
-            partitions,
-            replication_factor: rf,
+            id,
+            partitions: assignments
+                .into_iter()
+                .map(|replicas| arctern_metadata::PartitionAssignment { replicas })
+                .collect(),
             configs: overrides,
         };
-        let provisional = Arc::new(Topic {
-            name: rec.name.clone(),
-            id: rec.id,
-            replication_factor: rf,
-            overrides: RwLock::new(rec.configs.clone()),
-            partitions: RwLock::new(Vec::new()),
-        });
-        if validate_only {
-            return Ok(provisional);
-        }
-        // Metadata first: a crash after this reopens the topic with empty logs.
-        let mut records = self.records()?;
-        records.push(rec.clone());
-        self.store.save(&records)?;
-        let topic = self.open_topic(&rec)?;
-        self.topics
-            .write()
-            .map_err(|_| poisoned())?
-            .insert(name.to_string(), Arc::clone(&topic));
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(topic)
+        self.propose_creation(name, id, cmd).await
     }
 
-    pub fn delete_topic(&self, name: &str) -> Result<Uuid> {
-        let _guard = self.metadata_lock.lock().map_err(|_| poisoned())?;
-        let topic = self
-            .topics
-            .write()
-            .map_err(|_| poisoned())?
-            .remove(name)
-            .ok_or_else(|| CoreError::UnknownTopicOrPartition(name.to_string()))?;
-        self.persist()?;
-        for p in topic.partitions() {
-            if let Err(e) = p.close() {
-                tracing::warn!(topic = name, partition = p.index, error = %e, "closing partition of deleted topic");
+    async fn propose_creation(&self, name: &str, id: Uuid, cmd: MetadataCommand) -> Result<Topic> {
+        match self.metadata.propose(cmd).await.map_err(metadata_error)? {
+            CommandResult::Ok => {}
+            CommandResult::TopicExists { .. } => {
+                // Our own retried proposal, or a concurrent creation.
+                if self.topic(name).is_some_and(|t| t.id != id) {
+                    return Err(CoreError::TopicAlreadyExists(name.to_string()));
+                }
             }
-            let dir = self.partition_dir(name, p.index);
-            let doomed =
-                dir.with_file_name(format!("{name}-{}.{}.deleted", p.index, topic.id.simple()));
-            if let Err(e) =
-                std::fs::rename(&dir, &doomed).and_then(|_| std::fs::remove_dir_all(&doomed))
-            {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove log dir of deleted topic");
-            }
+            other => return Err(command_error(other)),
         }
+        self.reconcile_now();
+        tracing::info!(topic = name, "created topic");
+        self.topic(name)
+            .ok_or_else(|| CoreError::UnknownTopicOrPartition(name.to_string()))
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<Uuid> {
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| CoreError::UnknownTopicOrPartition(name.to_string()))?;
+        let cmd = MetadataCommand::DeleteTopic {
+            name: name.to_string(),
+        };
+        match self.metadata.propose(cmd).await.map_err(metadata_error)? {
+            CommandResult::Ok | CommandResult::UnknownTopic { .. } => {}
+            other => return Err(command_error(other)),
+        }
+        self.reconcile_now();
         tracing::info!(topic = name, "deleted topic");
         Ok(topic.id)
     }
 
     /// CreatePartitions: grow a topic to `count` partitions.
-    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<()> {
-        let _guard = self.metadata_lock.lock().map_err(|_| poisoned())?;
-        let topic = self
-            .topic(name)
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<()> {
+        let state = self.cluster();
+        let topic = state
+            .topics
+            .get(name)
             .ok_or_else(|| CoreError::UnknownTopicOrPartition(name.to_string()))?;
-        let current = topic.partition_count();
+        let current = topic.partitions.len() as i32;
         if count <= current {
             return Err(CoreError::InvalidPartitions(format!(
                 "topic currently has {current} partitions, which is higher than or equal to the requested {count}"
             )));
         }
         check_partition_limit(count)?;
+        let rf = topic
+            .partitions
+            .first()
+            .map_or(1, |p| p.replicas.len() as i16);
+        let mut assignments =
+            assign_replicas(&state, count, rf, 0).map_err(CoreError::InvalidReplicationFactor)?;
+        let new_partitions = assignments.split_off(current as usize);
         if validate_only {
             return Ok(());
         }
-        let mut records = self.records()?;
-        if let Some(r) = records.iter_mut().find(|r| r.name == name) {
-            r.partitions = count;
+        let cmd = MetadataCommand::CreatePartitions {
+            topic: name.to_string(),
+            new_partitions,
+        };
+        match self.metadata.propose(cmd).await.map_err(metadata_error)? {
+            CommandResult::Ok => {}
+            other => return Err(command_error(other)),
         }
-        self.store.save(&records)?;
-        let settings = self.config.topic_defaults.settings(&topic.overrides());
-        let mut added = Vec::new();
-        for index in current..count {
-            added.push(self.open_partition(name, index, &settings)?);
-        }
-        topic
-            .partitions
-            .write()
-            .map_err(|_| poisoned())?
-            .extend(added);
+        self.reconcile_now();
         tracing::info!(
             topic = name,
             from = current,
@@ -415,7 +873,7 @@ impl Broker {
         let topic = self
             .topic(name)
             .ok_or_else(|| CoreError::UnknownTopicOrPartition(name.to_string()))?;
-        Ok(self.config.topic_defaults.describe(&topic.overrides()))
+        Ok(self.config.topic_defaults.describe(&topic.configs))
     }
 
     /// DescribeConfigs on the broker resource: the static broker settings, read-only
@@ -423,7 +881,7 @@ impl Broker {
     pub fn describe_broker_configs(&self) -> Vec<ConfigEntry> {
         let c = &self.config;
         let d = &c.topic_defaults;
-        let entries: [(&str, String); 16] = [
+        let entries: [(&str, String); 20] = [
             ("node.id", c.node_id.to_string()),
             ("log.dirs", c.data_dir.display().to_string()),
             (
@@ -455,6 +913,22 @@ impl Broker {
                 "unclean.leader.election.enable",
                 d.unclean_leader_election.to_string(),
             ),
+            (
+                "replica.lag.time.max.ms",
+                d.replica_lag_time_max_ms.to_string(),
+            ),
+            (
+                "replica.fetch.max.bytes",
+                c.replica_fetch_max_bytes.to_string(),
+            ),
+            (
+                "replica.fetch.wait.max.ms",
+                c.replica_fetch_wait_max_ms.to_string(),
+            ),
+            (
+                "controlled.shutdown.enable",
+                c.controlled_shutdown.to_string(),
+            ),
         ];
         entries
             .into_iter()
@@ -468,12 +942,16 @@ impl Broker {
     }
 
     /// IncrementalAlterConfigs on a topic: all ops are validated before any is applied.
-    pub fn alter_configs(&self, name: &str, ops: &[AlterOp], validate_only: bool) -> Result<()> {
-        let _guard = self.metadata_lock.lock().map_err(|_| poisoned())?;
+    pub async fn alter_configs(
+        &self,
+        name: &str,
+        ops: &[AlterOp],
+        validate_only: bool,
+    ) -> Result<()> {
         let topic = self
             .topic(name)
             .ok_or_else(|| CoreError::UnknownTopicOrPartition(name.to_string()))?;
-        let mut overrides = topic.overrides();
+        let mut overrides = topic.configs.clone();
         for op in ops {
             match op {
                 AlterOp::Set(k, v) => {
@@ -522,18 +1000,30 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        *topic.overrides.write().map_err(|_| poisoned())? = overrides.clone();
-        self.persist()?;
-        let settings = self.config.topic_defaults.settings(&overrides);
-        for p in topic.partitions() {
-            p.apply_settings(settings.clone())?;
+        let delete = topic
+            .configs
+            .keys()
+            .filter(|k| !overrides.contains_key(*k))
+            .cloned()
+            .collect();
+        let cmd = MetadataCommand::AlterTopicConfigs {
+            topic: name.to_string(),
+            set: overrides,
+            delete,
+        };
+        match self.metadata.propose(cmd).await.map_err(metadata_error)? {
+            CommandResult::Ok => {}
+            other => return Err(command_error(other)),
         }
+        self.reconcile_now();
         tracing::info!(topic = name, ?ops, "altered topic configs");
         Ok(())
     }
 
+    // ---- background tasks and shutdown ----
+
     /// Starts the retention task (`log.retention.check.interval.ms`).
-    pub fn start_background_tasks(self: &Arc<Self>) {
+    fn spawn_retention(self: &Arc<Self>) {
         let broker = Arc::downgrade(self);
         let every = Duration::from_millis(self.config.retention_check_interval_ms.max(100));
         tokio::spawn(async move {
@@ -553,25 +1043,115 @@ impl Broker {
     }
 
     pub fn run_retention(&self) {
-        for topic in self.topics() {
-            for p in topic.partitions() {
-                if let Err(e) = p.apply_retention() {
-                    tracing::error!(topic = %topic.name, partition = p.index, error = %e, "retention failed");
-                }
+        let all: Vec<Arc<Partition>> = self
+            .replicas
+            .read()
+            .map(|r| r.values().map(|l| Arc::clone(&l.partition)).collect())
+            .unwrap_or_default();
+        for p in all {
+            if let Err(e) = p.apply_retention() {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
             }
         }
     }
 
-    /// Flushes and closes every log, marking each clean so restart skips recovery.
+    /// Controlled shutdown (`controlled.shutdown.enable`): asks the quorum to fence this
+    /// broker, which moves its leaderships to other in-sync replicas, before it stops. Skipped
+    /// when no other broker is registered. Bounded: without a quorum the broker stops anyway.
+    pub async fn controlled_shutdown(&self) {
+        let others = self.cluster().brokers.len() > 1;
+        if !self.config.controlled_shutdown || !others {
+            return;
+        }
+        tracing::info!("controlled shutdown: moving leadership away");
+        match self
+            .metadata
+            .controlled_shutdown(
+                self.config.node_id,
+                self.incarnation,
+                CONTROLLED_SHUTDOWN_TIMEOUT,
+            )
+            .await
+        {
+            Ok(()) => {
+                self.reconcile_now();
+                tracing::info!("controlled shutdown: leadership moved");
+            }
+            Err(e) => tracing::warn!(error = %e, "controlled shutdown incomplete; stopping anyway"),
+        }
+    }
+
+    /// Stops replication, flushes and closes every log, marking each clean so restart skips
+    /// recovery.
     pub fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
-        for topic in self.topics() {
-            for p in topic.partitions() {
-                if let Err(e) = p.close() {
-                    tracing::error!(topic = %topic.name, partition = p.index, error = %e, "closing partition");
-                }
+        if let Ok(mut h) = self.heartbeats.lock() {
+            h.take();
+        }
+        if let Ok(mut fetchers) = self.fetchers.lock() {
+            for (_, f) in fetchers.drain() {
+                f.task.abort();
+            }
+        }
+        let all: Vec<Arc<Partition>> = self
+            .replicas
+            .read()
+            .map(|r| r.values().map(|l| Arc::clone(&l.partition)).collect())
+            .unwrap_or_default();
+        for p in all {
+            if let Err(e) = p.close() {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition");
             }
         }
         tracing::info!("broker storage closed");
     }
+}
+
+fn command_error(result: CommandResult) -> CoreError {
+    match result {
+        CommandResult::TopicExists { name } => CoreError::TopicAlreadyExists(name),
+        CommandResult::UnknownTopic { name } => CoreError::UnknownTopicOrPartition(name),
+        CommandResult::UnknownPartition { topic, partition } => {
+            CoreError::UnknownTopicOrPartition(format!("{topic}-{partition}"))
+        }
+        CommandResult::InvalidReplicaAssignment { reason } => {
+            CoreError::InvalidReplicaAssignment(reason)
+        }
+        CommandResult::UnknownBroker { broker_id } => {
+            CoreError::InvalidReplicaAssignment(format!("broker {broker_id} is not registered"))
+        }
+        other => CoreError::InvalidRequest(format!("metadata refused the change: {other:?}")),
+    }
+}
+
+/// A start index for replica placement that differs between topics (Kafka picks it at
+/// random, so preferred leaders spread over the brokers).
+fn rand_start(n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    (Uuid::new_v4().as_u128() % n as u128) as usize
+}
+
+fn read_partition_topic_id(dir: &Path) -> Option<Uuid> {
+    let text = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("topic_id:"))
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+}
+
+fn write_partition_topic_id(dir: &Path, id: Uuid) -> Result<()> {
+    if read_partition_topic_id(dir) == Some(id) {
+        return Ok(());
+    }
+    let path = dir.join(PARTITION_METADATA_FILE);
+    let tmp = dir.join(format!("{PARTITION_METADATA_FILE}.tmp"));
+    let io = |e: std::io::Error| CoreError::Storage(format!("writing {}: {e}", path.display()));
+    // Kafka's partition.metadata format.
+    let text = format!("version: 0\ntopic_id: {id}\n");
+    let f = std::fs::File::create(&tmp).map_err(io)?;
+    std::io::Write::write_all(&mut &f, text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(())
 }

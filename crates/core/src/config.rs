@@ -25,6 +25,11 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Defaults for topic configs (`log.segment.bytes`, `log.retention.ms`, ...).
     pub topic_defaults: TopicDefaults,
+    /// Follower fetching (`replica.fetch.*`).
+    pub replica_fetch_max_bytes: i32,
+    pub replica_fetch_wait_max_ms: i32,
+    /// `controlled.shutdown.enable`: move leadership away before stopping.
+    pub controlled_shutdown: bool,
 }
 
 /// Broker-level defaults that each topic config falls back to.
@@ -42,6 +47,8 @@ pub struct TopicDefaults {
     pub flush_ms: i64,
     pub min_insync_replicas: i64,
     pub unclean_leader_election: bool,
+    /// `replica.lag.time.max.ms` (a broker setting in Kafka; every partition uses it).
+    pub replica_lag_time_max_ms: i64,
 }
 
 impl Default for TopicDefaults {
@@ -58,6 +65,7 @@ impl Default for TopicDefaults {
             flush_ms: i64::MAX,
             min_insync_replicas: 1,
             unclean_leader_election: false,
+            replica_lag_time_max_ms: 30_000,
         }
     }
 }
@@ -74,6 +82,9 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             retention_check_interval_ms: 300_000,
             topic_defaults: TopicDefaults::default(),
+            replica_fetch_max_bytes: 1_048_576,
+            replica_fetch_wait_max_ms: 500,
+            controlled_shutdown: true,
         }
     }
 }
@@ -101,6 +112,7 @@ pub struct TopicSettings {
     pub flush_messages: i64,
     pub flush_ms: i64,
     pub min_insync_replicas: i64,
+    pub replica_lag_time_max_ms: i64,
 }
 
 impl TopicSettings {
@@ -249,6 +261,7 @@ impl TopicDefaults {
             flush_messages: long("flush.messages", self.flush_messages),
             flush_ms: long("flush.ms", self.flush_ms),
             min_insync_replicas: long("min.insync.replicas", self.min_insync_replicas),
+            replica_lag_time_max_ms: self.replica_lag_time_max_ms,
         }
     }
 }
@@ -260,6 +273,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), CoreError> {
             "topic name length {} is not in 1..=249",
             name.len()
         )));
+    }
+    if name == "__cluster_metadata" {
+        return Err(CoreError::InvalidTopic(
+            "__cluster_metadata is reserved for the metadata quorum".into(),
+        ));
     }
     if name == "." || name == ".." {
         return Err(CoreError::InvalidTopic(format!(

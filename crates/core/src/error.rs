@@ -14,6 +14,8 @@ pub enum CoreError {
     InvalidPartitions(String),
     #[error("invalid replication factor: {0}")]
     InvalidReplicationFactor(String),
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     #[error("invalid request: {0}")]
@@ -35,6 +37,21 @@ pub enum CoreError {
     Storage(String),
     #[error("the partition is closed (broker shutting down or topic deleted)")]
     ShuttingDown,
+    #[error("not the leader: {0}")]
+    NotLeaderOrFollower(String),
+    #[error("leader not available: {0}")]
+    LeaderNotAvailable(String),
+    #[error("not enough replicas: {0}")]
+    NotEnoughReplicas(String),
+    #[error("not enough replicas after append: {0}")]
+    NotEnoughReplicasAfterAppend(String),
+    #[error("fenced leader epoch: {0}")]
+    FencedLeaderEpoch(String),
+    #[error("unknown leader epoch: {0}")]
+    UnknownLeaderEpoch(String),
+    /// The metadata quorum did not answer in time (no quorum, or an election under way).
+    #[error("metadata quorum unavailable: {0}")]
+    MetadataUnavailable(String),
 }
 
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;

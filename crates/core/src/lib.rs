@@ -1,6 +1,8 @@
-//! Arctern's broker core: topics and partitions over the log storage, group commit
-//! (many producers share one fsync), the high watermark, and persistent metadata.
-//! It speaks domain types only; protocol crates translate to and from their wire formats.
+//! Arctern's broker core: this node's partition replicas over the log storage, driven by
+//! the Raft-replicated cluster metadata; group commit (many producers share one fsync);
+//! leaders' high watermark over the in-sync replicas; acks and `min.insync.replicas`.
+//! It speaks domain types only; protocol crates translate to and from their wire formats,
+//! and the follower fetcher is plugged in (`FollowerFetcher`) by `arctern-replication`.
 
 mod broker;
 pub mod config;
@@ -9,10 +11,10 @@ pub mod metadata;
 mod partition;
 pub mod replica;
 
-pub use broker::{AlterOp, Broker, Topic};
+pub use broker::{AlterOp, Broker, FollowerFetcher, ReplicaEndpoint, Topic};
 pub use config::{BrokerConfig, ConfigEntry, ConfigSource, TopicDefaults, TopicSettings};
 pub use error::{CoreError, Result};
-pub use partition::{Acks, Appended, FetchedData, Partition, ProduceOutcome};
+pub use partition::{Acks, Appended, FetchedData, IsrProposal, Partition, ProduceOutcome};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

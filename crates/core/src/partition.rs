@@ -6,7 +6,7 @@
 //! it runs are covered by the next one. So N concurrent producers cost ~1 fsync, not N.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arctern_storage::{BatchHeader, Log};
@@ -15,15 +15,17 @@ use tokio::sync::{watch, Notify};
 use crate::config::TopicSettings;
 use crate::error::{CoreError, Result};
 use crate::now_ms;
+use crate::replica::LeaderReplicaState;
 
 /// Producer acknowledgement level (Kafka `acks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
     /// acks=0: no response is sent.
     None,
-    /// acks=1: the leader has it (on a single node, durable per the flush policy).
+    /// acks=1: the leader has it (durable per the flush policy).
     Leader,
-    /// acks=all: every in-sync replica has it (single node: same as Leader).
+    /// acks=all: every in-sync replica has it (each durable per the flush policy), and
+    /// there were at least `min.insync.replicas` of them.
     All,
 }
 
@@ -38,6 +40,9 @@ pub struct ProduceOutcome {
 pub struct Appended {
     pub outcome: ProduceOutcome,
     pub end_offset: i64,
+    leader_epoch: i32,
+    acks: Acks,
+    min_insync_replicas: i64,
     wait_for_fsync: bool,
 }
 
@@ -56,21 +61,65 @@ struct Durable {
     failed: bool,
 }
 
+/// What acks=all waiters watch: they resolve when the high watermark passes their batch
+/// and fail when leadership or the in-sync replica count changes under them.
+#[derive(Debug, Clone, Copy)]
+struct AckState {
+    high_watermark: i64,
+    leader_epoch: i32,
+    is_leader: bool,
+    /// ISR members caught up within the lag time (see `LeaderReplicaState::in_sync_count`).
+    in_sync: usize,
+}
+
+/// This broker's part in the partition, as the metadata quorum last said.
+#[derive(Debug)]
+enum Role {
+    /// Not (yet) told: serves nothing.
+    None,
+    Leader(Box<LeaderReplicaState>),
+    Follower {
+        leader: i32,
+    },
+}
+
+#[derive(Debug)]
+struct ReplicaInfo {
+    role: Role,
+    leader_epoch: i32,
+    /// Kafka's partition epoch, the compare-and-set value of ISR changes.
+    partition_epoch: i32,
+}
+
+/// An ISR change this leader wants the metadata quorum to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<i32>,
+}
+
 #[derive(Debug)]
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    leader_epoch: i32,
+    local_id: i32,
     log: RwLock<Log>,
     settings: RwLock<TopicSettings>,
+    replica: Mutex<ReplicaInfo>,
     durable: watch::Sender<Durable>,
+    acks: watch::Sender<AckState>,
     high_watermark: AtomicI64,
+    /// Bumped by every truncation, so a flush that started before one cannot publish a
+    /// durable offset covering data written after it.
+    truncations: AtomicU64,
     unflushed_records: AtomicU64,
     /// fdatasync calls made by the flusher (group-commit effectiveness; metrics later).
     fsyncs: AtomicU64,
     flush_needed: Notify,
     closed: AtomicBool,
-    /// Broker-wide counter bumped on every high-watermark advance (wakes long-poll fetches).
+    /// Broker-wide counter bumped on every high-watermark or log-end advance (wakes
+    /// long-poll fetches of consumers and followers).
     data_changed: Arc<watch::Sender<u64>>,
 }
 
@@ -80,30 +129,48 @@ fn lock_poisoned() -> CoreError {
 
 impl Partition {
     /// Opens (recovering) the log and starts the flusher. Must run inside a tokio runtime.
+    /// The partition serves nothing until the metadata makes it a leader or follower.
     pub fn open(
         topic: &str,
         index: i32,
         dir: &std::path::Path,
         settings: TopicSettings,
         data_changed: Arc<watch::Sender<u64>>,
+        local_id: i32,
     ) -> Result<Arc<Partition>> {
         let log = Log::open(dir, settings.log.clone(), now_ms())?;
         // Whatever survived in the page cache is made durable before it is exposed.
         log.sync_point().sync()?;
         let end = log.log_end_offset();
-        let leader_epoch = log.epochs().latest_epoch().unwrap_or(0);
+        let start = log.log_start_offset();
+        let leader_epoch = log.epochs().latest_epoch().unwrap_or(-1);
         let (durable, _) = watch::channel(Durable {
             offset: end,
             failed: false,
         });
+        // The high watermark is not persisted: it restarts at the log start and is
+        // re-established by the leader from its in-sync replicas (a lone replica at once).
+        let (acks, _) = watch::channel(AckState {
+            high_watermark: start,
+            leader_epoch,
+            is_leader: false,
+            in_sync: 0,
+        });
         let partition = Arc::new(Partition {
             topic: topic.to_string(),
             index,
-            leader_epoch,
+            local_id,
             log: RwLock::new(log),
             settings: RwLock::new(settings),
+            replica: Mutex::new(ReplicaInfo {
+                role: Role::None,
+                leader_epoch,
+                partition_epoch: -1,
+            }),
             durable,
-            high_watermark: AtomicI64::new(end),
+            acks,
+            high_watermark: AtomicI64::new(start),
+            truncations: AtomicU64::new(0),
             unflushed_records: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             flush_needed: Notify::new(),
@@ -114,8 +181,135 @@ impl Partition {
         Ok(partition)
     }
 
+    fn replica(&self) -> Result<std::sync::MutexGuard<'_, ReplicaInfo>> {
+        self.replica.lock().map_err(|_| lock_poisoned())
+    }
+
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.replica().map_or(-1, |r| r.leader_epoch)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.replica()
+            .is_ok_and(|r| matches!(r.role, Role::Leader(_)))
+    }
+
+    /// The leader this replica follows, if it is a follower.
+    pub fn followed_leader(&self) -> Option<(i32, i32)> {
+        let r = self.replica().ok()?;
+        match r.role {
+            Role::Follower { leader } => Some((leader, r.leader_epoch)),
+            _ => None,
+        }
+    }
+
+    /// Checks this replica leads the partition and, if the client named one (>= 0), that
+    /// it is at the client's leader epoch (KIP-320 fencing).
+    pub fn check_leader(&self, current_leader_epoch: i32) -> Result<()> {
+        let r = self.replica()?;
+        if !matches!(r.role, Role::Leader(_)) {
+            return Err(CoreError::NotLeaderOrFollower(format!(
+                "{}-{}: this broker is not the leader",
+                self.topic, self.index
+            )));
+        }
+        check_epoch(
+            &self.topic,
+            self.index,
+            r.leader_epoch,
+            current_leader_epoch,
+        )
+    }
+
+    /// Applies leadership from the metadata quorum. Idempotent: the same epoch only
+    /// refreshes the committed ISR.
+    pub fn become_leader(
+        &self,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        replicas: &[i32],
+        isr: &[i32],
+    ) -> Result<()> {
+        let end = self.log_end_offset()?;
+        {
+            let mut r = self.replica()?;
+            let current_epoch = r.leader_epoch;
+            match &mut r.role {
+                Role::Leader(state) if current_epoch == leader_epoch => {
+                    state.apply_isr(isr);
+                }
+                _ => {
+                    let state = LeaderReplicaState::become_leader(
+                        self.local_id,
+                        leader_epoch,
+                        replicas,
+                        isr,
+                        end,
+                        self.high_watermark(),
+                        now_ms(),
+                    );
+                    tracing::info!(topic = %self.topic, partition = self.index, leader_epoch, log_end_offset = end, ?isr, "became leader");
+                    r.role = Role::Leader(Box::new(state));
+                    r.leader_epoch = leader_epoch;
+                }
+            }
+            r.partition_epoch = partition_epoch;
+        }
+        self.refresh_high_watermark();
+        Ok(())
+    }
+
+    /// Applies followership from the metadata quorum. Returns true if the leader or epoch
+    /// changed (the caller restarts the fetcher, which truncates first).
+    pub fn become_follower(&self, leader: i32, leader_epoch: i32, partition_epoch: i32) -> bool {
+        let Ok(mut r) = self.replica() else {
+            return false;
+        };
+        r.partition_epoch = partition_epoch;
+        let same = matches!(r.role, Role::Follower { leader: l } if l == leader)
+            && r.leader_epoch == leader_epoch;
+        if same {
+            return false;
+        }
+        tracing::info!(topic = %self.topic, partition = self.index, leader, leader_epoch, "became follower");
+        r.role = Role::Follower { leader };
+        r.leader_epoch = leader_epoch;
+        drop(r);
+        self.publish_ack_state();
+        true
+    }
+
+    /// Stops serving (no leader known, or no longer a replica here).
+    pub fn become_offline(&self, leader_epoch: i32) {
+        if let Ok(mut r) = self.replica() {
+            if !matches!(r.role, Role::None) {
+                tracing::info!(topic = %self.topic, partition = self.index, leader_epoch, "no leader; replica idle");
+            }
+            r.role = Role::None;
+            r.leader_epoch = r.leader_epoch.max(leader_epoch);
+        }
+        self.publish_ack_state();
+    }
+
+    fn publish_ack_state(&self) {
+        let Ok(r) = self.replica() else { return };
+        let (is_leader, in_sync) = match &r.role {
+            Role::Leader(s) => (true, s.in_sync_count(now_ms(), self.lag_max_ms())),
+            _ => (false, 0),
+        };
+        let state = AckState {
+            high_watermark: self.high_watermark(),
+            leader_epoch: r.leader_epoch,
+            is_leader,
+            in_sync,
+        };
+        drop(r);
+        self.acks.send_replace(state);
+    }
+
+    fn lag_max_ms(&self) -> i64 {
+        self.settings()
+            .map_or(30_000, |s| s.replica_lag_time_max_ms)
     }
 
     pub fn fsync_count(&self) -> u64 {
@@ -147,6 +341,9 @@ impl Partition {
     }
 
     pub fn apply_settings(&self, settings: TopicSettings) -> Result<()> {
+        if *self.settings.read().map_err(|_| lock_poisoned())? == settings {
+            return Ok(());
+        }
         self.log
             .write()
             .map_err(|_| lock_poisoned())?
@@ -163,32 +360,56 @@ impl Partition {
     /// Appends producer batches and waits for them to be acknowledgeable per `acks` and
     /// the topic's flush policy.
     pub async fn produce(&self, batches: Vec<u8>, acks: Acks) -> Result<ProduceOutcome> {
-        let appended = self.append(batches)?;
+        let appended = self.append(batches, acks)?;
         if acks != Acks::None {
             self.wait_acknowledgeable(&appended).await?;
         }
         Ok(appended.outcome)
     }
 
-    /// The ordered half of a produce: validate, assign offsets, write to the page cache.
-    /// Callers that pipeline requests run this in arrival order and only defer the wait.
-    pub fn append(&self, mut batches: Vec<u8>) -> Result<Appended> {
+    /// The ordered half of a produce: check leadership (and `min.insync.replicas` for
+    /// acks=all), validate, assign offsets, write to the page cache. Callers that
+    /// pipeline requests run this in arrival order and only defer the wait.
+    pub fn append(&self, mut batches: Vec<u8>, acks: Acks) -> Result<Appended> {
         if self.closed.load(Ordering::Acquire) {
             // Retriable for clients: they refresh metadata and retry against the
             // restarted broker (or learn that the topic was deleted).
             return Err(CoreError::ShuttingDown);
         }
         let settings = self.settings()?;
-        let info = {
+        let (info, leader_epoch) = {
+            // Holding the role lock across the append orders it against leadership
+            // changes: a batch is stamped with the epoch of a leader that was current.
+            let r = self.replica()?;
+            let Role::Leader(state) = &r.role else {
+                return Err(CoreError::NotLeaderOrFollower(format!(
+                    "{}-{}: this broker is not the leader",
+                    self.topic, self.index
+                )));
+            };
+            if acks == Acks::All {
+                let in_sync = state.in_sync_count(now_ms(), settings.replica_lag_time_max_ms);
+                if (in_sync as i64) < settings.min_insync_replicas {
+                    return Err(CoreError::NotEnoughReplicas(format!(
+                        "{}-{}: {in_sync} in-sync replicas, min.insync.replicas is {}",
+                        self.topic, self.index, settings.min_insync_replicas
+                    )));
+                }
+            }
             let mut log = self.log.write().map_err(|_| lock_poisoned())?;
-            log.append_as_leader(&mut batches, self.leader_epoch, now_ms())?
+            (
+                log.append_as_leader(&mut batches, r.leader_epoch, now_ms())?,
+                r.leader_epoch,
+            )
         };
         let end = info.last_offset + 1;
+        // Wakes followers' long-poll fetches.
+        self.data_changed.send_modify(|v| *v = v.wrapping_add(1));
         let fsync_first = settings.fsync_before_ack();
         if fsync_first {
             self.flush_needed.notify_one();
         } else {
-            self.advance_high_watermark(end);
+            self.on_local_progress(end);
             let pending = self
                 .unflushed_records
                 .fetch_add(info.records, Ordering::AcqRel)
@@ -203,29 +424,74 @@ impl Partition {
                 log_start_offset: info.log_start_offset,
             },
             end_offset: end,
+            leader_epoch,
+            acks,
+            min_insync_replicas: settings.min_insync_replicas,
             wait_for_fsync: fsync_first,
         })
     }
 
-    /// The deferred half: resolves once the append may be acknowledged (fsynced under the
-    /// default policy; at once under a relaxed `flush.messages`).
+    /// The deferred half. acks=1: resolves once the leader holds the batch per the flush
+    /// policy. acks=all: once the high watermark passes it (every ISR member has it);
+    /// fails with NOT_LEADER_OR_FOLLOWER if leadership moved, or
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the in-sync replicas fell below
+    /// `min.insync.replicas` while waiting.
     pub async fn wait_acknowledgeable(&self, appended: &Appended) -> Result<()> {
-        if appended.wait_for_fsync {
-            self.wait_durable(appended.end_offset).await
-        } else {
-            Ok(())
+        match appended.acks {
+            Acks::None => Ok(()),
+            Acks::Leader => {
+                if appended.wait_for_fsync {
+                    self.wait_durable(appended.end_offset).await
+                } else {
+                    Ok(())
+                }
+            }
+            Acks::All => self.wait_replicated(appended).await,
         }
     }
 
-    async fn wait_durable(&self, end: i64) -> Result<()> {
+    async fn wait_replicated(&self, appended: &Appended) -> Result<()> {
+        let mut rx = self.acks.subscribe();
+        loop {
+            let a = *rx.borrow_and_update();
+            if self.durable.borrow().failed {
+                return Err(self.fsync_failed());
+            }
+            if !a.is_leader || a.leader_epoch != appended.leader_epoch {
+                return Err(CoreError::NotLeaderOrFollower(format!(
+                    "{}-{}: leadership moved before the batch was replicated",
+                    self.topic, self.index
+                )));
+            }
+            if a.high_watermark >= appended.end_offset {
+                return Ok(());
+            }
+            if (a.in_sync as i64) < appended.min_insync_replicas {
+                return Err(CoreError::NotEnoughReplicasAfterAppend(format!(
+                    "{}-{}: {} in-sync replicas, min.insync.replicas is {}",
+                    self.topic, self.index, a.in_sync, appended.min_insync_replicas
+                )));
+            }
+            if rx.changed().await.is_err() {
+                return Err(CoreError::ShuttingDown);
+            }
+        }
+    }
+
+    fn fsync_failed(&self) -> CoreError {
+        CoreError::Storage(format!(
+            "{}-{}: fsync failed earlier; partition is read-only until restart",
+            self.topic, self.index
+        ))
+    }
+
+    /// Waits until the local log is durable up to `end` (per the fsync-before-ack policy).
+    pub async fn wait_durable(&self, end: i64) -> Result<()> {
         let mut rx = self.durable.subscribe();
         loop {
             let d = *rx.borrow_and_update();
             if d.failed {
-                return Err(CoreError::Storage(format!(
-                    "{}-{}: fsync failed earlier; partition is read-only until restart",
-                    self.topic, self.index
-                )));
+                return Err(self.fsync_failed());
             }
             if d.offset >= end {
                 return Ok(());
@@ -236,10 +502,48 @@ impl Partition {
         }
     }
 
-    fn advance_high_watermark(&self, end: i64) {
-        if self.high_watermark.fetch_max(end, Ordering::AcqRel) < end {
+    /// Whether appends must be fsynced before they count (the default flush policy).
+    pub fn fsync_before_ack(&self) -> bool {
+        self.settings().map_or(true, |s| s.fsync_before_ack())
+    }
+
+    fn set_high_watermark(&self, hw: i64) {
+        if self.high_watermark.fetch_max(hw, Ordering::AcqRel) < hw {
             self.data_changed.send_modify(|v| *v = v.wrapping_add(1));
         }
+        self.acks.send_if_modified(|a| {
+            if a.high_watermark < hw {
+                a.high_watermark = hw;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The local log counts up to `offset` (fsynced, or written under a relaxed policy).
+    fn on_local_progress(&self, offset: i64) {
+        let hw = {
+            let Ok(mut r) = self.replica() else { return };
+            match &mut r.role {
+                Role::Leader(state) => state.update_high_watermark(offset),
+                _ => None,
+            }
+        };
+        if let Some(hw) = hw {
+            self.set_high_watermark(hw);
+        }
+    }
+
+    /// Recomputes the leader's high watermark from what it holds now.
+    fn refresh_high_watermark(&self) {
+        let local = if self.fsync_before_ack() {
+            self.durable.borrow().offset
+        } else {
+            self.log_end_offset().unwrap_or(0)
+        };
+        self.on_local_progress(local);
+        self.publish_ack_state();
     }
 
     async fn run_flusher(self: Arc<Self>) {
@@ -269,13 +573,13 @@ impl Partition {
     }
 
     /// One group-commit round: fdatasync the active segment and publish the new durable
-    /// offset (and, under the fsync-before-ack policy, the high watermark).
+    /// offset (and, under the fsync-before-ack policy, advance the high watermark).
     async fn flush_once(&self) {
         if self.durable.borrow().failed {
             return;
         }
-        let point = match self.log.read() {
-            Ok(log) => log.sync_point(),
+        let (point, generation) = match self.log.read() {
+            Ok(log) => (log.sync_point(), self.truncations.load(Ordering::Acquire)),
             Err(_) => return,
         };
         if point.end_offset <= self.durable.borrow().offset {
@@ -287,13 +591,17 @@ impl Partition {
         let synced = tokio::task::spawn_blocking(move || point.sync()).await;
         match synced {
             Ok(Ok(())) => {
+                // Under the log lock, so no truncation runs between the check and the send.
+                let Ok(_log) = self.log.read() else { return };
+                if self.truncations.load(Ordering::Acquire) != generation {
+                    // The log was cut while syncing; the next round covers what is there now.
+                    self.flush_needed.notify_one();
+                    return;
+                }
                 self.durable.send_modify(|d| d.offset = d.offset.max(end));
-                if self
-                    .settings()
-                    .map(|s| s.fsync_before_ack())
-                    .unwrap_or(true)
-                {
-                    self.advance_high_watermark(end);
+                drop(_log);
+                if self.fsync_before_ack() {
+                    self.on_local_progress(end);
                 }
             }
             Ok(Err(e)) => {
@@ -307,7 +615,7 @@ impl Partition {
         }
     }
 
-    /// Whole batches from `offset`, never past the high watermark.
+    /// Whole batches from `offset` for a consumer, never past the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchedData> {
         let high_watermark = self.high_watermark();
         let log = self.log.read().map_err(|_| lock_poisoned())?;
@@ -317,6 +625,179 @@ impl Partition {
             high_watermark,
             log_start_offset: log.log_start_offset(),
         })
+    }
+
+    /// A follower's fetch on the leader: records its progress (its fetch offset is what it
+    /// holds durably), advances the high watermark, and returns batches up to the log end.
+    /// Returns whether the ISR should be re-evaluated (the follower may rejoin it).
+    pub fn read_for_follower(
+        &self,
+        replica_id: i32,
+        current_leader_epoch: i32,
+        fetch_offset: i64,
+        max_bytes: usize,
+    ) -> Result<(FetchedData, bool)> {
+        let log_end = self.log_end_offset()?;
+        let (hw, recheck_isr) = {
+            let mut r = self.replica()?;
+            let epoch = r.leader_epoch;
+            let Role::Leader(state) = &mut r.role else {
+                return Err(CoreError::NotLeaderOrFollower(format!(
+                    "{}-{}: this broker is not the leader",
+                    self.topic, self.index
+                )));
+            };
+            check_epoch(&self.topic, self.index, epoch, current_leader_epoch)?;
+            if !state.on_follower_fetch(replica_id, fetch_offset, log_end, now_ms()) {
+                return Err(CoreError::NotLeaderOrFollower(format!(
+                    "{}-{}: broker {replica_id} is not a replica",
+                    self.topic, self.index
+                )));
+            }
+            let local = if self.fsync_before_ack() {
+                self.durable.borrow().offset
+            } else {
+                log_end
+            };
+            let hw = state.update_high_watermark(local);
+            let recheck =
+                !state.isr.contains(&replica_id) && fetch_offset >= state.high_watermark();
+            (hw, recheck)
+        };
+        if let Some(hw) = hw {
+            self.set_high_watermark(hw);
+        }
+        let log = self.log.read().map_err(|_| lock_poisoned())?;
+        let fetched = log.read(fetch_offset, max_bytes, log.log_end_offset())?;
+        Ok((
+            FetchedData {
+                bytes: fetched.bytes,
+                high_watermark: self.high_watermark(),
+                log_start_offset: log.log_start_offset(),
+            },
+            recheck_isr,
+        ))
+    }
+
+    /// OffsetsForLeaderEpoch on the leader: the largest epoch <= `epoch` this log knows and
+    /// the offset where it ends; `(-1, -1)` if it knows none (Kafka's UNDEFINED values).
+    pub fn end_offset_for_epoch(
+        &self,
+        current_leader_epoch: i32,
+        epoch: i32,
+    ) -> Result<(i32, i64)> {
+        self.check_leader(current_leader_epoch)?;
+        let log = self.log.read().map_err(|_| lock_poisoned())?;
+        Ok(log
+            .epochs()
+            .end_offset_for(epoch, log.log_end_offset())
+            .unwrap_or((-1, -1)))
+    }
+
+    /// The ISR change this leader should propose now, if any; marks proposed joiners so the
+    /// high watermark waits for them (KIP-497). Also refreshes the in-sync count acks=all
+    /// waiters watch.
+    pub fn isr_proposal(&self) -> Option<IsrProposal> {
+        let lag = self.lag_max_ms();
+        let proposal = {
+            let mut r = self.replica().ok()?;
+            let (leader_epoch, partition_epoch) = (r.leader_epoch, r.partition_epoch);
+            let Role::Leader(state) = &mut r.role else {
+                return None;
+            };
+            state.isr_change(now_ms(), lag).map(|new_isr| {
+                state.propose_isr(&new_isr);
+                IsrProposal {
+                    leader_epoch,
+                    partition_epoch,
+                    new_isr,
+                }
+            })
+        };
+        self.publish_ack_state();
+        proposal
+    }
+
+    // ---- follower side ----
+
+    /// The latest leader epoch in the local log and the offset where it ends locally.
+    pub fn latest_epoch(&self) -> Result<Option<i32>> {
+        Ok(self
+            .log
+            .read()
+            .map_err(|_| lock_poisoned())?
+            .epochs()
+            .latest_epoch())
+    }
+
+    /// The largest local epoch <= `epoch` and where it ends locally, or None if none.
+    pub fn local_epoch_end(&self, epoch: i32) -> Result<Option<(i32, i64)>> {
+        let log = self.log.read().map_err(|_| lock_poisoned())?;
+        Ok(log.epochs().end_offset_for(epoch, log.log_end_offset()))
+    }
+
+    /// Cuts the local log back to `offset` (a follower's divergent or unconfirmed tail).
+    pub fn truncate_to(&self, offset: i64) -> Result<()> {
+        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        if offset >= log.log_end_offset() {
+            return Ok(());
+        }
+        self.truncations.fetch_add(1, Ordering::AcqRel);
+        log.truncate_to(offset)?;
+        let end = log.log_end_offset();
+        self.durable.send_modify(|d| d.offset = d.offset.min(end));
+        self.high_watermark.fetch_min(end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Replaces the whole local log with an empty one starting at `offset` (the leader's log
+    /// start moved past everything this replica has).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
+        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        self.truncations.fetch_add(1, Ordering::AcqRel);
+        log.truncate_fully_and_start_at(offset)?;
+        self.durable.send_modify(|d| d.offset = offset);
+        self.high_watermark.store(offset, Ordering::Release);
+        Ok(())
+    }
+
+    /// Appends batches fetched from the leader (offsets and epochs as the leader stamped
+    /// them) and returns the new log end. The caller waits for durability before it tells
+    /// the leader (by its next fetch offset) that it holds them.
+    pub fn append_replicated(&self, bytes: &[u8], expected_leader_epoch: i32) -> Result<i64> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CoreError::ShuttingDown);
+        }
+        let r = self.replica()?;
+        if !matches!(r.role, Role::Follower { .. }) || r.leader_epoch != expected_leader_epoch {
+            return Err(CoreError::NotLeaderOrFollower(format!(
+                "{}-{}: no longer following at epoch {expected_leader_epoch}",
+                self.topic, self.index
+            )));
+        }
+        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        let info = log.append_replicated(bytes, now_ms())?;
+        let end = info.last_offset + 1;
+        drop(log);
+        drop(r);
+        if self.fsync_before_ack() {
+            self.flush_needed.notify_one();
+        } else {
+            let pending = self
+                .unflushed_records
+                .fetch_add(info.records, Ordering::AcqRel)
+                + info.records;
+            if pending >= self.settings().map_or(1, |s| s.flush_messages.max(1)) as u64 {
+                self.flush_needed.notify_one();
+            }
+        }
+        Ok(end)
+    }
+
+    /// A follower adopts the leader's high watermark, capped by its own log end.
+    pub fn update_follower_high_watermark(&self, leader_high_watermark: i64) {
+        let end = self.log_end_offset().unwrap_or(0);
+        self.set_high_watermark(leader_high_watermark.min(end));
     }
 
     /// The first batch below the high watermark with a record at or after `timestamp`.
@@ -340,6 +821,10 @@ impl Partition {
     pub fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::Release);
         self.flush_needed.notify_one();
+        if let Ok(mut r) = self.replica() {
+            r.role = Role::None;
+        }
+        self.publish_ack_state();
         let mut log = self.log.write().map_err(|_| lock_poisoned())?;
         log.close()?;
         let end = log.log_end_offset();
@@ -349,5 +834,21 @@ impl Partition {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// KIP-320: a request naming an older epoch is fenced; a newer one means this broker has
+/// not caught up with the metadata yet. -1 means the client does not say.
+fn check_epoch(topic: &str, index: i32, ours: i32, theirs: i32) -> Result<()> {
+    if theirs < 0 || theirs == ours {
+        Ok(())
+    } else if theirs < ours {
+        Err(CoreError::FencedLeaderEpoch(format!(
+            "{topic}-{index}: request epoch {theirs} is older than the leader's {ours}"
+        )))
+    } else {
+        Err(CoreError::UnknownLeaderEpoch(format!(
+            "{topic}-{index}: request epoch {theirs} is newer than this broker's {ours}"
+        )))
     }
 }

@@ -14,10 +14,16 @@
 //!   NOT_ENOUGH_REPLICAS before appending (or NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR
 //!   shrank while waiting).
 //!
+//! - While an ISR expansion is proposed but not yet committed, the high watermark is
+//!   computed over the *maximal* ISR (committed plus pending members, KIP-497), so the
+//!   joining follower already holds everything below it when the quorum commits.
+//! - For `min.insync.replicas`, only ISR members that are caught up within the lag time
+//!   count: a leader whose followers died refuses acks=all at once, even before the
+//!   (quorum-committed) ISR shrink lands, or when the quorum is unreachable.
+//!
 //! Pure state, no I/O and no clocks of its own: callers pass `now_ms`, so every rule is
 //! unit-tested here. ISR changes are proposals for the metadata quorum; this struct is
 //! updated only when the quorum has accepted them (`apply_isr`).
-//! Not wired into the broker yet: the replication work (issue 3) does that.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +41,8 @@ pub struct LeaderReplicaState {
     /// Offset at which this leader's epoch began (its log end when it became leader).
     pub epoch_start_offset: i64,
     pub isr: Vec<i32>,
+    /// Committed ISR plus members of a pending (proposed, uncommitted) expansion.
+    maximal_isr: Vec<i32>,
     followers: BTreeMap<i32, FollowerProgress>,
     high_watermark: i64,
 }
@@ -70,6 +78,7 @@ impl LeaderReplicaState {
             leader_epoch,
             epoch_start_offset: leader_log_end,
             isr: isr.to_vec(),
+            maximal_isr: isr.to_vec(),
             followers,
             high_watermark,
         }
@@ -107,7 +116,7 @@ impl LeaderReplicaState {
     /// followers' log end offsets. Returns the new value if it advanced.
     pub fn update_high_watermark(&mut self, leader_durable_offset: i64) -> Option<i64> {
         let mut hw = leader_durable_offset;
-        for id in &self.isr {
+        for id in &self.maximal_isr {
             if *id == self.leader_id {
                 continue;
             }
@@ -155,6 +164,48 @@ impl LeaderReplicaState {
     /// Adopts an ISR the metadata quorum has committed.
     pub fn apply_isr(&mut self, isr: &[i32]) {
         self.isr = isr.to_vec();
+        self.maximal_isr = isr.to_vec();
+    }
+
+    /// Records a proposed ISR: members it adds count for the high watermark at once.
+    pub fn propose_isr(&mut self, proposed: &[i32]) {
+        for id in proposed {
+            if !self.maximal_isr.contains(id) {
+                self.maximal_isr.push(*id);
+            }
+        }
+    }
+
+    /// The ISR the leader should propose now (shrinks and expansions applied), if it
+    /// differs from the committed one.
+    pub fn isr_change(&self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+        let shrink = self.shrink_candidates(now_ms, lag_max_ms);
+        let expand = self.expand_candidates();
+        if shrink.is_empty() && expand.is_empty() {
+            return None;
+        }
+        let mut isr: Vec<i32> = self
+            .isr
+            .iter()
+            .filter(|id| !shrink.contains(id))
+            .copied()
+            .collect();
+        isr.extend(expand);
+        Some(isr)
+    }
+
+    /// ISR members (the leader included) caught up within `lag_max_ms`.
+    pub fn in_sync_count(&self, now_ms: i64, lag_max_ms: i64) -> usize {
+        self.isr
+            .iter()
+            .filter(|id| {
+                **id == self.leader_id
+                    || self
+                        .followers
+                        .get(id)
+                        .is_some_and(|f| now_ms - f.last_caught_up_ms <= lag_max_ms)
+            })
+            .count()
     }
 
     /// Whether an acks=all produce may be appended now (`min.insync.replicas`).
@@ -223,6 +274,27 @@ mod tests {
         );
         s.on_follower_fetch(2, 200, 200, 6);
         assert_eq!(s.expand_candidates(), vec![2]);
+    }
+
+    #[test]
+    fn pending_expansion_holds_the_high_watermark_for_the_joiner() {
+        let mut s = LeaderReplicaState::become_leader(1, 1, &[1, 2], &[1], 100, 100, 0);
+        s.on_follower_fetch(2, 100, 100, 1);
+        assert_eq!(s.isr_change(1, 30_000), Some(vec![1, 2]));
+        s.propose_isr(&[1, 2]);
+        assert_eq!(s.update_high_watermark(120), None, "joiner at 100 holds HW");
+        s.on_follower_fetch(2, 120, 120, 2);
+        assert_eq!(s.update_high_watermark(120), Some(120));
+        s.apply_isr(&[1, 2]);
+        assert_eq!(s.isr_change(2, 30_000), None);
+    }
+
+    #[test]
+    fn lagging_members_do_not_count_for_min_insync() {
+        let mut s = leader();
+        s.on_follower_fetch(2, 100, 100, 1_000);
+        assert_eq!(s.in_sync_count(1_000, 30_000), 3);
+        assert_eq!(s.in_sync_count(31_500, 30_000), 1);
     }
 
     #[test]

@@ -2,8 +2,55 @@
 
 use std::sync::Arc;
 
-use arctern_core::{Acks, AlterOp, Broker, BrokerConfig, CoreError};
+use arctern_core::{
+    Acks, AlterOp, Broker, BrokerConfig, CoreError, FollowerFetcher, Partition, ReplicaEndpoint,
+};
+use arctern_metadata::{MetadataConfig, MetadataNode};
 use arctern_storage::batch::{build_batch, validate_all};
+
+/// Single-node tests never follow anyone.
+#[derive(Debug)]
+struct NoFetcher;
+
+impl FollowerFetcher for NoFetcher {
+    fn start(&self, _: Arc<Partition>, _: ReplicaEndpoint, _: i32) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async {})
+    }
+}
+
+/// A broker on a quorum of one, as `arctern serve` runs it without voters.
+async fn try_open(config: BrokerConfig) -> Result<(Arc<Broker>, Arc<MetadataNode>), String> {
+    let metadata = MetadataNode::start(MetadataConfig {
+        node_id: config.node_id as u64,
+        voters: Default::default(),
+        listen: String::new(),
+        data_dir: config.data_dir.join("__cluster_metadata-0"),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let metadata = Arc::new(metadata);
+    let broker = Broker::start(config, Arc::clone(&metadata), Arc::new(NoFetcher))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((broker, metadata))
+}
+
+async fn open(config: BrokerConfig) -> (Arc<Broker>, Arc<MetadataNode>) {
+    try_open(config).await.unwrap()
+}
+
+/// Stops the metadata node so the data dir can be opened again; `clean` also closes logs.
+async fn close(broker: Arc<Broker>, metadata: Arc<MetadataNode>, clean: bool) {
+    if clean {
+        broker.shutdown();
+    }
+    drop(broker);
+    Arc::try_unwrap(metadata)
+        .ok()
+        .expect("test holds the only metadata handle")
+        .shutdown()
+        .await;
+}
 
 fn config(dir: &std::path::Path) -> BrokerConfig {
     BrokerConfig {
@@ -25,8 +72,8 @@ fn one_record(tag: u32) -> Vec<u8> {
 #[tokio::test(flavor = "current_thread")]
 async fn concurrent_producers_share_one_fsync() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(config(dir.path())).unwrap();
-    broker.create_topic("t", 1, 1, &[], false).unwrap();
+    let broker = open(config(dir.path())).await.0;
+    broker.create_topic("t", 1, 1, &[], false).await.unwrap();
     let p = broker.partition("t", 0).unwrap();
     let before = p.fsync_count();
     let tasks: Vec<_> = (0..200)
@@ -51,8 +98,11 @@ async fn concurrent_producers_share_one_fsync() {
 #[tokio::test]
 async fn fsync_policy_gates_the_high_watermark_and_relaxed_policy_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(config(dir.path())).unwrap();
-    broker.create_topic("strict", 1, 1, &[], false).unwrap();
+    let broker = open(config(dir.path())).await.0;
+    broker
+        .create_topic("strict", 1, 1, &[], false)
+        .await
+        .unwrap();
     broker
         .create_topic(
             "relaxed",
@@ -61,6 +111,7 @@ async fn fsync_policy_gates_the_high_watermark_and_relaxed_policy_does_not() {
             &[("flush.messages".into(), "1000000".into())],
             false,
         )
+        .await
         .unwrap();
     let strict = broker.partition("strict", 0).unwrap();
     let out = strict.produce(one_record(1), Acks::All).await.unwrap();
@@ -85,23 +136,26 @@ async fn fsync_policy_gates_the_high_watermark_and_relaxed_policy_does_not() {
 async fn metadata_and_data_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let broker = Broker::open(config(dir.path())).unwrap();
+        let (broker, metadata) = open(config(dir.path())).await;
         broker
             .create_topic("a", 3, -1, &[("retention.ms".into(), "1000".into())], false)
+            .await
             .unwrap();
-        broker.create_partitions("a", 5, false).unwrap();
+        broker.create_partitions("a", 5, false).await.unwrap();
         broker
             .alter_configs(
                 "a",
                 &[AlterOp::Set("segment.bytes".into(), "100000".into())],
                 false,
             )
+            .await
             .unwrap();
         let p = broker.partition("a", 4).unwrap();
         p.produce(one_record(7), Acks::All).await.unwrap();
-        // No shutdown: like kill -9 after the ack.
+        // No log shutdown: like kill -9 after the ack.
+        close(broker, metadata, false).await;
     }
-    let broker = Broker::open(config(dir.path())).unwrap();
+    let broker = open(config(dir.path())).await.0;
     let t = broker.topic("a").unwrap();
     assert_eq!(t.partition_count(), 5);
     let o = t.overrides();
@@ -113,53 +167,54 @@ async fn metadata_and_data_survive_restart() {
 #[tokio::test]
 async fn a_second_broker_cannot_open_the_same_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = Broker::open(config(dir.path())).unwrap();
-    assert!(matches!(
-        Broker::open(config(dir.path())),
-        Err(CoreError::Storage(_))
-    ));
+    let _first = open(config(dir.path())).await;
+    assert!(try_open(config(dir.path())).await.is_err());
 }
 
 #[tokio::test]
 async fn topic_admin_errors_match_kafka_semantics() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(config(dir.path())).unwrap();
+    let broker = open(config(dir.path())).await.0;
     assert!(matches!(
-        broker.create_topic("bad/name", 1, 1, &[], false),
+        broker.create_topic("bad/name", 1, 1, &[], false).await,
         Err(CoreError::InvalidTopic(_))
     ));
     assert!(matches!(
-        broker.create_topic(&"x".repeat(250), 1, 1, &[], false),
+        broker
+            .create_topic(&"x".repeat(250), 1, 1, &[], false)
+            .await,
         Err(CoreError::InvalidTopic(_))
     ));
     assert!(matches!(
-        broker.create_topic("ok", 0, 1, &[], false),
+        broker.create_topic("ok", 0, 1, &[], false).await,
         Err(CoreError::InvalidPartitions(_))
     ));
     assert!(matches!(
-        broker.create_topic("ok", 1, 3, &[], false),
+        broker.create_topic("ok", 1, 3, &[], false).await,
         Err(CoreError::InvalidReplicationFactor(_))
     ));
     assert!(matches!(
-        broker.create_topic("ok", 1, 1, &[("no.such".into(), "1".into())], false),
+        broker
+            .create_topic("ok", 1, 1, &[("no.such".into(), "1".into())], false)
+            .await,
         Err(CoreError::InvalidConfig(_))
     ));
-    broker.create_topic("ok", 1, 1, &[], true).unwrap();
+    broker.create_topic("ok", 1, 1, &[], true).await.unwrap();
     assert!(
         broker.topic("ok").is_none(),
         "validate_only creates nothing"
     );
-    broker.create_topic("ok", 2, 1, &[], false).unwrap();
+    broker.create_topic("ok", 2, 1, &[], false).await.unwrap();
     assert!(matches!(
-        broker.create_topic("ok", 1, 1, &[], false),
+        broker.create_topic("ok", 1, 1, &[], false).await,
         Err(CoreError::TopicAlreadyExists(_))
     ));
     assert!(matches!(
-        broker.create_partitions("ok", 2, false),
+        broker.create_partitions("ok", 2, false).await,
         Err(CoreError::InvalidPartitions(_))
     ));
     let p = broker.partition("ok", 0).unwrap();
-    broker.delete_topic("ok").unwrap();
+    broker.delete_topic("ok").await.unwrap();
     assert!(broker.topic("ok").is_none());
     assert!(!dir.path().join("ok-0").exists());
     assert!(
@@ -167,7 +222,7 @@ async fn topic_admin_errors_match_kafka_semantics() {
         "a deleted partition takes no writes"
     );
     assert!(matches!(
-        broker.delete_topic("ok"),
+        broker.delete_topic("ok").await,
         Err(CoreError::UnknownTopicOrPartition(_))
     ));
 }
@@ -177,21 +232,22 @@ async fn auto_create_follows_config() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.num_partitions = 4;
-    let broker = Broker::open(cfg).unwrap();
+    let (broker, metadata) = open(cfg).await;
     assert_eq!(
         broker
             .topic_or_auto_create("auto", true)
+            .await
             .unwrap()
             .partition_count(),
         4
     );
-    assert!(broker.topic_or_auto_create("nope", false).is_err());
-    drop(broker);
+    assert!(broker.topic_or_auto_create("nope", false).await.is_err());
+    close(broker, metadata, true).await;
     let mut cfg = config(dir.path());
     cfg.auto_create_topics = false;
-    let broker = Broker::open(cfg).unwrap();
+    let broker = open(cfg).await.0;
     assert!(matches!(
-        broker.topic_or_auto_create("other", true),
+        broker.topic_or_auto_create("other", true).await,
         Err(CoreError::UnknownTopicOrPartition(_))
     ));
 }
@@ -199,14 +255,15 @@ async fn auto_create_follows_config() {
 #[tokio::test]
 async fn list_config_append_and_subtract_follow_kafka() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(config(dir.path())).unwrap();
-    broker.create_topic("l", 1, 1, &[], false).unwrap();
+    let broker = open(config(dir.path())).await.0;
+    broker.create_topic("l", 1, 1, &[], false).await.unwrap();
     broker
         .alter_configs(
             "l",
             &[AlterOp::Append("cleanup.policy".into(), "delete".into())],
             false,
         )
+        .await
         .unwrap();
     assert_eq!(
         broker
@@ -219,19 +276,23 @@ async fn list_config_append_and_subtract_follow_kafka() {
     );
     // Compaction is not implemented, so the resulting list is refused, not silently kept.
     assert!(matches!(
-        broker.alter_configs(
-            "l",
-            &[AlterOp::Append("cleanup.policy".into(), "compact".into())],
-            false
-        ),
+        broker
+            .alter_configs(
+                "l",
+                &[AlterOp::Append("cleanup.policy".into(), "compact".into())],
+                false
+            )
+            .await,
         Err(CoreError::InvalidConfig(_))
     ));
     assert!(matches!(
-        broker.alter_configs(
-            "l",
-            &[AlterOp::Append("retention.ms".into(), "5".into())],
-            false
-        ),
+        broker
+            .alter_configs(
+                "l",
+                &[AlterOp::Append("retention.ms".into(), "5".into())],
+                false
+            )
+            .await,
         Err(CoreError::InvalidConfig(_))
     ));
     assert!(broker

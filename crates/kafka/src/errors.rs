@@ -11,6 +11,7 @@ pub fn error_code(e: &CoreError) -> i16 {
         CoreError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         CoreError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         CoreError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        CoreError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         CoreError::InvalidRequest(_) => ResponseError::InvalidRequest,
         CoreError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         CoreError::RecordBatchTooLarge(_) => ResponseError::RecordListTooLarge,
@@ -18,6 +19,14 @@ pub fn error_code(e: &CoreError) -> i16 {
         CoreError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         CoreError::Storage(_) => ResponseError::KafkaStorageError,
         CoreError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        CoreError::NotLeaderOrFollower(_) => ResponseError::NotLeaderOrFollower,
+        CoreError::LeaderNotAvailable(_) => ResponseError::LeaderNotAvailable,
+        CoreError::NotEnoughReplicas(_) => ResponseError::NotEnoughReplicas,
+        CoreError::NotEnoughReplicasAfterAppend(_) => ResponseError::NotEnoughReplicasAfterAppend,
+        CoreError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        CoreError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
+        // Retriable for clients (admin calls and produce retry on it).
+        CoreError::MetadataUnavailable(_) => ResponseError::RequestTimedOut,
     };
     code.code()
 }
@@ -48,5 +57,12 @@ mod tests {
             1
         );
         assert_eq!(error_code(&CoreError::Storage("eio".into())), 56);
+        assert_eq!(error_code(&CoreError::NotLeaderOrFollower("x".into())), 6);
+        assert_eq!(error_code(&CoreError::NotEnoughReplicas("x".into())), 19);
+        assert_eq!(
+            error_code(&CoreError::NotEnoughReplicasAfterAppend("x".into())),
+            20
+        );
+        assert_eq!(error_code(&CoreError::FencedLeaderEpoch("x".into())), 74);
     }
 }

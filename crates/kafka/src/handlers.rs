@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arctern_core::{AlterOp, Appended, Broker, ConfigSource, CoreError, Partition};
+use arctern_core::{Acks, AlterOp, Appended, Broker, ConfigSource, CoreError, Partition};
 use arctern_kafka_wire::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use arctern_kafka_wire::kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -52,7 +52,7 @@ pub enum Reply {
 
 /// Longest long poll honoured, whatever the client asks.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(300);
-const CLUSTER_ID: &str = "arctern-single-node";
+const CLUSTER_ID: &str = "arctern";
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -69,23 +69,47 @@ fn now(response: ResponseKind) -> Reply {
 pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
     match request {
         RequestKind::ApiVersions(_) => now(ResponseKind::ApiVersions(api_versions())),
-        RequestKind::Metadata(r) => now(ResponseKind::Metadata(metadata(broker, r, version))),
+        RequestKind::Metadata(r) => {
+            let broker = Arc::clone(broker);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::Metadata(metadata(&broker, r, version).await)
+            }))
+        }
         RequestKind::Produce(r) => produce(broker, r),
         RequestKind::Fetch(r) => Reply::Later(Box::pin(fetch(Arc::clone(broker), r))),
         RequestKind::ListOffsets(r) => {
             now(ResponseKind::ListOffsets(list_offsets(broker, r, version)))
         }
-        RequestKind::CreateTopics(r) => now(ResponseKind::CreateTopics(create_topics(broker, r))),
-        RequestKind::DeleteTopics(r) => now(ResponseKind::DeleteTopics(delete_topics(broker, r))),
-        RequestKind::CreatePartitions(r) => {
-            now(ResponseKind::CreatePartitions(create_partitions(broker, r)))
+        RequestKind::CreateTopics(r) => {
+            let broker = Arc::clone(broker);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::CreateTopics(create_topics(&broker, r).await)
+            }))
         }
+        RequestKind::DeleteTopics(r) => {
+            let broker = Arc::clone(broker);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::DeleteTopics(delete_topics(&broker, r).await)
+            }))
+        }
+        RequestKind::CreatePartitions(r) => {
+            let broker = Arc::clone(broker);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::CreatePartitions(create_partitions(&broker, r).await)
+            }))
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => now(ResponseKind::OffsetForLeaderEpoch(
+            offset_for_leader_epoch(broker, r),
+        )),
         RequestKind::DescribeConfigs(r) => {
             now(ResponseKind::DescribeConfigs(describe_configs(broker, r)))
         }
-        RequestKind::IncrementalAlterConfigs(r) => now(ResponseKind::IncrementalAlterConfigs(
-            alter_configs(broker, r),
-        )),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            let broker = Arc::clone(broker);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::IncrementalAlterConfigs(alter_configs(&broker, r).await)
+            }))
+        }
         RequestKind::FindCoordinator(r) => now(ResponseKind::FindCoordinator(find_coordinator(
             broker, r, version,
         ))),
@@ -104,13 +128,7 @@ fn api_versions() -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(arctern_kafka_wire::advertised_versions())
 }
 
-fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
-    let cfg = broker.config();
-    let node = broker.node_id();
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(BrokerId(node))
-        .with_host(s(cfg.advertised_host.clone()))
-        .with_port(cfg.advertised_port)];
+async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
     // v0 and a null topic list (v1+) mean "all topics"; v4+ carries the auto-create flag.
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
     let requested: Option<Vec<String>> = match req.topics {
@@ -122,56 +140,89 @@ fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metadat
                 .collect(),
         ),
     };
-    let topics = match requested {
-        None => broker
-            .topics()
-            .into_iter()
-            .map(|t| topic_metadata(node, Ok(t), ""))
-            .collect(),
-        Some(names) => names
-            .iter()
-            .map(|name| {
-                topic_metadata(
-                    node,
-                    broker.topic_or_auto_create(name, allow_auto_create),
-                    name,
-                )
-            })
-            .collect(),
-    };
+    let mut topics = Vec::new();
+    match requested {
+        None => {
+            for t in broker.topics() {
+                topics.push(Ok(t));
+            }
+        }
+        Some(names) => {
+            for name in names {
+                let t = broker.topic_or_auto_create(&name, allow_auto_create).await;
+                topics.push(t.map_err(|e| (name, e)));
+            }
+        }
+    }
+    // Taken after any auto-creation, so the new topic's leaders are in it.
+    let cluster = broker.cluster();
+    let brokers = cluster
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.broker_id))
+                .with_host(s(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(s))
+        })
+        .collect();
+    let topics = topics
+        .into_iter()
+        .map(|t| match t {
+            Ok(t) => {
+                // Prefer the freshest view of the partitions.
+                let t = broker.topic(&t.name).unwrap_or(t);
+                topic_metadata(&cluster, &t)
+            }
+            Err((name, e)) => MetadataResponseTopic::default()
+                .with_name(Some(topic_name(&name)))
+                .with_error_code(error_code(&e)),
+        })
+        .collect();
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(s(CLUSTER_ID)))
-        .with_controller_id(BrokerId(node))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_topics(topics)
 }
 
 fn topic_metadata(
-    node: i32,
-    topic: Result<Arc<arctern_core::Topic>, CoreError>,
-    requested_name: &str,
+    cluster: &arctern_metadata::ClusterState,
+    t: &arctern_core::Topic,
 ) -> MetadataResponseTopic {
-    match topic {
-        Ok(t) => MetadataResponseTopic::default()
-            .with_name(Some(topic_name(&t.name)))
-            .with_topic_id(t.id)
-            .with_partitions(
-                t.partitions()
-                    .iter()
-                    .map(|p| {
-                        MetadataResponsePartition::default()
-                            .with_partition_index(p.index)
-                            .with_leader_id(BrokerId(node))
-                            .with_leader_epoch(p.leader_epoch())
-                            .with_replica_nodes(vec![BrokerId(node)])
-                            .with_isr_nodes(vec![BrokerId(node)])
-                    })
-                    .collect(),
-            ),
-        Err(e) => MetadataResponseTopic::default()
-            .with_name(Some(topic_name(requested_name)))
-            .with_error_code(error_code(&e)),
-    }
+    let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(t.id)
+        .with_partitions(
+            t.partitions
+                .iter()
+                .enumerate()
+                .map(|(index, p)| {
+                    let offline: Vec<i32> = p
+                        .replicas
+                        .iter()
+                        .filter(|r| cluster.brokers.get(r).is_none_or(|b| b.fenced))
+                        .copied()
+                        .collect();
+                    let error = if p.leader == arctern_metadata::NO_LEADER {
+                        ResponseError::LeaderNotAvailable.code()
+                    } else {
+                        0
+                    };
+                    MetadataResponsePartition::default()
+                        .with_error_code(error)
+                        .with_partition_index(index as i32)
+                        .with_leader_id(BrokerId(p.leader))
+                        .with_leader_epoch(p.leader_epoch)
+                        .with_replica_nodes(ids(&p.replicas))
+                        .with_isr_nodes(ids(&p.isr))
+                        .with_offline_replicas(ids(&offline))
+                })
+                .collect(),
+        )
 }
 
 /// A partition's part of a produce request: written (awaiting ack) or failed.
@@ -211,7 +262,8 @@ fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> Reply {
                 .partition(&topic.name.0, p.index)
                 .and_then(|partition| {
                     let records = p.records.unwrap_or_default();
-                    let appended = partition.append(records.to_vec())?;
+                    let acks = if acks == -1 { Acks::All } else { Acks::Leader };
+                    let appended = partition.append(records.to_vec(), acks)?;
                     Ok((partition, appended))
                 });
             if let Err(e) = &result {
@@ -323,7 +375,24 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, boo
                 Ok(partition) => {
                     let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
                     // After the budget is spent, later partitions report offsets only.
-                    let read = if limit == 0 && total > 0 {
+                    let read = if req.replica_id.0 >= 0 {
+                        // A follower: reads to the log end; its fetch offset is its progress.
+                        partition
+                            .read_for_follower(
+                                req.replica_id.0,
+                                p.current_leader_epoch,
+                                p.fetch_offset,
+                                limit.max(1),
+                            )
+                            .map(|(data, recheck_isr)| {
+                                if recheck_isr {
+                                    broker.request_isr_check();
+                                }
+                                data
+                            })
+                    } else if let Err(e) = partition.check_leader(p.current_leader_epoch) {
+                        Err(e)
+                    } else if limit == 0 && total > 0 {
                         Ok(arctern_core::FetchedData {
                             bytes: Vec::new(),
                             high_watermark: partition.high_watermark(),
@@ -382,7 +451,13 @@ fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListO
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    match offset_for(broker, &t.name.0, p.partition_index, p.timestamp) {
+                    match offset_for(
+                        broker,
+                        &t.name.0,
+                        p.partition_index,
+                        p.current_leader_epoch,
+                        p.timestamp,
+                    ) {
                         Ok((offset, timestamp, epoch)) => {
                             let base = base.with_offset(offset).with_timestamp(timestamp);
                             // leader_epoch exists from v4; older versions reject a set value.
@@ -410,9 +485,11 @@ fn offset_for(
     broker: &Broker,
     topic: &str,
     index: i32,
+    current_leader_epoch: i32,
     timestamp: i64,
 ) -> Result<(i64, i64, i32), CoreError> {
     let partition = broker.partition(topic, index)?;
+    partition.check_leader(current_leader_epoch)?;
     match timestamp {
         -2 => Ok((partition.log_start_offset()?, -1, partition.leader_epoch())),
         -1 => Ok((partition.high_watermark(), -1, partition.leader_epoch())),
@@ -442,11 +519,10 @@ fn offset_for(
     }
 }
 
-fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopicsResponse {
-    let results = req
-        .topics
-        .into_iter()
-        .map(|t| {
+async fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        results.push({
             let name = t.name.0.to_string();
             let configs: Vec<(String, String)> = t
                 .configs
@@ -458,32 +534,24 @@ fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopicsRespo
                 })
                 .collect();
             let result = if !t.assignments.is_empty() {
-                let bad = t
+                let assignments: Vec<Vec<i32>> = t
                     .assignments
                     .iter()
-                    .flat_map(|a| a.broker_ids.iter())
-                    .find(|b| b.0 != broker.node_id());
-                match bad {
-                    Some(b) => Err(CoreError::InvalidRequest(format!(
-                        "replica assignment names unknown broker {}",
-                        b.0
-                    ))),
-                    None => broker.create_topic(
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect();
+                broker
+                    .create_topic_with_assignments(&name, assignments, &configs, req.validate_only)
+                    .await
+            } else {
+                broker
+                    .create_topic(
                         &name,
-                        t.assignments.len() as i32,
-                        1,
+                        t.num_partitions,
+                        t.replication_factor,
                         &configs,
                         req.validate_only,
-                    ),
-                }
-            } else {
-                broker.create_topic(
-                    &name,
-                    t.num_partitions,
-                    t.replication_factor,
-                    &configs,
-                    req.validate_only,
-                )
+                    )
+                    .await
             };
             let base = CreatableTopicResult::default().with_name(t.name.clone());
             match result {
@@ -501,7 +569,9 @@ fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopicsRespo
                         })
                         .collect();
                     let partitions = if req.validate_only {
-                        if t.num_partitions == -1 {
+                        if !t.assignments.is_empty() {
+                            t.assignments.len() as i32
+                        } else if t.num_partitions == -1 {
                             broker.config().num_partitions
                         } else {
                             t.num_partitions
@@ -520,12 +590,12 @@ fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopicsRespo
                     .with_num_partitions(-1)
                     .with_replication_factor(-1),
             }
-        })
-        .collect();
+        });
+    }
     CreateTopicsResponse::default().with_topics(results)
 }
 
-fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+async fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6 in `topics` by name or id.
     let mut targets: Vec<(Option<String>, uuid::Uuid)> = req
         .topic_names
@@ -535,9 +605,9 @@ fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopicsRespo
     for t in &req.topics {
         targets.push((t.name.as_ref().map(|n| n.0.to_string()), t.topic_id));
     }
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        responses.push({
             let name = name.or_else(|| {
                 broker
                     .topics()
@@ -548,34 +618,39 @@ fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopicsRespo
             let base = DeletableTopicResult::default()
                 .with_name(name.as_deref().map(topic_name))
                 .with_topic_id(id);
-            let Some(name) = name else {
-                return base.with_error_code(ResponseError::UnknownTopicId.code());
-            };
-            match broker.delete_topic(&name) {
-                Ok(id) => base.with_topic_id(id),
-                Err(e) => base
-                    .with_error_code(error_code(&e))
-                    .with_error_message(Some(s(e.to_string()))),
+            match name {
+                None => base.with_error_code(ResponseError::UnknownTopicId.code()),
+                Some(name) => match broker.delete_topic(&name).await {
+                    Ok(id) => base.with_topic_id(id),
+                    Err(e) => base
+                        .with_error_code(error_code(&e))
+                        .with_error_message(Some(s(e.to_string()))),
+                },
             }
-        })
-        .collect();
+        });
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-fn create_partitions(broker: &Broker, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
-    let results = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            match broker.create_partitions(&t.name.0, t.count, req.validate_only) {
+async fn create_partitions(
+    broker: &Broker,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        results.push(
+            match broker
+                .create_partitions(&t.name.0, t.count, req.validate_only)
+                .await
+            {
                 Ok(()) => base,
                 Err(e) => base
                     .with_error_code(error_code(&e))
                     .with_error_message(Some(s(e.to_string()))),
-            }
-        })
-        .collect();
+            },
+        );
+    }
     CreatePartitionsResponse::default().with_results(results)
 }
 
@@ -634,14 +709,13 @@ fn describe_configs(broker: &Broker, req: DescribeConfigsRequest) -> DescribeCon
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn alter_configs(
+async fn alter_configs(
     broker: &Broker,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|r| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        responses.push({
             let base = AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
@@ -651,7 +725,8 @@ fn alter_configs(
                     r.resource_type
                 )))
             } else {
-                r.configs
+                let ops = r
+                    .configs
                     .iter()
                     .map(|c| {
                         let name = c.name.to_string();
@@ -666,8 +741,15 @@ fn alter_configs(
                             ))),
                         }
                     })
-                    .collect::<Result<Vec<_>, _>>()
-                    .and_then(|ops| broker.alter_configs(&r.resource_name, &ops, req.validate_only))
+                    .collect::<Result<Vec<_>, _>>();
+                match ops {
+                    Ok(ops) => {
+                        broker
+                            .alter_configs(&r.resource_name, &ops, req.validate_only)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
             };
             match result {
                 Ok(()) => base,
@@ -675,8 +757,8 @@ fn alter_configs(
                     .with_error_code(error_code(&e))
                     .with_error_message(Some(s(e.to_string()))),
             }
-        })
-        .collect();
+        });
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
@@ -733,4 +815,42 @@ fn find_coordinator(
     } else {
         resp
     }
+}
+
+/// OffsetsForLeaderEpoch (KIP-101/279): for each partition, the largest epoch <= the
+/// requested one on the leader's log and the offset where it ends. Followers truncate to it.
+fn offset_for_leader_epoch(
+    broker: &Broker,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    use arctern_kafka_wire::kafka_protocol::messages::offset_for_leader_epoch_response::{
+        EpochEndOffset, OffsetForLeaderTopicResult,
+    };
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let base = EpochEndOffset::default().with_partition(p.partition);
+                    let result = broker.partition(&t.topic.0, p.partition).and_then(|part| {
+                        part.end_offset_for_epoch(p.current_leader_epoch, p.leader_epoch)
+                    });
+                    match result {
+                        Ok((epoch, end)) => base.with_leader_epoch(epoch).with_end_offset(end),
+                        Err(e) => base
+                            .with_error_code(error_code(&e))
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1),
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
 }

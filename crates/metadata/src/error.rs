@@ -35,6 +35,9 @@ pub enum MetadataError {
     },
     #[error("metadata node is shut down")]
     Shutdown,
+    /// The command was committed and rejected (e.g. an invalid broker registration).
+    #[error("metadata command rejected: {0:?}")]
+    Rejected(crate::CommandResult),
 }
 
 impl MetadataError {

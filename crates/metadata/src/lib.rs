@@ -3,9 +3,13 @@
 //! - [`state`]: the replicated document ([`ClusterState`]), its commands and results.
 //! - `log_store`: the Raft log (append-only journal with per-record CRC32C) and the vote.
 //! - `state_machine`: applies committed commands, builds and installs snapshots.
-//! - `network`: Raft RPCs and proposal forwarding over TCP (length-prefixed JSON frames).
+//! - `network`: Raft RPCs, proposal forwarding and broker heartbeats over TCP
+//!   (length-prefixed JSON frames).
+//! - [`controller`]: broker liveness (heartbeats, fencing) and leader elections, run by the
+//!   Raft leader.
 //! - [`node`]: [`MetadataNode`], what the rest of the broker uses.
 
+pub mod controller;
 mod error;
 mod fsutil;
 mod log_store;
@@ -16,12 +20,13 @@ mod state_machine;
 
 use std::io::Cursor;
 
+pub use controller::{ControllerOptions, HeartbeatHandle, UNCLEAN_LEADER_ELECTION_CONFIG};
 pub use error::MetadataError;
 pub use node::{parse_voters, MetadataConfig, MetadataNode, NodeOptions};
 pub use openraft::BasicNode;
 pub use state::{
-    BrokerId, BrokerRegistration, ClusterState, CommandResult, MetadataCommand,
-    PartitionAssignment, PartitionState, TopicState, NO_LEADER,
+    assign_replicas, assign_replicas_from, BrokerId, BrokerRegistration, ClusterState,
+    CommandResult, MetadataCommand, PartitionAssignment, PartitionState, TopicState, NO_LEADER,
 };
 
 openraft::declare_raft_types!(

@@ -1,4 +1,4 @@
-//! Raft RPCs and proposal forwarding over TCP.
+//! Raft RPCs, proposal forwarding and broker heartbeats over TCP.
 //!
 //! A frame is a u32 big-endian length and a JSON body; a connection carries one request at a
 //! time, each answered by one response. openraft opens one client per peer and purpose
@@ -7,6 +7,7 @@
 //! network input.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -23,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::controller::{self, BrokerHeartbeat, Liveness};
 use crate::{BasicNode, CommandResult, MetadataCommand, NodeId, TypeConfig};
 
 /// Bound on a frame's declared length; the largest frame is a snapshot chunk, far smaller.
@@ -35,6 +37,8 @@ enum RpcRequest {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A client proposal forwarded from a follower to the leader.
     Propose(MetadataCommand),
+    /// A broker's liveness heartbeat to the leader (the controller).
+    Heartbeat(BrokerHeartbeat),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -45,6 +49,7 @@ enum RpcResponse {
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
     Propose(Result<ForwardedWrite, ForwardError>),
+    Heartbeat(Result<(), ForwardError>),
 }
 
 /// The leader's answer to a forwarded proposal.
@@ -119,15 +124,16 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Vec<u8
 
 /// Accepts peers' connections and serves them until the task is aborted (which also aborts
 /// every connection task, as they live in the JoinSet).
-pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
+pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, liveness: Arc<Liveness>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             acc = listener.accept() => match acc {
                 Ok((stream, peer)) => {
                     let raft = raft.clone();
+                    let liveness = liveness.clone();
                     conns.spawn(async move {
-                        if let Err(e) = serve_conn(stream, raft).await {
+                        if let Err(e) = serve_conn(stream, raft, &liveness).await {
                             tracing::debug!(%peer, error = %e, "metadata rpc connection closed");
                         }
                     });
@@ -143,7 +149,11 @@ pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>) {
     }
 }
 
-async fn serve_conn(mut stream: TcpStream, raft: Raft<TypeConfig>) -> io::Result<()> {
+async fn serve_conn(
+    mut stream: TcpStream,
+    raft: Raft<TypeConfig>,
+    liveness: &Liveness,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     while let Some(body) = read_frame(&mut stream).await? {
         let req: RpcRequest = serde_json::from_slice(&body)
@@ -157,6 +167,9 @@ async fn serve_conn(mut stream: TcpStream, raft: Raft<TypeConfig>) -> io::Result
                 RpcResponse::InstallSnapshot(raft.install_snapshot(r).await)
             }
             RpcRequest::Propose(cmd) => RpcResponse::Propose(propose_local(&raft, cmd).await),
+            RpcRequest::Heartbeat(hb) => {
+                RpcResponse::Heartbeat(controller::receive_heartbeat(&raft, liveness, &hb))
+            }
         };
         stream.write_all(&encode_frame(&resp)?).await?;
     }
@@ -259,6 +272,36 @@ pub async fn forward(
         _ => Err(CallError::Unexpected {
             addr: addr.to_string(),
         }),
+    }
+}
+
+/// A client for repeated calls to whichever node leads, keeping one connection to it.
+#[derive(Default)]
+pub struct RpcClient {
+    peer: Option<Peer>,
+}
+
+impl RpcClient {
+    pub async fn heartbeat(
+        &mut self,
+        addr: &str,
+        hb: BrokerHeartbeat,
+        ttl: Duration,
+    ) -> Result<Result<(), ForwardError>, CallError> {
+        // The pooled connection is kept only while the leader stays the same.
+        let peer = match self.peer.take() {
+            Some(p) if p.addr == addr => self.peer.insert(p),
+            _ => self.peer.insert(Peer {
+                addr: addr.to_string(),
+                conn: None,
+            }),
+        };
+        match peer.call(&RpcRequest::Heartbeat(hb), ttl).await? {
+            RpcResponse::Heartbeat(r) => Ok(r),
+            _ => Err(CallError::Unexpected {
+                addr: addr.to_string(),
+            }),
+        }
     }
 }
 

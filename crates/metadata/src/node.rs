@@ -8,6 +8,10 @@
 //! with a wiped data dir does not split the group. The price: the group forms only once the
 //! lowest-id voter has started at least once. A quorum of one (no voters, or only itself)
 //! initializes itself the same way.
+//!
+//! Brokers: [`MetadataNode::register_broker`] at startup, [`MetadataNode::start_heartbeats`]
+//! while running, [`MetadataNode::controlled_shutdown`] before stopping. Every node runs the
+//! controller task ([`crate::controller`]), which acts only while its node leads.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -22,13 +26,22 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use uuid::Uuid;
 
+use crate::controller::{
+    self, BrokerHeartbeat, Controller, ControllerOptions, HeartbeatHandle, HeartbeatSender,
+    Liveness, ShutdownRequests,
+};
 use crate::log_store::LogStore;
-use crate::network::{self, CallError, ForwardError, NetworkFactory};
+use crate::network::{self, CallError, ForwardError, NetworkFactory, RpcClient};
 use crate::state_machine::StateMachineStore;
 use crate::{
-    BasicNode, ClusterState, CommandResult, MetadataCommand, MetadataError, NodeId, TypeConfig,
+    BasicNode, BrokerId, ClusterState, CommandResult, MetadataCommand, MetadataError, NodeId,
+    TypeConfig,
 };
+
+/// Total time [`MetadataNode::register_broker`] keeps retrying.
+const REGISTER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Where a node is and who the voters are.
 #[derive(Clone, Debug)]
@@ -56,6 +69,8 @@ pub struct NodeOptions {
     pub max_in_snapshot_log_to_keep: u64,
     /// Bound on [`MetadataNode::propose`], leader election and forwarding included.
     pub propose_timeout: Duration,
+    /// Broker liveness and leader election.
+    pub controller: ControllerOptions,
 }
 
 impl Default for NodeOptions {
@@ -68,6 +83,7 @@ impl Default for NodeOptions {
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
             propose_timeout: Duration::from_secs(15),
+            controller: ControllerOptions::default(),
         }
     }
 }
@@ -99,6 +115,11 @@ pub struct MetadataNode {
     raft: Raft<TypeConfig>,
     state: watch::Receiver<Arc<ClusterState>>,
     server: Option<JoinHandle<()>>,
+    controller: Option<JoinHandle<()>>,
+    liveness: Arc<Liveness>,
+    shutdown_requests: Arc<ShutdownRequests>,
+    /// Dropped (or sent) when the node stops: heartbeat loops end with it.
+    stop: watch::Sender<()>,
     options: NodeOptions,
 }
 
@@ -187,12 +208,27 @@ impl MetadataNode {
         )
         .await
         .map_err(|e| MetadataError::Raft(format!("start raft node {id}: {e}")))?;
-        let server = listener.map(|l| tokio::spawn(network::serve(l, raft.clone())));
+        let liveness = Arc::new(Liveness::default());
+        let server =
+            listener.map(|l| tokio::spawn(network::serve(l, raft.clone(), liveness.clone())));
+        let controller = Controller {
+            node_id: id,
+            raft: raft.clone(),
+            state: state.clone(),
+            liveness: liveness.clone(),
+            options: options.controller.clone(),
+            propose_timeout: options.propose_timeout,
+        }
+        .spawn();
         let node = MetadataNode {
             id,
             raft,
             state,
             server,
+            controller: Some(controller),
+            liveness,
+            shutdown_requests: Arc::default(),
+            stop: watch::channel(()).0,
             options,
         };
 
@@ -330,6 +366,145 @@ impl MetadataNode {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// Whether this node is the Raft leader, and so the active controller.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state.is_leader()
+    }
+
+    /// Registers this process as broker `broker_id` (unfenced), retrying until committed or
+    /// 60 s have passed. Retrying is safe even after an indeterminate outcome: the same
+    /// `incarnation` again is a no-op. Pick a new incarnation (`Uuid::new_v4()`) per process
+    /// start; a different one tells the controller the broker restarted, so partitions it led
+    /// get a new leader epoch. Returns once [`state`](Self::state) shows the registration.
+    pub async fn register_broker(
+        &self,
+        broker_id: BrokerId,
+        host: String,
+        port: u16,
+        incarnation: Uuid,
+    ) -> Result<(), MetadataError> {
+        let deadline = Instant::now() + REGISTER_DEADLINE;
+        let cmd = MetadataCommand::RegisterBroker {
+            broker_id,
+            host,
+            port,
+            rack: None,
+            incarnation,
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.propose(cmd.clone())).await {
+                Ok(Ok(CommandResult::Ok)) => break,
+                Ok(Ok(rejected)) => return Err(MetadataError::Rejected(rejected)),
+                Ok(Err(e @ MetadataError::Timeout(_)))
+                | Ok(Err(e @ MetadataError::Indeterminate { .. }))
+                | Ok(Err(e @ MetadataError::Raft(_))) => {
+                    tracing::debug!(broker = broker_id, error = %e, "broker registration not confirmed; retrying");
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(MetadataError::Timeout(REGISTER_DEADLINE)),
+            }
+            if Instant::now() >= deadline {
+                return Err(MetadataError::Timeout(REGISTER_DEADLINE));
+            }
+            tokio::time::sleep(Duration::from_millis(200).min(left)).await;
+        }
+        let mut rx = self.state();
+        let shown = rx.wait_for(|s| {
+            s.brokers
+                .get(&broker_id)
+                .is_some_and(|b| b.incarnation == incarnation)
+        });
+        // Drop the state borrow before matching.
+        let shown = tokio::time::timeout_at(deadline, shown)
+            .await
+            .map(|r| r.map(|_| ()));
+        match shown {
+            Ok(Ok(())) => {
+                tracing::info!(broker = broker_id, %incarnation, "broker registered");
+                Ok(())
+            }
+            Ok(Err(_)) => Err(MetadataError::Shutdown),
+            Err(_) => Err(MetadataError::Timeout(REGISTER_DEADLINE)),
+        }
+    }
+
+    /// Starts heartbeating for broker `broker_id` to the controller every
+    /// `broker_heartbeat_interval`. Failures are logged at debug and retried next interval.
+    /// The loop runs until the handle is dropped or the node stops.
+    pub fn start_heartbeats(&self, broker_id: BrokerId, incarnation: Uuid) -> HeartbeatHandle {
+        let interval = self.options.controller.broker_heartbeat_interval;
+        controller::spawn_heartbeats(
+            self.heartbeat_sender(),
+            broker_id,
+            incarnation,
+            interval,
+            self.shutdown_requests.clone(),
+            self.stop.subscribe(),
+        )
+    }
+
+    /// Asks the controller to fence broker `broker_id` (moving its leaderships to other ISR
+    /// members) and waits until this node's state shows it fenced. From now on this node's
+    /// heartbeats for this incarnation carry the request, so the broker stays fenced until
+    /// it registers with a new incarnation. On error (e.g. timeout) the caller just stops:
+    /// the session timeout fences the broker anyway.
+    pub async fn controlled_shutdown(
+        &self,
+        broker_id: BrokerId,
+        incarnation: Uuid,
+        timeout: Duration,
+    ) -> Result<(), MetadataError> {
+        let deadline = Instant::now() + timeout;
+        self.shutdown_requests.insert(broker_id, incarnation);
+        let mut sender = self.heartbeat_sender();
+        let hb = BrokerHeartbeat {
+            broker_id,
+            incarnation,
+            want_shut_down: true,
+        };
+        // Re-sent often: the request may hit a leader that is just stepping down.
+        let resend = (self.options.controller.broker_heartbeat_interval / 2)
+            .clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let mut rx = self.state();
+        loop {
+            let fenced = match rx.borrow_and_update().brokers.get(&broker_id) {
+                Some(b) if b.incarnation == incarnation => b.fenced,
+                // Not (or no longer) this incarnation's registration: nothing to hand over.
+                _ => true,
+            };
+            if fenced {
+                tracing::info!(broker = broker_id, "controlled shutdown: broker is fenced");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(MetadataError::Timeout(timeout));
+            }
+            if let Err(e) = sender.send(&hb).await {
+                tracing::debug!(broker = broker_id, error = %e, "controlled shutdown heartbeat failed; retrying");
+            }
+            let wake = deadline.min(Instant::now() + resend);
+            if let Ok(Err(_)) = tokio::time::timeout_at(wake, rx.changed()).await {
+                return Err(MetadataError::Shutdown);
+            }
+        }
+    }
+
+    fn heartbeat_sender(&self) -> HeartbeatSender {
+        HeartbeatSender {
+            node_id: self.id,
+            metrics: self.raft.metrics(),
+            liveness: self.liveness.clone(),
+            client: RpcClient::default(),
+            // One interval: a slower answer is useless, the next heartbeat is due.
+            ttl: self
+                .options
+                .controller
+                .broker_heartbeat_interval
+                .max(Duration::from_millis(100)),
+        }
+    }
+
     /// Waits until this node knows a leader.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, MetadataError> {
         match self
@@ -352,6 +527,12 @@ impl MetadataNode {
     /// Stops the RPC server and the Raft core, and waits for them. Dropping the node instead
     /// also stops both, without waiting.
     pub async fn shutdown(mut self) {
+        // Heartbeat loops stop with the node, as if the process were gone.
+        let _ = self.stop.send(());
+        if let Some(controller) = self.controller.take() {
+            controller.abort();
+            let _ = controller.await;
+        }
         if let Some(server) = self.server.take() {
             server.abort();
             let _ = server.await;
@@ -367,7 +548,11 @@ impl Drop for MetadataNode {
         if let Some(server) = self.server.take() {
             server.abort();
         }
-        // The Raft core stops once its last handle (here and in the server task) is gone.
+        if let Some(controller) = self.controller.take() {
+            controller.abort();
+        }
+        // The Raft core stops once its last handle (here and in the server and controller
+        // tasks) is gone; heartbeat loops end when `stop` is dropped.
     }
 }
 

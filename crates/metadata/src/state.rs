@@ -31,12 +31,17 @@ pub struct BrokerRegistration {
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
-    /// A fenced broker is registered but must not be chosen as a leader. Liveness
-    /// (heartbeats) will drive this later; for now only `FenceBroker`/`UnfenceBroker` do.
+    /// A fenced broker is registered but must not lead nor join an ISR. The controller
+    /// ([`crate::controller`]) fences a broker whose heartbeats stop and unfences it when
+    /// they resume.
     pub fenced: bool,
     /// Raft log index of the registration record, as KRaft's broker epoch: it grows on every
     /// re-registration, so a stale incarnation of a broker can be told apart.
     pub broker_epoch: u64,
+    /// Random id the broker process picks at startup (KRaft's incarnation id): the same id
+    /// means a retried registration, a different one a restarted process.
+    #[serde(default)]
+    pub incarnation: Uuid,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,19 +75,31 @@ pub struct PartitionAssignment {
 /// A change to the cluster metadata, proposed through Raft.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
-    /// Registers (or re-registers) a broker, unfenced.
+    /// Registers a broker, unfenced. The same `incarnation` again is a retried proposal and a
+    /// no-op. A different one is a restarted process: the old incarnation is fenced first
+    /// (its leaderships and ISR places move away), then the new one is stored unfenced and
+    /// takes the leaderless partitions whose ISR holds it. `broker_epoch` = log index.
     RegisterBroker {
         broker_id: BrokerId,
         host: String,
         port: u16,
         rack: Option<String>,
+        #[serde(default)]
+        incarnation: Uuid,
     },
+    /// Removes a broker, after applying the fencing effects to its partitions.
     UnregisterBroker {
         broker_id: BrokerId,
     },
+    /// Marks the broker fenced and moves it out of the way: it leaves every ISR that has other
+    /// members, and each partition it leads gets the first unfenced ISR member (in replicas
+    /// order) as leader, or [`NO_LEADER`] if there is none (the ISR then keeps its last member,
+    /// as in KRaft).
     FenceBroker {
         broker_id: BrokerId,
     },
+    /// Marks the broker unfenced; it becomes leader of every leaderless partition whose ISR
+    /// contains it.
     UnfenceBroker {
         broker_id: BrokerId,
     },
@@ -108,16 +125,21 @@ pub enum MetadataCommand {
         set: BTreeMap<String, String>,
         delete: Vec<String>,
     },
-    /// Replaces the ISR if `expected_partition_epoch` is current (compare-and-set).
+    /// Replaces the ISR, proposed by the partition leader (Kafka's AlterPartition). Rejected
+    /// with `FencedLeaderEpoch` unless `leader_id`/`leader_epoch` are the current ones (a
+    /// deposed leader), with `StaleEpoch` unless `expected_partition_epoch` is current
+    /// (compare-and-set), and with `InvalidIsr` if it adds a fenced or unregistered broker.
     ChangeIsr {
         topic: String,
         partition: i32,
+        leader_id: BrokerId,
+        leader_epoch: i32,
         expected_partition_epoch: i32,
         new_isr: Vec<BrokerId>,
     },
     /// Makes `new_leader` the leader (or [`NO_LEADER`]) and bumps the leader epoch. The new
-    /// leader must be in the ISR unless `allow_unclean`; an unclean leader becomes the sole
-    /// ISR member.
+    /// leader must be a registered, unfenced replica, and in the ISR unless `allow_unclean`;
+    /// an unclean leader becomes the sole ISR member.
     ElectLeader {
         topic: String,
         partition: i32,
@@ -131,17 +153,49 @@ pub enum MetadataCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
     Ok,
-    TopicExists { name: String },
-    TopicIdExists { id: Uuid },
-    UnknownTopic { name: String },
-    UnknownPartition { topic: String, partition: i32 },
-    UnknownBroker { broker_id: BrokerId },
-    InvalidReplicaAssignment { reason: String },
-    InvalidIsr { reason: String },
-    InvalidRequest { reason: String },
-    StaleEpoch { current_partition_epoch: i32 },
-    NotInIsr { broker_id: BrokerId },
-    NotAReplica { broker_id: BrokerId },
+    TopicExists {
+        name: String,
+    },
+    TopicIdExists {
+        id: Uuid,
+    },
+    UnknownTopic {
+        name: String,
+    },
+    UnknownPartition {
+        topic: String,
+        partition: i32,
+    },
+    UnknownBroker {
+        broker_id: BrokerId,
+    },
+    InvalidReplicaAssignment {
+        reason: String,
+    },
+    InvalidIsr {
+        reason: String,
+    },
+    InvalidRequest {
+        reason: String,
+    },
+    StaleEpoch {
+        current_partition_epoch: i32,
+    },
+    /// A `ChangeIsr` from someone who is not (or no longer) the leader at this leader epoch.
+    FencedLeaderEpoch {
+        current_leader: BrokerId,
+        current_leader_epoch: i32,
+    },
+    /// The broker is fenced and cannot be elected.
+    BrokerFenced {
+        broker_id: BrokerId,
+    },
+    NotInIsr {
+        broker_id: BrokerId,
+    },
+    NotAReplica {
+        broker_id: BrokerId,
+    },
 }
 
 impl CommandResult {
@@ -172,38 +226,54 @@ impl ClusterState {
                 host,
                 port,
                 rack,
+                incarnation,
             } => {
-                if *broker_id < 0 {
-                    return Err(invalid(format!("broker id {broker_id} is negative")));
+                let b = *broker_id;
+                if b < 0 {
+                    return Err(invalid(format!("broker id {b} is negative")));
                 }
+                let restarted = match self.brokers.get(&b) {
+                    // A retried proposal of a registration that already committed.
+                    Some(r) if r.incarnation == *incarnation => return Ok(()),
+                    Some(_) => true,
+                    None => false,
+                };
                 self.brokers.insert(
-                    *broker_id,
+                    b,
                     BrokerRegistration {
-                        broker_id: *broker_id,
+                        broker_id: b,
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
                         fenced: false,
                         broker_epoch: log_index,
+                        incarnation: *incarnation,
                     },
                 );
+                // The old process may have led partitions with state the new one lacks: fence
+                // it first so every leadership it held gets a new leader epoch.
+                self.move_leadership(b, restarted, true);
             }
             MetadataCommand::UnregisterBroker { broker_id } => {
-                self.brokers
-                    .remove(broker_id)
-                    .ok_or(CommandResult::UnknownBroker {
+                if !self.brokers.contains_key(broker_id) {
+                    return Err(CommandResult::UnknownBroker {
                         broker_id: *broker_id,
-                    })?;
+                    });
+                }
+                self.brokers.remove(broker_id);
+                self.move_leadership(*broker_id, true, false);
             }
             MetadataCommand::FenceBroker { broker_id }
             | MetadataCommand::UnfenceBroker { broker_id } => {
+                let fence = matches!(cmd, MetadataCommand::FenceBroker { .. });
                 let b = self
                     .brokers
                     .get_mut(broker_id)
                     .ok_or(CommandResult::UnknownBroker {
                         broker_id: *broker_id,
                     })?;
-                b.fenced = matches!(cmd, MetadataCommand::FenceBroker { .. });
+                b.fenced = fence;
+                self.move_leadership(*broker_id, fence, !fence);
             }
             MetadataCommand::CreateTopic {
                 name,
@@ -271,14 +341,33 @@ impl ClusterState {
             MetadataCommand::ChangeIsr {
                 topic,
                 partition,
+                leader_id,
+                leader_epoch,
                 expected_partition_epoch,
                 new_isr,
             } => {
-                let p = self.partition_mut(topic, *partition)?;
+                if !self.topics.contains_key(topic) {
+                    return Err(unknown_topic(topic));
+                }
+                let p = self
+                    .partition(topic, *partition)
+                    .ok_or_else(|| unknown_partition(topic, *partition))?;
+                if p.leader != *leader_id || p.leader_epoch != *leader_epoch {
+                    return Err(CommandResult::FencedLeaderEpoch {
+                        current_leader: p.leader,
+                        current_leader_epoch: p.leader_epoch,
+                    });
+                }
                 if p.partition_epoch != *expected_partition_epoch {
                     return Err(CommandResult::StaleEpoch {
                         current_partition_epoch: p.partition_epoch,
                     });
+                }
+                // Only a leader changes the ISR; a leaderless one changes by election.
+                if p.leader == NO_LEADER {
+                    return Err(invalid(format!(
+                        "partition {topic}-{partition} has no leader"
+                    )));
                 }
                 if new_isr.is_empty() {
                     return Err(CommandResult::InvalidIsr {
@@ -296,11 +385,21 @@ impl ClusterState {
                     });
                 }
                 // As in Kafka, the leader never drops itself from the ISR.
-                if p.leader != NO_LEADER && !new_isr.contains(&p.leader) {
+                if !new_isr.contains(&p.leader) {
                     return Err(CommandResult::InvalidIsr {
                         reason: format!("ISR must contain the leader {}", p.leader),
                     });
                 }
+                // A fenced broker may still be fetching, but must not count toward acks=all.
+                if let Some(b) = new_isr
+                    .iter()
+                    .find(|b| !p.isr.contains(b) && !self.is_unfenced(**b))
+                {
+                    return Err(CommandResult::InvalidIsr {
+                        reason: format!("broker {b} is fenced or not registered"),
+                    });
+                }
+                let p = self.partition_mut(topic, *partition)?;
                 p.isr = new_isr.clone();
                 p.partition_epoch = p.partition_epoch.wrapping_add(1);
             }
@@ -310,12 +409,26 @@ impl ClusterState {
                 new_leader,
                 allow_unclean,
             } => {
+                let leader_state = self.brokers.get(new_leader).map(|b| b.fenced);
                 let p = self.partition_mut(topic, *partition)?;
                 if *new_leader != NO_LEADER {
                     if !p.replicas.contains(new_leader) {
                         return Err(CommandResult::NotAReplica {
                             broker_id: *new_leader,
                         });
+                    }
+                    match leader_state {
+                        None => {
+                            return Err(CommandResult::UnknownBroker {
+                                broker_id: *new_leader,
+                            })
+                        }
+                        Some(true) => {
+                            return Err(CommandResult::BrokerFenced {
+                                broker_id: *new_leader,
+                            })
+                        }
+                        Some(false) => {}
                     }
                     if !p.isr.contains(new_leader) {
                         if !allow_unclean {
@@ -333,6 +446,54 @@ impl ClusterState {
             }
         }
         Ok(())
+    }
+
+    /// Registered and not fenced: may lead and join ISRs.
+    pub fn is_unfenced(&self, broker_id: BrokerId) -> bool {
+        self.brokers.get(&broker_id).is_some_and(|b| !b.fenced)
+    }
+
+    // Fencing and/or unfencing effects of broker `b` on every partition it replicates. Both
+    // in one pass so a partition's epochs bump at most once per command.
+    fn move_leadership(&mut self, b: BrokerId, fence: bool, unfence: bool) {
+        let brokers = &self.brokers;
+        let live = |id: BrokerId| id != b && brokers.get(&id).is_some_and(|r| !r.fenced);
+        for p in self
+            .topics
+            .values_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+            .filter(|p| p.replicas.contains(&b))
+        {
+            let old_isr_len = p.isr.len();
+            let mut leader_changed = false;
+            if fence {
+                // The last ISR member stays: it may hold data nobody else has (KIP-841).
+                if p.isr.len() > 1 {
+                    p.isr.retain(|x| *x != b);
+                }
+                if p.leader == b {
+                    let isr = &p.isr;
+                    p.leader = p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|r| isr.contains(r) && live(*r))
+                        .unwrap_or(NO_LEADER);
+                    leader_changed = true;
+                }
+            }
+            if unfence && p.leader == NO_LEADER && p.isr.contains(&b) {
+                p.leader = b;
+                leader_changed = true;
+            }
+            // Also when a restarted broker is re-elected: its new process gets a new epoch.
+            if leader_changed {
+                p.leader_epoch = p.leader_epoch.wrapping_add(1);
+            }
+            if leader_changed || p.isr.len() != old_isr_len {
+                p.partition_epoch = p.partition_epoch.wrapping_add(1);
+            }
+        }
     }
 
     fn new_partitions(
@@ -381,11 +542,60 @@ impl ClusterState {
         usize::try_from(partition)
             .ok()
             .and_then(|i| t.partitions.get_mut(i))
-            .ok_or_else(|| CommandResult::UnknownPartition {
-                topic: topic.to_string(),
-                partition,
-            })
+            .ok_or_else(|| unknown_partition(topic, partition))
     }
+}
+
+/// Places `partitions` new partitions with `replication_factor` replicas each over the
+/// registered, unfenced brokers (sorted by id, `n` of them): partition `p` gets
+/// `brokers[(start + p + j) % n]` for `j` in `0..replication_factor`, so the first replica,
+/// the preferred leader, rotates. Callers pick `start` (Kafka picks it at random); the result
+/// goes into `CreateTopic`, so `apply` itself stays deterministic. The error is a message in
+/// Kafka's words, for an INVALID_REPLICATION_FACTOR / INVALID_PARTITIONS response.
+pub fn assign_replicas(
+    state: &ClusterState,
+    partitions: i32,
+    replication_factor: i16,
+    start: usize,
+) -> Result<Vec<PartitionAssignment>, String> {
+    assign_replicas_from(state, 0, partitions, replication_factor, start)
+}
+
+/// [`assign_replicas`] for `CreatePartitions`: the new partitions continue the rotation after
+/// the `existing_partition_count` partitions the topic has.
+pub fn assign_replicas_from(
+    state: &ClusterState,
+    existing_partition_count: usize,
+    new_count: i32,
+    replication_factor: i16,
+    start: usize,
+) -> Result<Vec<PartitionAssignment>, String> {
+    if new_count < 1 {
+        return Err("Number of partitions must be larger than 0.".into());
+    }
+    if replication_factor < 1 {
+        return Err("Replication factor must be larger than 0.".into());
+    }
+    let brokers: Vec<BrokerId> = state
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| b.broker_id)
+        .collect();
+    let n = brokers.len();
+    let rf = replication_factor as usize;
+    if rf > n {
+        return Err(format!(
+            "Replication factor: {replication_factor} larger than available brokers: {n}."
+        ));
+    }
+    // Reduced first so that the sums below cannot overflow.
+    let base = (start % n + existing_partition_count % n) % n;
+    Ok((0..new_count as usize)
+        .map(|p| PartitionAssignment {
+            replicas: (0..rf).map(|j| brokers[(base + p % n + j) % n]).collect(),
+        })
+        .collect())
 }
 
 fn has_duplicates(ids: &[BrokerId]) -> bool {
@@ -394,6 +604,13 @@ fn has_duplicates(ids: &[BrokerId]) -> bool {
 
 fn invalid(reason: String) -> CommandResult {
     CommandResult::InvalidRequest { reason }
+}
+
+fn unknown_partition(topic: &str, partition: i32) -> CommandResult {
+    CommandResult::UnknownPartition {
+        topic: topic.to_string(),
+        partition,
+    }
 }
 
 fn unknown_topic(topic: &str) -> CommandResult {
@@ -415,12 +632,18 @@ mod tests {
                     host: "localhost".into(),
                     port: 9092,
                     rack: None,
+                    incarnation: incarnation(*id),
                 },
                 i as u64 + 1,
             );
             assert!(r.is_ok());
         }
         s
+    }
+
+    // Deterministic per broker, so tests can re-register with the same one.
+    fn incarnation(id: BrokerId) -> Uuid {
+        Uuid::from_u128(id as u128 + 1)
     }
 
     fn create(name: &str, replicas: &[&[BrokerId]]) -> MetadataCommand {
@@ -475,6 +698,8 @@ mod tests {
         let change = |epoch, isr: &[BrokerId]| MetadataCommand::ChangeIsr {
             topic: "t".into(),
             partition: 0,
+            leader_id: 1,
+            leader_epoch: 0,
             expected_partition_epoch: epoch,
             new_isr: isr.to_vec(),
         };
@@ -500,6 +725,8 @@ mod tests {
                 &MetadataCommand::ChangeIsr {
                     topic: "t".into(),
                     partition: 5,
+                    leader_id: 1,
+                    leader_epoch: 0,
                     expected_partition_epoch: 1,
                     new_isr: vec![1],
                 },
@@ -517,6 +744,8 @@ mod tests {
             &MetadataCommand::ChangeIsr {
                 topic: "t".into(),
                 partition: 0,
+                leader_id: 1,
+                leader_epoch: 0,
                 expected_partition_epoch: 0,
                 new_isr: vec![1, 2],
             },
@@ -568,5 +797,275 @@ mod tests {
         assert_eq!(s.apply(&fence, 13), CommandResult::Ok);
         assert!(s.brokers[&2].fenced);
         assert_eq!(s.brokers[&2].broker_epoch, 2);
+    }
+
+    fn part(s: &ClusterState, topic: &str, p: i32) -> PartitionState {
+        s.partition(topic, p).cloned().expect("partition exists")
+    }
+
+    /// (leader, leader_epoch, partition_epoch, isr)
+    fn summary(s: &ClusterState, topic: &str, p: i32) -> (BrokerId, i32, i32, Vec<BrokerId>) {
+        let p = part(s, topic, p);
+        (p.leader, p.leader_epoch, p.partition_epoch, p.isr)
+    }
+
+    fn fence(b: BrokerId) -> MetadataCommand {
+        MetadataCommand::FenceBroker { broker_id: b }
+    }
+
+    fn unfence(b: BrokerId) -> MetadataCommand {
+        MetadataCommand::UnfenceBroker { broker_id: b }
+    }
+
+    fn register(b: BrokerId, inc: Uuid) -> MetadataCommand {
+        MetadataCommand::RegisterBroker {
+            broker_id: b,
+            host: "localhost".into(),
+            port: 9092,
+            rack: None,
+            incarnation: inc,
+        }
+    }
+
+    fn change_isr(
+        s: &ClusterState,
+        topic: &str,
+        leader_id: BrokerId,
+        isr: &[BrokerId],
+    ) -> MetadataCommand {
+        let p = part(s, topic, 0);
+        MetadataCommand::ChangeIsr {
+            topic: topic.into(),
+            partition: 0,
+            leader_id,
+            leader_epoch: p.leader_epoch,
+            expected_partition_epoch: p.partition_epoch,
+            new_isr: isr.to_vec(),
+        }
+    }
+
+    #[test]
+    fn fence_moves_leadership_to_live_isr_members() {
+        let mut s = with_brokers(&[1, 2, 3]);
+        let t = create("t", &[&[1, 2, 3], &[2, 3, 1], &[3, 1, 2], &[1, 3, 2]]);
+        assert_eq!(s.apply(&t, 10), CommandResult::Ok);
+        assert_eq!(s.apply(&fence(1), 11), CommandResult::Ok);
+        assert!(s.brokers[&1].fenced);
+        // Led by 1: the next ISR member in replicas order leads, both epochs bump once.
+        assert_eq!(summary(&s, "t", 0), (2, 1, 1, vec![2, 3]));
+        assert_eq!(summary(&s, "t", 3), (3, 1, 1, vec![3, 2]));
+        // Only followed by 1: it leaves the ISR, the leader epoch stays.
+        assert_eq!(summary(&s, "t", 1), (2, 0, 1, vec![2, 3]));
+        assert_eq!(summary(&s, "t", 2), (3, 0, 1, vec![3, 2]));
+        // Fencing again changes nothing more.
+        let before = s.clone();
+        assert_eq!(s.apply(&fence(1), 12), CommandResult::Ok);
+        assert_eq!(s, before);
+        // A fenced broker cannot be elected, an unregistered one neither.
+        let elect = |b| MetadataCommand::ElectLeader {
+            topic: "t".into(),
+            partition: 0,
+            new_leader: b,
+            allow_unclean: true,
+        };
+        assert_eq!(
+            s.apply(&elect(1), 13),
+            CommandResult::BrokerFenced { broker_id: 1 }
+        );
+        assert_eq!(s, before);
+        // Unfencing does not give back leaderships of partitions that have a leader.
+        assert_eq!(s.apply(&unfence(1), 14), CommandResult::Ok);
+        assert!(!s.brokers[&1].fenced);
+        assert_eq!(summary(&s, "t", 0), (2, 1, 1, vec![2, 3]));
+        assert_eq!(
+            s.apply(&MetadataCommand::UnregisterBroker { broker_id: 3 }, 15),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&elect(3), 16),
+            CommandResult::UnknownBroker { broker_id: 3 }
+        );
+        // Unregistering applies the fencing effects too.
+        assert_eq!(summary(&s, "t", 2), (2, 1, 2, vec![2]));
+    }
+
+    #[test]
+    fn last_isr_member_is_kept_and_unfence_elects_it() {
+        let mut s = with_brokers(&[1, 2]);
+        s.apply(&create("u", &[&[1, 2]]), 10);
+        let shrink = change_isr(&s, "u", 1, &[1]);
+        assert_eq!(s.apply(&shrink, 11), CommandResult::Ok);
+        assert_eq!(summary(&s, "u", 0), (1, 0, 1, vec![1]));
+
+        assert_eq!(s.apply(&fence(1), 12), CommandResult::Ok);
+        // 2 is live but not in the ISR: no clean leader; the ISR keeps its last member.
+        assert_eq!(summary(&s, "u", 0), (NO_LEADER, 1, 2, vec![1]));
+        // Nothing to do for a broker outside the ISR.
+        assert_eq!(s.apply(&fence(2), 13), CommandResult::Ok);
+        assert_eq!(s.apply(&unfence(2), 14), CommandResult::Ok);
+        assert_eq!(summary(&s, "u", 0), (NO_LEADER, 1, 2, vec![1]));
+        // A leaderless partition's ISR is not changed by a "leader".
+        assert!(matches!(
+            s.apply(&change_isr(&s, "u", NO_LEADER, &[1, 2]), 15),
+            CommandResult::InvalidRequest { .. }
+        ));
+
+        assert_eq!(s.apply(&unfence(1), 16), CommandResult::Ok);
+        assert_eq!(summary(&s, "u", 0), (1, 2, 3, vec![1]));
+    }
+
+    #[test]
+    fn re_register_with_new_incarnation_fences_old_then_unfences() {
+        let mut s = with_brokers(&[1, 2, 3]);
+        s.apply(&create("a", &[&[1, 2, 3]]), 10);
+        s.apply(&create("b", &[&[1]]), 11);
+        s.apply(&create("c", &[&[2, 1]]), 12);
+        let new_inc = Uuid::from_u128(99);
+        assert_eq!(s.apply(&register(1, new_inc), 20), CommandResult::Ok);
+        let b = &s.brokers[&1];
+        assert_eq!(
+            (b.fenced, b.broker_epoch, b.incarnation),
+            (false, 20, new_inc)
+        );
+        // Leadership moved to a live ISR member, and 1 left the ISR.
+        assert_eq!(summary(&s, "a", 0), (2, 1, 1, vec![2, 3]));
+        // Sole replica: fenced (leaderless), then re-elected; one new leader epoch.
+        assert_eq!(summary(&s, "b", 0), (1, 1, 1, vec![1]));
+        // Follower only: leaves the ISR.
+        assert_eq!(summary(&s, "c", 0), (2, 0, 1, vec![2]));
+
+        // A fenced broker that restarts comes back unfenced.
+        assert_eq!(s.apply(&fence(3), 21), CommandResult::Ok);
+        assert_eq!(
+            s.apply(&register(3, Uuid::from_u128(100)), 22),
+            CommandResult::Ok
+        );
+        assert!(!s.brokers[&3].fenced);
+    }
+
+    #[test]
+    fn re_register_with_same_incarnation_is_a_no_op() {
+        let mut s = with_brokers(&[1, 2]);
+        s.apply(&create("a", &[&[1, 2]]), 10);
+        let before = s.clone();
+        assert_eq!(s.apply(&register(1, incarnation(1)), 11), CommandResult::Ok);
+        assert_eq!(s, before);
+        // Even when fenced since: a retried registration does not unfence.
+        s.apply(&fence(1), 12);
+        let before = s.clone();
+        assert_eq!(s.apply(&register(1, incarnation(1)), 13), CommandResult::Ok);
+        assert_eq!(s, before);
+        assert!(s.brokers[&1].fenced);
+        assert_eq!(s.brokers[&1].broker_epoch, 1);
+        assert!(matches!(
+            s.apply(&register(-1, incarnation(1)), 14),
+            CommandResult::InvalidRequest { .. }
+        ));
+    }
+
+    #[test]
+    fn change_isr_rejects_deposed_leaders_and_fenced_additions() {
+        let mut s = with_brokers(&[1, 2, 3]);
+        s.apply(&create("t", &[&[1, 2, 3]]), 10);
+        let stale = change_isr(&s, "t", 1, &[1, 2]);
+        s.apply(&fence(1), 11);
+        assert_eq!(summary(&s, "t", 0), (2, 1, 1, vec![2, 3]));
+        // The deposed leader's proposal, made before it learned of the fencing.
+        assert_eq!(
+            s.apply(&stale, 12),
+            CommandResult::FencedLeaderEpoch {
+                current_leader: 2,
+                current_leader_epoch: 1
+            }
+        );
+        // Right leader, wrong epoch.
+        let mut wrong_epoch = change_isr(&s, "t", 2, &[2]);
+        if let MetadataCommand::ChangeIsr { leader_epoch, .. } = &mut wrong_epoch {
+            *leader_epoch = 0;
+        }
+        assert!(matches!(
+            s.apply(&wrong_epoch, 12),
+            CommandResult::FencedLeaderEpoch { .. }
+        ));
+        // Right leader and epoch, stale partition epoch.
+        let mut cas = change_isr(&s, "t", 2, &[2]);
+        if let MetadataCommand::ChangeIsr {
+            expected_partition_epoch,
+            ..
+        } = &mut cas
+        {
+            *expected_partition_epoch = 0;
+        }
+        assert_eq!(
+            s.apply(&cas, 12),
+            CommandResult::StaleEpoch {
+                current_partition_epoch: 1
+            }
+        );
+        // Adding a fenced broker is refused; once unfenced it may rejoin.
+        assert!(matches!(
+            s.apply(&change_isr(&s, "t", 2, &[2, 3, 1]), 13),
+            CommandResult::InvalidIsr { .. }
+        ));
+        s.apply(&unfence(1), 14);
+        assert_eq!(summary(&s, "t", 0), (2, 1, 1, vec![2, 3]));
+        assert_eq!(
+            s.apply(&change_isr(&s, "t", 2, &[2, 3, 1]), 15),
+            CommandResult::Ok
+        );
+        assert_eq!(summary(&s, "t", 0), (2, 1, 2, vec![2, 3, 1]));
+        // Shrinking is fine; adding an unregistered broker is not.
+        assert_eq!(
+            s.apply(&change_isr(&s, "t", 2, &[2, 1]), 16),
+            CommandResult::Ok
+        );
+        s.apply(&MetadataCommand::UnregisterBroker { broker_id: 3 }, 17);
+        assert!(matches!(
+            s.apply(&change_isr(&s, "t", 2, &[2, 1, 3]), 18),
+            CommandResult::InvalidIsr { .. }
+        ));
+        // Preferred leader back, then the ISR rule still holds for the new leader.
+        let elect = MetadataCommand::ElectLeader {
+            topic: "t".into(),
+            partition: 0,
+            new_leader: 1,
+            allow_unclean: false,
+        };
+        assert_eq!(s.apply(&elect, 19), CommandResult::Ok);
+        assert_eq!(summary(&s, "t", 0), (1, 2, 4, vec![2, 1]));
+    }
+
+    #[test]
+    fn assign_replicas_rotates_over_unfenced_brokers() {
+        let mut s = with_brokers(&[4, 1, 2, 3]);
+        s.apply(&fence(3), 10);
+        let a = assign_replicas(&s, 4, 2, 1).expect("enough brokers");
+        let replicas: Vec<_> = a.into_iter().map(|a| a.replicas).collect();
+        assert_eq!(
+            replicas,
+            vec![vec![2, 4], vec![4, 1], vec![1, 2], vec![2, 4]]
+        );
+        // CreatePartitions continues the rotation.
+        let more = assign_replicas_from(&s, 2, 2, 2, 1).expect("enough brokers");
+        assert_eq!(more[0].replicas, vec![1, 2]);
+        assert_eq!(more[1].replicas, vec![2, 4]);
+        // No overflow with any start.
+        let all = assign_replicas(&s, 3, 3, usize::MAX).expect("enough brokers");
+        assert!(all.iter().all(|a| a.replicas.len() == 3));
+        assert_eq!(
+            assign_replicas(&s, 1, 4, 0).unwrap_err(),
+            "Replication factor: 4 larger than available brokers: 3."
+        );
+        assert!(assign_replicas(&s, 1, 0, 0).is_err());
+        assert!(assign_replicas(&s, 0, 1, 0).is_err());
+        assert!(assign_replicas(&ClusterState::default(), 1, 1, 0).is_err());
+    }
+
+    #[test]
+    fn registration_without_incarnation_still_parses() {
+        let old =
+            r#"{"broker_id":1,"host":"h","port":1,"rack":null,"fenced":false,"broker_epoch":3}"#;
+        let r: BrokerRegistration = serde_json::from_str(old).expect("old registration");
+        assert!(r.incarnation.is_nil());
     }
 }

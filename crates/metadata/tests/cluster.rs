@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use arctern_metadata::{
-    parse_voters, ClusterState, CommandResult, MetadataCommand, MetadataConfig, MetadataError,
-    MetadataNode, NodeOptions, PartitionAssignment,
+    parse_voters, ClusterState, CommandResult, ControllerOptions, MetadataCommand, MetadataConfig,
+    MetadataError, MetadataNode, NodeOptions, PartitionAssignment,
 };
 use uuid::Uuid;
 
@@ -24,6 +24,13 @@ fn options() -> NodeOptions {
         snapshot_logs_since_last: 10,
         max_in_snapshot_log_to_keep: 0,
         propose_timeout: WAIT,
+        // These tests drive fencing and elections by hand: keep the controller out of it
+        // (no heartbeats run here, so a real session timeout would fence every broker).
+        controller: ControllerOptions {
+            session_timeout: Duration::from_secs(3600),
+            auto_leader_rebalance: false,
+            ..ControllerOptions::default()
+        },
     }
 }
 
@@ -82,6 +89,7 @@ fn register(id: i32) -> MetadataCommand {
         host: "127.0.0.1".into(),
         port: 9092 + id as u16,
         rack: None,
+        incarnation: Uuid::from_u128(id as u128),
     }
 }
 
@@ -109,6 +117,8 @@ async fn check_isr_and_election_rules(node: &MetadataNode, topic: &str) -> Resul
     let change = |epoch, isr: Vec<i32>| MetadataCommand::ChangeIsr {
         topic: topic.into(),
         partition: 0,
+        leader_id: 1,
+        leader_epoch: 0,
         expected_partition_epoch: epoch,
         new_isr: isr,
     };

@@ -65,6 +65,7 @@ async fn crash_child() -> Result<()> {
         host: "127.0.0.1".into(),
         port: 9092,
         rack: None,
+        incarnation: Uuid::new_v4(),
     };
     if node.propose(register).await? != CommandResult::Ok {
         bail!("register failed");

@@ -1,0 +1,147 @@
+//! A minimal sequential Kafka client connection (one request in flight), enough for the
+//! replica fetcher: framing, request/response headers, fixed API versions.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response frame accepted: a fetch response is bounded by the max bytes asked for;
+/// this only guards against a corrupt length.
+const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("i/o with {addr}: {source}")]
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("protocol error with {addr}: {reason}")]
+    Protocol { addr: String, reason: String },
+    #[error("no response from {addr} within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+}
+
+pub struct KafkaConnection {
+    addr: String,
+    stream: TcpStream,
+    client_id: StrBytes,
+    next_correlation_id: i32,
+    buf: BytesMut,
+}
+
+impl KafkaConnection {
+    pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        stream.set_nodelay(true).map_err(|source| ClientError::Io {
+            addr: addr.to_string(),
+            source,
+        })?;
+        Ok(KafkaConnection {
+            addr: addr.to_string(),
+            stream,
+            client_id: StrBytes::from_string(client_id.to_string()),
+            next_correlation_id: 1,
+            buf: BytesMut::with_capacity(4096),
+        })
+    }
+
+    fn protocol(&self, reason: String) -> ClientError {
+        ClientError::Protocol {
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+
+    fn io(&self, source: std::io::Error) -> ClientError {
+        ClientError::Io {
+            addr: self.addr.clone(),
+            source,
+        }
+    }
+
+    /// Sends `req` at `version` and waits (at most `timeout`) for its response.
+    pub async fn call<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response, ClientError> {
+        match tokio::time::timeout(timeout, self.call_inner(req, version)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout {
+                addr: self.addr.clone(),
+                timeout,
+            }),
+        }
+    }
+
+    async fn call_inner<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(self.client_id.clone()));
+        self.buf.clear();
+        self.buf.put_i32(0);
+        header
+            .encode(&mut self.buf, R::header_version(version))
+            .map_err(|e| self.protocol(format!("encoding request header: {e}")))?;
+        req.encode(&mut self.buf, version)
+            .map_err(|e| self.protocol(format!("encoding request: {e}")))?;
+        let len = i32::try_from(self.buf.len() - 4)
+            .map_err(|_| self.protocol("request too large".into()))?;
+        self.buf[..4].copy_from_slice(&len.to_be_bytes());
+        let frame = std::mem::take(&mut self.buf);
+        let written = self.stream.write_all(&frame).await;
+        self.buf = frame;
+        written.map_err(|e| self.io(e))?;
+
+        let len = self.stream.read_i32().await.map_err(|e| self.io(e))?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= MAX_FRAME)
+            .ok_or_else(|| self.protocol(format!("bad response frame length {len}")))?;
+        let mut body = vec![0u8; len];
+        self.stream
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| self.io(e))?;
+        let mut frame = Bytes::from(body);
+        let header_version = <R::Response as HeaderVersion>::header_version(version);
+        let header = ResponseHeader::decode(&mut frame, header_version)
+            .map_err(|e| self.protocol(format!("decoding response header: {e}")))?;
+        if header.correlation_id != correlation_id {
+            return Err(self.protocol(format!(
+                "response correlation id {} does not match request {correlation_id}",
+                header.correlation_id
+            )));
+        }
+        let resp = R::Response::decode(&mut frame, version)
+            .map_err(|e| self.protocol(format!("decoding response: {e}")))?;
+        if frame.has_remaining() {
+            tracing::debug!(addr = %self.addr, left = frame.remaining(), "trailing bytes after response");
+        }
+        Ok(resp)
+    }
+}
