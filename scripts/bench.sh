@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Arctern benchmark: measures the disk with fio, then the broker on the same filesystem, and
-# prints the broker's figures against the disk's (see docs/benchmarks.md).
+# prints the broker's figures against the disk's (see docs/benchmarks.md). Then the same
+# acks=all produce against a local 3-node cluster (replication factor 3,
+# min.insync.replicas 2) in the same run, and prints the replicated figures beside the
+# single-node ones with their ratio.
 #
 #   scripts/bench.sh                  # defaults below
 #   RECORDS=2000000 scripts/bench.sh  # knobs are environment variables
@@ -17,9 +20,18 @@
 #   PARTITIONS    topic partitions (default 1)
 #   CONSUMERS     consumer connections (default 1)
 #   FIO_SECONDS   runtime of each fio job (default 8)
+#   CLUSTER       1: also benchmark a 3-node cluster (default); 0: single node only
+#   CLUSTER_RUNS  produce runs against the cluster (default: RUNS)
+#   CLUSTER_MIN_ISR  min.insync.replicas of the cluster topics (default 2)
 #   KEEP=1        keep the scratch directory (broker log, fio and bench JSON)
+#   SKIP_BUILD=1  do not run cargo build; use ARCTERN_BIN (default target/release/arctern)
 #
-# Loopback only. Stops only the broker it started, by PID. Needs root or sudo to install fio
+# The cluster: three `arctern serve --node-id N --controller-quorum-voters ...` processes
+# on loopback with data dirs in the scratch directory. `arctern bench` sends every request
+# to one broker, so each cluster topic is created (scripts/kadmin.py, raw CreateTopics) with
+# node 1 as the preferred leader of every partition and the bench is pointed at the leader.
+#
+# Loopback only. Stops only the brokers it started, by PID. Needs root or sudo to install fio
 # when it is missing (apt-get).
 set -euo pipefail
 
@@ -35,6 +47,9 @@ INFLIGHT="${INFLIGHT:-1}"
 PARTITIONS="${PARTITIONS:-1}"
 CONSUMERS="${CONSUMERS:-1}"
 FIO_SECONDS="${FIO_SECONDS:-8}"
+CLUSTER="${CLUSTER:-1}"
+CLUSTER_RUNS="${CLUSTER_RUNS:-$RUNS}"
+CLUSTER_MIN_ISR="${CLUSTER_MIN_ISR:-2}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BENCH_DIR="${BENCH_DIR:-$TARGET_DIR}"
 
@@ -44,9 +59,13 @@ die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is needed to read fio's and the bench's JSON"
 
 # --- build (once) -------------------------------------------------------------------------
-log "building arctern (release)"
-cargo build --release -p arctern >&2
-BIN="$TARGET_DIR/release/arctern"
+BIN="${ARCTERN_BIN:-$TARGET_DIR/release/arctern}"
+if [ "${SKIP_BUILD:-0}" = 1 ]; then
+    log "SKIP_BUILD=1: using $BIN as it is"
+else
+    log "building arctern (release)"
+    cargo build --release -p arctern >&2
+fi
 [ -x "$BIN" ] || die "no binary at $BIN"
 
 # --- fio ---------------------------------------------------------------------------------
@@ -81,8 +100,30 @@ stop_broker() {
     BROKER_PID=""
 }
 
+CLUSTER_PIDS=()
+
+stop_cluster() {
+    local pid i
+    # one node at a time: each controlled shutdown can still move leadership to the others
+    for pid in "${CLUSTER_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 1 150); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "cluster node pid $pid ignored SIGTERM for 15 s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    CLUSTER_PIDS=()
+}
+
 cleanup() {
     stop_broker
+    stop_cluster
     if [ "${KEEP:-0}" = 1 ]; then
         log "kept $WORK"
     else
@@ -174,6 +215,57 @@ run_bench() {
         >"$out" || die "arctern bench $* failed (broker log: $WORK/broker.log; KEEP=1 keeps it)"
 }
 
+# start_cluster: three nodes on free ports, data in $WORK/cluster/node-N; sets CLUSTER_BS
+start_cluster() {
+    local attempt n base ok voters
+    for attempt in 1 2 3 4 5; do
+        base=$((20000 + RANDOM % 30000))
+        ok=1
+        for n in 1 2 3; do
+            port_free $((base + n)) && port_free $((base + 10 + n)) || ok=0
+        done
+        [ "$ok" = 1 ] || continue
+        voters="1@127.0.0.1:$((base + 11)),2@127.0.0.1:$((base + 12)),3@127.0.0.1:$((base + 13))"
+        rm -rf "$WORK/cluster"
+        CLUSTER_PIDS=()
+        for n in 1 2 3; do
+            mkdir -p "$WORK/cluster/node-$n"
+            "$BIN" serve --node-id "$n" --controller-quorum-voters "$voters" \
+                --kafka-listen "127.0.0.1:$((base + n))" --data-dir "$WORK/cluster/node-$n/data" \
+                >"$WORK/cluster/node-$n/broker.log" 2>&1 &
+            CLUSTER_PIDS+=($!)
+        done
+        CLUSTER_BS="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
+        if python3 "$ROOT/scripts/kadmin.py" wait-brokers --bootstrap "$CLUSTER_BS" --count 3 \
+            --timeout 60 >&2; then
+            return 0
+        fi
+        log "cluster did not form on ports $((base + 1))-$((base + 13)) (attempt $attempt); log tails:"
+        for n in 1 2 3; do tail -n 10 "$WORK/cluster/node-$n/broker.log" >&2 || true; done
+        stop_cluster
+    done
+    die "could not start the 3-node cluster"
+}
+
+# cluster_topic TOPIC: creates it (RF 3, min.insync.replicas, node 1 preferred leader of
+# every partition), waits for the full ISR, prints the leader's host:port
+cluster_topic() {
+    local topic="$1" leaders
+    python3 "$ROOT/scripts/kadmin.py" create-topic --bootstrap "$CLUSTER_BS" --topic "$topic" \
+        --partitions "$PARTITIONS" --replication-factor 3 \
+        --config "min.insync.replicas=$CLUSTER_MIN_ISR" --leader 1 >&2 \
+        || die "creating cluster topic $topic failed"
+    leaders="$(python3 "$ROOT/scripts/kadmin.py" leaders --bootstrap "$CLUSTER_BS" \
+        --topic "$topic" --wait-isr --timeout 60)" || die "cluster topic $topic not ready"
+    if awk '{ if (split($4, r, ",") != 3) bad = 1 } END { exit !bad }' <<<"$leaders"; then
+        die "cluster topic $topic does not have 3 replicas per partition: $leaders"
+    fi
+    if [ "$(awk '{print $3}' <<<"$leaders" | sort -u | wc -l)" != 1 ]; then
+        die "the partitions of $topic have leaders on several nodes and arctern bench talks to one broker: $leaders"
+    fi
+    awk 'NR==1 {print $3}' <<<"$leaders"
+}
+
 # The machine is small and may be shared, so each measurement is repeated and the report
 # gives the median and every run.
 for i in $(seq 1 "$RUNS"); do
@@ -189,13 +281,33 @@ done
 LOG_BYTES="$(du -sb "$WORK/data" | awk '{print $1}')"
 stop_broker
 
+# --- 3-node cluster: RF 3, min.insync.replicas 2, acks=all -----------------------------------
+if [ "$CLUSTER" = 1 ]; then
+    log "starting a 3-node cluster"
+    start_cluster
+    log "cluster pids ${CLUSTER_PIDS[*]} on $CLUSTER_BS, data in $WORK/cluster"
+    for i in $(seq 1 "$CLUSTER_RUNS"); do
+        topic="bench-rf3-$$-$i"
+        leader="$(cluster_topic "$topic")"
+        log "cluster produce run $i/$CLUSTER_RUNS: $topic (RF 3, min.insync.replicas $CLUSTER_MIN_ISR), leader $leader, acks=all"
+        timeout 600 "$BIN" bench --bootstrap "$leader" --topic "$topic" --partitions "$PARTITIONS" \
+            --json --mode produce --records "$RECORDS" --record-size "$RECORD_SIZE" \
+            --batch-records "$BATCH" --producers "$PRODUCERS" --inflight "$INFLIGHT" --acks all \
+            >"$WORK/cluster-produce$i.json" \
+            || die "arctern bench against the cluster failed (logs: $WORK/cluster/node-*/broker.log; KEEP=1 keeps them)"
+    done
+    stop_cluster
+fi
+
 # --- report --------------------------------------------------------------------------------
 LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$WORK" "$RUNS" "$SEQ_MBS" "$SEQ_MODE" "$SYNC_MBS" "$SYNC_IOPS" "$SYNC_P99_US" \
-    "$LOG_BYTES" "$FS" "$LOAD" <<'EOF'
+    "$LOG_BYTES" "$FS" "$LOAD" "$([ "$CLUSTER" = 1 ] && echo "$CLUSTER_RUNS" || echo 0)" \
+    "$CLUSTER_MIN_ISR" <<'EOF'
 import json, statistics, sys
-work, runs, seq, seq_mode, sync_mbs, sync_iops, sync_p99, log_bytes, fs, load = sys.argv[1:]
-runs, seq, sync_mbs = int(runs), float(seq), float(sync_mbs)
+(work, runs, seq, seq_mode, sync_mbs, sync_iops, sync_p99, log_bytes, fs, load, cruns,
+ min_isr) = sys.argv[1:]
+runs, seq, sync_mbs, cruns = int(runs), float(seq), float(sync_mbs), int(cruns)
 P = [json.load(open(f"{work}/produce{i}.json")) for i in range(1, runs + 1)]
 C = [json.load(open(f"{work}/consume{i}.json"))["consume"] for i in range(1, runs + 1)]
 prod = [x["produce"] for x in P]
@@ -232,6 +344,30 @@ rows = [
     ("fetch >= 1000 MB/s", ok(fetch_mb >= 1000)),
     ("data dir size after run", f"{int(log_bytes) / 1e6:.1f} MB"),
 ]
+
+def lat_str(l):
+    return "p50 {p50:.2f}  p99 {p99:.2f}  p99.9 {p999:.2f}  max {max:.2f}".format(**l) if l else "n/a"
+
+if cruns:
+    CP = [json.load(open(f"{work}/cluster-produce{i}.json"))["produce"] for i in range(1, cruns + 1)]
+    cmid = sorted(CP, key=lambda x: x["mb_per_sec"])[len(CP) // 2]
+    c_mb = med([x["mb_per_sec"] for x in CP])
+    c_msgs = med([x["msgs_per_sec"] for x in CP])
+    s_msgs = med([x["msgs_per_sec"] for x in prod])
+    ratio = 100.0 * c_mb / prod_mb if prod_mb > 0 else float("nan")
+    rows += [
+        ("acks=all produce, single node: MB/s, msgs/s",
+         f"{prod_mb:.1f}  {s_msgs:,.0f}  (latency ms: {lat_str(lat)})"),
+        (f"acks=all produce, 3 nodes RF=3 min.insync={min_isr}: MB/s, msgs/s",
+         f"{c_mb:.1f}  {c_msgs:,.0f}  (latency ms: {lat_str(cmid['latency_ms'])})"),
+        ("  cluster MB/s per run", each([x["mb_per_sec"] for x in CP], "{:.1f}")),
+        ("replicated / single-node throughput", f"{ratio:.0f}%  (target >= 50%: {ok(ratio >= 50)})"),
+    ]
+    if lat and cmid["latency_ms"]:
+        rows.append(("replicated / single-node latency p50, p99",
+                     f"{cmid['latency_ms']['p50'] / lat['p50']:.1f}x, "
+                     f"{cmid['latency_ms']['p99'] / lat['p99']:.1f}x"))
+
 w = max(len(k) for k, _ in rows)
 print()
 print("Arctern benchmark (MB = 10^6 bytes)")

@@ -28,6 +28,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all bound at once, so no two are the same)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -77,17 +91,30 @@ class Broker:
         return c
 
     def start(self, timeout: float = 30.0) -> "Broker":
+        self.launch()
+        return self.wait_listening(timeout)
+
+    def env(self) -> dict:
+        """The process environment (subclasses add to it)."""
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        return env
+
+    def launch(self) -> "Broker":
+        """Start the process without waiting for its listener (see wait_listening)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         self.stopped_by_us = False
-        env = dict(os.environ)
-        env.setdefault("RUST_LOG", "info")
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.cmd(), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env,
+                                     stdin=subprocess.DEVNULL, env=self.env(),
                                      start_new_session=True)
         log.close()
         _STARTED.add(self.proc.pid)
+        return self
+
+    def wait_listening(self, timeout: float = 30.0) -> "Broker":
+        """Wait until the Kafka port accepts connections; kill the process if it does not."""
         deadline = time.monotonic() + timeout
         while True:
             rc = self.proc.poll()

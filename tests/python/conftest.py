@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from broker import Broker, arctern_bin, kill_leftovers
+from cluster import Cluster, summarize_rcs
 
 
 def pytest_sessionstart(session):
@@ -57,6 +58,41 @@ def broker_factory(request, tmp_path):
 
     yield make
     _finish(request, brokers)
+
+
+@pytest.fixture
+def cluster_factory(request, tmp_path):
+    """cluster_factory(n=3, config=None, env=None, via_toml=False, start=True) -> Cluster
+    of n `arctern serve` nodes (all raft voters) on loopback, each with its own data dir,
+    config and logs under tmp_path/cluster<k>/node-<id>. At teardown paused nodes are
+    resumed and every node is stopped (SIGTERM, SIGKILL after 10 s); on a failure, or if a
+    node died without the test killing it, every node's log tail is printed."""
+    clusters: list[Cluster] = []
+
+    def make(n: int = 3, config: dict | None = None, env: dict | None = None,
+             via_toml: bool = False, start: bool = True) -> Cluster:
+        c = Cluster(tmp_path / f"cluster{len(clusters)}", n=n, config=config, env=env,
+                    via_toml=via_toml)
+        clusters.append(c)
+        if start:
+            c.start()
+        return c
+
+    yield make
+    failed = any(getattr(request.node, "rep_" + w, None) is not None
+                 and getattr(request.node, "rep_" + w).failed for w in ("setup", "call"))
+    died = {id(c): c.died_unexpectedly() for c in clusters}
+    for c in clusters:
+        if failed or died[id(c)]:
+            print(f"\n===== cluster {c.workdir} logs =====\n{c.log_tails()}")
+        rcs = c.stop_all(timeout=10)
+        if any(v is None for v in rcs.values()):
+            print(f"\nteardown: {summarize_rcs(rcs)}")
+    dead = [nd for c in clusters for nd in died[id(c)]]
+    if dead:
+        codes = ", ".join(f"node {nd.node_id} ({nd.bootstrap}) rc={nd.proc.returncode}"
+                          for nd in dead)
+        pytest.fail(f"cluster node died during the test (not killed by the test): {codes}")
 
 
 @pytest.fixture

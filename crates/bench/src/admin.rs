@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
@@ -30,14 +32,59 @@ pub fn topic_name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
 }
 
-/// Creates `topic` with `partitions` partitions (replication factor 1). An existing topic is
-/// kept; returns `false` in that case.
-pub async fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) -> Result<bool> {
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(topic_name(topic))
+/// Creates `topic` with `partitions` partitions. With a replication factor above 1 the
+/// replicas are assigned explicitly with the bootstrap broker first (the preferred
+/// leader), so a single-connection bench reaches every partition's leader. An existing
+/// topic is kept; returns `false` in that case.
+pub async fn create_topic(
+    conn: &mut Conn,
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[(String, String)],
+) -> Result<bool> {
+    let mut creatable = CreatableTopic::default()
+        .with_name(topic_name(topic))
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string(k.clone()))
+                        .with_value(Some(StrBytes::from_string(v.clone())))
+                })
+                .collect(),
+        );
+    if replication_factor > 1 {
+        let brokers = broker_ids(conn, bootstrap).await?;
+        let rf = usize::try_from(replication_factor).context("replication factor")?;
+        if brokers.len() < rf {
+            bail!(
+                "replication factor {rf} needs {rf} brokers; the cluster has {}",
+                brokers.len()
+            );
+        }
+        let replicas: Vec<BrokerId> = brokers.into_iter().take(rf).map(BrokerId).collect();
+        creatable = creatable
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(
+                (0..partitions)
+                    .map(|p| {
+                        CreatableReplicaAssignment::default()
+                            .with_partition_index(p)
+                            .with_broker_ids(replicas.clone())
+                    })
+                    .collect(),
+            );
+    } else {
+        creatable = creatable
             .with_num_partitions(partitions)
-            .with_replication_factor(1)])
+            .with_replication_factor(replication_factor);
+    }
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![creatable])
         .with_timeout_ms(30_000);
     let (_, resp) = conn.call(&req).await.context("CreateTopics")?;
     let Some(result) = resp.topics.first() else {
@@ -56,6 +103,24 @@ pub async fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) -> Resu
                 .unwrap_or_default()
         ),
     }
+}
+
+/// Broker ids of the cluster, the one at `bootstrap` first.
+async fn broker_ids(conn: &mut Conn, bootstrap: &str) -> Result<Vec<i32>> {
+    let req = MetadataRequest::default()
+        .with_topics(Some(Vec::new()))
+        .with_allow_auto_topic_creation(false);
+    let (_, resp) = conn.call(&req).await.context("Metadata")?;
+    let mut ids: Vec<(bool, i32)> = resp
+        .brokers
+        .iter()
+        .map(|b| {
+            let addr = format!("{}:{}", b.host.as_str(), b.port);
+            (addr != bootstrap, b.node_id.0)
+        })
+        .collect();
+    ids.sort();
+    Ok(ids.into_iter().map(|(_, id)| id).collect())
 }
 
 /// Waits until the metadata of `topic` shows every partition with a leader; returns the

@@ -39,6 +39,16 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
 
+    /// Replication factor of the topic the bench creates. Every partition gets the
+    /// bootstrap broker as its (preferred) leader, so the bench talks to one leader.
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i16,
+
+    /// Topic config for the created topic, `key=value` (repeatable), e.g.
+    /// `--topic-config min.insync.replicas=2`.
+    #[arg(long = "topic-config", value_parser = parse_key_value)]
+    pub topic_configs: Vec<(String, String)>,
+
     /// Records to produce.
     #[arg(long, default_value_t = 1_000_000)]
     pub records: u64,
@@ -180,7 +190,15 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let mut partitions = args.partitions;
     let mut created = false;
     if args.mode != Mode::Consume {
-        created = admin::create_topic(&mut admin, &topic, args.partitions).await?;
+        created = admin::create_topic(
+            &mut admin,
+            &args.bootstrap,
+            &topic,
+            args.partitions,
+            args.replication_factor,
+            &args.topic_configs,
+        )
+        .await?;
         if !created {
             eprintln!("note: topic {topic} already exists; producing into it");
         }
@@ -394,4 +412,11 @@ fn json_summary(
         "consume": consume,
     })
     .to_string()
+}
+
+fn parse_key_value(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }

@@ -648,6 +648,15 @@ impl Partition {
                 )));
             };
             check_epoch(&self.topic, self.index, epoch, current_leader_epoch)?;
+            if fetch_offset > log_end {
+                // Not a prefix of our log (it has not truncated yet): never count it.
+                let start = self.log_start_offset()?;
+                return Err(CoreError::OffsetOutOfRange {
+                    requested: fetch_offset,
+                    start,
+                    end: log_end,
+                });
+            }
             if !state.on_follower_fetch(replica_id, fetch_offset, log_end, now_ms()) {
                 return Err(CoreError::NotLeaderOrFollower(format!(
                     "{}-{}: broker {replica_id} is not a replica",
