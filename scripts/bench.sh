@@ -28,8 +28,10 @@
 #
 # The cluster: three `arctern serve --node-id N --controller-quorum-voters ...` processes
 # on loopback with data dirs in the scratch directory. `arctern bench` sends every request
-# to one broker, so each cluster topic is created (scripts/kadmin.py, raw CreateTopics) with
-# node 1 as the preferred leader of every partition and the bench is pointed at the leader.
+# to one broker, so each cluster topic is created beforehand (scripts/kadmin.py, raw
+# CreateTopics) with node 1 as the preferred leader of every partition, the run waits for
+# the full ISR, checks the placement, and points the bench at the leader (with the same
+# --replication-factor / --topic-config, which the bench would use to create it).
 #
 # Loopback only. Stops only the brokers it started, by PID. Needs root or sudo to install fio
 # when it is missing (apt-get).
@@ -291,6 +293,7 @@ if [ "$CLUSTER" = 1 ]; then
         leader="$(cluster_topic "$topic")"
         log "cluster produce run $i/$CLUSTER_RUNS: $topic (RF 3, min.insync.replicas $CLUSTER_MIN_ISR), leader $leader, acks=all"
         timeout 600 "$BIN" bench --bootstrap "$leader" --topic "$topic" --partitions "$PARTITIONS" \
+            --replication-factor 3 --topic-config "min.insync.replicas=$CLUSTER_MIN_ISR" \
             --json --mode produce --records "$RECORDS" --record-size "$RECORD_SIZE" \
             --batch-records "$BATCH" --producers "$PRODUCERS" --inflight "$INFLIGHT" --acks all \
             >"$WORK/cluster-produce$i.json" \
