@@ -153,10 +153,32 @@ def check_partition(recs: list, part: int, acked: dict, sent, *, partitions: int
     return c
 
 
-def read_partition(bootstrap: str, topic: str, part: int, timeout: float = 180):
+def wait_high_watermark(bootstrap: str, topic: str, part: int, at_least: int,
+                        timeout: float) -> int:
+    """Poll the high watermark until it reaches `at_least` or `timeout` passes; returns the
+    last one seen. Right after a leader change the new leader's high watermark may lag
+    until its ISR has fetched (and a deposed leader may still answer for a moment)."""
+    import time
+    deadline = time.monotonic() + timeout
+    hi = -1
+    while True:
+        try:
+            hi = kc.watermarks(bootstrap, topic, part)[1]
+        except Exception:               # noqa: BLE001 - leader moving
+            pass
+        if hi >= at_least or time.monotonic() >= deadline:
+            return hi
+        time.sleep(0.2)
+
+
+def read_partition(bootstrap: str, topic: str, part: int, timeout: float = 180,
+                   wait_for: int | None = None, wait_timeout: float = 0):
     """(log start, high watermark, records below it) read with confluent-kafka, CRCs
     checked. Records appended after the watermarks were read (a load still running) are
-    left out, so the result is a consistent prefix."""
+    left out, so the result is a consistent prefix. With wait_for, first wait up to
+    wait_timeout seconds for the high watermark to reach it."""
+    if wait_for is not None and wait_timeout > 0:
+        wait_high_watermark(bootstrap, topic, part, wait_for, wait_timeout)
     lo, hi = kc.watermarks(bootstrap, topic, part)
     recs = kc.consume_confluent(bootstrap, topic, partition=part, n=None, start=lo,
                                 timeout=timeout, conf={"check.crcs": True})
@@ -165,11 +187,16 @@ def read_partition(bootstrap: str, topic: str, part: int, timeout: float = 180):
 
 def check_topic(bootstrap: str, topic: str, partitions: int, acked: dict, sent, *,
                 acked_early: set | None = None, check_order: bool = True,
-                failed: dict | None = None, timeout: float = 180) -> TopicCheck:
-    """Read every partition back through `bootstrap` and check it (see the module doc)."""
+                failed: dict | None = None, timeout: float = 180,
+                wait_hw: float = 0) -> TopicCheck:
+    """Read every partition back through `bootstrap` and check it (see the module doc).
+    wait_hw: first wait up to this many seconds for each partition's high watermark to pass
+    its highest acknowledged offset (after a failover); a loss still shows after it."""
     checks = []
     for part in range(partitions):
-        lo, hi, recs = read_partition(bootstrap, topic, part, timeout)
+        top = max((off for pp, off in acked.values() if pp == part), default=-1)
+        lo, hi, recs = read_partition(bootstrap, topic, part, timeout,
+                                      wait_for=top + 1, wait_timeout=wait_hw)
         checks.append(check_partition(recs, part, acked, sent, partitions=partitions,
                                       log_start=lo, high_watermark=hi,
                                       acked_early=acked_early, check_order=check_order))
