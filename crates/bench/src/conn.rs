@@ -8,11 +8,9 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, ensure, Context, Result};
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -89,22 +87,13 @@ impl FrameWriter {
     pub async fn send<R: Request>(&mut self, req: &R, version: i16) -> Result<i32> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-        let header_version = R::header_version(version);
-
-        self.buf.clear();
-        self.buf.put_i32(0); // length, filled in below
-        header
-            .encode(&mut self.buf, header_version)
-            .context("encoding request header")?;
-        req.encode(&mut self.buf, version)
-            .context("encoding request body")?;
-        let len = i32::try_from(self.buf.len() - 4).context("request too large")?;
-        self.buf[..4].copy_from_slice(&len.to_be_bytes());
+        arctern_kafka_wire::encode_request(
+            &mut self.buf,
+            req,
+            version,
+            correlation_id,
+            &StrBytes::from_static_str(CLIENT_ID),
+        )?;
         self.wr
             .write_all(&self.buf)
             .await
@@ -169,24 +158,15 @@ impl FrameReader {
 
 /// Decodes a response frame for request type `R`.
 pub fn decode_response<R: Request>(
-    mut frame: Bytes,
+    frame: Bytes,
     version: i16,
     correlation_id: i32,
 ) -> Result<R::Response> {
-    let header_version = <R::Response as HeaderVersion>::header_version(version);
-    let header =
-        ResponseHeader::decode(&mut frame, header_version).context("decoding response header")?;
-    ensure!(
-        header.correlation_id == correlation_id,
-        "response correlation id {} does not match request {}",
-        header.correlation_id,
-        correlation_id
-    );
-    let key = ApiKey::try_from(R::KEY)
-        .map(|k| format!("{k:?}"))
-        .unwrap_or_default();
-    R::Response::decode(&mut frame, version)
-        .with_context(|| format!("decoding {key} v{version} response"))
+    Ok(arctern_kafka_wire::decode_response::<R>(
+        frame,
+        version,
+        correlation_id,
+    )?)
 }
 
 /// A connection to one broker, with negotiated API versions.

@@ -570,12 +570,16 @@ impl Broker {
         self.isr_check.notify_one();
     }
 
-    async fn propose_isr_changes(&self) {
-        let led: Vec<Arc<Partition>> = self
-            .replicas
+    /// Every replica open on this node.
+    fn local_partitions(&self) -> Vec<Arc<Partition>> {
+        self.replicas
             .read()
             .map(|r| r.values().map(|l| Arc::clone(&l.partition)).collect())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    async fn propose_isr_changes(&self) {
+        let led = self.local_partitions();
         for p in led {
             let Some(proposal) = p.isr_proposal() else {
                 continue;
@@ -1043,11 +1047,7 @@ impl Broker {
     }
 
     pub fn run_retention(&self) {
-        let all: Vec<Arc<Partition>> = self
-            .replicas
-            .read()
-            .map(|r| r.values().map(|l| Arc::clone(&l.partition)).collect())
-            .unwrap_or_default();
+        let all = self.local_partitions();
         for p in all {
             if let Err(e) = p.apply_retention() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
@@ -1093,11 +1093,7 @@ impl Broker {
                 f.task.abort();
             }
         }
-        let all: Vec<Arc<Partition>> = self
-            .replicas
-            .read()
-            .map(|r| r.values().map(|l| Arc::clone(&l.partition)).collect())
-            .unwrap_or_default();
+        let all = self.local_partitions();
         for p in all {
             if let Err(e) = p.close() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition");

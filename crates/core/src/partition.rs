@@ -504,7 +504,8 @@ impl Partition {
 
     /// Whether appends must be fsynced before they count (the default flush policy).
     pub fn fsync_before_ack(&self) -> bool {
-        self.settings().map_or(true, |s| s.fsync_before_ack())
+        // Read in place: this runs on every flush and follower fetch; no settings clone.
+        self.settings.read().map_or(true, |s| s.fsync_before_ack())
     }
 
     fn set_high_watermark(&self, hw: i64) {

@@ -50,6 +50,84 @@ pub fn advertised_versions() -> Vec<ApiVersion> {
         .collect()
 }
 
+/// Errors of the client side of the codec (Arctern's own clients: the replica fetcher,
+/// `arctern cluster status`, the bench).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCodecError {
+    #[error("encoding request: {0}")]
+    Encode(String),
+    #[error("request of {0} bytes is too large for a frame")]
+    TooLarge(usize),
+    #[error("decoding {api} v{version} response: {reason}")]
+    Decode {
+        api: String,
+        version: i16,
+        reason: String,
+    },
+    #[error("response correlation id {got} does not match request {expected}")]
+    CorrelationMismatch { got: i32, expected: i32 },
+}
+
+/// Client side: replaces `buf` with one request frame (size prefix, header, body).
+pub fn encode_request<R: kafka_protocol::protocol::Request>(
+    buf: &mut BytesMut,
+    req: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &kafka_protocol::protocol::StrBytes,
+) -> Result<(), ClientCodecError> {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(client_id.clone()));
+    buf.clear();
+    buf.put_i32(0); // size, filled in below
+    header
+        .encode(buf, R::header_version(version))
+        .map_err(|e| ClientCodecError::Encode(format!("header: {e}")))?;
+    req.encode(buf, version)
+        .map_err(|e| ClientCodecError::Encode(e.to_string()))?;
+    let len = i32::try_from(buf.len() - 4).map_err(|_| ClientCodecError::TooLarge(buf.len()))?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Client side: decodes a response frame (without its size prefix) for request type `R`
+/// sent at `version` with `correlation_id`.
+pub fn decode_response<R: kafka_protocol::protocol::Request>(
+    mut frame: Bytes,
+    version: i16,
+    correlation_id: i32,
+) -> Result<R::Response, ClientCodecError> {
+    use kafka_protocol::messages::ResponseHeader;
+    use kafka_protocol::protocol::HeaderVersion;
+    let api = || {
+        ApiKey::try_from(R::KEY)
+            .map(|k| format!("{k:?}"))
+            .unwrap_or_else(|_| R::KEY.to_string())
+    };
+    let header_version = <R::Response as HeaderVersion>::header_version(version);
+    let header = ResponseHeader::decode(&mut frame, header_version).map_err(|e| {
+        ClientCodecError::Decode {
+            api: api(),
+            version,
+            reason: format!("header: {e}"),
+        }
+    })?;
+    if header.correlation_id != correlation_id {
+        return Err(ClientCodecError::CorrelationMismatch {
+            got: header.correlation_id,
+            expected: correlation_id,
+        });
+    }
+    R::Response::decode(&mut frame, version).map_err(|e| ClientCodecError::Decode {
+        api: api(),
+        version,
+        reason: e.to_string(),
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("frame length {0} is negative")]

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use arctern_kafka_wire::{decode_response, encode_request};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -97,21 +97,8 @@ impl KafkaConnection {
     ) -> Result<R::Response, ClientError> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(self.client_id.clone()));
-        self.buf.clear();
-        self.buf.put_i32(0);
-        header
-            .encode(&mut self.buf, R::header_version(version))
-            .map_err(|e| self.protocol(format!("encoding request header: {e}")))?;
-        req.encode(&mut self.buf, version)
-            .map_err(|e| self.protocol(format!("encoding request: {e}")))?;
-        let len = i32::try_from(self.buf.len() - 4)
-            .map_err(|_| self.protocol("request too large".into()))?;
-        self.buf[..4].copy_from_slice(&len.to_be_bytes());
+        encode_request(&mut self.buf, req, version, correlation_id, &self.client_id)
+            .map_err(|e| self.protocol(e.to_string()))?;
         let frame = std::mem::take(&mut self.buf);
         let written = self.stream.write_all(&frame).await;
         self.buf = frame;
@@ -127,21 +114,7 @@ impl KafkaConnection {
             .read_exact(&mut body)
             .await
             .map_err(|e| self.io(e))?;
-        let mut frame = Bytes::from(body);
-        let header_version = <R::Response as HeaderVersion>::header_version(version);
-        let header = ResponseHeader::decode(&mut frame, header_version)
-            .map_err(|e| self.protocol(format!("decoding response header: {e}")))?;
-        if header.correlation_id != correlation_id {
-            return Err(self.protocol(format!(
-                "response correlation id {} does not match request {correlation_id}",
-                header.correlation_id
-            )));
-        }
-        let resp = R::Response::decode(&mut frame, version)
-            .map_err(|e| self.protocol(format!("decoding response: {e}")))?;
-        if frame.has_remaining() {
-            tracing::debug!(addr = %self.addr, left = frame.remaining(), "trailing bytes after response");
-        }
-        Ok(resp)
+        decode_response::<R>(Bytes::from(body), version, correlation_id)
+            .map_err(|e| self.protocol(e.to_string()))
     }
 }
