@@ -258,6 +258,16 @@ impl Broker {
             .unwrap_or(-1)
     }
 
+    /// Receives every applied metadata change (leaderships move on these; the local
+    /// replicas follow once `reconcile_now` has run).
+    pub fn subscribe_metadata(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.metadata.state()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
     /// Receives a new value whenever any partition's high watermark or log end advances.
     pub fn subscribe_data_changes(&self) -> watch::Receiver<u64> {
         self.data_changed.subscribe()

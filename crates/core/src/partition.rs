@@ -628,6 +628,20 @@ impl Partition {
         })
     }
 
+    /// The leader's own read up to its log end, past the high watermark: for state a leader
+    /// rebuilds from its partition (the group coordinator loading `__consumer_offsets`).
+    /// Everything in a leader's log will be committed or the leader deposed.
+    pub fn read_to_log_end(&self, offset: i64, max_bytes: usize) -> Result<FetchedData> {
+        self.check_leader(-1)?;
+        let log = self.log.read().map_err(|_| lock_poisoned())?;
+        let fetched = log.read(offset, max_bytes, log.log_end_offset())?;
+        Ok(FetchedData {
+            bytes: fetched.bytes,
+            high_watermark: self.high_watermark(),
+            log_start_offset: log.log_start_offset(),
+        })
+    }
+
     /// A follower's fetch on the leader: records its progress (its fetch offset is what it
     /// holds durably), advances the high watermark, and returns batches up to the log end.
     /// Returns whether the ISR should be re-evaluated (the follower may rejoin it).
