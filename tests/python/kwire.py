@@ -122,8 +122,9 @@ class Reader:
 # ---------------------------------------------------------------- record batch v2
 
 def record_batch(records: list[tuple[bytes | None, bytes | None, list]], base_ts: int,
-                 base_offset: int = 0, corrupt_crc: bool = False) -> bytes:
-    """An uncompressed RecordBatch v2, producerId -1 (non-idempotent)."""
+                 base_offset: int = 0, corrupt_crc: bool = False, producer_id: int = -1,
+                 producer_epoch: int = -1, base_sequence: int = -1) -> bytes:
+    """An uncompressed RecordBatch v2; producerId -1 (non-idempotent) unless given."""
     recs = b""
     for i, (k, v, headers) in enumerate(records):
         body = i8(0) + varint(0) + varint(i)            # attributes, tsDelta, offsetDelta
@@ -138,7 +139,7 @@ def record_batch(records: list[tuple[bytes | None, bytes | None, list]], base_ts
     after_crc = (i16(0)                                  # attributes: no compression, CreateTime
                  + i32(len(records) - 1)                 # lastOffsetDelta
                  + i64(base_ts) + i64(base_ts)           # baseTimestamp, maxTimestamp
-                 + i64(-1) + i16(-1) + i32(-1)           # producerId, producerEpoch, baseSequence
+                 + i64(producer_id) + i16(producer_epoch) + i32(base_sequence)
                  + i32(len(records)) + recs)
     crc = crc32c(after_crc)
     if corrupt_crc:
@@ -176,6 +177,7 @@ def parse_record_batches(buf: bytes) -> list[dict]:
 # ---------------------------------------------------------------- requests
 
 API_PRODUCE, API_FETCH, API_METADATA, API_API_VERSIONS = 0, 1, 3, 18
+API_INIT_PRODUCER_ID = 22
 
 
 def request(api_key: int, version: int, corr: int, body: bytes, client_id: str = "raw-test",
@@ -248,6 +250,17 @@ def parse_produce_v3(payload: bytes) -> dict:
             parts[(t, p)] = dict(error_code=r.i16(), base_offset=r.i64(), log_append_time=r.i64())
     throttle = r.i32()
     return dict(correlation_id=corr, partitions=parts, throttle_ms=throttle)
+
+
+def init_producer_id_v0(corr: int, transactional_id: str | None = None) -> bytes:
+    return request(API_INIT_PRODUCER_ID, 0, corr, string(transactional_id) + i32(60000))
+
+
+def parse_init_producer_id_v0(payload: bytes) -> dict:
+    r = Reader(payload)
+    corr = r.i32()
+    return dict(correlation_id=corr, throttle_ms=r.i32(), error_code=r.i16(),
+                producer_id=r.i64(), producer_epoch=r.i16())
 
 
 def parse_metadata_v4(payload: bytes) -> dict:

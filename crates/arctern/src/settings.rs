@@ -68,6 +68,8 @@ pub struct FileConfig {
     pub leader_imbalance_check_interval_seconds: Option<i64>,
     #[serde(rename = "controlled.shutdown.enable")]
     pub controlled_shutdown_enable: Option<bool>,
+    #[serde(rename = "producer.id.expiration.ms")]
+    pub producer_id_expiration_ms: Option<i64>,
 }
 
 /// Every key the file accepts, for the environment overlay.
@@ -100,6 +102,7 @@ const KEYS: &[&str] = &[
     "auto.leader.rebalance.enable",
     "leader.imbalance.check.interval.seconds",
     "controlled.shutdown.enable",
+    "producer.id.expiration.ms",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -187,6 +190,12 @@ pub fn broker_config(file: &FileConfig, data_dir: PathBuf) -> Result<BrokerConfi
             bail!("replica.lag.time.max.ms must be positive");
         }
         d.replica_lag_time_max_ms = v;
+    }
+    if let Some(v) = file.producer_id_expiration_ms {
+        if v < 1 {
+            bail!("producer.id.expiration.ms must be positive");
+        }
+        d.producer_id_expiration_ms = v;
     }
     let mut c = BrokerConfig {
         data_dir,

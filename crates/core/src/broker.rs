@@ -35,6 +35,9 @@ const MAX_PARTITIONS: i32 = 100_000;
 /// How long a stopping broker waits for the quorum to move its leaderships away.
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Producer ids a broker takes from the metadata quorum at a time (Kafka's block size).
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
 /// File in each partition dir naming the topic id, so a topic deleted and re-created under
 /// the same name while this node was down is not mistaken for the old one.
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
@@ -144,6 +147,8 @@ pub struct Broker {
     isr_check: Arc<Notify>,
     shutting_down: AtomicBool,
     heartbeats: Mutex<Option<HeartbeatHandle>>,
+    /// The rest of this broker's block of producer ids (taken from the quorum when empty).
+    producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
     /// Held (flock) for the broker's lifetime.
     _dir_lock: std::fs::File,
 }
@@ -198,6 +203,7 @@ impl Broker {
             isr_check: Arc::new(Notify::new()),
             shutting_down: AtomicBool::new(false),
             heartbeats: Mutex::new(None),
+            producer_ids: tokio::sync::Mutex::new(0..0),
             _dir_lock: lock,
         });
         broker.remove_deleted_dirs();
@@ -615,6 +621,27 @@ impl Broker {
         }
     }
 
+    // ---- idempotent producers ----
+
+    /// A producer id unique in the cluster (InitProducerId). Ids come in blocks from the
+    /// metadata quorum, so a restarted or another broker never hands out the same id.
+    pub async fn allocate_producer_id(&self) -> Result<i64> {
+        let mut block = self.producer_ids.lock().await;
+        if block.is_empty() {
+            let cmd = MetadataCommand::AllocateProducerIds {
+                broker_id: self.config.node_id,
+                count: PRODUCER_ID_BLOCK,
+            };
+            match self.metadata.propose(cmd).await.map_err(metadata_error)? {
+                CommandResult::ProducerIds { first, count } => *block = first..first + count,
+                other => return Err(command_error(other)),
+            }
+        }
+        let id = block.start;
+        block.start += 1;
+        Ok(id)
+    }
+
     // ---- lookups ----
 
     pub fn topic(&self, name: &str) -> Option<Topic> {
@@ -895,7 +922,7 @@ impl Broker {
     pub fn describe_broker_configs(&self) -> Vec<ConfigEntry> {
         let c = &self.config;
         let d = &c.topic_defaults;
-        let entries: [(&str, String); 20] = [
+        let entries: [(&str, String); 21] = [
             ("node.id", c.node_id.to_string()),
             ("log.dirs", c.data_dir.display().to_string()),
             (
@@ -942,6 +969,10 @@ impl Broker {
             (
                 "controlled.shutdown.enable",
                 c.controlled_shutdown.to_string(),
+            ),
+            (
+                "producer.id.expiration.ms",
+                d.producer_id_expiration_ms.to_string(),
             ),
         ];
         entries

@@ -49,6 +49,9 @@ pub struct TopicDefaults {
     pub unclean_leader_election: bool,
     /// `replica.lag.time.max.ms` (a broker setting in Kafka; every partition uses it).
     pub replica_lag_time_max_ms: i64,
+    /// `producer.id.expiration.ms` (a broker setting in Kafka): an idempotent producer
+    /// silent this long is forgotten by every partition.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for TopicDefaults {
@@ -66,6 +69,7 @@ impl Default for TopicDefaults {
             min_insync_replicas: 1,
             unclean_leader_election: false,
             replica_lag_time_max_ms: 30_000,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -113,6 +117,7 @@ pub struct TopicSettings {
     pub flush_ms: i64,
     pub min_insync_replicas: i64,
     pub replica_lag_time_max_ms: i64,
+    pub producer_id_expiration_ms: i64,
 }
 
 impl TopicSettings {
@@ -262,6 +267,7 @@ impl TopicDefaults {
             flush_ms: long("flush.ms", self.flush_ms),
             min_insync_replicas: long("min.insync.replicas", self.min_insync_replicas),
             replica_lag_time_max_ms: self.replica_lag_time_max_ms,
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
         }
     }
 }

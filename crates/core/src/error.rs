@@ -49,6 +49,14 @@ pub enum CoreError {
     FencedLeaderEpoch(String),
     #[error("unknown leader epoch: {0}")]
     UnknownLeaderEpoch(String),
+    /// An idempotent producer's batch does not follow its previous one (a batch was lost).
+    #[error("out of order sequence number: {0}")]
+    OutOfOrderSequence(String),
+    /// An idempotent producer with an older epoch than the partition has seen (a zombie).
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
     /// The metadata quorum did not answer in time (no quorum, or an election under way).
     #[error("metadata quorum unavailable: {0}")]
     MetadataUnavailable(String),

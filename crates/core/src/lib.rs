@@ -9,6 +9,7 @@ pub mod config;
 mod error;
 pub mod metadata;
 mod partition;
+pub mod producer_state;
 pub mod replica;
 
 pub use broker::{AlterOp, Broker, FollowerFetcher, ReplicaEndpoint, Topic};

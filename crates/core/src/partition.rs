@@ -15,6 +15,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::TopicSettings;
 use crate::error::{CoreError, Result};
 use crate::now_ms;
+use crate::producer_state::{ProducerStates, SequenceCheck, NO_PRODUCER_ID};
 use crate::replica::LeaderReplicaState;
 
 /// Producer acknowledgement level (Kafka `acks`).
@@ -107,6 +108,9 @@ pub struct Partition {
     log: RwLock<Log>,
     settings: RwLock<TopicSettings>,
     replica: Mutex<ReplicaInfo>,
+    /// Idempotent producers' sequences; changed only with the log (under the role lock on
+    /// the leader, the log lock on followers), derived from the log on open and truncation.
+    producers: Mutex<ProducerStates>,
     durable: watch::Sender<Durable>,
     acks: watch::Sender<AckState>,
     high_watermark: AtomicI64,
@@ -144,6 +148,7 @@ impl Partition {
         let end = log.log_end_offset();
         let start = log.log_start_offset();
         let leader_epoch = log.epochs().latest_epoch().unwrap_or(-1);
+        let producers = producer_states_of(&log)?;
         let (durable, _) = watch::channel(Durable {
             offset: end,
             failed: false,
@@ -167,6 +172,7 @@ impl Partition {
                 leader_epoch,
                 partition_epoch: -1,
             }),
+            producers: Mutex::new(producers),
             durable,
             acks,
             high_watermark: AtomicI64::new(start),
@@ -396,11 +402,54 @@ impl Partition {
                     )));
                 }
             }
+            let idempotent = idempotent_batch(&batches)?;
+            let mut producers = self.producers.lock().map_err(|_| lock_poisoned())?;
+            if let Some(h) = &idempotent {
+                match producers.check(h) {
+                    SequenceCheck::Append => {}
+                    SequenceCheck::Duplicate {
+                        first_offset,
+                        last_offset,
+                    } => {
+                        let epoch = r.leader_epoch;
+                        drop(producers);
+                        drop(r);
+                        tracing::debug!(topic = %self.topic, partition = self.index, producer_id = h.producer_id, base_sequence = h.base_sequence, first_offset, "duplicate batch from an idempotent producer; acknowledged at its original offset");
+                        return self.appended_duplicate(
+                            first_offset,
+                            last_offset,
+                            epoch,
+                            acks,
+                            &settings,
+                        );
+                    }
+                    SequenceCheck::OutOfOrder { expected, got } => {
+                        return Err(CoreError::OutOfOrderSequence(format!(
+                            "{}-{}: producer {} expected sequence {expected}, got {got}",
+                            self.topic, self.index, h.producer_id
+                        )));
+                    }
+                    SequenceCheck::StaleEpoch { current, got } => {
+                        return Err(CoreError::InvalidProducerEpoch(format!(
+                            "{}-{}: producer {} epoch {got} is older than {current}",
+                            self.topic, self.index, h.producer_id
+                        )));
+                    }
+                }
+            }
             let mut log = self.log.write().map_err(|_| lock_poisoned())?;
-            (
-                log.append_as_leader(&mut batches, r.leader_epoch, now_ms())?,
-                r.leader_epoch,
-            )
+            let now = now_ms();
+            let info = log.append_as_leader(&mut batches, r.leader_epoch, now)?;
+            if let Some(h) = idempotent {
+                producers.record(
+                    &BatchHeader {
+                        base_offset: info.first_offset,
+                        ..h
+                    },
+                    now,
+                );
+            }
+            (info, r.leader_epoch)
         };
         let end = info.last_offset + 1;
         // Wakes followers' long-poll fetches.
@@ -428,6 +477,29 @@ impl Partition {
             acks,
             min_insync_replicas: settings.min_insync_replicas,
             wait_for_fsync: fsync_first,
+        })
+    }
+
+    /// A retried batch already in the log: acknowledged like the original, once that is
+    /// durable / replicated as `acks` requires.
+    fn appended_duplicate(
+        &self,
+        first_offset: i64,
+        last_offset: i64,
+        leader_epoch: i32,
+        acks: Acks,
+        settings: &TopicSettings,
+    ) -> Result<Appended> {
+        Ok(Appended {
+            outcome: ProduceOutcome {
+                base_offset: first_offset,
+                log_start_offset: self.log_start_offset()?,
+            },
+            end_offset: last_offset + 1,
+            leader_epoch,
+            acks,
+            min_insync_replicas: settings.min_insync_replicas,
+            wait_for_fsync: settings.fsync_before_ack(),
         })
     }
 
@@ -768,6 +840,7 @@ impl Partition {
         }
         self.truncations.fetch_add(1, Ordering::AcqRel);
         log.truncate_to(offset)?;
+        self.rebuild_producer_states(&log)?;
         let end = log.log_end_offset();
         self.durable.send_modify(|d| d.offset = d.offset.min(end));
         self.high_watermark.fetch_min(end, Ordering::AcqRel);
@@ -780,6 +853,7 @@ impl Partition {
         let mut log = self.log.write().map_err(|_| lock_poisoned())?;
         self.truncations.fetch_add(1, Ordering::AcqRel);
         log.truncate_fully_and_start_at(offset)?;
+        self.rebuild_producer_states(&log)?;
         self.durable.send_modify(|d| d.offset = offset);
         self.high_watermark.store(offset, Ordering::Release);
         Ok(())
@@ -800,8 +874,14 @@ impl Partition {
             )));
         }
         let mut log = self.log.write().map_err(|_| lock_poisoned())?;
-        let info = log.append_replicated(bytes, now_ms())?;
+        let now = now_ms();
+        let info = log.append_replicated(bytes, now)?;
         let end = info.last_offset + 1;
+        if let Ok(mut producers) = self.producers.lock() {
+            for h in batch_headers(bytes) {
+                producers.record(&h, now);
+            }
+        }
         drop(log);
         drop(r);
         if self.fsync_before_ack() {
@@ -833,12 +913,32 @@ impl Partition {
             .filter(|(h, _)| h.base_offset < high_watermark))
     }
 
+    /// Deletes segments past retention and forgets idempotent producers silent for
+    /// `producer.id.expiration.ms`.
     pub fn apply_retention(&self) -> Result<usize> {
+        let expiration = self.settings()?.producer_id_expiration_ms;
+        if let Ok(mut producers) = self.producers.lock() {
+            let expired = producers.expire(now_ms(), expiration);
+            if expired > 0 {
+                tracing::debug!(topic = %self.topic, partition = self.index, expired, "expired idempotent producer ids");
+            }
+        }
         Ok(self
             .log
             .write()
             .map_err(|_| lock_poisoned())?
             .apply_retention(now_ms())?)
+    }
+
+    /// Idempotent producers known to this replica (for tests and metrics).
+    pub fn producer_count(&self) -> usize {
+        self.producers.lock().map_or(0, |p| p.len())
+    }
+
+    fn rebuild_producer_states(&self, log: &Log) -> Result<()> {
+        let rebuilt = producer_states_of(log)?;
+        *self.producers.lock().map_err(|_| lock_poisoned())? = rebuilt;
+        Ok(())
     }
 
     /// Stops the flusher, syncs, and marks the log clean.
@@ -859,6 +959,50 @@ impl Partition {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+}
+
+/// The producer state a log implies: every stored batch header, in order.
+fn producer_states_of(log: &Log) -> Result<ProducerStates> {
+    let mut states = ProducerStates::default();
+    let now = now_ms();
+    log.scan_headers(|h| states.record(h, now))?;
+    Ok(states)
+}
+
+/// Headers of the well-formed batches at the start of `bytes` (already validated).
+fn batch_headers(mut bytes: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
+    std::iter::from_fn(move || {
+        let (_, size) = arctern_storage::batch::peek_offset_and_size(bytes)?;
+        let h = arctern_storage::batch::parse_header(bytes).ok()?;
+        bytes = bytes.get(size..)?;
+        Some(h)
+    })
+}
+
+/// The header of a produce request's batch if it carries a producer id. Such a request
+/// must hold exactly one batch (Kafka requires one batch per partition from Produce v3),
+/// since sequence checks and duplicate answers are per batch.
+fn idempotent_batch(bytes: &[u8]) -> Result<Option<BatchHeader>> {
+    let mut headers = batch_headers(bytes);
+    let Some(first) = headers.next() else {
+        // Malformed: the log's validation reports it.
+        return Ok(None);
+    };
+    let more = headers.next().is_some();
+    if first.producer_id == NO_PRODUCER_ID && !more {
+        return Ok(None);
+    }
+    if more {
+        let any_producer = first.producer_id != NO_PRODUCER_ID
+            || batch_headers(bytes).any(|h| h.producer_id != NO_PRODUCER_ID);
+        if any_producer {
+            return Err(CoreError::InvalidRecord(
+                "a produce request must carry exactly one record batch per partition".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(first))
 }
 
 /// KIP-320: a request naming an older epoch is fenced; a newer one means this broker has

@@ -25,6 +25,9 @@ pub fn error_code(e: &CoreError) -> i16 {
         CoreError::NotEnoughReplicasAfterAppend(_) => ResponseError::NotEnoughReplicasAfterAppend,
         CoreError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
         CoreError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
+        CoreError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        CoreError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        CoreError::InvalidRecord(_) => ResponseError::InvalidRecord,
         // Retriable for clients (admin calls and produce retry on it).
         CoreError::MetadataUnavailable(_) => ResponseError::RequestTimedOut,
     };
@@ -64,5 +67,8 @@ mod tests {
             20
         );
         assert_eq!(error_code(&CoreError::FencedLeaderEpoch("x".into())), 74);
+        assert_eq!(error_code(&CoreError::OutOfOrderSequence("x".into())), 45);
+        assert_eq!(error_code(&CoreError::InvalidProducerEpoch("x".into())), 47);
+        assert_eq!(error_code(&CoreError::InvalidRecord("x".into())), 87);
     }
 }

@@ -113,6 +113,12 @@ pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Rep
         RequestKind::FindCoordinator(r) => now(ResponseKind::FindCoordinator(find_coordinator(
             broker, r, version,
         ))),
+        RequestKind::InitProducerId(r) => {
+            let broker = Arc::clone(broker);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::InitProducerId(init_producer_id(&broker, r).await)
+            }))
+        }
         // The wire layer only lets advertised APIs through; this is a safety net.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "request type without a handler");
@@ -814,6 +820,35 @@ fn find_coordinator(
         resp.with_error_message(c.error_message)
     } else {
         resp
+    }
+}
+
+/// InitProducerId for idempotent producers (KIP-98): a fresh cluster-unique producer id
+/// at epoch 0 every time, as Kafka does without a transactional id (a retried or bumping
+/// request simply gets a new id). Transactions are not implemented: a transactional id
+/// gets COORDINATOR_NOT_AVAILABLE, as FindCoordinator already answers for one.
+async fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+    let failed = |code: ResponseError| {
+        InitProducerIdResponse::default()
+            .with_error_code(code.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if req.transactional_id.is_some() {
+        return failed(ResponseError::CoordinatorNotAvailable);
+    }
+    match broker.allocate_producer_id().await {
+        Ok(id) => {
+            tracing::debug!(producer_id = id, "allocated producer id");
+            InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(0)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot allocate a producer id");
+            // Retriable for clients: the quorum may be electing.
+            failed(ResponseError::CoordinatorLoadInProgress)
+        }
     }
 }
 

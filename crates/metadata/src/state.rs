@@ -22,6 +22,10 @@ pub const NO_LEADER: BrokerId = -1;
 pub struct ClusterState {
     pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
     pub topics: BTreeMap<String, TopicState>,
+    /// The first producer id not yet handed out (KIP-98 idempotent producers): brokers take
+    /// blocks of ids from here, so ids are unique across the cluster and across restarts.
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 /// A broker's registration: where Kafka clients reach it and whether it may lead.
@@ -146,6 +150,12 @@ pub enum MetadataCommand {
         new_leader: BrokerId,
         allow_unclean: bool,
     },
+    /// Hands `count` producer ids to a broker (Kafka's AllocateProducerIds); the result is
+    /// [`CommandResult::ProducerIds`].
+    AllocateProducerIds {
+        broker_id: BrokerId,
+        count: i64,
+    },
 }
 
 /// Outcome of applying one command. Errors are results, not failures: the command was
@@ -196,6 +206,11 @@ pub enum CommandResult {
     NotAReplica {
         broker_id: BrokerId,
     },
+    /// The block `[first, first + count)` now belongs to the proposing broker.
+    ProducerIds {
+        first: i64,
+        count: i64,
+    },
 }
 
 impl CommandResult {
@@ -212,6 +227,17 @@ impl ClusterState {
 
     /// Applies one committed command. `log_index` is the command's Raft log index.
     pub fn apply(&mut self, cmd: &MetadataCommand, log_index: u64) -> CommandResult {
+        if let MetadataCommand::AllocateProducerIds { count, .. } = cmd {
+            if !(1..=1_000_000).contains(count) {
+                return invalid(format!("cannot allocate {count} producer ids"));
+            }
+            let first = self.next_producer_id;
+            self.next_producer_id = first.saturating_add(*count);
+            return CommandResult::ProducerIds {
+                first,
+                count: *count,
+            };
+        }
         match self.try_apply(cmd, log_index) {
             Ok(()) => CommandResult::Ok,
             Err(e) => e,
@@ -221,6 +247,8 @@ impl ClusterState {
     // Validates everything before mutating, so a rejected command changes nothing.
     fn try_apply(&mut self, cmd: &MetadataCommand, log_index: u64) -> Result<(), CommandResult> {
         match cmd {
+            // Has a result of its own; see `apply`.
+            MetadataCommand::AllocateProducerIds { .. } => {}
             MetadataCommand::RegisterBroker {
                 broker_id,
                 host,
@@ -622,6 +650,40 @@ fn unknown_topic(topic: &str) -> CommandResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut s = ClusterState::default();
+        let alloc = |b| MetadataCommand::AllocateProducerIds {
+            broker_id: b,
+            count: 1000,
+        };
+        assert_eq!(
+            s.apply(&alloc(1), 1),
+            CommandResult::ProducerIds {
+                first: 0,
+                count: 1000
+            }
+        );
+        assert_eq!(
+            s.apply(&alloc(2), 2),
+            CommandResult::ProducerIds {
+                first: 1000,
+                count: 1000
+            }
+        );
+        assert!(matches!(
+            s.apply(
+                &MetadataCommand::AllocateProducerIds {
+                    broker_id: 1,
+                    count: 0
+                },
+                3
+            ),
+            CommandResult::InvalidRequest { .. }
+        ));
+        assert_eq!(s.next_producer_id, 2000);
+    }
 
     fn with_brokers(ids: &[BrokerId]) -> ClusterState {
         let mut s = ClusterState::default();

@@ -423,6 +423,18 @@ impl Log {
         Ok(empty)
     }
 
+    /// Calls `visit` with every stored batch header in offset order (header reads only):
+    /// for state rebuilt from the log, such as the idempotent producers' sequences.
+    pub fn scan_headers(&self, mut visit: impl FnMut(&BatchHeader)) -> Result<()> {
+        for seg in &self.segments {
+            seg.scan_from(0, |h| {
+                visit(h);
+                false
+            })?;
+        }
+        Ok(())
+    }
+
     /// The first stored batch holding a record with timestamp >= `timestamp` (by the
     /// batch's max timestamp), with its header; the caller picks the exact record.
     pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<(BatchHeader, Vec<u8>)>> {
