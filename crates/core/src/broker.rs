@@ -143,7 +143,6 @@ pub struct Broker {
     fetcher: Arc<dyn FollowerFetcher>,
     /// Serializes reconcile passes.
     reconcile_lock: Mutex<()>,
-    data_changed: Arc<watch::Sender<u64>>,
     isr_check: Arc<Notify>,
     shutting_down: AtomicBool,
     heartbeats: Mutex<Option<HeartbeatHandle>>,
@@ -190,7 +189,6 @@ impl Broker {
                 config.data_dir.display()
             ))
         })?;
-        let (data_changed, _) = watch::channel(0u64);
         let broker = Arc::new(Broker {
             config,
             metadata,
@@ -199,7 +197,6 @@ impl Broker {
             fetchers: Mutex::new(HashMap::new()),
             fetcher,
             reconcile_lock: Mutex::new(()),
-            data_changed: Arc::new(data_changed),
             isr_check: Arc::new(Notify::new()),
             shutting_down: AtomicBool::new(false),
             heartbeats: Mutex::new(None),
@@ -272,11 +269,6 @@ impl Broker {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// Receives a new value whenever any partition's high watermark or log end advances.
-    pub fn subscribe_data_changes(&self) -> watch::Receiver<u64> {
-        self.data_changed.subscribe()
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
@@ -442,14 +434,7 @@ impl Broker {
             }
             _ => {}
         }
-        let partition = Partition::open(
-            topic,
-            index,
-            &dir,
-            settings.clone(),
-            Arc::clone(&self.data_changed),
-            self.config.node_id,
-        )?;
+        let partition = Partition::open(topic, index, &dir, settings.clone(), self.config.node_id)?;
         write_partition_topic_id(&dir, topic_id)?;
         self.replicas.write().map_err(|_| poisoned())?.insert(
             key,

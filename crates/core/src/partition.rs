@@ -122,9 +122,9 @@ pub struct Partition {
     fsyncs: AtomicU64,
     flush_needed: Notify,
     closed: AtomicBool,
-    /// Broker-wide counter bumped on every high-watermark or log-end advance (wakes
-    /// long-poll fetches of consumers and followers).
-    data_changed: Arc<watch::Sender<u64>>,
+    /// Bumped on every high-watermark or log-end advance of this partition: wakes the
+    /// long-poll fetches (consumers and followers) waiting on it, and only those.
+    data_changed: watch::Sender<u64>,
 }
 
 fn lock_poisoned() -> CoreError {
@@ -139,7 +139,6 @@ impl Partition {
         index: i32,
         dir: &std::path::Path,
         settings: TopicSettings,
-        data_changed: Arc<watch::Sender<u64>>,
         local_id: i32,
     ) -> Result<Arc<Partition>> {
         let log = Log::open(dir, settings.log.clone(), now_ms())?;
@@ -181,7 +180,7 @@ impl Partition {
             fsyncs: AtomicU64::new(0),
             flush_needed: Notify::new(),
             closed: AtomicBool::new(false),
-            data_changed,
+            data_changed: watch::channel(0u64).0,
         });
         tokio::spawn(Arc::clone(&partition).run_flusher());
         Ok(partition)
@@ -316,6 +315,12 @@ impl Partition {
     fn lag_max_ms(&self) -> i64 {
         self.settings()
             .map_or(30_000, |s| s.replica_lag_time_max_ms)
+    }
+
+    /// Changes whenever this partition's high watermark or log end advances (for long
+    /// polls).
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.data_changed.subscribe()
     }
 
     pub fn fsync_count(&self) -> u64 {

@@ -333,15 +333,26 @@ async fn fetch(broker: Arc<Broker>, req: FetchRequest) -> ResponseKind {
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT);
     let deadline = Instant::now() + max_wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    let mut changes = broker.subscribe_data_changes();
+    // Woken only by the partitions asked for (an append elsewhere wakes no one here).
+    let mut changes: Vec<_> = req
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (&t.topic.0, p.partition)))
+        .filter_map(|(topic, index)| broker.partition(topic, index).ok())
+        .map(|p| p.subscribe_changes())
+        .collect();
     loop {
-        changes.borrow_and_update();
+        for c in &mut changes {
+            c.borrow_and_update();
+        }
         let (response, bytes, errors) = fetch_once(&broker, &req);
-        if bytes >= min_bytes || errors || Instant::now() >= deadline {
+        if bytes >= min_bytes || errors || changes.is_empty() || Instant::now() >= deadline {
             return ResponseKind::Fetch(response);
         }
+        let any_change =
+            futures::future::select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
         tokio::select! {
-            changed = changes.changed() => {
+            (changed, _, _) = any_change => {
                 if changed.is_err() {
                     return ResponseKind::Fetch(response);
                 }
