@@ -327,13 +327,22 @@ impl GroupCoordinator {
         match shards.get(&partition) {
             Some(ShardState::Loading { epoch: e }) if *e == epoch => {
                 shards.insert(partition, ShardState::Active(shard));
-                tracing::info!(
-                    partition,
-                    epoch,
-                    records = count,
-                    groups = group_count,
-                    "loaded offsets partition; coordinating its groups"
-                );
+                if group_count > 0 {
+                    tracing::info!(
+                        partition,
+                        epoch,
+                        records = count,
+                        groups = group_count,
+                        "loaded offsets partition; coordinating its groups"
+                    );
+                } else {
+                    tracing::debug!(
+                        partition,
+                        epoch,
+                        records = count,
+                        "loaded offsets partition"
+                    );
+                }
             }
             _ => close_shard(&shard),
         }
