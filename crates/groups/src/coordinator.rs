@@ -65,6 +65,8 @@ pub struct GroupCoordinator {
     shards: Mutex<HashMap<i32, ShardState>>,
     /// Serializes creation of the offsets topic.
     creating: tokio::sync::Mutex<()>,
+    /// Wakes the leadership loop (a request found a partition led here but not loaded).
+    leadership_check: Arc<Notify>,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -93,8 +95,10 @@ impl GroupCoordinator {
             broker: Some(Arc::clone(&broker)),
             shards: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
+            leadership_check: Arc::new(Notify::new()),
         });
         let weak = Arc::downgrade(&coordinator);
+        let wake = Arc::clone(&coordinator.leadership_check);
         let mut changes = broker.subscribe_metadata();
         tokio::spawn(async move {
             loop {
@@ -112,6 +116,7 @@ impl GroupCoordinator {
                         }
                     }
                     _ = tokio::time::sleep(LEADERSHIP_TICK) => {}
+                    _ = wake.notified() => {}
                 }
             }
         });
@@ -128,6 +133,7 @@ impl GroupCoordinator {
             broker: None,
             shards: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
+            leadership_check: Arc::new(Notify::new()),
         })
     }
 
@@ -380,7 +386,21 @@ impl GroupCoordinator {
         match self.shards().get(&p) {
             Some(ShardState::Active(s)) => Ok(Arc::clone(s)),
             Some(ShardState::Loading { .. }) => Err(GroupError::CoordinatorLoadInProgress),
-            None => Err(GroupError::NotCoordinator),
+            None => {
+                // Led here but not noticed yet (the leadership loop runs after reconcile):
+                // loading is imminent, so the client should retry here, not look elsewhere.
+                let leads = self
+                    .broker
+                    .as_ref()
+                    .and_then(|b| b.partition(OFFSETS_TOPIC, p).ok())
+                    .is_some_and(|part| part.is_leader());
+                if leads {
+                    self.leadership_check.notify_one();
+                    Err(GroupError::CoordinatorLoadInProgress)
+                } else {
+                    Err(GroupError::NotCoordinator)
+                }
+            }
         }
     }
 
