@@ -103,6 +103,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         None => settings::parse_listener(file.listeners.as_deref().unwrap_or("127.0.0.1:9092"))?,
     };
     let mut config = settings::broker_config(&file, data_dir)?;
+    let group_config = settings::group_config(&file)?;
     let listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding Kafka listener {listen}"))?;
@@ -172,10 +173,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .context("socket.request.max.bytes must not be negative")?,
         ..KafkaServerConfig::default()
     };
+    let groups = arctern_groups::GroupCoordinator::start(Arc::clone(&broker), group_config);
     let (stop, stopped) = watch::channel(false);
     let server = tokio::spawn(arctern_kafka::serve(
         listener,
-        Arc::clone(&broker),
+        arctern_kafka::KafkaContext {
+            broker: Arc::clone(&broker),
+            groups: Arc::clone(&groups),
+        },
         server_config,
         stopped,
     ));
@@ -186,6 +191,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     broker.controlled_shutdown().await;
     let _ = stop.send(true);
     let _ = server.await;
+    drop(groups);
     broker.shutdown();
     drop(broker);
     match Arc::try_unwrap(metadata) {

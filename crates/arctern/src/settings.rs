@@ -68,6 +68,18 @@ pub struct FileConfig {
     pub leader_imbalance_check_interval_seconds: Option<i64>,
     #[serde(rename = "controlled.shutdown.enable")]
     pub controlled_shutdown_enable: Option<bool>,
+    #[serde(rename = "group.initial.rebalance.delay.ms")]
+    pub group_initial_rebalance_delay_ms: Option<i64>,
+    #[serde(rename = "group.min.session.timeout.ms")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    #[serde(rename = "group.max.session.timeout.ms")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    #[serde(rename = "offsets.topic.num.partitions")]
+    pub offsets_topic_num_partitions: Option<i32>,
+    #[serde(rename = "offsets.topic.replication.factor")]
+    pub offsets_topic_replication_factor: Option<i16>,
+    #[serde(rename = "offset.metadata.max.bytes")]
+    pub offset_metadata_max_bytes: Option<i64>,
 }
 
 /// Every key the file accepts, for the environment overlay.
@@ -100,6 +112,12 @@ const KEYS: &[&str] = &[
     "auto.leader.rebalance.enable",
     "leader.imbalance.check.interval.seconds",
     "controlled.shutdown.enable",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
+    "offset.metadata.max.bytes",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -226,6 +244,41 @@ pub fn broker_config(file: &FileConfig, data_dir: PathBuf) -> Result<BrokerConfi
     Ok(c)
 }
 
+/// The group coordinator's settings.
+pub fn group_config(file: &FileConfig) -> Result<arctern_groups::GroupConfig> {
+    let mut g = arctern_groups::GroupConfig::default();
+    if let Some(v) = file.group_initial_rebalance_delay_ms {
+        g.initial_rebalance_delay_ms = non_negative("group.initial.rebalance.delay.ms", v)?;
+    }
+    if let Some(v) = file.group_min_session_timeout_ms {
+        g.min_session_timeout_ms = v;
+    }
+    if let Some(v) = file.group_max_session_timeout_ms {
+        g.max_session_timeout_ms = v;
+    }
+    if g.min_session_timeout_ms > g.max_session_timeout_ms {
+        bail!("group.min.session.timeout.ms must not exceed group.max.session.timeout.ms");
+    }
+    if let Some(v) = file.offsets_topic_num_partitions {
+        if v < 1 {
+            bail!("offsets.topic.num.partitions must be at least 1");
+        }
+        g.offsets_topic_num_partitions = v;
+    }
+    if let Some(v) = file.offsets_topic_replication_factor {
+        if v < 1 {
+            bail!("offsets.topic.replication.factor must be at least 1");
+        }
+        g.offsets_topic_replication_factor = v;
+    }
+    if let Some(v) = file.offset_metadata_max_bytes {
+        g.offset_metadata_max_bytes =
+            usize::try_from(non_negative("offset.metadata.max.bytes", v)?)
+                .context("offset.metadata.max.bytes is too large")?;
+    }
+    Ok(g)
+}
+
 /// The metadata controller's timing and election settings.
 pub fn controller_options(file: &FileConfig) -> Result<arctern_metadata::ControllerOptions> {
     let mut o = arctern_metadata::ControllerOptions::default();
@@ -286,6 +339,11 @@ mod tests {
         }
         let file = FileConfig::deserialize(toml::Value::Table(table)).expect("keys are valid");
         broker_config(&file, PathBuf::from("x")).expect("values are valid");
+        assert_eq!(
+            group_config(&file).expect("group values are valid"),
+            arctern_groups::GroupConfig::default(),
+            "the example documents the defaults"
+        );
     }
 
     #[test]

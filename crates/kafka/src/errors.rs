@@ -1,7 +1,32 @@
 //! The one table from core errors to Kafka error codes.
 
 use arctern_core::CoreError;
+use arctern_groups::GroupError;
 use arctern_kafka_wire::ResponseError;
+
+/// The group coordinator's errors (each is one of Kafka's group error codes).
+pub fn group_error_code(e: GroupError) -> i16 {
+    let code = match e {
+        GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::InvalidCommitOffsetSize => ResponseError::InvalidCommitOffsetSize,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+    };
+    code.code()
+}
 
 pub fn error_code(e: &CoreError) -> i16 {
     let code = match e {
@@ -34,6 +59,25 @@ pub fn error_code(e: &CoreError) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_codes_match_the_kafka_protocol_table() {
+        assert_eq!(group_error_code(GroupError::OffsetMetadataTooLarge), 12);
+        assert_eq!(group_error_code(GroupError::CoordinatorLoadInProgress), 14);
+        assert_eq!(group_error_code(GroupError::CoordinatorNotAvailable), 15);
+        assert_eq!(group_error_code(GroupError::NotCoordinator), 16);
+        assert_eq!(group_error_code(GroupError::IllegalGeneration), 22);
+        assert_eq!(group_error_code(GroupError::InconsistentGroupProtocol), 23);
+        assert_eq!(group_error_code(GroupError::UnknownMemberId), 25);
+        assert_eq!(group_error_code(GroupError::InvalidSessionTimeout), 26);
+        assert_eq!(group_error_code(GroupError::RebalanceInProgress), 27);
+        assert_eq!(group_error_code(GroupError::InvalidCommitOffsetSize), 28);
+        assert_eq!(group_error_code(GroupError::NonEmptyGroup), 68);
+        assert_eq!(group_error_code(GroupError::GroupIdNotFound), 69);
+        assert_eq!(group_error_code(GroupError::MemberIdRequired), 79);
+        assert_eq!(group_error_code(GroupError::FencedInstanceId), 82);
+        assert_eq!(group_error_code(GroupError::GroupSubscribedToTopic), 86);
+    }
 
     #[test]
     fn codes_match_the_kafka_protocol_table() {

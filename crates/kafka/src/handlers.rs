@@ -40,6 +40,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::errors::error_code;
+use crate::groups;
 
 pub type Deferred = Pin<Box<dyn Future<Output = ResponseKind> + Send>>;
 
@@ -66,7 +67,22 @@ fn now(response: ResponseKind) -> Reply {
     Reply::Now(Box::new(response))
 }
 
-pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
+/// What handlers work on: the broker core and the group coordinator.
+#[derive(Debug, Clone)]
+pub struct KafkaContext {
+    pub broker: Arc<Broker>,
+    pub groups: Arc<arctern_groups::GroupCoordinator>,
+}
+
+/// Who sent a request (group membership records the client id and host).
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub peer: std::net::SocketAddr,
+    pub client_id: String,
+}
+
+pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: Origin) -> Reply {
+    let broker = &ctx.broker;
     match request {
         RequestKind::ApiVersions(_) => now(ResponseKind::ApiVersions(api_versions())),
         RequestKind::Metadata(r) => {
@@ -110,9 +126,65 @@ pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Rep
                 ResponseKind::IncrementalAlterConfigs(alter_configs(&broker, r).await)
             }))
         }
-        RequestKind::FindCoordinator(r) => now(ResponseKind::FindCoordinator(find_coordinator(
-            broker, r, version,
+        RequestKind::FindCoordinator(r) => {
+            let groups = Arc::clone(&ctx.groups);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::FindCoordinator(find_coordinator(&groups, r, version).await)
+            }))
+        }
+        RequestKind::JoinGroup(r) => {
+            let groups = Arc::clone(&ctx.groups);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::JoinGroup(groups::join_group(groups, r, version, origin).await)
+            }))
+        }
+        RequestKind::SyncGroup(r) => {
+            let groups = Arc::clone(&ctx.groups);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::SyncGroup(groups::sync_group(groups, r, version).await)
+            }))
+        }
+        RequestKind::Heartbeat(r) => now(ResponseKind::Heartbeat(groups::heartbeat(
+            &ctx.groups,
+            r,
+            version,
         ))),
+        RequestKind::LeaveGroup(r) => now(ResponseKind::LeaveGroup(groups::leave_group(
+            &ctx.groups,
+            r,
+            version,
+        ))),
+        RequestKind::OffsetCommit(r) => {
+            let ctx = ctx.clone();
+            Reply::Later(Box::pin(async move {
+                ResponseKind::OffsetCommit(groups::offset_commit(ctx, r, version).await)
+            }))
+        }
+        RequestKind::OffsetFetch(r) => now(ResponseKind::OffsetFetch(groups::offset_fetch(
+            &ctx.groups,
+            r,
+            version,
+        ))),
+        RequestKind::ListGroups(r) => now(ResponseKind::ListGroups(groups::list_groups(
+            &ctx.groups,
+            r,
+            version,
+        ))),
+        RequestKind::DescribeGroups(r) => now(ResponseKind::DescribeGroups(
+            groups::describe_groups(&ctx.groups, r, version),
+        )),
+        RequestKind::DeleteGroups(r) => {
+            let groups = Arc::clone(&ctx.groups);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::DeleteGroups(groups::delete_groups(groups, r).await)
+            }))
+        }
+        RequestKind::OffsetDelete(r) => {
+            let groups = Arc::clone(&ctx.groups);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::OffsetDelete(groups::offset_delete(groups, r).await)
+            }))
+        }
         // The wire layer only lets advertised APIs through; this is a safety net.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "request type without a handler");
@@ -196,6 +268,7 @@ fn topic_metadata(
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
         .with_topic_id(t.id)
+        .with_is_internal(t.name == arctern_groups::OFFSETS_TOPIC)
         .with_partitions(
             t.partitions
                 .iter()
@@ -765,45 +838,52 @@ async fn alter_configs(
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-/// FindCoordinator: on a single node every group's coordinator is this node. Transactions
-/// are not implemented, so a transactional key gets COORDINATOR_NOT_AVAILABLE.
-fn find_coordinator(
-    broker: &Broker,
+/// FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
+/// partition (the topic is created on first use). Transactions are not implemented, so a
+/// transactional key gets COORDINATOR_NOT_AVAILABLE.
+async fn find_coordinator(
+    groups: &arctern_groups::GroupCoordinator,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let cfg = broker.config();
-    let answer = |key: &StrBytes| -> Coordinator {
-        let found = Coordinator::default()
-            .with_key(key.clone())
-            .with_node_id(BrokerId(broker.node_id()))
-            .with_host(s(cfg.advertised_host.clone()))
-            .with_port(cfg.advertised_port);
-        let refused = |code: ResponseError, msg: &str| {
+    let key_type = req.key_type;
+    let answer = |key: StrBytes| async move {
+        let refused = |code: i16, msg: String| {
             Coordinator::default()
                 .with_key(key.clone())
                 .with_node_id(BrokerId(-1))
+                .with_host(s(""))
                 .with_port(-1)
-                .with_error_code(code.code())
+                .with_error_code(code)
                 .with_error_message(Some(s(msg)))
         };
-        match req.key_type {
-            KEY_TYPE_GROUP => found,
+        match key_type {
+            KEY_TYPE_GROUP => match groups.find_coordinator(&key).await {
+                Ok(c) => Coordinator::default()
+                    .with_key(key.clone())
+                    .with_node_id(BrokerId(c.node_id))
+                    .with_host(s(c.host))
+                    .with_port(c.port),
+                Err(e) => refused(crate::errors::group_error_code(e), e.to_string()),
+            },
             KEY_TYPE_TRANSACTION => refused(
-                ResponseError::CoordinatorNotAvailable,
-                "transactions are not supported",
+                ResponseError::CoordinatorNotAvailable.code(),
+                "transactions are not supported".into(),
             ),
             _ => refused(
-                ResponseError::InvalidRequest,
-                "unknown coordinator key type",
+                ResponseError::InvalidRequest.code(),
+                "unknown coordinator key type".into(),
             ),
         }
     };
     if version >= 4 {
-        let coordinators = req.coordinator_keys.iter().map(answer).collect();
+        let mut coordinators = Vec::with_capacity(req.coordinator_keys.len());
+        for key in req.coordinator_keys {
+            coordinators.push(answer(key).await);
+        }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let c = answer(&req.key);
+    let c = answer(req.key).await;
     let resp = FindCoordinatorResponse::default()
         .with_error_code(c.error_code)
         .with_node_id(c.node_id)

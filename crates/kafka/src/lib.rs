@@ -3,7 +3,9 @@
 //! broker core.
 
 mod errors;
+mod groups;
 mod handlers;
 mod server;
 
+pub use handlers::KafkaContext;
 pub use server::{serve, KafkaServerConfig};

@@ -6,9 +6,7 @@
 //! in flight per connection is bounded, and so is every frame.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use arctern_core::Broker;
 use arctern_kafka_wire::kafka_protocol::messages::ApiKey;
 use arctern_kafka_wire::{
     decode_request, encode_response, frame_length, unsupported_api_versions_response, DecodeError,
@@ -19,7 +17,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::handlers::{dispatch, Reply};
+use crate::handlers::{dispatch, KafkaContext, Origin, Reply};
 
 #[derive(Debug, Clone)]
 pub struct KafkaServerConfig {
@@ -41,7 +39,7 @@ impl Default for KafkaServerConfig {
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
-    broker: Arc<Broker>,
+    ctx: KafkaContext,
     config: KafkaServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -50,9 +48,9 @@ pub async fn serve(
             accepted = listener.accept() => {
                 match accepted {
                     Ok((stream, peer)) => {
-                        let broker = Arc::clone(&broker);
+                        let ctx = ctx.clone();
                         let config = config.clone();
-                        tokio::spawn(async move { connection(stream, peer, broker, config).await });
+                        tokio::spawn(async move { connection(stream, peer, ctx, config).await });
                     }
                     Err(e) => {
                         // Typically EMFILE; back off instead of spinning.
@@ -75,7 +73,7 @@ type Pending = oneshot::Receiver<Option<BytesMut>>;
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    broker: Arc<Broker>,
+    ctx: KafkaContext,
     config: KafkaServerConfig,
 ) {
     let _ = stream.set_nodelay(true);
@@ -138,7 +136,16 @@ async fn connection(
         let version = request.header.request_api_version;
         let api_key = request.api_key;
         tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
-        let reply = dispatch(&broker, request.body, version);
+        let origin = Origin {
+            peer,
+            client_id: request
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+        };
+        let reply = dispatch(&ctx, request.body, version, origin);
         let (tx, rx) = oneshot::channel();
         match reply {
             Reply::Nothing => continue,
