@@ -151,8 +151,9 @@ def test_manual_commit_crash_between_process_and_commit_redelivers(gbroker, work
 
     b = workers("B", bs, group, topic_name, batch=50)
     # A's member is still in the group until its session times out
-    wait_processed([b], {(0, o) for o in range(n)}, SESSION_MS / 1000 + REBALANCE_SLACK_S + 20,
-                   "B processes up to the end")
+    wait_processed([a, b], {(0, o) for o in range(n)},
+                   SESSION_MS / 1000 + REBALANCE_SLACK_S + 20,
+                   "every record processed by A or B")
     b_proc = b.processed()
     assert b_proc[0][1] == a_committed, \
         f"B must start at A's last committed offset {a_committed}, started at {b_proc[0][1]}"
@@ -292,31 +293,40 @@ def test_rebalance_after_member_sigkill(gbroker, workers, topic_name):
 
 COMMITS = {0: (5, "meta-0 second commit"), 1: (7, "meta-1 \u00e9\u00e8 unicode"), 2: (10, "")}
 
+# Commit metadata is written and read with kafka-python and raw OffsetFetch, which carry
+# the string as it is. confluent-kafka-python is only used for the offsets here: it sends
+# TopicPartition.metadata with its C string terminator (a committed "m" is stored as
+# "m\x00", by Apache Kafka too) and reads metadata back as a C string.
+
 
 def _commit_offsets(bootstrap: str, group: str, topic: str, commits: dict):
-    """Standalone commits (no subscription: generation -1), synchronous."""
-    c = Consumer(cconf(bootstrap, group))
+    """Standalone commits with kafka-python (no subscription: generation -1), synchronous;
+    partition 0 is committed twice (the second commit replaces the first)."""
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTP
+    from kafka.structs import OffsetAndMetadata
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                      request_timeout_ms=10000)
     try:
-        # an earlier value that the second commit of partition 0 replaces
-        c.commit(offsets=[TopicPartition(topic, 0, 3, metadata="meta-0 first")],
-                 asynchronous=False)
-        res = c.commit(offsets=[TopicPartition(topic, p, o, metadata=m)
-                                for p, (o, m) in commits.items()], asynchronous=False)
-        assert all(tp.error is None for tp in res), f"commit: {res}"
+        c.commit({KTP(topic, 0): OffsetAndMetadata(3, "meta-0 first", -1)})
+        c.commit({KTP(topic, p): OffsetAndMetadata(o, m, -1) for p, (o, m) in commits.items()})
     finally:
         c.close()
 
 
 def _read_committed_confluent(bootstrap, group, topic, parts) -> dict:
+    """Consumer.committed: partition -> offset (OFFSET_INVALID when none)."""
     c = Consumer(cconf(bootstrap, group))
     try:
         res = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
-        return {tp.partition: (tp.offset, tp.metadata) for tp in res}
+        assert all(tp.error is None for tp in res), res
+        return {tp.partition: tp.offset for tp in res}
     finally:
         c.close()
 
 
 def _read_committed_kafka_python(bootstrap, group, topic, parts) -> dict:
+    """partition -> (offset, metadata), None when nothing is committed."""
     from kafka import KafkaConsumer
     from kafka import TopicPartition as KTP
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
@@ -331,6 +341,17 @@ def _read_committed_kafka_python(bootstrap, group, topic, parts) -> dict:
         c.close()
 
 
+def _read_committed_raw(bootstrap, group, topic, parts) -> dict:
+    """Raw OffsetFetch v3 to one broker (the coordinator): partition -> (offset,
+    metadata); None while the coordinator is not ready."""
+    r = g.raw_offset_fetch(bootstrap, group, topic, parts)
+    codes = {r["error_code"]} | {v["error_code"] for v in r["partitions"].values()}
+    if codes & g.COORDINATOR_RETRIABLE:
+        return None
+    assert codes == {0}, f"OffsetFetch from {bootstrap}: {r}"
+    return {p: (v["offset"], v["metadata"]) for (t, p), v in r["partitions"].items()}
+
+
 def _expected(commits):
     return {p: (o, m) for p, (o, m) in commits.items()}
 
@@ -341,13 +362,17 @@ def test_committed_offsets_survive_broker_sigkill(gbroker, topic_name):
     g.produce_values(bs, topic_name, values("x", 30), lambda i: i % 3)
     _commit_offsets(bs, group, topic_name, COMMITS)
     want = _expected(COMMITS)
-    assert _read_committed_confluent(bs, group, topic_name, [0, 1, 2]) == want
+    want_offsets = {p: o for p, (o, _) in want.items()}
+    assert _read_committed_kafka_python(bs, group, topic_name, [0, 1, 2]) == want
+    assert _read_committed_raw(bs, group, topic_name, [0, 1, 2]) == want
 
     gbroker.restart(kill=True)
 
-    got = wait_until(lambda: _read_committed_confluent(bs, group, topic_name, [0, 1, 2]), 30,
-                     "committed offsets readable after the restart")
-    assert got == want, "confluent Consumer.committed after kill -9 + restart"
+    got = wait_until(lambda: _read_committed_raw(bs, group, topic_name, [0, 1, 2]), 30,
+                     "OffsetFetch answered after the restart")
+    assert got == want, "raw OffsetFetch after kill -9 + restart"
+    assert _read_committed_confluent(bs, group, topic_name, [0, 1, 2]) == want_offsets, \
+        "confluent Consumer.committed after kill -9 + restart"
     assert _read_committed_kafka_python(bs, group, topic_name, [0, 1, 2]) == want, \
         "kafka-python KafkaConsumer.committed after kill -9 + restart"
     # a member of the group continues from them
@@ -380,13 +405,16 @@ def test_committed_offsets_survive_coordinator_sigkill_3_nodes(cluster_factory, 
     c.create_topic(topic_name, partitions=2, rf=3)
     g.produce_values(c.live_bootstrap(), topic_name, values("y", 40), lambda i: i % 2)
     commits = {0: (7, "m0"), 1: (12, "m1")}
-    cons = Consumer(cconf(c.live_bootstrap(), group))
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTP
+    from kafka.structs import OffsetAndMetadata
+    kp = KafkaConsumer(bootstrap_servers=c.live_bootstrap(), group_id=group,
+                       enable_auto_commit=False, request_timeout_ms=10000)
     try:
-        res = cons.commit(offsets=[TopicPartition(topic_name, p, o, metadata=m)
-                                   for p, (o, m) in commits.items()], asynchronous=False)
-        assert all(tp.error is None for tp in res), res
+        kp.commit({KTP(topic_name, p): OffsetAndMetadata(o, m, -1)
+                   for p, (o, m) in commits.items()})
     finally:
-        cons.close()
+        kp.close()
 
     # every node names the same live coordinator
     views = wait_until(
@@ -411,19 +439,11 @@ def test_committed_offsets_survive_coordinator_sigkill_3_nodes(cluster_factory, 
                      f"a new coordinator among {live} after SIGKILL of node {old}",
                      interval=0.3)
 
-    def fetch():
-        r = g.raw_offset_fetch(c.node(new).bootstrap, group, topic_name, [0, 1])
-        if r["error_code"] in g.COORDINATOR_RETRIABLE or any(
-                v["error_code"] in g.COORDINATOR_RETRIABLE for v in r["partitions"].values()):
-            return None
-        return r
-    r = wait_until(fetch, 30, f"OffsetFetch from the new coordinator {new}", interval=0.3)
-    assert r["error_code"] == 0, r
-    got = {p: (v["offset"], v["metadata"], v["error_code"])
-           for (t, p), v in r["partitions"].items()}
-    assert got == {p: (o, m, 0) for p, (o, m) in commits.items()}, \
-        f"offsets on the new coordinator {new}: {got}"
-    assert _read_committed_confluent(c.live_bootstrap(), group, topic_name, [0, 1]) == \
+    got = wait_until(lambda: _read_committed_raw(c.node(new).bootstrap, group, topic_name,
+                                                 [0, 1]),
+                     30, f"OffsetFetch from the new coordinator {new}", interval=0.3)
+    assert got == _expected(commits), f"offsets on the new coordinator {new}: {got}"
+    assert _read_committed_kafka_python(c.live_bootstrap(), group, topic_name, [0, 1]) == \
         _expected(commits)
 
     # a consumer of the group continues from the committed offsets
@@ -441,7 +461,7 @@ def test_committed_offsets_survive_coordinator_sigkill_3_nodes(cluster_factory, 
     finally:
         cons.close()
     final = _read_committed_confluent(c.live_bootstrap(), group, topic_name, [0, 1])
-    assert {p: o for p, (o, _) in final.items()} == {0: 20, 1: 20}, final
+    assert final == {0: 20, 1: 20}, final
 
 
 # ----------------------------------------------------------------------------- 6
@@ -467,7 +487,8 @@ def test_auto_offset_reset_earliest_and_latest(gbroker, topic_name):
         assert g.committed_offsets(bs, grp, topic_name, [0]) == {0: OFFSET_INVALID}
 
     ce = Consumer(cconf(bs, ge, **{"auto.offset.reset": "earliest"}))
-    cl = Consumer(cconf(bs, gl, **{"auto.offset.reset": "latest"}))
+    cl = Consumer(cconf(bs, gl, **{"auto.offset.reset": "latest",
+                                   "enable.partition.eof": True}))
     try:
         ce.subscribe([topic_name])
         got = _consume_n(ce, 10)
@@ -478,13 +499,15 @@ def test_auto_offset_reset_earliest_and_latest(gbroker, topic_name):
         early_seen = []
 
         def positioned():
+            # the partition-EOF event carries the fetch position: where "latest" put it
             for m in cl.consume(100, timeout=0.2):
                 if not m.error():
                     early_seen.append(m.offset())
-            pos = cl.position([TopicPartition(topic_name, 0)])
-            return cl.assignment() and pos[0].offset >= 0 and pos[0].offset
-        pos = wait_until(positioned, 30, "latest consumer assigned and positioned")
-        assert pos == 10, f"latest: positioned at the log end (10), got {pos}"
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    return ("eof", m.offset())
+            return None
+        pos = wait_until(positioned, 30, "latest consumer assigned and at the partition end")
+        assert pos == ("eof", 10), f"latest: positioned at the log end (10), got {pos}"
         assert early_seen == [], f"latest consumer saw earlier records {early_seen}"
         g.produce_values(bs, topic_name, values("late", 5), lambda i: 0)
         got = _consume_n(cl, 5)
@@ -523,7 +546,8 @@ def test_assignors_complete_and_disjoint(gbroker, topic_name, strategy):
             return asg if time.monotonic() - stable_since[0] > 1.5 else None
         asg = wait_until(stable, 40, f"{strategy}: a complete, disjoint assignment over 2 "
                                      f"members", interval=0.05)
-        desc = g.admin(bs).describe_consumer_groups([group])[group].result(10)
+        a = g.admin(bs)     # keep the client alive until its future resolves
+        desc = a.describe_consumer_groups([group])[group].result(10)
         assert desc.state == ConsumerGroupState.STABLE
         assert desc.partition_assignor == strategy, \
             f"the group's protocol is {desc.partition_assignor!r}, not {strategy!r}"
