@@ -286,3 +286,29 @@ def raw_offset_fetch(bootstrap: str, group: str, topic: str, partitions: list[in
                      timeout: float = 5) -> dict:
     with kwire.Conn(bootstrap, timeout=timeout) as c:
         return parse_offset_fetch_v3(c.roundtrip(offset_fetch_v3(1, group, topic, partitions)))
+
+
+API_JOIN_GROUP = 11
+MEMBER_ID_REQUIRED = 79
+
+
+def join_group_v4(corr: int, group: str, topic: str, member_id: str = "",
+                  session_ms: int = SESSION_MS, rebalance_ms: int = 10000) -> bytes:
+    """JoinGroup v4, protocol type "consumer", one protocol "range" whose metadata is a
+    ConsumerProtocolSubscription v0 for `topic`."""
+    sub = kwire.i16(0) + kwire.array([kwire.string(topic)]) + kwire.nbytes(None)
+    body = (kwire.string(group) + kwire.i32(session_ms) + kwire.i32(rebalance_ms)
+            + kwire.string(member_id) + kwire.string("consumer")
+            + kwire.array([kwire.string("range") + kwire.nbytes(sub)]))
+    return kwire.request(API_JOIN_GROUP, 4, corr, body)
+
+
+def parse_join_group_v4(payload: bytes) -> dict:
+    r = kwire.Reader(payload)
+    corr = r.i32()
+    r.i32()                                        # throttle_time_ms
+    err = r.i16()
+    gen = r.i32()
+    proto, leader, member = r.string(), r.string(), r.string()
+    return dict(correlation_id=corr, error_code=err, generation_id=gen, protocol=proto,
+                leader=leader, member_id=member)

@@ -43,6 +43,7 @@ from confluent_kafka import (OFFSET_INVALID, Consumer, ConsumerGroupState, Kafka
 
 import groups as g
 import kclients as kc
+import kwire
 from broker import arctern_bin
 from groups import HEARTBEAT_MS, REBALANCE_SLACK_S, SESSION_MS, Worker, wait_until
 
@@ -602,7 +603,9 @@ def test_static_membership_restart_and_fencing(gbroker, workers, topic_name):
                 return e
         return None
     e = wait_until(fenced, 20, "the first process reports FENCED_INSTANCE_ID")
-    fatal = [x for x in a2.events("error") if x.get("fatal")]
+    # librdkafka raises a fatal error: error_cb gets ERR__FATAL with the cause in its text
+    fatal = [x for x in a2.events("error")
+             if (x.get("fatal") or x.get("code") == KafkaError._FATAL) and "fenced" in x["str"]]
     assert fatal, f"FENCED_INSTANCE_ID is fatal in librdkafka; error events: {a2.events('error')}"
     c3.wait_event("assigned", timeout=15)
     wait_until(lambda: c3.assignment() == a_parts, 10, "the new process holds the "
@@ -755,19 +758,58 @@ def _first_join_seconds(bootstrap: str, topic: str, group: str) -> float:
         c.close()
 
 
+def _coordinator_ready(bootstrap: str, group: str, topic: str, timeout: float = 30):
+    """Until FindCoordinator names a node and that node answers OffsetFetch for the group
+    without a coordinator error (the offsets topic exists and the group's partition is
+    loaded). Creates no group."""
+    def ready():
+        fc = g.raw_find_coordinator(bootstrap, group)
+        if fc["error_code"] != 0:
+            return None
+        return _read_committed_raw(f"{fc['host']}:{fc['port']}", group, topic, [0]) is not None
+    wait_until(ready, timeout, f"coordinator of {group} ready", interval=0.2)
+
+
 def test_initial_rebalance_delay(broker_factory, topic_name):
     """The first rebalance of an empty group waits group.initial.rebalance.delay.ms
     (default 3000) for more members; with 0 it completes at once. A behaviour check with
-    loose bounds, not a benchmark."""
+    loose bounds, not a benchmark. The coordinator is made ready first (offsets topic
+    created and loaded) so that only the group's own join is timed."""
     default = broker_factory()              # Kafka's default: 3000 ms
     zero = broker_factory(GCONF)
+    group = f"g-{topic_name}"
     for b in (default, zero):
         kc.create_topic(b.bootstrap, topic_name, 1)
-    t_default = _first_join_seconds(default.bootstrap, topic_name, f"g-{topic_name}")
-    t_zero = _first_join_seconds(zero.bootstrap, topic_name, f"g-{topic_name}")
+        _coordinator_ready(b.bootstrap, group, topic_name)
+    t_default = _first_join_seconds(default.bootstrap, topic_name, group)
+    t_zero = _first_join_seconds(zero.bootstrap, topic_name, group)
     print(f"first join: {t_default:.2f}s with the default delay, {t_zero:.2f}s with 0")
     assert t_default >= 2.5, f"default delay (3000 ms): first join took only {t_default:.2f}s"
     assert t_zero < 2.5, f"delay 0: first join took {t_zero:.2f}s"
+
+
+def test_fresh_broker_coordinator_named_by_find_coordinator_serves_join(gbroker,
+                                                                       topic_name):
+    """On a fresh broker the first FindCoordinator creates __consumer_offsets. Once it
+    names a coordinator (error NONE), that node serves the group: a JoinGroup sent to it
+    right away is answered as a join (v4, no member id: MEMBER_ID_REQUIRED) or, while the
+    group's offsets partition is still loading, COORDINATOR_LOAD_IN_PROGRESS -- never
+    NOT_COORDINATOR, which tells the client it asked the wrong node (librdkafka then backs
+    off and rediscovers, about 3 s for the first join of every fresh cluster)."""
+    bs, group = gbroker.bootstrap, f"g-{topic_name}"
+    kc.create_topic(bs, topic_name, 1)
+    deadline = time.monotonic() + 30
+    while True:
+        fc = g.raw_find_coordinator(bs, group)
+        if fc["error_code"] == 0:
+            break
+        assert fc["error_code"] in g.COORDINATOR_RETRIABLE, fc
+        assert time.monotonic() < deadline, f"FindCoordinator: {fc}"
+        time.sleep(0.05)
+    with kwire.Conn(f"{fc['host']}:{fc['port']}") as conn:
+        r = g.parse_join_group_v4(conn.roundtrip(g.join_group_v4(1, group, topic_name)))
+    assert r["error_code"] in (g.MEMBER_ID_REQUIRED, g.COORDINATOR_LOAD_IN_PROGRESS), \
+        f"JoinGroup to the coordinator FindCoordinator just named (node {fc['node_id']}): {r}"
 
 
 # ----------------------------------------------------------------------------- CLI
