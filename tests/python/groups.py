@@ -25,6 +25,8 @@ HEARTBEAT_MS = 500
 # rebalance that follows and the new assignment take a little longer.
 REBALANCE_SLACK_S = 10
 
+OFFSET_INVALID = -1001      # confluent-kafka's "no offset"
+
 # Kafka error codes
 COORDINATOR_LOAD_IN_PROGRESS = 14
 COORDINATOR_NOT_AVAILABLE = 15
@@ -187,16 +189,35 @@ def admin(bootstrap: str):
 
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: list[int],
                       timeout: float = 10) -> dict[int, int]:
-    """AdminClient.list_consumer_group_offsets: partition -> committed offset (-1001,
-    OFFSET_INVALID, when none)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-    a = admin(bootstrap)
-    req = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
-    res = a.list_consumer_group_offsets([req], request_timeout=timeout)[group].result(timeout)
-    out = {}
-    for tp in res.topic_partitions:
-        assert tp.error is None, f"list_consumer_group_offsets {group} {tp}: {tp.error}"
-        out[tp.partition] = tp.offset
+    """Committed offsets through the admin API (kafka-python KafkaAdminClient
+    .list_group_offsets: FindCoordinator + OffsetFetch): partition -> offset, -1001
+    (OFFSET_INVALID, as confluent-kafka names it) when none. Retriable coordinator errors
+    are retried for up to `timeout` seconds, as clients do.
+
+    Not confluent-kafka's AdminClient.list_consumer_group_offsets: librdkafka 2.16
+    crashes (SIGSEGV in rd_kafka_cgrp_op, called from rd_kafka_handle_OffsetFetch) when an
+    admin OffsetFetch is answered NOT_COORDINATOR, since an admin client has no consumer
+    group handle to re-query the coordinator with -- and a crash would end the whole test
+    session."""
+    from kafka import TopicPartition as KTP
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError as KPError
+    deadline = time.monotonic() + timeout
+    while True:
+        a = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+        try:
+            res = a.list_group_offsets({group: [KTP(topic, p) for p in partitions]})[group]
+            break
+        except KPError as e:
+            if not getattr(e, "retriable", False) or time.monotonic() > deadline:
+                raise
+        finally:
+            a.close()
+        time.sleep(0.2)
+    out = {p: OFFSET_INVALID for p in partitions}
+    for tp, om in res.items():
+        if tp.topic == topic and om is not None and om.offset >= 0:
+            out[tp.partition] = om.offset
     return out
 
 
