@@ -464,6 +464,19 @@ def test_committed_offsets_survive_coordinator_sigkill_3_nodes(cluster_factory, 
     final = _read_committed_confluent(c.live_bootstrap(), group, topic_name, [0, 1])
     assert final == {0: 20, 1: 20}, final
 
+    # the CLI, bootstrapped from a node that is not the coordinator, finds the new one
+    other = next(i for i in live if i != new)
+    doc = json.loads(_cli("describe", group, "--bootstrap-server", c.node(other).bootstrap,
+                          "--json").stdout)
+    assert doc["coordinator"]["node_id"] == new, doc["coordinator"]
+    assert doc["state"] == "Empty" and doc["members"] == [], doc
+    assert [(o["partition"], o["committed_offset"], o["log_end_offset"], o["lag"])
+            for o in doc["offsets"]] == [(0, 20, 20, 0), (1, 20, 20, 0)], doc["offsets"]
+    listed = json.loads(_cli("list", "--bootstrap-server", c.node(other).bootstrap,
+                             "--json").stdout)["groups"]
+    assert [(x["state"], x["coordinator"]) for x in listed if x["group_id"] == group] == \
+        [("Empty", new)], listed
+
 
 # ----------------------------------------------------------------------------- 6
 
