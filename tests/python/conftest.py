@@ -10,6 +10,7 @@ import pytest
 
 from broker import Broker, arctern_bin, kill_leftovers
 from cluster import Cluster, summarize_rcs
+from groups import kill_workers
 
 
 def pytest_sessionstart(session):
@@ -21,6 +22,7 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    kill_workers()
     kill_leftovers()
 
 

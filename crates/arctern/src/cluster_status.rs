@@ -1,11 +1,10 @@
 //! `arctern cluster status`: the cluster as a Kafka client sees it (a Metadata request),
 //! so it works against any node and shows what clients are told.
 
-use std::time::Duration;
-
-use anyhow::{bail, Context, Result};
-use arctern_replication::KafkaConnection;
+use anyhow::{bail, Result};
 use kafka_protocol::messages::MetadataRequest;
+
+use crate::admin_conn::AdminConn;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -17,19 +16,14 @@ pub struct StatusArgs {
     json: bool,
 }
 
-const METADATA_VERSION: i16 = 12;
-
 pub async fn run(args: StatusArgs) -> Result<()> {
-    let mut conn = KafkaConnection::connect(&args.bootstrap_server, "arctern-cluster-status")
-        .await
-        .with_context(|| format!("connecting to {}", args.bootstrap_server))?;
+    let mut conn = AdminConn::connect(&args.bootstrap_server, "arctern-cluster-status").await?;
+    // v1+: a null topic list means all topics (v0 has no null)
+    let version = conn.version::<MetadataRequest>(1, 12)?;
     let req = MetadataRequest::default()
         .with_topics(None)
         .with_allow_auto_topic_creation(false);
-    let resp = conn
-        .call(&req, METADATA_VERSION, Duration::from_secs(10))
-        .await
-        .context("Metadata request")?;
+    let resp = conn.call(&req, version).await?;
     let mut brokers: Vec<_> = resp.brokers.iter().collect();
     brokers.sort_by_key(|b| b.node_id.0);
     let mut topics: Vec<_> = resp.topics.iter().collect();

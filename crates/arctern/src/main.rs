@@ -1,6 +1,8 @@
 //! `arctern`: the broker binary.
 
+mod admin_conn;
 mod cluster_status;
+mod groups_cli;
 mod settings;
 
 use std::net::SocketAddr;
@@ -33,6 +35,10 @@ enum Command {
     /// Cluster tools.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Consumer group tools: list the groups, describe one (members, assignments,
+    /// committed offsets, lag).
+    #[command(subcommand)]
+    Groups(groups_cli::GroupsCommand),
     /// Produce and consume against a running broker and print throughput and latency.
     Bench(arctern_bench::BenchArgs),
 }
@@ -82,6 +88,7 @@ fn main() -> Result<()> {
         Command::Cluster(ClusterCommand::Status(args)) => {
             runtime.block_on(cluster_status::run(args))
         }
+        Command::Groups(cmd) => runtime.block_on(groups_cli::run(cmd)),
     }
 }
 

@@ -440,9 +440,12 @@ impl GroupCoordinator {
         let Some(broker) = &self.broker else {
             return Err(GroupError::CoordinatorNotAvailable);
         };
-        let topic = match broker.topic(OFFSETS_TOPIC) {
-            Some(t) => t,
-            None => self.create_offsets_topic(broker).await?,
+        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+            // As Kafka: create the topic and answer COORDINATOR_NOT_AVAILABLE; the client
+            // asks again once leaders are in place (so it never reaches a coordinator that
+            // does not know yet that it is one).
+            self.create_offsets_topic(broker).await?;
+            return Err(GroupError::CoordinatorNotAvailable);
         };
         self.partitions
             .store(topic.partition_count().max(1), Ordering::Release);
@@ -457,6 +460,14 @@ impl GroupCoordinator {
             .get(&state.leader)
             .filter(|b| !b.fenced)
             .ok_or(GroupError::CoordinatorNotAvailable)?;
+        if b.broker_id == broker.node_id()
+            && !broker
+                .partition(OFFSETS_TOPIC, p)
+                .is_ok_and(|part| part.is_leader())
+        {
+            // The metadata names this node but the replica has not taken leadership yet.
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
         Ok(CoordinatorNode {
             node_id: b.broker_id,
             host: b.host.clone(),

@@ -76,7 +76,25 @@ async fn committed_offsets_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, metadata) = open(dir.path()).await;
     let c = GroupCoordinator::start(Arc::clone(&broker), config());
-    let node = c.find_coordinator("g").await.unwrap();
+    // The first call creates the offsets topic and, as in Kafka, says "not available yet".
+    assert!(matches!(
+        c.find_coordinator("g").await,
+        Err(GroupError::CoordinatorNotAvailable)
+    ));
+    let mut node = None;
+    for _ in 0..200 {
+        match c.find_coordinator("g").await {
+            Ok(n) => {
+                node = Some(n);
+                break;
+            }
+            Err(GroupError::CoordinatorNotAvailable) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    let node = node.expect("a coordinator once the offsets topic has leaders");
     assert_eq!(node.node_id, broker.node_id());
     let topic = broker.topic(OFFSETS_TOPIC).expect("created on first use");
     assert_eq!(topic.partition_count(), 3);
