@@ -393,13 +393,26 @@ struct CoordinatorAnswer {
 #[error("coordinator not ready: {0}")]
 struct Retriable(String);
 
+fn retriable(code: i16) -> bool {
+    matches!(
+        code,
+        COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR
+    )
+}
+
+/// An OffsetFetch group-level error: retriable ones (coordinator moving or loading) are
+/// retried by the caller.
+fn check_offset_fetch_error(group: &str, code: i16) -> Result<()> {
+    if retriable(code) {
+        return Err(Retriable(error_name(code)).into());
+    }
+    if code != 0 {
+        bail!("OffsetFetch {group}: {}", error_name(code));
+    }
+    Ok(())
+}
+
 async fn ask_coordinator(conn: &mut AdminConn, group: &str) -> Result<CoordinatorAnswer> {
-    let retriable = |code: i16| {
-        matches!(
-            code,
-            COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR
-        )
-    };
     let dv = conn.version::<DescribeGroupsRequest>(0, 5)?;
     let dreq = DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]);
     let dresp = conn.call(&dreq, dv).await?;
@@ -454,56 +467,48 @@ async fn ask_coordinator(conn: &mut AdminConn, group: &str) -> Result<Coordinato
             .with_topics(None)
     };
     let oresp = conn.call(&oreq, ov).await?;
-    let mut committed = BTreeMap::new();
-    let mut partition_errors = Vec::new();
-    if ov >= 8 {
+    // (topic, partition, error, committed offset, metadata) from either response shape
+    // (v8+ per group, older at the top level: same fields, different types).
+    type Row = (String, i32, i16, i64, Option<String>);
+    macro_rules! offset_rows {
+        ($topics:expr) => {
+            $topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| {
+                        let meta = p.metadata.as_ref().map(|m| m.to_string());
+                        let name = t.name.0.to_string();
+                        (
+                            name,
+                            p.partition_index,
+                            p.error_code,
+                            p.committed_offset,
+                            meta,
+                        )
+                    })
+                })
+                .collect()
+        };
+    }
+    let rows: Vec<Row> = if ov >= 8 {
         let og = oresp
             .groups
             .iter()
             .find(|og| og.group_id.0.as_str() == group)
             .ok_or_else(|| anyhow!("OffsetFetch response has no entry for {group}"))?;
-        if retriable(og.error_code) {
-            return Err(Retriable(error_name(og.error_code)).into());
-        }
-        if og.error_code != 0 {
-            bail!("OffsetFetch {group}: {}", error_name(og.error_code));
-        }
-        for t in &og.topics {
-            for p in &t.partitions {
-                if p.error_code != 0 {
-                    partition_errors.push((t.name.0.to_string(), p.partition_index, p.error_code));
-                } else if p.committed_offset >= 0 {
-                    committed.insert(
-                        (t.name.0.to_string(), p.partition_index),
-                        (
-                            p.committed_offset,
-                            p.metadata.as_ref().map(|m| m.to_string()),
-                        ),
-                    );
-                }
-            }
-        }
+        check_offset_fetch_error(group, og.error_code)?;
+        offset_rows!(og.topics)
     } else {
-        if retriable(oresp.error_code) {
-            return Err(Retriable(error_name(oresp.error_code)).into());
-        }
-        if oresp.error_code != 0 {
-            bail!("OffsetFetch {group}: {}", error_name(oresp.error_code));
-        }
-        for t in &oresp.topics {
-            for p in &t.partitions {
-                if p.error_code != 0 {
-                    partition_errors.push((t.name.0.to_string(), p.partition_index, p.error_code));
-                } else if p.committed_offset >= 0 {
-                    committed.insert(
-                        (t.name.0.to_string(), p.partition_index),
-                        (
-                            p.committed_offset,
-                            p.metadata.as_ref().map(|m| m.to_string()),
-                        ),
-                    );
-                }
-            }
+        check_offset_fetch_error(group, oresp.error_code)?;
+        offset_rows!(oresp.topics)
+    };
+    let mut committed = BTreeMap::new();
+    let mut partition_errors = Vec::new();
+    for (topic, partition, error, offset, meta) in rows {
+        if error != 0 {
+            partition_errors.push((topic, partition, error));
+        } else if offset >= 0 {
+            committed.insert((topic, partition), (offset, meta));
         }
     }
     if let Some((t, p, code)) = partition_errors.first() {
