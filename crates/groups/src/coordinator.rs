@@ -743,18 +743,24 @@ impl GroupCoordinator {
             if records.is_empty() {
                 return results;
             }
-            ctx.append(records)
+            g.commit_seq += 1;
+            ctx.append(records).map(|w| (w, g.commit_seq))
         };
         handle.wake.notify_one();
         let outcome = match wait {
-            Ok(w) => w.await,
+            Ok((w, seq)) => w.await.map(|()| seq),
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => {
+            Ok(seq) => {
                 let mut g = handle.lock();
                 for (topic, partition, value) in written {
-                    g.offsets.insert((topic, partition), value);
+                    let key = (topic, partition);
+                    if g.offset_commit_seq.get(&key).is_some_and(|s| *s > seq) {
+                        continue; // a later commit of this partition already landed
+                    }
+                    g.offset_commit_seq.insert(key.clone(), seq);
+                    g.offsets.insert(key, value);
                 }
                 results
             }

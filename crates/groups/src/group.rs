@@ -109,6 +109,11 @@ pub(crate) struct Group {
     rebalance: Option<Rebalance>,
     new_member_added: bool,
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Commits are appended in this order (under the group lock) but their acks=all waits
+    /// may finish out of order: each commit takes a number at append time and a partition's
+    /// offset is only replaced by a later-appended commit, so the cache follows the log.
+    pub commit_seq: u64,
+    pub offset_commit_seq: HashMap<(String, i32), u64>,
     /// Unloaded or deleted: the handle is gone from its shard.
     pub closed: bool,
 }
@@ -157,6 +162,8 @@ impl Group {
             rebalance: None,
             new_member_added: false,
             offsets: BTreeMap::new(),
+            commit_seq: 0,
+            offset_commit_seq: HashMap::new(),
             closed: false,
         }
     }

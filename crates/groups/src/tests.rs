@@ -14,6 +14,8 @@ use crate::*;
 struct MemLog {
     parts: Mutex<HashMap<i32, Vec<KeyValue>>>,
     fail: AtomicBool,
+    /// Acknowledgement delays (ms) for the next appends, in order (default: none).
+    ack_delays_ms: Mutex<std::collections::VecDeque<u64>>,
 }
 
 impl OffsetsLog for MemLog {
@@ -32,7 +34,11 @@ impl OffsetsLog for MemLog {
             .entry(partition)
             .or_default()
             .extend(records);
-        Ok(Box::pin(async { Ok(()) }))
+        let delay = self.ack_delays_ms.lock().unwrap().pop_front().unwrap_or(0);
+        Ok(Box::pin(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            Ok(())
+        }))
     }
     fn read_all(&self, partition: i32) -> Result<Vec<KeyValue>, GroupError> {
         Ok(self
@@ -551,4 +557,39 @@ async fn loading_and_not_coordinator() {
     );
     let r = c.join_group(join_req("", None, &["range"])).await;
     assert_eq!(r.error, Some(GroupError::NotCoordinator));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_commit_acknowledged_late_does_not_overwrite_a_later_one() {
+    let (c, log) = coordinator(0);
+    // The first commit's acks=all wait finishes after the second's.
+    log.ack_delays_ms.lock().unwrap().extend([500, 0]);
+    let commit = |o: i64| {
+        let c = Arc::clone(&c);
+        async move {
+            let req = CommitRequest {
+                group_id: "s".into(),
+                generation_id: -1,
+                member_id: String::new(),
+                group_instance_id: None,
+            };
+            let off = OffsetToCommit {
+                topic: "t".into(),
+                partition: 0,
+                offset: o,
+                leader_epoch: -1,
+                metadata: None,
+            };
+            c.commit_offsets(req, vec![off]).await
+        }
+    };
+    let first = tokio::spawn(commit(10));
+    tokio::task::yield_now().await;
+    let second = tokio::spawn(commit(20));
+    assert_eq!(second.await.unwrap(), vec![Ok(())]);
+    assert_eq!(first.await.unwrap(), vec![Ok(())]);
+    let got = c
+        .fetch_offsets("s", Some(&[("t".into(), vec![0])]))
+        .unwrap();
+    assert_eq!(got[0].offset, 20, "the cache must follow the log order");
 }
