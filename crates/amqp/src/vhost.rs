@@ -1,0 +1,885 @@
+//! The virtual host `/`: exchanges, queues and bindings over the broker core.
+//!
+//! Durable definitions (durable exchanges, durable non-exclusive queues, bindings between
+//! durable ones) are events in the internal topic `__amqp_definitions` (one partition,
+//! appended with acks=all, replayed at start), so they share the log's fsync and
+//! replication. Each queue's messages live in its own topic `__amqp_q_<uuid>`: a fresh id
+//! per declaration, so a queue deleted and declared again never sees old records, and
+//! any AMQP queue name (up to 255 bytes of UTF-8) maps onto a legal Kafka topic name.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+use arctern_core::{Acks, Broker, CoreError, Partition};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::codes::{core_error, AmqpError, COMMAND_INVALID};
+use crate::queue::{ConsumerReg, Queue};
+use crate::topic::topic_matches;
+
+pub const DEFINITIONS_TOPIC: &str = "__amqp_definitions";
+pub const QUEUE_TOPIC_PREFIX: &str = "__amqp_q_";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+}
+
+impl ExchangeKind {
+    pub fn parse(s: &str) -> Result<ExchangeKind, AmqpError> {
+        match s {
+            "direct" => Ok(ExchangeKind::Direct),
+            "fanout" => Ok(ExchangeKind::Fanout),
+            "topic" => Ok(ExchangeKind::Topic),
+            // RabbitMQ answers an unknown type with this connection exception.
+            other => Err(AmqpError::new(
+                COMMAND_INVALID,
+                format!("invalid exchange type '{other}' (Arctern supports direct, fanout, topic)"),
+            )),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Binding {
+    pub exchange: String,
+    pub queue: String,
+    pub key: String,
+}
+
+/// One change to the durable definitions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op")]
+enum DefEvent {
+    PutExchange(Exchange),
+    DeleteExchange {
+        name: String,
+    },
+    PutQueue {
+        name: String,
+        topic: String,
+        auto_delete: bool,
+        arguments: FieldTable,
+    },
+    DeleteQueue {
+        name: String,
+    },
+    Bind(Binding),
+    Unbind(Binding),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    exchanges: HashMap<String, Exchange>,
+    queues: HashMap<String, Arc<Queue>>,
+    bindings: HashSet<Binding>,
+}
+
+/// Settings the vhost needs from the server config.
+#[derive(Debug, Clone)]
+pub struct VhostConfig {
+    pub max_message_size: usize,
+}
+
+#[derive(Debug)]
+pub struct Vhost {
+    broker: Arc<Broker>,
+    defs: Arc<Partition>,
+    state: Mutex<State>,
+    config: VhostConfig,
+}
+
+fn poisoned() -> AmqpError {
+    AmqpError::internal("vhost lock poisoned")
+}
+
+/// The local leader replica of a single-partition topic, waiting for the metadata to make
+/// this node its leader (topic creation is a metadata commit, then a reconcile).
+pub async fn leader_partition(broker: &Broker, topic: &str) -> Result<Arc<Partition>, AmqpError> {
+    for _ in 0..1000 {
+        if let Ok(p) = broker.partition(topic, 0) {
+            if p.is_leader() {
+                return Ok(p);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(AmqpError::internal(format!(
+        "topic {topic} has no local leader (queues must be led by the node the client is connected to)"
+    )))
+}
+
+fn queue_topic_configs(max_message_size: usize) -> Vec<(String, String)> {
+    vec![
+        // A queue keeps messages until they are settled, never by age or size.
+        ("retention.ms".into(), "-1".into()),
+        ("retention.bytes".into(), "-1".into()),
+        (
+            "max.message.bytes".into(),
+            (max_message_size + 4096).to_string(),
+        ),
+    ]
+}
+
+fn encode_event(ev: &DefEvent) -> Result<Vec<u8>, AmqpError> {
+    let value = serde_json::to_vec(ev).map_err(|e| AmqpError::internal(e.to_string()))?;
+    let rec = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: arctern_core::now_ms(),
+        key: None,
+        value: Some(Bytes::from(value)),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[rec],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| AmqpError::internal(e.to_string()))?;
+    Ok(buf.to_vec())
+}
+
+fn read_events(p: &Partition) -> Result<Vec<DefEvent>, AmqpError> {
+    let mut offset = p.log_start_offset().map_err(|e| core_error(&e))?;
+    let mut out = Vec::new();
+    loop {
+        let fetched = p
+            .read_to_log_end(offset, 1 << 20)
+            .map_err(|e| core_error(&e))?;
+        if fetched.bytes.is_empty() {
+            return Ok(out);
+        }
+        let mut buf = Bytes::from(fetched.bytes);
+        let mut last = None;
+        while !buf.is_empty() {
+            let set = RecordBatchDecoder::decode(&mut buf)
+                .map_err(|e| AmqpError::internal(format!("{DEFINITIONS_TOPIC}: {e}")))?;
+            for r in set.records {
+                last = Some(r.offset);
+                if let Some(v) = r.value {
+                    match serde_json::from_slice::<DefEvent>(&v) {
+                        Ok(ev) => out.push(ev),
+                        Err(e) => {
+                            tracing::error!(offset = r.offset, error = %e, "skipping an undecodable AMQP definition")
+                        }
+                    }
+                }
+            }
+        }
+        match last {
+            Some(l) if l >= offset => offset = l + 1,
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn builtin_exchanges() -> Vec<Exchange> {
+    [
+        ("", ExchangeKind::Direct),
+        ("amq.direct", ExchangeKind::Direct),
+        ("amq.fanout", ExchangeKind::Fanout),
+        ("amq.topic", ExchangeKind::Topic),
+    ]
+    .into_iter()
+    .map(|(n, k)| Exchange {
+        name: n.into(),
+        kind: k,
+        durable: true,
+        auto_delete: false,
+        internal: false,
+        arguments: FieldTable::default(),
+    })
+    .collect()
+}
+
+/// Queue arguments that RabbitMQ gives a meaning and Arctern does not implement yet: refused
+/// rather than silently ignored.
+const UNSUPPORTED_ARGS: &[&str] = &[
+    "x-message-ttl",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-overflow",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-delivery-limit",
+    "x-max-priority",
+    "x-single-active-consumer",
+    "x-queue-mode",
+    "x-queue-master-locator",
+];
+
+fn check_queue_args(args: &FieldTable) -> Result<(), AmqpError> {
+    for (k, v) in args {
+        let k = k.as_str();
+        if UNSUPPORTED_ARGS.contains(&k) {
+            return Err(AmqpError::precondition(format!(
+                "queue argument '{k}' is not supported by Arctern yet"
+            )));
+        }
+        if k == "x-queue-type" {
+            let t = match v {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::ShortString(s) => s.as_str().to_string(),
+                _ => String::new(),
+            };
+            if t != "classic" && t != "quorum" {
+                return Err(AmqpError::precondition(format!(
+                    "invalid arg 'x-queue-type': '{t}' (Arctern accepts classic and quorum)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn server_named() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::thread_rng();
+    let s: String = (0..22)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("amq.gen-{s}")
+}
+
+fn inequivalent(
+    what: &str,
+    name: &str,
+    arg: &str,
+    got: impl std::fmt::Display,
+    cur: impl std::fmt::Display,
+) -> AmqpError {
+    AmqpError::precondition(format!(
+        "inequivalent arg '{arg}' for {what} '{name}' in vhost '/': received '{got}' but current is '{cur}'"
+    ))
+}
+
+/// What queue.declare asked for.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub name: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+impl Vhost {
+    /// Loads (or creates) the definitions log and opens every durable queue. Non-durable
+    /// queues do not survive a restart: their leftover topics are deleted here.
+    pub async fn start(broker: Arc<Broker>, config: VhostConfig) -> Result<Arc<Vhost>, AmqpError> {
+        if broker.topic(DEFINITIONS_TOPIC).is_none() {
+            let cfg = vec![
+                ("retention.ms".to_string(), "-1".to_string()),
+                ("retention.bytes".to_string(), "-1".to_string()),
+            ];
+            match broker
+                .create_topic(DEFINITIONS_TOPIC, 1, -1, &cfg, false)
+                .await
+            {
+                Ok(_) | Err(CoreError::TopicAlreadyExists(_)) => {}
+                Err(e) => return Err(core_error(&e)),
+            }
+        }
+        let defs = leader_partition(&broker, DEFINITIONS_TOPIC).await?;
+        let mut state = State::default();
+        for e in builtin_exchanges() {
+            state.exchanges.insert(e.name.clone(), e);
+        }
+        let mut queue_topics: HashMap<String, (String, bool, FieldTable)> = HashMap::new();
+        for ev in read_events(&defs)? {
+            match ev {
+                DefEvent::PutExchange(e) => {
+                    state.exchanges.insert(e.name.clone(), e);
+                }
+                DefEvent::DeleteExchange { name } => {
+                    state.exchanges.remove(&name);
+                    state.bindings.retain(|b| b.exchange != name);
+                }
+                DefEvent::PutQueue {
+                    name,
+                    topic,
+                    auto_delete,
+                    arguments,
+                } => {
+                    queue_topics.insert(name, (topic, auto_delete, arguments));
+                }
+                DefEvent::DeleteQueue { name } => {
+                    queue_topics.remove(&name);
+                    state.bindings.retain(|b| b.queue != name);
+                }
+                DefEvent::Bind(b) => {
+                    state.bindings.insert(b);
+                }
+                DefEvent::Unbind(b) => {
+                    state.bindings.remove(&b);
+                }
+            }
+        }
+        let live: HashSet<String> = queue_topics.values().map(|v| v.0.clone()).collect();
+        for (name, (topic, auto_delete, arguments)) in queue_topics {
+            let p = leader_partition(&broker, &topic).await?;
+            let q = Queue::open(name.clone(), topic, true, None, auto_delete, arguments, p)?;
+            tracing::info!(queue = %name, messages = q.message_count(), "recovered durable AMQP queue");
+            state.queues.insert(name, q);
+        }
+        state.bindings.retain(|b| {
+            state.queues.contains_key(&b.queue) && state.exchanges.contains_key(&b.exchange)
+        });
+        for t in broker.topics() {
+            if t.name.starts_with(QUEUE_TOPIC_PREFIX) && !live.contains(&t.name) {
+                tracing::info!(topic = %t.name, "deleting the topic of a non-durable AMQP queue");
+                if let Err(e) = broker.delete_topic(&t.name).await {
+                    tracing::warn!(topic = %t.name, error = %e, "cannot delete leftover queue topic");
+                }
+            }
+        }
+        Ok(Arc::new(Vhost {
+            broker,
+            defs,
+            state: Mutex::new(state),
+            config,
+        }))
+    }
+
+    pub fn max_message_size(&self) -> usize {
+        self.config.max_message_size
+    }
+
+    /// Appends a definition change (ordered by the caller's state lock); the returned
+    /// future resolves once it is durable and replicated.
+    fn persist(
+        &self,
+        ev: &DefEvent,
+    ) -> Result<impl std::future::Future<Output = Result<(), AmqpError>> + Send + 'static, AmqpError>
+    {
+        let batch = encode_event(ev)?;
+        let appended = self
+            .defs
+            .append(batch, Acks::All)
+            .map_err(|e| core_error(&e))?;
+        let p = Arc::clone(&self.defs);
+        Ok(async move {
+            p.wait_acknowledgeable(&appended)
+                .await
+                .map_err(|e| core_error(&e))
+        })
+    }
+
+    // ---- exchanges ----
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn exchange_declare(
+        &self,
+        name: &str,
+        kind: &str,
+        passive: bool,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Result<(), AmqpError> {
+        let wait = {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            if let Some(e) = st.exchanges.get(name) {
+                if passive {
+                    return Ok(());
+                }
+                let kind = ExchangeKind::parse(kind)?;
+                if e.kind != kind {
+                    return Err(inequivalent(
+                        "exchange",
+                        name,
+                        "type",
+                        kind.name(),
+                        e.kind.name(),
+                    ));
+                }
+                if e.durable != durable {
+                    return Err(inequivalent(
+                        "exchange", name, "durable", durable, e.durable,
+                    ));
+                }
+                if e.auto_delete != auto_delete {
+                    return Err(inequivalent(
+                        "exchange",
+                        name,
+                        "auto_delete",
+                        auto_delete,
+                        e.auto_delete,
+                    ));
+                }
+                if e.internal != internal {
+                    return Err(inequivalent(
+                        "exchange", name, "internal", internal, e.internal,
+                    ));
+                }
+                return Ok(());
+            }
+            if passive {
+                return Err(AmqpError::not_found(format!(
+                    "no exchange '{name}' in vhost '/'"
+                )));
+            }
+            if name.is_empty() || name.starts_with("amq.") {
+                return Err(AmqpError::refused(format!(
+                    "exchange name '{name}' contains reserved prefix 'amq.*'"
+                )));
+            }
+            let e = Exchange {
+                name: name.to_string(),
+                kind: ExchangeKind::parse(kind)?,
+                durable,
+                auto_delete,
+                internal,
+                arguments,
+            };
+            let wait = if durable {
+                Some(self.persist(&DefEvent::PutExchange(e.clone()))?)
+            } else {
+                None
+            };
+            st.exchanges.insert(name.to_string(), e);
+            wait
+        };
+        if let Some(w) = wait {
+            w.await?;
+        }
+        Ok(())
+    }
+
+    pub async fn exchange_delete(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        let wait = {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            let Some(e) = st.exchanges.get(name) else {
+                // Deleting a missing exchange succeeds (RabbitMQ since 3.2).
+                return Ok(());
+            };
+            if name.is_empty() || name.starts_with("amq.") {
+                return Err(AmqpError::refused(format!(
+                    "operation not permitted on the default exchange or '{name}'"
+                )));
+            }
+            if if_unused && st.bindings.iter().any(|b| b.exchange == name) {
+                return Err(AmqpError::precondition(format!(
+                    "exchange '{name}' in vhost '/' in use"
+                )));
+            }
+            let wait = if e.durable {
+                Some(self.persist(&DefEvent::DeleteExchange { name: name.into() })?)
+            } else {
+                None
+            };
+            st.exchanges.remove(name);
+            st.bindings.retain(|b| b.exchange != name);
+            wait
+        };
+        if let Some(w) = wait {
+            w.await?;
+        }
+        Ok(())
+    }
+
+    // ---- queues ----
+
+    /// A queue this connection may use: 404 if missing, 405 if another connection's
+    /// exclusive queue.
+    pub fn queue(&self, conn: u64, name: &str) -> Result<Arc<Queue>, AmqpError> {
+        let st = self.state.lock().map_err(|_| poisoned())?;
+        let q = st
+            .queues
+            .get(name)
+            .ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '/'")))?;
+        check_owner(q, conn)?;
+        Ok(Arc::clone(q))
+    }
+
+    /// queue.declare: returns (name, message count, consumer count).
+    pub async fn queue_declare(
+        &self,
+        conn: u64,
+        spec: QueueSpec,
+    ) -> Result<(String, u32, u32), AmqpError> {
+        let name = if spec.name.is_empty() && !spec.passive {
+            server_named()
+        } else {
+            spec.name.clone()
+        };
+        if let Some(r) = self.existing_queue(conn, &name, &spec)? {
+            return Ok(r);
+        }
+        if spec.passive {
+            return Err(AmqpError::not_found(format!(
+                "no queue '{name}' in vhost '/'"
+            )));
+        }
+        if name.starts_with("amq.") && !spec.name.is_empty() {
+            return Err(AmqpError::refused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        check_queue_args(&spec.arguments)?;
+        let topic = format!("{QUEUE_TOPIC_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        self.broker
+            .create_topic(
+                &topic,
+                1,
+                -1,
+                &queue_topic_configs(self.config.max_message_size),
+                false,
+            )
+            .await
+            .map_err(|e| core_error(&e))?;
+        let p = leader_partition(&self.broker, &topic).await?;
+        let owner = spec.exclusive.then_some(conn);
+        let q = Queue::open(
+            name.clone(),
+            topic.clone(),
+            spec.durable,
+            owner,
+            spec.auto_delete,
+            spec.arguments.clone(),
+            p,
+        )?;
+        let wait = {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            if st.queues.contains_key(&name) {
+                drop(st);
+                self.drop_topic(topic);
+                return self
+                    .existing_queue(conn, &name, &spec)?
+                    .ok_or_else(|| AmqpError::internal("queue vanished while declaring"));
+            }
+            let wait = if spec.durable && !spec.exclusive {
+                Some(self.persist(&DefEvent::PutQueue {
+                    name: name.clone(),
+                    topic,
+                    auto_delete: spec.auto_delete,
+                    arguments: spec.arguments.clone(),
+                })?)
+            } else {
+                None
+            };
+            st.queues.insert(name.clone(), q);
+            wait
+        };
+        if let Some(w) = wait {
+            w.await?;
+        }
+        Ok((name, 0, 0))
+    }
+
+    fn existing_queue(
+        &self,
+        conn: u64,
+        name: &str,
+        spec: &QueueSpec,
+    ) -> Result<Option<(String, u32, u32)>, AmqpError> {
+        let st = self.state.lock().map_err(|_| poisoned())?;
+        let Some(q) = st.queues.get(name) else {
+            return Ok(None);
+        };
+        check_owner(q, conn)?;
+        if !spec.passive {
+            if q.durable != spec.durable {
+                return Err(inequivalent(
+                    "queue",
+                    name,
+                    "durable",
+                    spec.durable,
+                    q.durable,
+                ));
+            }
+            if q.exclusive_owner.is_some() != spec.exclusive {
+                return Err(inequivalent(
+                    "queue",
+                    name,
+                    "exclusive",
+                    spec.exclusive,
+                    q.exclusive_owner.is_some(),
+                ));
+            }
+            if q.auto_delete != spec.auto_delete {
+                return Err(inequivalent(
+                    "queue",
+                    name,
+                    "auto_delete",
+                    spec.auto_delete,
+                    q.auto_delete,
+                ));
+            }
+            for (k, v) in &spec.arguments {
+                if q.arguments.inner().get(k) != Some(v) {
+                    return Err(inequivalent(
+                        "queue",
+                        name,
+                        k.as_str(),
+                        format!("{v:?}"),
+                        format!("{:?}", q.arguments.inner().get(k)),
+                    ));
+                }
+            }
+            for (k, v) in &q.arguments {
+                if !spec.arguments.contains_key(k.as_str()) {
+                    return Err(inequivalent(
+                        "queue",
+                        name,
+                        k.as_str(),
+                        "none",
+                        format!("{v:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(Some((
+            name.to_string(),
+            q.message_count(),
+            q.consumer_count(),
+        )))
+    }
+
+    fn drop_topic(&self, topic: String) {
+        let broker = Arc::clone(&self.broker);
+        tokio::spawn(async move {
+            if let Err(e) = broker.delete_topic(&topic).await {
+                tracing::warn!(topic = %topic, error = %e, "cannot delete a queue topic");
+            }
+        });
+    }
+
+    /// queue.delete: returns the number of ready messages it held; its consumers are
+    /// cancelled (basic.cancel sent by their connections).
+    pub async fn queue_delete(
+        &self,
+        conn: u64,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32, AmqpError> {
+        let (q, wait) = {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            let Some(q) = st.queues.get(name) else {
+                // Deleting a missing queue succeeds (RabbitMQ since 3.2).
+                return Ok(0);
+            };
+            check_owner(q, conn)?;
+            if if_unused && q.consumer_count() > 0 {
+                return Err(AmqpError::precondition(format!(
+                    "queue '{name}' in vhost '/' in use"
+                )));
+            }
+            if if_empty && q.message_count() > 0 {
+                return Err(AmqpError::precondition(format!(
+                    "queue '{name}' in vhost '/' is not empty"
+                )));
+            }
+            let wait = if q.durable && q.exclusive_owner.is_none() {
+                Some(self.persist(&DefEvent::DeleteQueue { name: name.into() })?)
+            } else {
+                None
+            };
+            let q = st
+                .queues
+                .remove(name)
+                .ok_or_else(|| AmqpError::internal("queue vanished"))?;
+            st.bindings.retain(|b| b.queue != name);
+            (q, wait)
+        };
+        let (consumers, n) = q.mark_deleted();
+        for c in consumers {
+            let _ = c.cancel.send((c.channel, c.tag));
+        }
+        if let Some(w) = wait {
+            w.await?;
+        }
+        self.drop_topic(q.topic.clone());
+        Ok(n)
+    }
+
+    pub fn queue_purge(&self, conn: u64, name: &str) -> Result<u32, AmqpError> {
+        Ok(self.queue(conn, name)?.purge())
+    }
+
+    /// After a consumer left: deletes an auto-delete queue that has no consumers left.
+    pub async fn consumer_gone(&self, queue: &Queue, auto_deletable: bool) {
+        if auto_deletable {
+            let owner = queue.exclusive_owner.unwrap_or(0);
+            if let Err(e) = self.queue_delete(owner, &queue.name, false, false).await {
+                tracing::warn!(queue = %queue.name, error = %e, "auto-delete failed");
+            }
+        }
+    }
+
+    /// Deletes the exclusive queues of a closed connection.
+    pub async fn connection_closed(&self, conn: u64) {
+        let names: Vec<String> = match self.state.lock() {
+            Ok(st) => st
+                .queues
+                .values()
+                .filter(|q| q.exclusive_owner == Some(conn))
+                .map(|q| q.name.clone())
+                .collect(),
+            Err(_) => return,
+        };
+        for n in names {
+            let _ = self.queue_delete(conn, &n, false, false).await;
+        }
+    }
+
+    // ---- bindings ----
+
+    pub async fn bind(
+        &self,
+        conn: u64,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        unbind: bool,
+    ) -> Result<(), AmqpError> {
+        let wait = {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            let q = st
+                .queues
+                .get(queue)
+                .ok_or_else(|| AmqpError::not_found(format!("no queue '{queue}' in vhost '/'")))?;
+            check_owner(q, conn)?;
+            let q_durable = q.durable && q.exclusive_owner.is_none();
+            let e = st.exchanges.get(exchange).ok_or_else(|| {
+                AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
+            })?;
+            if exchange.is_empty() {
+                return Err(AmqpError::refused(
+                    "operation not permitted on the default exchange",
+                ));
+            }
+            let durable = q_durable && e.durable;
+            let (e_auto, e_durable) = (e.auto_delete, e.durable);
+            let b = Binding {
+                exchange: exchange.into(),
+                queue: queue.into(),
+                key: key.into(),
+            };
+            if unbind {
+                if !st.bindings.remove(&b) {
+                    return Ok(());
+                }
+                let mut waits = Vec::new();
+                if durable {
+                    waits.push(self.persist(&DefEvent::Unbind(b))?);
+                }
+                if e_auto && !st.bindings.iter().any(|b| b.exchange == exchange) {
+                    st.exchanges.remove(exchange);
+                    if e_durable {
+                        waits.push(self.persist(&DefEvent::DeleteExchange {
+                            name: exchange.into(),
+                        })?);
+                    }
+                }
+                waits
+            } else {
+                if st.bindings.contains(&b) {
+                    return Ok(());
+                }
+                let wait = if durable {
+                    vec![self.persist(&DefEvent::Bind(b.clone()))?]
+                } else {
+                    Vec::new()
+                };
+                st.bindings.insert(b);
+                wait
+            }
+        };
+        for w in wait {
+            w.await?;
+        }
+        Ok(())
+    }
+
+    // ---- routing ----
+
+    /// The queues a message published to `exchange` with `key` goes to.
+    pub fn route(&self, exchange: &str, key: &str) -> Result<Vec<Arc<Queue>>, AmqpError> {
+        let st = self.state.lock().map_err(|_| poisoned())?;
+        let e = st.exchanges.get(exchange).ok_or_else(|| {
+            AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
+        })?;
+        if e.internal {
+            return Err(AmqpError::refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '/'"
+            )));
+        }
+        if exchange.is_empty() {
+            return Ok(st.queues.get(key).into_iter().cloned().collect());
+        }
+        let mut names: Vec<&str> = st
+            .bindings
+            .iter()
+            .filter(|b| b.exchange == exchange)
+            .filter(|b| match e.kind {
+                ExchangeKind::Direct => b.key == key,
+                ExchangeKind::Fanout => true,
+                ExchangeKind::Topic => topic_matches(&b.key, key),
+            })
+            .map(|b| b.queue.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Ok(names
+            .into_iter()
+            .filter_map(|n| st.queues.get(n).cloned())
+            .collect())
+    }
+}
+
+fn check_owner(q: &Queue, conn: u64) -> Result<(), AmqpError> {
+    match q.exclusive_owner {
+        Some(owner) if owner != conn => Err(AmqpError::locked(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            q.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Consumers of a queue, for tests and metrics.
+pub fn _unused(_: &ConsumerReg) {}
