@@ -168,6 +168,10 @@ pub async fn run(
     config: AmqpServerConfig,
 ) {
     let _ = stream.set_nodelay(true);
+    if !vhost.wait_loaded(Duration::from_secs(30)).await {
+        tracing::warn!(%peer, "AMQP definitions not loaded; dropping the connection");
+        return;
+    }
     let (mut r, mut w) = stream.into_split();
     let mut header = [0u8; 8];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, r.read_exact(&mut header)).await {

@@ -111,9 +111,12 @@ pub struct VhostConfig {
 #[derive(Debug)]
 pub struct Vhost {
     broker: Arc<Broker>,
-    defs: Arc<Partition>,
+    /// The definitions log, once it exists (created by the first durable declaration).
+    defs: Mutex<Option<Arc<Partition>>>,
     state: Mutex<State>,
     config: VhostConfig,
+    /// True once the durable definitions are loaded; connections wait for it.
+    loaded: tokio::sync::watch::Sender<bool>,
 }
 
 fn poisoned() -> AmqpError {
@@ -305,15 +308,141 @@ pub struct QueueSpec {
 }
 
 impl Vhost {
-    /// Loads (or creates) the definitions log and opens every durable queue. Non-durable
-    /// queues do not survive a restart: their leftover topics are deleted here.
-    pub async fn start(broker: Arc<Broker>, config: VhostConfig) -> Result<Arc<Vhost>, AmqpError> {
-        if broker.topic(DEFINITIONS_TOPIC).is_none() {
+    /// A vhost that loads its durable definitions in the background (see `load`):
+    /// startup never waits for AMQP, and a node that does not lead the definitions log
+    /// keeps retrying without affecting the Kafka side.
+    pub fn start(broker: Arc<Broker>, config: VhostConfig) -> Arc<Vhost> {
+        let mut state = State::default();
+        for e in builtin_exchanges() {
+            state.exchanges.insert(e.name.clone(), e);
+        }
+        let v = Arc::new(Vhost {
+            broker,
+            defs: Mutex::new(None),
+            state: Mutex::new(state),
+            config,
+            loaded: tokio::sync::watch::channel(false).0,
+        });
+        let loader = Arc::clone(&v);
+        tokio::spawn(async move {
+            let mut attempt = 0u32;
+            loop {
+                match loader.load().await {
+                    Ok(()) => {
+                        loader.loaded.send_replace(true);
+                        return;
+                    }
+                    Err(e) => {
+                        if attempt % 10 == 0 {
+                            tracing::warn!(error = %e, "AMQP definitions not loaded yet; retrying");
+                        }
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        v
+    }
+
+    /// Waits until the durable definitions are loaded (false on timeout).
+    pub async fn wait_loaded(&self, timeout: Duration) -> bool {
+        let mut rx = self.loaded.subscribe();
+        let loaded = tokio::time::timeout(timeout, rx.wait_for(|l| *l)).await;
+        loaded.is_ok()
+    }
+
+    /// Replays `__amqp_definitions` (if it exists) and opens every durable queue.
+    /// Non-durable queues do not survive a restart: on a single node their leftover
+    /// topics are deleted here.
+    async fn load(&self) -> Result<(), AmqpError> {
+        let mut queue_topics: HashMap<String, (String, bool, FieldTable)> = HashMap::new();
+        let mut exchanges = HashMap::new();
+        let mut bindings = HashSet::new();
+        let defs = if self.broker.topic(DEFINITIONS_TOPIC).is_some() {
+            let defs = leader_partition(&self.broker, DEFINITIONS_TOPIC).await?;
+            for ev in read_events(&defs)? {
+                match ev {
+                    DefEvent::PutExchange(e) => {
+                        exchanges.insert(e.name.clone(), e);
+                    }
+                    DefEvent::DeleteExchange { name } => {
+                        exchanges.remove(&name);
+                        bindings.retain(|b: &Binding| b.exchange != name);
+                    }
+                    DefEvent::PutQueue {
+                        name,
+                        topic,
+                        auto_delete,
+                        arguments,
+                    } => {
+                        queue_topics.insert(name, (topic, auto_delete, arguments));
+                    }
+                    DefEvent::DeleteQueue { name } => {
+                        queue_topics.remove(&name);
+                        bindings.retain(|b| b.queue != name);
+                    }
+                    DefEvent::Bind(b) => {
+                        bindings.insert(b);
+                    }
+                    DefEvent::Unbind(b) => {
+                        bindings.remove(&b);
+                    }
+                }
+            }
+            Some(defs)
+        } else {
+            None
+        };
+        let live: HashSet<String> = queue_topics.values().map(|v| v.0.clone()).collect();
+        let mut queues = HashMap::new();
+        for (name, (topic, auto_delete, arguments)) in queue_topics {
+            let p = leader_partition(&self.broker, &topic).await?;
+            let q = Queue::open(name.clone(), topic, true, None, auto_delete, arguments, p)?;
+            tracing::info!(queue = %name, messages = q.message_count(), "recovered durable AMQP queue");
+            queues.insert(name, q);
+        }
+        {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            st.exchanges.extend(exchanges);
+            st.queues.extend(queues);
+            st.bindings.extend(bindings);
+            let State {
+                exchanges,
+                queues,
+                bindings,
+            } = &mut *st;
+            bindings
+                .retain(|b| queues.contains_key(&b.queue) && exchanges.contains_key(&b.exchange));
+        }
+        *self.defs.lock().map_err(|_| poisoned())? = defs;
+        // On a cluster another node may own live non-durable queues: only a single node
+        // cleans up.
+        if self.broker.cluster().brokers.len() <= 1 {
+            for t in self.broker.topics() {
+                if t.name.starts_with(QUEUE_TOPIC_PREFIX) && !live.contains(&t.name) {
+                    tracing::info!(topic = %t.name, "deleting the topic of a non-durable AMQP queue");
+                    if let Err(e) = self.broker.delete_topic(&t.name).await {
+                        tracing::warn!(topic = %t.name, error = %e, "cannot delete leftover queue topic");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The definitions log, created on first use.
+    async fn ensure_defs(&self) -> Result<Arc<Partition>, AmqpError> {
+        if let Some(p) = self.defs.lock().map_err(|_| poisoned())?.clone() {
+            return Ok(p);
+        }
+        if self.broker.topic(DEFINITIONS_TOPIC).is_none() {
             let cfg = vec![
                 ("retention.ms".to_string(), "-1".to_string()),
                 ("retention.bytes".to_string(), "-1".to_string()),
             ];
-            match broker
+            match self
+                .broker
                 .create_topic(DEFINITIONS_TOPIC, 1, -1, &cfg, false)
                 .await
             {
@@ -321,65 +450,9 @@ impl Vhost {
                 Err(e) => return Err(core_error(&e)),
             }
         }
-        let defs = leader_partition(&broker, DEFINITIONS_TOPIC).await?;
-        let mut state = State::default();
-        for e in builtin_exchanges() {
-            state.exchanges.insert(e.name.clone(), e);
-        }
-        let mut queue_topics: HashMap<String, (String, bool, FieldTable)> = HashMap::new();
-        for ev in read_events(&defs)? {
-            match ev {
-                DefEvent::PutExchange(e) => {
-                    state.exchanges.insert(e.name.clone(), e);
-                }
-                DefEvent::DeleteExchange { name } => {
-                    state.exchanges.remove(&name);
-                    state.bindings.retain(|b| b.exchange != name);
-                }
-                DefEvent::PutQueue {
-                    name,
-                    topic,
-                    auto_delete,
-                    arguments,
-                } => {
-                    queue_topics.insert(name, (topic, auto_delete, arguments));
-                }
-                DefEvent::DeleteQueue { name } => {
-                    queue_topics.remove(&name);
-                    state.bindings.retain(|b| b.queue != name);
-                }
-                DefEvent::Bind(b) => {
-                    state.bindings.insert(b);
-                }
-                DefEvent::Unbind(b) => {
-                    state.bindings.remove(&b);
-                }
-            }
-        }
-        let live: HashSet<String> = queue_topics.values().map(|v| v.0.clone()).collect();
-        for (name, (topic, auto_delete, arguments)) in queue_topics {
-            let p = leader_partition(&broker, &topic).await?;
-            let q = Queue::open(name.clone(), topic, true, None, auto_delete, arguments, p)?;
-            tracing::info!(queue = %name, messages = q.message_count(), "recovered durable AMQP queue");
-            state.queues.insert(name, q);
-        }
-        state.bindings.retain(|b| {
-            state.queues.contains_key(&b.queue) && state.exchanges.contains_key(&b.exchange)
-        });
-        for t in broker.topics() {
-            if t.name.starts_with(QUEUE_TOPIC_PREFIX) && !live.contains(&t.name) {
-                tracing::info!(topic = %t.name, "deleting the topic of a non-durable AMQP queue");
-                if let Err(e) = broker.delete_topic(&t.name).await {
-                    tracing::warn!(topic = %t.name, error = %e, "cannot delete leftover queue topic");
-                }
-            }
-        }
-        Ok(Arc::new(Vhost {
-            broker,
-            defs,
-            state: Mutex::new(state),
-            config,
-        }))
+        let p = leader_partition(&self.broker, DEFINITIONS_TOPIC).await?;
+        let mut d = self.defs.lock().map_err(|_| poisoned())?;
+        Ok(Arc::clone(d.get_or_insert(p)))
     }
 
     pub fn max_message_size(&self) -> usize {
@@ -394,11 +467,13 @@ impl Vhost {
     ) -> Result<impl std::future::Future<Output = Result<(), AmqpError>> + Send + 'static, AmqpError>
     {
         let batch = encode_event(ev)?;
-        let appended = self
+        let p = self
             .defs
-            .append(batch, Acks::All)
-            .map_err(|e| core_error(&e))?;
-        let p = Arc::clone(&self.defs);
+            .lock()
+            .map_err(|_| poisoned())?
+            .clone()
+            .ok_or_else(|| AmqpError::internal("the AMQP definitions log is not open"))?;
+        let appended = p.append(batch, Acks::All).map_err(|e| core_error(&e))?;
         Ok(async move {
             p.wait_acknowledgeable(&appended)
                 .await
@@ -419,6 +494,9 @@ impl Vhost {
         internal: bool,
         arguments: FieldTable,
     ) -> Result<(), AmqpError> {
+        if durable && !passive {
+            self.ensure_defs().await?;
+        }
         let wait = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
             if let Some(e) = st.exchanges.get(name) {
@@ -559,6 +637,9 @@ impl Vhost {
             )));
         }
         check_queue_args(&spec.arguments)?;
+        if spec.durable && !spec.exclusive {
+            self.ensure_defs().await?;
+        }
         let topic = format!("{QUEUE_TOPIC_PREFIX}{}", uuid::Uuid::new_v4().simple());
         self.broker
             .create_topic(

@@ -192,9 +192,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         arctern_amqp::VhostConfig {
             max_message_size: amqp_config.max_message_size,
         },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("starting AMQP: {e}"))?;
+    );
     let (stop, stopped) = watch::channel(false);
     let server = tokio::spawn(arctern_kafka::serve(
         listener,
