@@ -333,7 +333,7 @@ impl Vhost {
                         return;
                     }
                     Err(e) => {
-                        if attempt % 10 == 0 {
+                        if attempt.is_multiple_of(10) {
                             tracing::warn!(error = %e, "AMQP definitions not loaded yet; retrying");
                         }
                         attempt += 1;
