@@ -337,3 +337,153 @@ def test_deleting_a_queue_cancels_its_consumers(broker):
     assert len(cancelled) == 1
     other.close()
     conn.close()
+
+
+def test_kill_9_during_confirmed_publishing_loses_no_confirmed_message(broker):
+    """Publishers with confirms run while the broker is killed with SIGKILL; after restart
+    every confirmed message is in the queue exactly once (unconfirmed ones may or may not
+    be), and nothing is duplicated."""
+    import random
+    import threading
+
+    conn = connect(broker)
+    conn.channel().queue_declare("crash-q", durable=True)
+    conn.close()
+    confirmed: list[set] = [set(), set(), set()]
+
+    def publisher(k):
+        try:
+            c = connect(broker)
+            ch = c.channel()
+            ch.confirm_delivery()
+            i = 0
+            while True:
+                body = f"p{k}-{i}".encode()
+                ch.basic_publish("", "crash-q", body, pika.BasicProperties(delivery_mode=2))
+                confirmed[k].add(body)   # basic_publish returned: the broker acked it
+                i += 1
+        except Exception:
+            return
+
+    threads = [threading.Thread(target=publisher, args=(k,), daemon=True) for k in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0 + random.random())
+    broker.kill()
+    for t in threads:
+        t.join(timeout=15)
+    total = set().union(*confirmed)
+    assert len(total) > 50, "publishers barely ran"
+    print(f"confirmed before SIGKILL: {len(total)}")
+    broker.restart()
+    conn = connect(broker)
+    ch = conn.channel()
+    seen = []
+    while True:
+        m, _, body = ch.basic_get("crash-q", auto_ack=True)
+        if m is None:
+            break
+        seen.append(body)
+    assert len(seen) == len(set(seen)), "duplicates after restart"
+    missing = total - set(seen)
+    assert not missing, f"{len(missing)} confirmed messages lost, e.g. {sorted(missing)[:5]}"
+    # per publisher, the stored order is the publish order
+    for k in range(3):
+        mine = [int(b.split(b"-")[1]) for b in seen if b.startswith(f"p{k}-".encode())]
+        assert mine == sorted(mine)
+    conn.close()
+
+
+def test_oversize_message_closes_the_channel_with_406(broker_factory):
+    b = broker_factory({"amqp.max_message_size": 1000})
+    conn = connect(b)
+    ch = conn.channel()
+    ch.queue_declare("small")
+    ch.basic_publish("", "small", b"x" * 1001)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare("small", passive=True)
+    assert e.value.reply_code == 406
+    ch = conn.channel()
+    ch.basic_publish("", "small", b"x" * 1000)
+    assert [len(body) for _, _, body in drain(ch, "small", 1)] == [1000]
+    conn.close()
+
+
+def test_large_message_spans_many_frames(broker):
+    conn = connect(broker, frame_max=4096)
+    ch = conn.channel()
+    ch.queue_declare("big")
+    body = bytes(range(256)) * 4000   # ~1 MB over 4 KiB frames
+    ch.basic_publish("", "big", body)
+    [(_, _, got)] = drain(ch, "big", 1)
+    assert got == body
+    conn.close()
+
+
+def test_silent_client_is_disconnected_after_two_heartbeats(broker):
+    with socket.create_connection(("127.0.0.1", broker.amqp_port), timeout=10) as s:
+        s.sendall(b"AMQP\x00\x00\x09\x01")
+        read_frame(s)   # start
+        # start-ok: client-properties {} , mechanism PLAIN, response, locale
+        resp = b"\x00guest\x00guest"
+        args = (struct.pack(">I", 0) + bytes([5]) + b"PLAIN" + struct.pack(">I", len(resp)) + resp
+                + bytes([5]) + b"en_US")
+        payload = struct.pack(">HH", 10, 11) + args
+        s.sendall(struct.pack(">BHI", 1, 0, len(payload)) + payload + b"\xce")
+        kind, _, p = read_frame(s)   # tune
+        assert struct.unpack(">HH", p[:4]) == (10, 30)
+        tune_ok = struct.pack(">HHHIH", 10, 31, 0, 131072, 1)   # heartbeat 1 s
+        s.sendall(struct.pack(">BHI", 1, 0, len(tune_ok)) + tune_ok + b"\xce")
+        open_ = struct.pack(">HH", 10, 40) + bytes([1]) + b"/" + bytes([0]) + bytes([0])
+        s.sendall(struct.pack(">BHI", 1, 0, len(open_)) + open_ + b"\xce")
+        kind, _, p = read_frame(s)
+        assert struct.unpack(">HH", p[:4]) == (10, 41)   # open-ok
+        start = time.monotonic()
+        heartbeats = 0
+        while True:
+            f = read_frame(s)
+            if f is None:
+                break
+            if f[0] == 8:
+                heartbeats += 1
+        waited = time.monotonic() - start
+        assert heartbeats >= 1, "the server sends heartbeats"
+        assert 1.5 <= waited <= 5, f"closed after {waited:.1f}s"
+
+
+def test_nack_multiple_requeues_and_reject_discards(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("nq")
+    for i in range(4):
+        ch.basic_publish("", "nq", str(i).encode())
+    time.sleep(0.2)
+    tags = []
+    for _ in range(4):
+        m, _, _ = ch.basic_get("nq")
+        tags.append(m.delivery_tag)
+    ch.basic_reject(tags[0], requeue=False)
+    ch.basic_nack(tags[3], multiple=True, requeue=True)   # 1, 2, 3 back
+    got = drain(ch, "nq", 3)
+    assert [b for _, _, b in got] == [b"1", b"2", b"3"]
+    assert all(m.redelivered for m, _, _ in got)
+    assert ch.basic_get("nq")[0] is None
+    conn.close()
+
+
+def test_exclusive_consumer_and_auto_delete_queue(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("ad", auto_delete=True)
+    ch.basic_consume("ad", lambda *a: None, exclusive=True, consumer_tag="c1")
+    ch2 = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch2.basic_consume("ad", lambda *a: None)
+        spin(conn, 0.5)
+    assert e.value.reply_code == 403
+    ch.basic_cancel("c1")
+    ch3 = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch3.queue_declare("ad", passive=True)
+    assert e.value.reply_code == 404
+    conn.close()
