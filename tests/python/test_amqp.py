@@ -420,24 +420,53 @@ def test_large_message_spans_many_frames(broker):
     conn.close()
 
 
+def send_method(s, ch, cls, meth, args=b""):
+    payload = struct.pack(">HH", cls, meth) + args
+    s.sendall(struct.pack(">BHI", 1, ch, len(payload)) + payload + b"\xce")
+
+
+def raw_handshake(s, heartbeat=0):
+    """Protocol header, start-ok (PLAIN guest), tune-ok, open '/' on a raw socket."""
+    s.sendall(b"AMQP\x00\x00\x09\x01")
+    read_frame(s)   # start
+    resp = b"\x00guest\x00guest"
+    send_method(s, 0, 10, 11, struct.pack(">I", 0) + bytes([5]) + b"PLAIN"
+                + struct.pack(">I", len(resp)) + resp + bytes([5]) + b"en_US")
+    _, _, p = read_frame(s)
+    assert struct.unpack(">HH", p[:4]) == (10, 30)   # tune
+    send_method(s, 0, 10, 31, struct.pack(">HIH", 0, 131072, heartbeat))
+    send_method(s, 0, 10, 40, bytes([1]) + b"/" + bytes([0]) + bytes([0]))
+    _, _, p = read_frame(s)
+    assert struct.unpack(">HH", p[:4]) == (10, 41)   # open-ok
+
+
+def connection_close_code(s):
+    while True:
+        f = read_frame(s)
+        assert f is not None, "closed without connection.close"
+        if f[0] == 1 and struct.unpack(">HH", f[2][:4]) == (10, 50):
+            return struct.unpack(">H", f[2][4:6])[0]
+
+
+def test_content_frame_without_publish_is_505(broker):
+    with socket.create_connection(("127.0.0.1", broker.amqp_port), timeout=10) as s:
+        raw_handshake(s)
+        send_method(s, 1, 20, 10, bytes([0]))   # channel.open
+        read_frame(s)
+        s.sendall(struct.pack(">BHI", 3, 1, 3) + b"abc\xce")   # body frame
+        assert connection_close_code(s) == 505
+
+
+def test_method_on_unopened_channel_is_504(broker):
+    with socket.create_connection(("127.0.0.1", broker.amqp_port), timeout=10) as s:
+        raw_handshake(s)
+        send_method(s, 7, 50, 10, struct.pack(">H", 0) + bytes([1]) + b"q" + bytes([0, 0, 0, 0, 0]))
+        assert connection_close_code(s) == 504
+
+
 def test_silent_client_is_disconnected_after_two_heartbeats(broker):
     with socket.create_connection(("127.0.0.1", broker.amqp_port), timeout=10) as s:
-        s.sendall(b"AMQP\x00\x00\x09\x01")
-        read_frame(s)   # start
-        # start-ok: client-properties {} , mechanism PLAIN, response, locale
-        resp = b"\x00guest\x00guest"
-        args = (struct.pack(">I", 0) + bytes([5]) + b"PLAIN" + struct.pack(">I", len(resp)) + resp
-                + bytes([5]) + b"en_US")
-        payload = struct.pack(">HH", 10, 11) + args
-        s.sendall(struct.pack(">BHI", 1, 0, len(payload)) + payload + b"\xce")
-        kind, _, p = read_frame(s)   # tune
-        assert struct.unpack(">HH", p[:4]) == (10, 30)
-        tune_ok = struct.pack(">HHHIH", 10, 31, 0, 131072, 1)   # heartbeat 1 s
-        s.sendall(struct.pack(">BHI", 1, 0, len(tune_ok)) + tune_ok + b"\xce")
-        open_ = struct.pack(">HH", 10, 40) + bytes([1]) + b"/" + bytes([0]) + bytes([0])
-        s.sendall(struct.pack(">BHI", 1, 0, len(open_)) + open_ + b"\xce")
-        kind, _, p = read_frame(s)
-        assert struct.unpack(">HH", p[:4]) == (10, 41)   # open-ok
+        raw_handshake(s, heartbeat=1)
         start = time.monotonic()
         heartbeats = 0
         while True:

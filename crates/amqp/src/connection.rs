@@ -28,8 +28,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deliveries one consumer gets per pump round before others get a turn.
 const PUMP_BATCH: usize = 128;
 
+/// Bytes queued for the socket per connection: a slow reader stalls deliveries instead of
+/// buffering them (a frame larger than this takes the whole budget).
+const OUT_BUDGET: usize = 4 << 20;
+
 enum Out {
-    Bytes(Vec<u8>),
+    /// Frames and the share of the output budget they hold until written.
+    Bytes(Vec<u8>, tokio::sync::OwnedSemaphorePermit),
     Heartbeat(u16),
 }
 
@@ -86,7 +91,7 @@ async fn writer(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>) {
             rx.recv().await
         };
         match next {
-            Some(Out::Bytes(b)) => {
+            Some(Out::Bytes(b, _permit)) => {
                 if w.write_all(&b).await.is_err() {
                     return;
                 }
@@ -138,6 +143,7 @@ struct Conn {
     id: u64,
     vhost: Arc<Vhost>,
     out: mpsc::Sender<Out>,
+    out_budget: Arc<tokio::sync::Semaphore>,
     frame_max: usize,
     channel_max: u16,
     channels: HashMap<u16, Channel>,
@@ -196,6 +202,7 @@ pub async fn run(
         id,
         vhost,
         out,
+        out_budget: Arc::new(tokio::sync::Semaphore::new(OUT_BUDGET)),
         frame_max: config.frame_max as usize,
         channel_max: config.channel_max,
         channels: HashMap::new(),
@@ -296,7 +303,11 @@ fn plain_credentials(response: &[u8]) -> Option<(String, String)> {
 
 impl Conn {
     async fn send(&self, bytes: Vec<u8>) {
-        let _ = self.out.send(Out::Bytes(bytes)).await;
+        let want = bytes.len().clamp(1, OUT_BUDGET) as u32;
+        let Ok(permit) = Arc::clone(&self.out_budget).acquire_many_owned(want).await else {
+            return;
+        };
+        let _ = self.out.send(Out::Bytes(bytes, permit)).await;
     }
 
     async fn reply(&self, ch: u16, m: AMQPClass) {
