@@ -12,11 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
-use arctern_core::{Acks, Broker, CoreError, Partition};
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use arctern_core::{Broker, Partition};
+use arctern_metadata::{AmqpBindingDef, AmqpChange, AmqpExchangeDef, AmqpQueueDef};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +21,6 @@ use crate::codes::{core_error, AmqpError, COMMAND_INVALID};
 use crate::queue::{ConsumerReg, Queue};
 use crate::topic::topic_matches;
 
-pub const DEFINITIONS_TOPIC: &str = "__amqp_definitions";
 pub const QUEUE_TOPIC_PREFIX: &str = "__amqp_q_";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,8 +107,8 @@ pub struct VhostConfig {
 #[derive(Debug)]
 pub struct Vhost {
     broker: Arc<Broker>,
-    /// The definitions log, once it exists (created by the first durable declaration).
-    defs: Mutex<Option<Arc<Partition>>>,
+    /// Serializes definition changes, so they commit in the order they were applied here.
+    order: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     config: VhostConfig,
     /// True once the durable definitions are loaded; connections wait for it.
@@ -149,70 +145,6 @@ fn queue_topic_configs(max_message_size: usize) -> Vec<(String, String)> {
             (max_message_size + 4096).to_string(),
         ),
     ]
-}
-
-fn encode_event(ev: &DefEvent) -> Result<Vec<u8>, AmqpError> {
-    let value = serde_json::to_vec(ev).map_err(|e| AmqpError::internal(e.to_string()))?;
-    let rec = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: arctern_core::now_ms(),
-        key: None,
-        value: Some(Bytes::from(value)),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &[rec],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| AmqpError::internal(e.to_string()))?;
-    Ok(buf.to_vec())
-}
-
-fn read_events(p: &Partition) -> Result<Vec<DefEvent>, AmqpError> {
-    let mut offset = p.log_start_offset().map_err(|e| core_error(&e))?;
-    let mut out = Vec::new();
-    loop {
-        let fetched = p
-            .read_to_log_end(offset, 1 << 20)
-            .map_err(|e| core_error(&e))?;
-        if fetched.bytes.is_empty() {
-            return Ok(out);
-        }
-        let mut buf = Bytes::from(fetched.bytes);
-        let mut last = None;
-        while !buf.is_empty() {
-            let set = RecordBatchDecoder::decode(&mut buf)
-                .map_err(|e| AmqpError::internal(format!("{DEFINITIONS_TOPIC}: {e}")))?;
-            for r in set.records {
-                last = Some(r.offset);
-                if let Some(v) = r.value {
-                    match serde_json::from_slice::<DefEvent>(&v) {
-                        Ok(ev) => out.push(ev),
-                        Err(e) => {
-                            tracing::error!(offset = r.offset, error = %e, "skipping an undecodable AMQP definition")
-                        }
-                    }
-                }
-            }
-        }
-        match last {
-            Some(l) if l >= offset => offset = l + 1,
-            _ => return Ok(out),
-        }
-    }
 }
 
 fn builtin_exchanges() -> Vec<Exchange> {
@@ -318,7 +250,7 @@ impl Vhost {
         }
         let v = Arc::new(Vhost {
             broker,
-            defs: Mutex::new(None),
+            order: tokio::sync::Mutex::new(()),
             state: Mutex::new(state),
             config,
             loaded: tokio::sync::watch::channel(false).0,
@@ -356,44 +288,48 @@ impl Vhost {
     /// Non-durable queues do not survive a restart: on a single node their leftover
     /// topics are deleted here.
     async fn load(&self) -> Result<(), AmqpError> {
-        let mut queue_topics: HashMap<String, (String, bool, FieldTable)> = HashMap::new();
+        let defs = self.broker.cluster().amqp.clone();
+        let table = |json: &str| serde_json::from_str::<FieldTable>(json).unwrap_or_default();
         let mut exchanges = HashMap::new();
-        let mut bindings = HashSet::new();
-        let defs = if self.broker.topic(DEFINITIONS_TOPIC).is_some() {
-            let defs = leader_partition(&self.broker, DEFINITIONS_TOPIC).await?;
-            for ev in read_events(&defs)? {
-                match ev {
-                    DefEvent::PutExchange(e) => {
-                        exchanges.insert(e.name.clone(), e);
-                    }
-                    DefEvent::DeleteExchange { name } => {
-                        exchanges.remove(&name);
-                        bindings.retain(|b: &Binding| b.exchange != name);
-                    }
-                    DefEvent::PutQueue {
-                        name,
-                        topic,
-                        auto_delete,
-                        arguments,
-                    } => {
-                        queue_topics.insert(name, (topic, auto_delete, arguments));
-                    }
-                    DefEvent::DeleteQueue { name } => {
-                        queue_topics.remove(&name);
-                        bindings.retain(|b| b.queue != name);
-                    }
-                    DefEvent::Bind(b) => {
-                        bindings.insert(b);
-                    }
-                    DefEvent::Unbind(b) => {
-                        bindings.remove(&b);
-                    }
+        for (name, e) in &defs.exchanges {
+            let kind = match ExchangeKind::parse(&e.kind) {
+                Ok(k) => k,
+                Err(_) => {
+                    tracing::error!(exchange = %name, kind = %e.kind, "skipping a stored exchange of unknown type");
+                    continue;
                 }
-            }
-            Some(defs)
-        } else {
-            None
-        };
+            };
+            exchanges.insert(
+                name.clone(),
+                Exchange {
+                    name: name.clone(),
+                    kind,
+                    durable: true,
+                    auto_delete: e.auto_delete,
+                    internal: e.internal,
+                    arguments: table(&e.arguments),
+                },
+            );
+        }
+        let bindings: HashSet<Binding> = defs
+            .bindings
+            .iter()
+            .map(|b| Binding {
+                exchange: b.exchange.clone(),
+                queue: b.queue.clone(),
+                key: b.key.clone(),
+            })
+            .collect();
+        let queue_topics: HashMap<String, (String, bool, FieldTable)> = defs
+            .queues
+            .iter()
+            .map(|(n, q)| {
+                (
+                    n.clone(),
+                    (q.topic.clone(), q.auto_delete, table(&q.arguments)),
+                )
+            })
+            .collect();
         let live: HashSet<String> = queue_topics.values().map(|v| v.0.clone()).collect();
         let mut queues = HashMap::new();
         for (name, (topic, auto_delete, arguments)) in queue_topics {
@@ -415,7 +351,6 @@ impl Vhost {
             bindings
                 .retain(|b| queues.contains_key(&b.queue) && exchanges.contains_key(&b.exchange));
         }
-        *self.defs.lock().map_err(|_| poisoned())? = defs;
         // On a cluster another node may own live non-durable queues: only a single node
         // cleans up.
         if self.broker.cluster().brokers.len() <= 1 {
@@ -431,54 +366,53 @@ impl Vhost {
         Ok(())
     }
 
-    /// The definitions log, created on first use.
-    async fn ensure_defs(&self) -> Result<Arc<Partition>, AmqpError> {
-        if let Some(p) = self.defs.lock().map_err(|_| poisoned())?.clone() {
-            return Ok(p);
-        }
-        if self.broker.topic(DEFINITIONS_TOPIC).is_none() {
-            let cfg = vec![
-                ("retention.ms".to_string(), "-1".to_string()),
-                ("retention.bytes".to_string(), "-1".to_string()),
-            ];
-            match self
-                .broker
-                .create_topic(DEFINITIONS_TOPIC, 1, -1, &cfg, false)
-                .await
-            {
-                Ok(_) | Err(CoreError::TopicAlreadyExists(_)) => {}
-                Err(e) => return Err(core_error(&e)),
-            }
-        }
-        let p = leader_partition(&self.broker, DEFINITIONS_TOPIC).await?;
-        let mut d = self.defs.lock().map_err(|_| poisoned())?;
-        Ok(Arc::clone(d.get_or_insert(p)))
-    }
-
     pub fn max_message_size(&self) -> usize {
         self.config.max_message_size
     }
 
-    /// Appends a definition change (ordered by the caller's state lock); the returned
-    /// future resolves once it is durable and replicated.
+    /// Commits a definition change through the metadata quorum (Raft); the returned
+    /// future resolves once it is committed. Callers hold `order`.
     fn persist(
         &self,
         ev: &DefEvent,
     ) -> Result<impl std::future::Future<Output = Result<(), AmqpError>> + Send + 'static, AmqpError>
     {
-        let batch = encode_event(ev)?;
-        let p = self
-            .defs
-            .lock()
-            .map_err(|_| poisoned())?
-            .clone()
-            .ok_or_else(|| AmqpError::internal("the AMQP definitions log is not open"))?;
-        let appended = p.append(batch, Acks::All).map_err(|e| core_error(&e))?;
-        Ok(async move {
-            p.wait_acknowledgeable(&appended)
-                .await
-                .map_err(|e| core_error(&e))
-        })
+        let json = |t: &FieldTable| serde_json::to_string(t).unwrap_or_else(|_| "{}".into());
+        let bind = |b: &Binding| AmqpBindingDef {
+            exchange: b.exchange.clone(),
+            queue: b.queue.clone(),
+            key: b.key.clone(),
+        };
+        let change = match ev {
+            DefEvent::PutExchange(e) => AmqpChange::PutExchange {
+                name: e.name.clone(),
+                def: AmqpExchangeDef {
+                    kind: e.kind.name().into(),
+                    auto_delete: e.auto_delete,
+                    internal: e.internal,
+                    arguments: json(&e.arguments),
+                },
+            },
+            DefEvent::DeleteExchange { name } => AmqpChange::DeleteExchange { name: name.clone() },
+            DefEvent::PutQueue {
+                name,
+                topic,
+                auto_delete,
+                arguments,
+            } => AmqpChange::PutQueue {
+                name: name.clone(),
+                def: AmqpQueueDef {
+                    topic: topic.clone(),
+                    auto_delete: *auto_delete,
+                    arguments: json(arguments),
+                },
+            },
+            DefEvent::DeleteQueue { name } => AmqpChange::DeleteQueue { name: name.clone() },
+            DefEvent::Bind(b) => AmqpChange::Bind(bind(b)),
+            DefEvent::Unbind(b) => AmqpChange::Unbind(bind(b)),
+        };
+        let broker = Arc::clone(&self.broker);
+        Ok(async move { broker.amqp_define(change).await.map_err(|e| core_error(&e)) })
     }
 
     // ---- exchanges ----
@@ -494,9 +428,7 @@ impl Vhost {
         internal: bool,
         arguments: FieldTable,
     ) -> Result<(), AmqpError> {
-        if durable && !passive {
-            self.ensure_defs().await?;
-        }
+        let _order = self.order.lock().await;
         let wait = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
             if let Some(e) = st.exchanges.get(name) {
@@ -567,6 +499,7 @@ impl Vhost {
     }
 
     pub async fn exchange_delete(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        let _order = self.order.lock().await;
         let wait = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
             let Some(e) = st.exchanges.get(name) else {
@@ -618,6 +551,7 @@ impl Vhost {
         conn: u64,
         spec: QueueSpec,
     ) -> Result<(String, u32, u32), AmqpError> {
+        let _order = self.order.lock().await;
         let name = if spec.name.is_empty() && !spec.passive {
             server_named()
         } else {
@@ -637,9 +571,6 @@ impl Vhost {
             )));
         }
         check_queue_args(&spec.arguments)?;
-        if spec.durable && !spec.exclusive {
-            self.ensure_defs().await?;
-        }
         let topic = format!("{QUEUE_TOPIC_PREFIX}{}", uuid::Uuid::new_v4().simple());
         self.broker
             .create_topic(
@@ -778,6 +709,7 @@ impl Vhost {
         if_empty: bool,
     ) -> Result<u32, AmqpError> {
         let (q, wait) = {
+            let _order = self.order.lock().await;
             let mut st = self.state.lock().map_err(|_| poisoned())?;
             let Some(q) = st.queues.get(name) else {
                 // Deleting a missing queue succeeds (RabbitMQ since 3.2).
@@ -857,6 +789,7 @@ impl Vhost {
         key: &str,
         unbind: bool,
     ) -> Result<(), AmqpError> {
+        let _order = self.order.lock().await;
         let wait = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
             let q = st
