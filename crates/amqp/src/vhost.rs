@@ -1,9 +1,8 @@
 //! The virtual host `/`: exchanges, queues and bindings over the broker core.
 //!
 //! Durable definitions (durable exchanges, durable non-exclusive queues, bindings between
-//! durable ones) are events in the internal topic `__amqp_definitions` (one partition,
-//! appended with acks=all, replayed at start), so they share the log's fsync and
-//! replication. Each queue's messages live in its own topic `__amqp_q_<uuid>`: a fresh id
+//! durable ones) are commands in the Raft metadata (`ClusterState::amqp`), committed
+//! before the declaration is answered and rebuilt from the metadata at start. Each queue's messages live in its own topic `__amqp_q_<uuid>`: a fresh id
 //! per declaration, so a queue deleted and declared again never sees old records, and
 //! any AMQP queue name (up to 255 bytes of UTF-8) maps onto a legal Kafka topic name.
 
@@ -284,7 +283,7 @@ impl Vhost {
         loaded.is_ok()
     }
 
-    /// Replays `__amqp_definitions` (if it exists) and opens every durable queue.
+    /// Rebuilds the durable definitions from the metadata and opens every durable queue.
     /// Non-durable queues do not survive a restart: on a single node their leftover
     /// topics are deleted here.
     async fn load(&self) -> Result<(), AmqpError> {
