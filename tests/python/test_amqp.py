@@ -516,3 +516,72 @@ def test_exclusive_consumer_and_auto_delete_queue(broker):
         ch3.queue_declare("ad", passive=True)
     assert e.value.reply_code == 404
     conn.close()
+
+
+def test_transactions_commit_and_rollback_publishes_and_acks(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("txq", durable=True)
+    ch.basic_publish("", "txq", b"before")
+    time.sleep(0.2)
+    m, _, _ = ch.basic_get("txq")
+    ch.tx_select()
+    ch.basic_publish("", "txq", b"t1", pika.BasicProperties(delivery_mode=2))
+    ch.basic_publish("", "txq", b"t2", pika.BasicProperties(delivery_mode=2))
+    ch.basic_ack(m.delivery_tag)
+    spy = conn.channel()
+    time.sleep(0.2)
+    assert spy.queue_declare("txq", passive=True).method.message_count == 0  # nothing yet
+    ch.tx_commit()
+    assert [b for _, _, b in drain(spy, "txq", 2)] == [b"t1", b"t2"]
+    # rollback: publishes discarded, acks undone
+    ch.basic_publish("", "txq", b"rolled-back")
+    ch.tx_rollback()
+    ch.basic_publish("", "txq", b"t3")
+    ch.tx_commit()
+    m3, _, b3 = ch.basic_get("txq")
+    assert b3 == b"t3"
+    ch.tx_commit()   # the get's delivery is not part of anything yet
+    ch.basic_ack(m3.delivery_tag)
+    ch.tx_rollback()   # ack undone: t3 is still unacked on ch
+    ch.close()         # ... and goes back to the queue
+    got = drain(spy, "txq", 1)
+    assert [(b, mm.redelivered) for mm, _, b in got] == [(b"t3", True)]
+    time.sleep(0.2)
+    assert spy.basic_get("txq")[0] is None   # "before" was acked by the commit
+    conn.close()
+
+
+def test_committed_transactions_survive_kill_9(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("txd", durable=True)
+    ch.tx_select()
+    for batch in range(5):
+        for i in range(20):
+            ch.basic_publish("", "txd", f"b{batch}-{i}".encode(), pika.BasicProperties(delivery_mode=2))
+        ch.tx_commit()
+    for i in range(20):
+        ch.basic_publish("", "txd", f"uncommitted-{i}".encode())
+    broker.restart(kill=True)
+    conn = connect(broker)
+    ch = conn.channel()
+    bodies = [b for _, _, b in drain(ch, "txd", 100)]
+    assert bodies == [f"b{b}-{i}".encode() for b in range(5) for i in range(20)]
+    time.sleep(0.2)
+    assert ch.basic_get("txd")[0] is None
+    conn.close()
+
+
+def test_tx_commit_without_select_is_406_and_modes_exclude(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.tx_commit()
+    assert e.value.reply_code == 406
+    ch = conn.channel()
+    ch.confirm_delivery()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.tx_select()
+    assert e.value.reply_code == 406
+    conn.close()

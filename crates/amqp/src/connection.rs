@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::basic::AMQPProperties;
-use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, AMQPClass};
+use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +25,12 @@ use crate::vhost::{QueueSpec, Vhost};
 use crate::wire::{self, FrameError, FRAME_HEADER_LEN, PROTOCOL_HEADER};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most message bytes one transaction may buffer before tx.commit.
+const TX_MAX_BYTES: usize = 64 << 20;
+
+type StoredWait =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AmqpError>> + Send>>;
+
 /// Deliveries one consumer gets per pump round before others get a turn.
 const PUMP_BATCH: usize = 128;
 
@@ -129,6 +135,16 @@ struct Channel {
     closing: bool,
     publishing: Option<Publishing>,
     confirm: bool,
+    /// tx.select was used: publishes and settlements wait for tx.commit.
+    tx: bool,
+    tx_publishes: Vec<(basic::Publish, AMQPProperties, Vec<u8>)>,
+    tx_bytes: usize,
+    /// Settlements taken out of `unacked` (with their tags, to restore on rollback);
+    /// `true` = requeue.
+    tx_settles: Vec<(u64, Unacked, bool)>,
+    next_commit: u64,
+    /// Commit outcome per commit number: None while its publishes are being stored.
+    commits: BTreeMap<u64, Option<bool>>,
     next_publish_seq: u64,
     /// Confirm outcome per publish sequence number: None while being stored.
     confirms: BTreeMap<u64, Option<bool>>,
@@ -150,6 +166,7 @@ struct Conn {
     wake: Arc<Notify>,
     confirm_tx: mpsc::UnboundedSender<(u16, u64, bool)>,
     cancel_tx: mpsc::UnboundedSender<(u16, String)>,
+    commit_tx: mpsc::UnboundedSender<(u16, u64, bool)>,
     max_message_size: usize,
 }
 
@@ -198,6 +215,7 @@ pub async fn run(
     let writer_task = tokio::spawn(writer(w, orx));
     let (confirm_tx, mut confirm_rx) = mpsc::unbounded_channel();
     let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel();
+    let (commit_tx, mut commit_rx) = mpsc::unbounded_channel();
     let mut conn = Conn {
         id,
         vhost,
@@ -209,6 +227,7 @@ pub async fn run(
         wake: Arc::new(Notify::new()),
         confirm_tx,
         cancel_tx,
+        commit_tx,
         max_message_size: config.max_message_size,
     };
     let heartbeat = match tokio::time::timeout(
@@ -265,6 +284,17 @@ pub async fn run(
                     conn.flush_confirms(ch).await;
                 }
                 Some((ch, tag)) = cancel_rx.recv() => conn.server_cancel(ch, tag).await,
+                Some((ch, n, ok)) = commit_rx.recv() => {
+                    if let Some(c) = conn.channels.get_mut(&ch) {
+                        if let Some(slot) = c.commits.get_mut(&n) {
+                            *slot = Some(ok);
+                        }
+                    }
+                    if let Err(e) = conn.flush_commits(ch).await {
+                        conn.close_connection(&mut frames, e, 90, 20).await;
+                        break;
+                    }
+                }
                 _ = tick.tick(), if heartbeat > 0 => {
                     if last_recv.elapsed() > Duration::from_secs(2 * u64::from(heartbeat)) {
                         tracing::info!(%peer, conn = id, "missed heartbeats from client, closing");
@@ -499,12 +529,19 @@ impl Conn {
             return;
         };
         let unacked = std::mem::take(&mut c.unacked);
+        // An open transaction is rolled back: its settlements never happened.
+        let tx_settles = std::mem::take(&mut c.tx_settles);
         let consumers = std::mem::take(&mut c.consumers);
         c.publishing = None;
+        c.tx_publishes.clear();
         if remove {
             self.channels.remove(&ch);
         }
-        requeue(unacked.into_values());
+        requeue(
+            unacked
+                .into_values()
+                .chain(tx_settles.into_iter().map(|s| s.1)),
+        );
         for (tag, cons) in consumers {
             let auto = cons.queue.remove_consumer(self.id, ch, &tag);
             self.vhost.consumer_gone(&cons.queue, auto).await;
@@ -637,12 +674,56 @@ impl Conn {
             return Ok(());
         };
         let props = p.header.map(|h| h.properties).unwrap_or_default();
-        let exchange = p.publish.exchange.as_str().to_string();
-        let key = p.publish.routing_key.as_str().to_string();
+        if c.tx {
+            // Routed and stored at tx.commit; the exchange must exist now (as RabbitMQ).
+            self.vhost
+                .route(p.publish.exchange.as_str(), p.publish.routing_key.as_str())
+                .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
+            let Some(c) = self.channels.get_mut(&ch) else {
+                return Ok(());
+            };
+            c.tx_bytes += p.body.len();
+            if c.tx_bytes > TX_MAX_BYTES {
+                return Err(Fail::Channel(
+                    ch,
+                    AmqpError::precondition(format!(
+                        "transaction holds more than {TX_MAX_BYTES} bytes of messages"
+                    )),
+                    60,
+                    40,
+                ));
+            }
+            c.tx_publishes.push((p.publish, props, p.body));
+            return Ok(());
+        }
+        self.store_publish(ch, p.publish, props, p.body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Routes and appends one publish; returns the waits for its stores (confirm mode
+    /// reports them itself).
+    async fn store_publish(
+        &mut self,
+        ch: u16,
+        publish: basic::Publish,
+        props: AMQPProperties,
+        body: Vec<u8>,
+    ) -> Result<Vec<StoredWait>, Fail> {
+        let exchange = publish.exchange.as_str().to_string();
+        let key = publish.routing_key.as_str().to_string();
         let queues = self
             .vhost
             .route(&exchange, &key)
             .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return Ok(Vec::new());
+        };
+        let p = Publishing {
+            publish,
+            header: None,
+            body,
+        };
         let seq = if c.confirm {
             c.next_publish_seq += 1;
             c.confirms.insert(c.next_publish_seq, None);
@@ -673,7 +754,7 @@ impl Conn {
                 }
                 self.flush_confirms(ch).await;
             }
-            return Ok(());
+            return Ok(Vec::new());
         }
         let msg = StoredMessage {
             exchange,
@@ -689,12 +770,15 @@ impl Conn {
         let mut failed = None;
         for q in &queues {
             match q.append(batch.clone()) {
-                Ok(a) => waits.push(q.stored(a)),
+                Ok(a) => waits.push(Box::pin(q.stored(a)) as StoredWait),
                 Err(e) => {
                     tracing::warn!(queue = %q.name, error = %e, "publish not stored");
                     failed = Some(e);
                 }
             }
+        }
+        if let Some(e) = failed.clone() {
+            waits.push(Box::pin(async move { Err(e) }));
         }
         if let Some(seq) = seq {
             let tx = self.confirm_tx.clone();
@@ -708,6 +792,65 @@ impl Conn {
                 }
                 let _ = tx.send((ch, seq, ok));
             });
+            return Ok(Vec::new());
+        }
+        Ok(waits)
+    }
+
+    /// tx.commit: stores the buffered publishes (routed now), applies the buffered
+    /// settlements, and answers commit-ok (in commit order) once every publish is durable.
+    async fn tx_commit(&mut self, ch: u16) -> Result<(), Fail> {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return Ok(());
+        };
+        let publishes = std::mem::take(&mut c.tx_publishes);
+        let settles = std::mem::take(&mut c.tx_settles);
+        c.tx_bytes = 0;
+        c.next_commit += 1;
+        let n = c.next_commit;
+        c.commits.insert(n, None);
+        let mut waits = Vec::new();
+        for (publish, props, body) in publishes {
+            waits.extend(self.store_publish(ch, publish, props, body).await?);
+        }
+        let (requeues, settled): (Vec<_>, Vec<_>) = settles.into_iter().partition(|s| s.2);
+        requeue(requeues.into_iter().map(|s| s.1));
+        settle(settled.into_iter().map(|s| s.1).collect());
+        self.wake.notify_one();
+        let tx = self.commit_tx.clone();
+        tokio::spawn(async move {
+            let mut ok = true;
+            for w in waits {
+                if let Err(e) = w.await {
+                    tracing::warn!(error = %e, "transaction publish not stored");
+                    ok = false;
+                }
+            }
+            let _ = tx.send((ch, n, ok));
+        });
+        Ok(())
+    }
+
+    /// Sends the commit-oks that are decided, in commit order. A commit whose publishes
+    /// could not be stored closes the connection (541), as the client cannot tell which
+    /// of them are there.
+    async fn flush_commits(&mut self, ch: u16) -> Result<(), AmqpError> {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return Ok(());
+        };
+        let mut oks = 0;
+        while let Some((&n, &Some(ok))) = c.commits.iter().next() {
+            c.commits.remove(&n);
+            if !ok {
+                return Err(AmqpError::internal(
+                    "a committed publish could not be stored",
+                ));
+            }
+            oks += 1;
+        }
+        for _ in 0..oks {
+            self.reply(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
+                .await;
         }
         Ok(())
     }
@@ -961,6 +1104,11 @@ impl Conn {
                 });
             }
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                if c.tx {
+                    return Err(chan_err(AmqpError::precondition(
+                        "cannot switch from tx to confirm mode",
+                    )));
+                }
                 c.confirm = true;
                 if !s.nowait {
                     self.reply(
@@ -1236,25 +1384,17 @@ impl Conn {
             }
             AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => {
                 let taken = take_unacked(c, a.delivery_tag, a.multiple).map_err(chan_err)?;
-                settle(taken);
+                settle_or_buffer(c, taken, false);
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
                 let taken = take_unacked(c, n.delivery_tag, n.multiple).map_err(chan_err)?;
-                if n.requeue {
-                    requeue(taken.into_iter());
-                } else {
-                    settle(taken);
-                }
+                settle_or_buffer(c, taken, n.requeue);
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Reject(r)) => {
                 let taken = take_unacked(c, r.delivery_tag, false).map_err(chan_err)?;
-                if r.requeue {
-                    requeue(taken.into_iter());
-                } else {
-                    settle(taken);
-                }
+                settle_or_buffer(c, taken, r.requeue);
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Recover(_))
@@ -1274,15 +1414,44 @@ impl Conn {
                 }
                 self.wake.notify_one();
             }
-            AMQPClass::Tx(_) => {
-                return Err(Fail::Connection(
-                    AmqpError::new(
-                        NOT_IMPLEMENTED,
-                        "transactions (tx.*) are not implemented yet",
-                    ),
-                    cid,
-                    mid,
-                ));
+            AMQPClass::Tx(tx::AMQPMethod::Select(_)) => {
+                if c.confirm {
+                    return Err(chan_err(AmqpError::precondition(
+                        "cannot switch from confirm to tx mode",
+                    )));
+                }
+                c.tx = true;
+                self.reply(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})))
+                    .await;
+            }
+            AMQPClass::Tx(tx::AMQPMethod::Commit(_)) => {
+                if !c.tx {
+                    return Err(chan_err(AmqpError::precondition(
+                        "channel is not transactional",
+                    )));
+                }
+                self.tx_commit(ch).await?;
+            }
+            AMQPClass::Tx(tx::AMQPMethod::Rollback(_)) => {
+                if !c.tx {
+                    return Err(chan_err(AmqpError::precondition(
+                        "channel is not transactional",
+                    )));
+                }
+                c.tx_publishes.clear();
+                c.tx_bytes = 0;
+                // Settlements are undone: those deliveries are unacked again.
+                for (tag, u, _) in std::mem::take(&mut c.tx_settles) {
+                    if let Some(cons) = u.consumer.as_ref().and_then(|t| c.consumers.get_mut(t)) {
+                        cons.unacked += 1;
+                    }
+                    c.unacked.insert(tag, u);
+                }
+                self.reply(
+                    ch,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+                )
+                .await;
             }
             _ => {
                 return Err(Fail::Connection(
@@ -1308,7 +1477,11 @@ fn ack_frame(ch: u16, tag: u64, multiple: bool) -> Vec<u8> {
 
 /// Removes the deliveries an ack/nack/reject names: one tag, or with `multiple` every tag
 /// up to it (0 = all). An unknown tag is PRECONDITION_FAILED, as RabbitMQ.
-fn take_unacked(c: &mut Channel, tag: u64, multiple: bool) -> Result<Vec<Unacked>, AmqpError> {
+fn take_unacked(
+    c: &mut Channel,
+    tag: u64,
+    multiple: bool,
+) -> Result<Vec<(u64, Unacked)>, AmqpError> {
     let all = multiple && tag == 0;
     if !all && !c.unacked.contains_key(&tag) {
         return Err(AmqpError::precondition(format!(
@@ -1326,10 +1499,22 @@ fn take_unacked(c: &mut Channel, tag: u64, multiple: bool) -> Result<Vec<Unacked
             if let Some(cons) = u.consumer.as_ref().and_then(|tag| c.consumers.get_mut(tag)) {
                 cons.unacked = cons.unacked.saturating_sub(1);
             }
-            out.push(u);
+            out.push((t, u));
         }
     }
     Ok(out)
+}
+
+/// Applies settlements now, or buffers them until tx.commit on a transactional channel.
+fn settle_or_buffer(c: &mut Channel, taken: Vec<(u64, Unacked)>, requeue_them: bool) {
+    if c.tx {
+        c.tx_settles
+            .extend(taken.into_iter().map(|(t, u)| (t, u, requeue_them)));
+    } else if requeue_them {
+        requeue(taken.into_iter().map(|(_, u)| u));
+    } else {
+        settle(taken.into_iter().map(|(_, u)| u).collect());
+    }
 }
 
 fn group(items: impl Iterator<Item = Unacked>) -> Vec<(Arc<Queue>, Vec<i64>)> {
