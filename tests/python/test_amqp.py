@@ -585,3 +585,22 @@ def test_tx_commit_without_select_is_406_and_modes_exclude(broker):
         ch.tx_select()
     assert e.value.reply_code == 406
     conn.close()
+
+
+def test_consumer_timeout_closes_the_channel_and_requeues(broker_factory):
+    b = broker_factory({"amqp.consumer_timeout": 1000})
+    conn = connect(b)
+    ch = conn.channel()
+    ch.queue_declare("slow")
+    ch.basic_publish("", "slow", b"m")
+    got = []
+    ch.basic_consume("slow", lambda c, m, p, body: got.append(m))
+    spin(conn, 3.0)
+    assert ch.is_closed and len(got) == 1
+    reason = ch._closing_reason   # pika keeps the broker's channel.close here
+    assert isinstance(reason, pika.exceptions.ChannelClosedByBroker)
+    assert reason.reply_code == 406 and "timed out" in reason.reply_text
+    ch2 = conn.channel()
+    [(m, _, body)] = drain(ch2, "slow", 1)
+    assert body == b"m" and m.redelivered
+    conn.close()

@@ -115,6 +115,7 @@ struct Unacked {
     queue: Arc<Queue>,
     offset: i64,
     consumer: Option<String>,
+    delivered_at: Instant,
 }
 
 struct Consumer {
@@ -168,6 +169,7 @@ struct Conn {
     cancel_tx: mpsc::UnboundedSender<(u16, String)>,
     commit_tx: mpsc::UnboundedSender<(u16, u64, bool)>,
     max_message_size: usize,
+    consumer_timeout: Option<Duration>,
 }
 
 /// How a frame's handling ended.
@@ -229,6 +231,8 @@ pub async fn run(
         cancel_tx,
         commit_tx,
         max_message_size: config.max_message_size,
+        consumer_timeout: (config.consumer_timeout_ms > 0)
+            .then(|| Duration::from_millis(config.consumer_timeout_ms)),
     };
     let heartbeat = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -249,8 +253,15 @@ pub async fn run(
         tracing::debug!(%peer, conn = id, heartbeat, frame_max = conn.frame_max, "AMQP connection open");
         let mut last_recv = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(u64::from(heartbeat.max(1))));
+        let mut ack_check = tokio::time::interval(
+            conn.consumer_timeout
+                .map_or(Duration::from_secs(3600), |t| {
+                    (t / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+                }),
+        );
         loop {
             tokio::select! {
+                _ = ack_check.tick(), if conn.consumer_timeout.is_some() => conn.check_ack_timeouts().await,
                 f = frames.recv() => {
                     last_recv = Instant::now();
                     match f {
@@ -906,6 +917,34 @@ impl Conn {
         .await;
     }
 
+    /// RabbitMQ's `consumer_timeout`: a channel holding a delivery unacknowledged for
+    /// longer is closed with PRECONDITION_FAILED; its deliveries go back to their queues.
+    async fn check_ack_timeouts(&mut self) {
+        let Some(timeout) = self.consumer_timeout else {
+            return;
+        };
+        let expired: Vec<u16> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .filter(|(_, c)| {
+                c.unacked
+                    .values()
+                    .map(|u| u.delivered_at)
+                    .min()
+                    .is_some_and(|t| t.elapsed() > timeout)
+            })
+            .map(|(ch, _)| *ch)
+            .collect();
+        for ch in expired {
+            let e = AmqpError::precondition(format!(
+                "delivery acknowledgement on channel {ch} timed out. Timeout value used: {} ms. This timeout value can be configured, see consumers doc guide to learn more",
+                timeout.as_millis()
+            ));
+            self.close_channel(ch, e, 0, 0).await;
+        }
+    }
+
     /// Delivers ready messages to consumers with credit.
     async fn pump(&mut self) {
         let ids: Vec<u16> = self.channels.keys().copied().collect();
@@ -958,6 +997,7 @@ impl Conn {
                                 queue: Arc::clone(&q),
                                 offset,
                                 consumer: Some(tag.clone()),
+                                delivered_at: Instant::now(),
                             },
                         );
                         if let Some(cons) = c.consumers.get_mut(&tag) {
@@ -1360,6 +1400,7 @@ impl Conn {
                             queue: Arc::clone(&q),
                             offset,
                             consumer: None,
+                            delivered_at: Instant::now(),
                         },
                     );
                     q.mark_delivered(&[offset]);

@@ -24,6 +24,9 @@ pub struct AmqpServerConfig {
     /// (RabbitMQ's `loopback_users`).
     pub default_user: String,
     pub default_pass: String,
+    /// `consumer_timeout` in ms (30 min): a delivery unacknowledged for longer closes its
+    /// channel with 406 PRECONDITION_FAILED; 0 disables.
+    pub consumer_timeout_ms: u64,
 }
 
 impl Default for AmqpServerConfig {
@@ -35,6 +38,7 @@ impl Default for AmqpServerConfig {
             max_message_size: 16 << 20,
             default_user: "guest".into(),
             default_pass: "guest".into(),
+            consumer_timeout_ms: 1_800_000,
         }
     }
 }

@@ -93,6 +93,8 @@ pub struct FileConfig {
     pub amqp_heartbeat: Option<i64>,
     #[serde(rename = "amqp.max_message_size")]
     pub amqp_max_message_size: Option<i64>,
+    #[serde(rename = "amqp.consumer_timeout")]
+    pub amqp_consumer_timeout: Option<i64>,
 }
 
 /// Every key the file accepts, for the environment overlay.
@@ -137,6 +139,7 @@ const KEYS: &[&str] = &[
     "amqp.channel_max",
     "amqp.heartbeat",
     "amqp.max_message_size",
+    "amqp.consumer_timeout",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -330,6 +333,9 @@ pub fn amqp_config(file: &FileConfig) -> Result<arctern_amqp::AmqpServerConfig> 
             bail!("amqp.max_message_size must be between 1 and 536870912 (512 MiB)");
         }
         c.max_message_size = v as usize;
+    }
+    if let Some(v) = file.amqp_consumer_timeout {
+        c.consumer_timeout_ms = non_negative("amqp.consumer_timeout", v)?;
     }
     Ok(c)
 }
