@@ -604,3 +604,20 @@ def test_consumer_timeout_closes_the_channel_and_requeues(broker_factory):
     [(m, _, body)] = drain(ch2, "slow", 1)
     assert body == b"m" and m.redelivered
     conn.close()
+
+
+def test_headers_exchange(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("h-all")
+    ch.queue_declare("h-any")
+    ch.queue_bind("h-all", "amq.headers", arguments={"x-match": "all", "format": "pdf", "type": "report"})
+    ch.queue_bind("h-any", "amq.headers", arguments={"x-match": "any", "format": "zip", "type": "report"})
+    ch.basic_publish("amq.headers", "", b"both", pika.BasicProperties(headers={"format": "pdf", "type": "report"}))
+    ch.basic_publish("amq.headers", "", b"any-only", pika.BasicProperties(headers={"format": "zip"}))
+    ch.basic_publish("amq.headers", "", b"none", pika.BasicProperties(headers={"format": "doc"}))
+    assert [b for _, _, b in drain(ch, "h-all", 1)] == [b"both"]
+    assert sorted(b for _, _, b in drain(ch, "h-any", 2)) == [b"any-only", b"both"]
+    time.sleep(0.2)
+    assert ch.basic_get("h-all")[0] is None and ch.basic_get("h-any")[0] is None
+    conn.close()

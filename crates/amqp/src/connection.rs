@@ -688,7 +688,11 @@ impl Conn {
         if c.tx {
             // Routed and stored at tx.commit; the exchange must exist now (as RabbitMQ).
             self.vhost
-                .route(p.publish.exchange.as_str(), p.publish.routing_key.as_str())
+                .route(
+                    p.publish.exchange.as_str(),
+                    p.publish.routing_key.as_str(),
+                    props.headers().as_ref(),
+                )
                 .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
             let Some(c) = self.channels.get_mut(&ch) else {
                 return Ok(());
@@ -725,7 +729,7 @@ impl Conn {
         let key = publish.routing_key.as_str().to_string();
         let queues = self
             .vhost
-            .route(&exchange, &key)
+            .route(&exchange, &key, props.headers().as_ref())
             .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
         let Some(c) = self.channels.get_mut(&ch) else {
             return Ok(Vec::new());
@@ -1227,6 +1231,7 @@ impl Conn {
                         b.queue.as_str(),
                         b.exchange.as_str(),
                         b.routing_key.as_str(),
+                        &b.arguments,
                         false,
                     )
                     .await
@@ -1246,6 +1251,7 @@ impl Conn {
                         b.queue.as_str(),
                         b.exchange.as_str(),
                         b.routing_key.as_str(),
+                        &b.arguments,
                         true,
                     )
                     .await

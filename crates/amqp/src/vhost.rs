@@ -17,7 +17,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::codes::{core_error, AmqpError, COMMAND_INVALID};
-use crate::queue::{ConsumerReg, Queue};
+use crate::queue::Queue;
 use crate::topic::topic_matches;
 
 pub const QUEUE_TOPIC_PREFIX: &str = "__amqp_q_";
@@ -28,6 +28,7 @@ pub enum ExchangeKind {
     Direct,
     Fanout,
     Topic,
+    Headers,
 }
 
 impl ExchangeKind {
@@ -36,10 +37,11 @@ impl ExchangeKind {
             "direct" => Ok(ExchangeKind::Direct),
             "fanout" => Ok(ExchangeKind::Fanout),
             "topic" => Ok(ExchangeKind::Topic),
+            "headers" => Ok(ExchangeKind::Headers),
             // RabbitMQ answers an unknown type with this connection exception.
             other => Err(AmqpError::new(
                 COMMAND_INVALID,
-                format!("invalid exchange type '{other}' (Arctern supports direct, fanout, topic)"),
+                format!("invalid exchange type '{other}' (Arctern supports direct, fanout, topic, headers)"),
             )),
         }
     }
@@ -48,6 +50,7 @@ impl ExchangeKind {
             ExchangeKind::Direct => "direct",
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
         }
     }
 }
@@ -67,6 +70,9 @@ pub struct Binding {
     pub exchange: String,
     pub queue: String,
     pub key: String,
+    /// Binding arguments as JSON (part of a binding's identity, as in RabbitMQ; the
+    /// headers exchange matches on them).
+    pub arguments: String,
 }
 
 /// One change to the durable definitions.
@@ -152,6 +158,8 @@ fn builtin_exchanges() -> Vec<Exchange> {
         ("amq.direct", ExchangeKind::Direct),
         ("amq.fanout", ExchangeKind::Fanout),
         ("amq.topic", ExchangeKind::Topic),
+        ("amq.headers", ExchangeKind::Headers),
+        ("amq.match", ExchangeKind::Headers),
     ]
     .into_iter()
     .map(|(n, k)| Exchange {
@@ -317,6 +325,7 @@ impl Vhost {
                 exchange: b.exchange.clone(),
                 queue: b.queue.clone(),
                 key: b.key.clone(),
+                arguments: b.arguments.clone(),
             })
             .collect();
         let queue_topics: HashMap<String, (String, bool, FieldTable)> = defs
@@ -381,6 +390,7 @@ impl Vhost {
             exchange: b.exchange.clone(),
             queue: b.queue.clone(),
             key: b.key.clone(),
+            arguments: b.arguments.clone(),
         };
         let change = match ev {
             DefEvent::PutExchange(e) => AmqpChange::PutExchange {
@@ -786,6 +796,7 @@ impl Vhost {
         queue: &str,
         exchange: &str,
         key: &str,
+        arguments: &FieldTable,
         unbind: bool,
     ) -> Result<(), AmqpError> {
         let _order = self.order.lock().await;
@@ -811,6 +822,7 @@ impl Vhost {
                 exchange: exchange.into(),
                 queue: queue.into(),
                 key: key.into(),
+                arguments: serde_json::to_string(arguments).unwrap_or_else(|_| "{}".into()),
             };
             if unbind {
                 if !st.bindings.remove(&b) {
@@ -851,7 +863,12 @@ impl Vhost {
     // ---- routing ----
 
     /// The queues a message published to `exchange` with `key` goes to.
-    pub fn route(&self, exchange: &str, key: &str) -> Result<Vec<Arc<Queue>>, AmqpError> {
+    pub fn route(
+        &self,
+        exchange: &str,
+        key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Result<Vec<Arc<Queue>>, AmqpError> {
         let st = self.state.lock().map_err(|_| poisoned())?;
         let e = st.exchanges.get(exchange).ok_or_else(|| {
             AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
@@ -872,6 +889,10 @@ impl Vhost {
                 ExchangeKind::Direct => b.key == key,
                 ExchangeKind::Fanout => true,
                 ExchangeKind::Topic => topic_matches(&b.key, key),
+                ExchangeKind::Headers => {
+                    let args: FieldTable = serde_json::from_str(&b.arguments).unwrap_or_default();
+                    headers_match(&args, headers)
+                }
             })
             .map(|b| b.queue.as_str())
             .collect();
@@ -881,6 +902,39 @@ impl Vhost {
             .into_iter()
             .filter_map(|n| st.queues.get(n).cloned())
             .collect())
+    }
+}
+
+/// The headers exchange: `x-match` = `all` (default) / `any` over the binding's
+/// arguments, ignoring those starting with `x-` (RabbitMQ also has `all-with-x` /
+/// `any-with-x`, which include them). A binding argument of type void matches the
+/// header's presence; any other must equal the header's value.
+pub fn headers_match(binding: &FieldTable, headers: Option<&FieldTable>) -> bool {
+    let mode = match binding.inner().get("x-match") {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        Some(AMQPValue::ShortString(s)) => s.as_str().to_string(),
+        _ => "all".to_string(),
+    };
+    let with_x = mode.ends_with("-with-x");
+    let any = mode.starts_with("any");
+    let empty = FieldTable::default();
+    let headers = headers.unwrap_or(&empty);
+    let mut considered = binding
+        .into_iter()
+        .filter(|(k, _)| k.as_str() != "x-match" && (with_x || !k.as_str().starts_with("x-")))
+        .peekable();
+    if considered.peek().is_none() {
+        return !any;
+    }
+    let mut matches = considered.map(|(k, v)| match (v, headers.inner().get(k)) {
+        (_, None) => false,
+        (AMQPValue::Void, Some(_)) => true,
+        (v, Some(h)) => v == h,
+    });
+    if any {
+        matches.any(|m| m)
+    } else {
+        matches.all(|m| m)
     }
 }
 
@@ -894,5 +948,48 @@ fn check_owner(q: &Queue, conn: u64) -> Result<(), AmqpError> {
     }
 }
 
-/// Consumers of a queue, for tests and metrics.
-pub fn _unused(_: &ConsumerReg) {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in pairs {
+            t.insert((*k).into(), v.clone());
+        }
+        t
+    }
+
+    #[test]
+    fn headers_all_and_any() {
+        let s = |v: &str| AMQPValue::LongString(v.into());
+        let h = table(&[("format", s("pdf")), ("type", s("report"))]);
+        let all = table(&[
+            ("x-match", s("all")),
+            ("format", s("pdf")),
+            ("type", s("report")),
+        ]);
+        assert!(headers_match(&all, Some(&h)));
+        let all_miss = table(&[("format", s("pdf")), ("type", s("log"))]);
+        assert!(!headers_match(&all_miss, Some(&h)));
+        let any = table(&[
+            ("x-match", s("any")),
+            ("format", s("zip")),
+            ("type", s("report")),
+        ]);
+        assert!(headers_match(&any, Some(&h)));
+        let any_miss = table(&[("x-match", s("any")), ("format", s("zip"))]);
+        assert!(!headers_match(&any_miss, Some(&h)));
+        assert!(!headers_match(&all, None));
+        let presence = table(&[("format", AMQPValue::Void)]);
+        assert!(headers_match(&presence, Some(&h)));
+        // no arguments to match: all matches everything, any nothing
+        assert!(headers_match(&FieldTable::default(), Some(&h)));
+        assert!(!headers_match(&table(&[("x-match", s("any"))]), Some(&h)));
+        // x- arguments are ignored unless *-with-x
+        let x = table(&[("x-match", s("all")), ("x-foo", s("1"))]);
+        assert!(headers_match(&x, Some(&h)));
+        let xw = table(&[("x-match", s("all-with-x")), ("x-foo", s("1"))]);
+        assert!(!headers_match(&xw, Some(&h)));
+    }
+}

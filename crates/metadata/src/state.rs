@@ -62,6 +62,9 @@ pub struct AmqpBindingDef {
     pub exchange: String,
     pub queue: String,
     pub key: String,
+    /// Binding arguments, opaque (the AMQP session's JSON).
+    #[serde(default)]
+    pub arguments: String,
 }
 
 /// One change to [`AmqpDefinitions`]. Deleting an exchange or queue drops its bindings.
@@ -748,6 +751,7 @@ mod amqp_tests {
             exchange: "x".into(),
             queue: "q".into(),
             key: "a.#".into(),
+            arguments: "{}".into(),
         };
         for change in [
             AmqpChange::PutExchange {
