@@ -46,7 +46,17 @@ enum Out {
 
 type ReadResult = Result<AMQPFrame, FrameError>;
 
-async fn reader(mut r: OwnedReadHalf, frame_max: Arc<AtomicUsize>, tx: mpsc::Sender<ReadResult>) {
+/// Milliseconds since the connection started at which the reader last saw a frame: the
+/// heartbeat check reads this, so frames still queued for the session count as traffic.
+type LastFrame = Arc<std::sync::atomic::AtomicU64>;
+
+async fn reader(
+    mut r: OwnedReadHalf,
+    frame_max: Arc<AtomicUsize>,
+    tx: mpsc::Sender<ReadResult>,
+    last_frame: LastFrame,
+    epoch: Instant,
+) {
     loop {
         let mut h = [0u8; FRAME_HEADER_LEN];
         if r.read_exact(&mut h).await.is_err() {
@@ -69,6 +79,7 @@ async fn reader(mut r: OwnedReadHalf, frame_max: Arc<AtomicUsize>, tx: mpsc::Sen
                 Ok(_) => {}
             }
         }
+        last_frame.store(epoch.elapsed().as_millis() as u64, Ordering::Release);
         let frame = wire::decode_frame(&h, &rest);
         let stop = frame.is_err();
         if tx.send(frame).await.is_err() || stop {
@@ -212,7 +223,15 @@ pub async fn run(
     }
     let frame_max = Arc::new(AtomicUsize::new(config.frame_max as usize));
     let (ftx, mut frames) = mpsc::channel(64);
-    let reader_task = tokio::spawn(reader(r, Arc::clone(&frame_max), ftx));
+    let epoch = Instant::now();
+    let last_frame: LastFrame = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader_task = tokio::spawn(reader(
+        r,
+        Arc::clone(&frame_max),
+        ftx,
+        Arc::clone(&last_frame),
+        epoch,
+    ));
     let (out, orx) = mpsc::channel(256);
     let writer_task = tokio::spawn(writer(w, orx));
     let (confirm_tx, mut confirm_rx) = mpsc::unbounded_channel();
@@ -251,7 +270,7 @@ pub async fn run(
         frame_max.store(conn.frame_max, Ordering::Release);
         let _ = conn.out.send(Out::Heartbeat(heartbeat)).await;
         tracing::debug!(%peer, conn = id, heartbeat, frame_max = conn.frame_max, "AMQP connection open");
-        let mut last_recv = Instant::now();
+        last_frame.store(epoch.elapsed().as_millis() as u64, Ordering::Release);
         let mut tick = tokio::time::interval(Duration::from_secs(u64::from(heartbeat.max(1))));
         let mut ack_check = tokio::time::interval(
             conn.consumer_timeout
@@ -263,7 +282,6 @@ pub async fn run(
             tokio::select! {
                 _ = ack_check.tick(), if conn.consumer_timeout.is_some() => conn.check_ack_timeouts().await,
                 f = frames.recv() => {
-                    last_recv = Instant::now();
                     match f {
                         None => break,
                         Some(Err(e)) => {
@@ -307,7 +325,9 @@ pub async fn run(
                     }
                 }
                 _ = tick.tick(), if heartbeat > 0 => {
-                    if last_recv.elapsed() > Duration::from_secs(2 * u64::from(heartbeat)) {
+                    let silent_ms = (epoch.elapsed().as_millis() as u64)
+                        .saturating_sub(last_frame.load(Ordering::Acquire));
+                    if silent_ms > 2000 * u64::from(heartbeat) {
                         tracing::info!(%peer, conn = id, "missed heartbeats from client, closing");
                         break;
                     }
