@@ -621,3 +621,30 @@ def test_headers_exchange(broker):
     time.sleep(0.2)
     assert ch.basic_get("h-all")[0] is None and ch.basic_get("h-any")[0] is None
     conn.close()
+
+
+def test_garbage_after_handshake_closes_only_that_connection(broker):
+    import random
+    rng = random.Random(7)
+    for _ in range(30):
+        with socket.create_connection(("127.0.0.1", broker.amqp_port), timeout=10) as s:
+            raw_handshake(s)
+            if rng.random() < 0.5:
+                send_method(s, 1, 20, 10, bytes([0]))   # channel.open
+            kind = rng.choice([1, 2, 3, 8])
+            payload = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 200)))
+            s.sendall(struct.pack(">BHI", kind, rng.choice([0, 1, 2]), len(payload)) + payload
+                      + rng.choice([b"\xce", b"\x00"]))
+            s.sendall(bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64))))
+            s.settimeout(5)
+            try:
+                while s.recv(4096):
+                    pass
+            except (socket.timeout, ConnectionResetError):
+                pass
+    conn = connect(broker)   # the broker still serves
+    ch = conn.channel()
+    ch.queue_declare("still-fine")
+    ch.basic_publish("", "still-fine", b"ok")
+    assert [b for _, _, b in drain(ch, "still-fine", 1)] == [b"ok"]
+    conn.close()
