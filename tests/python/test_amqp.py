@@ -648,3 +648,30 @@ def test_garbage_after_handshake_closes_only_that_connection(broker):
     ch.basic_publish("", "still-fine", b"ok")
     assert [b for _, _, b in drain(ch, "still-fine", 1)] == [b"ok"]
     conn.close()
+
+
+def test_exchange_to_exchange_bindings(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.exchange_declare("e2e-src", exchange_type="topic", durable=True)
+    ch.exchange_declare("e2e-dst", exchange_type="fanout", durable=True)
+    ch.queue_declare("e2e-q", durable=True)
+    ch.queue_bind("e2e-q", "e2e-dst")
+    ch.exchange_bind(destination="e2e-dst", source="e2e-src", routing_key="a.*")
+    ch.exchange_bind(destination="e2e-src", source="e2e-dst")   # a cycle is harmless
+    ch.basic_publish("e2e-src", "a.b", b"in")
+    ch.basic_publish("e2e-src", "x.y", b"out")
+    assert [b for _, _, b in drain(ch, "e2e-q", 1)] == [b"in"]
+    time.sleep(0.2)
+    assert ch.basic_get("e2e-q")[0] is None
+    conn.close()
+    broker.restart()   # durable exchange-to-exchange bindings survive
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.basic_publish("e2e-src", "a.c", b"after")
+    assert [b for _, _, b in drain(ch, "e2e-q", 1)] == [b"after"]
+    ch.exchange_unbind(destination="e2e-dst", source="e2e-src", routing_key="a.*")
+    ch.basic_publish("e2e-src", "a.c", b"unbound")
+    time.sleep(0.3)
+    assert ch.basic_get("e2e-q")[0] is None
+    conn.close()

@@ -404,14 +404,11 @@ impl Conn {
             "consumer_cancel_notify",
             "per_consumer_qos",
             "authentication_failure_close",
+            "exchange_exchange_bindings",
         ] {
             caps.insert(c.into(), AMQPValue::Boolean(true));
         }
-        for c in [
-            "exchange_exchange_bindings",
-            "connection.blocked",
-            "direct_reply_to",
-        ] {
+        for c in ["connection.blocked", "direct_reply_to"] {
             caps.insert(c.into(), AMQPValue::Boolean(false));
         }
         let mut props = FieldTable::default();
@@ -1253,6 +1250,7 @@ impl Conn {
                         b.routing_key.as_str(),
                         &b.arguments,
                         false,
+                        false,
                     )
                     .await
                     .map_err(chan_err)?;
@@ -1273,6 +1271,7 @@ impl Conn {
                         b.routing_key.as_str(),
                         &b.arguments,
                         true,
+                        false,
                     )
                     .await
                     .map_err(chan_err)?;
@@ -1281,6 +1280,48 @@ impl Conn {
                     AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
                 )
                 .await;
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
+                self.vhost
+                    .bind(
+                        self.id,
+                        b.destination.as_str(),
+                        b.source.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        false,
+                        true,
+                    )
+                    .await
+                    .map_err(chan_err)?;
+                if !b.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                    )
+                    .await;
+                }
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
+                self.vhost
+                    .bind(
+                        self.id,
+                        b.destination.as_str(),
+                        b.source.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        true,
+                        true,
+                    )
+                    .await
+                    .map_err(chan_err)?;
+                if !b.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                    )
+                    .await;
+                }
             }
             AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
                 let n = self

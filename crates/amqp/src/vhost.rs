@@ -73,6 +73,8 @@ pub struct Binding {
     /// Binding arguments as JSON (part of a binding's identity, as in RabbitMQ; the
     /// headers exchange matches on them).
     pub arguments: String,
+    /// The destination (`queue`) is an exchange (exchange.bind).
+    pub to_exchange: bool,
 }
 
 /// One change to the durable definitions.
@@ -326,6 +328,7 @@ impl Vhost {
                 queue: b.queue.clone(),
                 key: b.key.clone(),
                 arguments: b.arguments.clone(),
+                to_exchange: b.to_exchange,
             })
             .collect();
         let queue_topics: HashMap<String, (String, bool, FieldTable)> = defs
@@ -356,8 +359,14 @@ impl Vhost {
                 queues,
                 bindings,
             } = &mut *st;
-            bindings
-                .retain(|b| queues.contains_key(&b.queue) && exchanges.contains_key(&b.exchange));
+            bindings.retain(|b| {
+                exchanges.contains_key(&b.exchange)
+                    && if b.to_exchange {
+                        exchanges.contains_key(&b.queue)
+                    } else {
+                        queues.contains_key(&b.queue)
+                    }
+            });
         }
         // On a cluster another node may own live non-durable queues: only a single node
         // cleans up.
@@ -391,6 +400,7 @@ impl Vhost {
             queue: b.queue.clone(),
             key: b.key.clone(),
             arguments: b.arguments.clone(),
+            to_exchange: b.to_exchange,
         };
         let change = match ev {
             DefEvent::PutExchange(e) => AmqpChange::PutExchange {
@@ -531,7 +541,8 @@ impl Vhost {
                 None
             };
             st.exchanges.remove(name);
-            st.bindings.retain(|b| b.exchange != name);
+            st.bindings
+                .retain(|b| b.exchange != name && !(b.to_exchange && b.queue == name));
             wait
         };
         if let Some(w) = wait {
@@ -744,7 +755,7 @@ impl Vhost {
                 .queues
                 .remove(name)
                 .ok_or_else(|| AmqpError::internal("queue vanished"))?;
-            st.bindings.retain(|b| b.queue != name);
+            st.bindings.retain(|b| b.to_exchange || b.queue != name);
             (q, wait)
         };
         let (consumers, n) = q.mark_deleted();
@@ -790,6 +801,9 @@ impl Vhost {
 
     // ---- bindings ----
 
+    /// queue.bind / unbind, and exchange.bind / unbind with `to_exchange` (then `queue`
+    /// names the destination exchange).
+    #[allow(clippy::too_many_arguments)]
     pub async fn bind(
         &self,
         conn: u64,
@@ -798,16 +812,30 @@ impl Vhost {
         key: &str,
         arguments: &FieldTable,
         unbind: bool,
+        to_exchange: bool,
     ) -> Result<(), AmqpError> {
         let _order = self.order.lock().await;
         let wait = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
-            let q = st
-                .queues
-                .get(queue)
-                .ok_or_else(|| AmqpError::not_found(format!("no queue '{queue}' in vhost '/'")))?;
-            check_owner(q, conn)?;
-            let q_durable = q.durable && q.exclusive_owner.is_none();
+            let q_durable = if to_exchange {
+                if queue.is_empty() {
+                    return Err(AmqpError::refused(
+                        "operation not permitted on the default exchange",
+                    ));
+                }
+                st.exchanges
+                    .get(queue)
+                    .ok_or_else(|| {
+                        AmqpError::not_found(format!("no exchange '{queue}' in vhost '/'"))
+                    })?
+                    .durable
+            } else {
+                let q = st.queues.get(queue).ok_or_else(|| {
+                    AmqpError::not_found(format!("no queue '{queue}' in vhost '/'"))
+                })?;
+                check_owner(q, conn)?;
+                q.durable && q.exclusive_owner.is_none()
+            };
             let e = st.exchanges.get(exchange).ok_or_else(|| {
                 AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
             })?;
@@ -823,6 +851,7 @@ impl Vhost {
                 queue: queue.into(),
                 key: key.into(),
                 arguments: serde_json::to_string(arguments).unwrap_or_else(|_| "{}".into()),
+                to_exchange,
             };
             if unbind {
                 if !st.bindings.remove(&b) {
@@ -881,21 +910,37 @@ impl Vhost {
         if exchange.is_empty() {
             return Ok(st.queues.get(key).into_iter().cloned().collect());
         }
-        let mut names: Vec<&str> = st
-            .bindings
-            .iter()
-            .filter(|b| b.exchange == exchange)
-            .filter(|b| match e.kind {
-                ExchangeKind::Direct => b.key == key,
-                ExchangeKind::Fanout => true,
-                ExchangeKind::Topic => topic_matches(&b.key, key),
-                ExchangeKind::Headers => {
-                    let args: FieldTable = serde_json::from_str(&b.arguments).unwrap_or_default();
-                    headers_match(&args, headers)
+        // Follows exchange-to-exchange bindings; each exchange is visited once (cycles).
+        let mut visited: HashSet<&str> = HashSet::new();
+        let mut pending = vec![exchange];
+        let mut names: Vec<&str> = Vec::new();
+        while let Some(x) = pending.pop() {
+            if !visited.insert(x) {
+                continue;
+            }
+            let Some(e) = st.exchanges.get(x) else {
+                continue;
+            };
+            for b in st.bindings.iter().filter(|b| b.exchange == x) {
+                let hit = match e.kind {
+                    ExchangeKind::Direct => b.key == key,
+                    ExchangeKind::Fanout => true,
+                    ExchangeKind::Topic => topic_matches(&b.key, key),
+                    ExchangeKind::Headers => {
+                        let args: FieldTable =
+                            serde_json::from_str(&b.arguments).unwrap_or_default();
+                        headers_match(&args, headers)
+                    }
+                };
+                if hit {
+                    if b.to_exchange {
+                        pending.push(b.queue.as_str());
+                    } else {
+                        names.push(b.queue.as_str());
+                    }
                 }
-            })
-            .map(|b| b.queue.as_str())
-            .collect();
+            }
+        }
         names.sort_unstable();
         names.dedup();
         Ok(names

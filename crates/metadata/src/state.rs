@@ -65,6 +65,9 @@ pub struct AmqpBindingDef {
     /// Binding arguments, opaque (the AMQP session's JSON).
     #[serde(default)]
     pub arguments: String,
+    /// `queue` names a destination exchange (exchange-to-exchange binding).
+    #[serde(default)]
+    pub to_exchange: bool,
 }
 
 /// One change to [`AmqpDefinitions`]. Deleting an exchange or queue drops its bindings.
@@ -86,14 +89,15 @@ impl AmqpDefinitions {
             }
             AmqpChange::DeleteExchange { name } => {
                 self.exchanges.remove(name);
-                self.bindings.retain(|b| &b.exchange != name);
+                self.bindings
+                    .retain(|b| &b.exchange != name && !(b.to_exchange && &b.queue == name));
             }
             AmqpChange::PutQueue { name, def } => {
                 self.queues.insert(name.clone(), def.clone());
             }
             AmqpChange::DeleteQueue { name } => {
                 self.queues.remove(name);
-                self.bindings.retain(|b| &b.queue != name);
+                self.bindings.retain(|b| b.to_exchange || &b.queue != name);
             }
             AmqpChange::Bind(b) => {
                 self.bindings.insert(b.clone());
@@ -752,6 +756,7 @@ mod amqp_tests {
             queue: "q".into(),
             key: "a.#".into(),
             arguments: "{}".into(),
+            to_exchange: false,
         };
         for change in [
             AmqpChange::PutExchange {
