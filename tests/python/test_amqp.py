@@ -675,3 +675,21 @@ def test_exchange_to_exchange_bindings(broker):
     time.sleep(0.3)
     assert ch.basic_get("e2e-q")[0] is None
     conn.close()
+
+
+def test_channel_flow_pauses_deliveries(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("flowq")
+    for i in range(3):
+        ch.basic_publish("", "flowq", str(i).encode())
+    time.sleep(0.2)
+    assert ch.flow(False) is False
+    got = []
+    ch.basic_consume("flowq", lambda c, m, p, b: got.append(b), auto_ack=True)
+    spin(conn, 0.5)
+    assert got == []
+    assert ch.flow(True) is True
+    spin(conn, 1.0)
+    assert got == [b"0", b"1", b"2"]
+    conn.close()

@@ -147,6 +147,8 @@ struct Channel {
     closing: bool,
     publishing: Option<Publishing>,
     confirm: bool,
+    /// channel.flow active=false from the client: no deliveries until it resumes.
+    paused: bool,
     /// tx.select was used: publishes and settlements wait for tx.commit.
     tx: bool,
     tx_publishes: Vec<(basic::Publish, AMQPProperties, Vec<u8>)>,
@@ -972,7 +974,7 @@ impl Conn {
         let mut more = false;
         for ch in ids {
             let tags: Vec<String> = match self.channels.get(&ch) {
-                Some(c) if !c.closing => c.consumers.keys().cloned().collect(),
+                Some(c) if !c.closing && !c.paused => c.consumers.keys().cloned().collect(),
                 _ => continue,
             };
             for tag in tags {
@@ -1142,6 +1144,11 @@ impl Conn {
         }
         match m {
             AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
+                // The client asks us to pause (or resume) deliveries on this channel.
+                c.paused = !f.active;
+                if f.active {
+                    self.wake.notify_one();
+                }
                 self.reply(
                     ch,
                     AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
