@@ -187,6 +187,7 @@ start_broker() {
         port_free "$port" || continue
         rm -rf "$WORK/data"
         "$BIN" serve --data-dir "$WORK/data" --kafka-listen "127.0.0.1:$port" \
+            --amqp-listen 127.0.0.1:0 \
             >"$WORK/broker.log" 2>&1 &
         BROKER_PID=$!
         for _ in $(seq 1 300); do
@@ -234,6 +235,7 @@ start_cluster() {
             mkdir -p "$WORK/cluster/node-$n"
             "$BIN" serve --node-id "$n" --controller-quorum-voters "$voters" \
                 --kafka-listen "127.0.0.1:$((base + n))" --data-dir "$WORK/cluster/node-$n/data" \
+                --amqp-listen 127.0.0.1:0 \
                 >"$WORK/cluster/node-$n/broker.log" 2>&1 &
             CLUSTER_PIDS+=($!)
         done

@@ -79,6 +79,7 @@ EOF
     RUST_LOG="${RUST_LOG:-info}" setsid "$BIN" serve --node-id "$n" \
         --controller-quorum-voters "$VOTERS" \
         --kafka-listen "127.0.0.1:$kp" --data-dir "$d/data" --config "$d/arctern.toml" \
+        --amqp-listen 127.0.0.1:0 \
         >>"$d/arctern.log" 2>&1 </dev/null &
     echo $! >"$d/arctern.pid"
     log "node $n: pid $!, Kafka 127.0.0.1:$kp, Raft 127.0.0.1:$rp, log $d/arctern.log"

@@ -63,11 +63,14 @@ class BrokerError(RuntimeError):
 class Broker:
     """One single-node broker on a loopback port with its own data dir."""
 
-    def __init__(self, workdir: Path, config: dict | None = None, port: int | None = None):
+    def __init__(self, workdir: Path, config: dict | None = None, port: int | None = None,
+                 amqp_port: int | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
         self.port = port or free_port()
+        # Every broker also listens for AMQP; on its own free port, never the default 5672.
+        self.amqp_port = amqp_port or free_port()
         self.config = dict(config or {})
         self.config_path = write_config(self.workdir / "arctern.toml", self.config) if self.config else None
         self.proc: subprocess.Popen | None = None
@@ -85,7 +88,8 @@ class Broker:
 
     def cmd(self) -> list[str]:
         c = [str(arctern_bin()), "serve", "--data-dir", str(self.data_dir),
-             "--kafka-listen", self.bootstrap]
+             "--kafka-listen", self.bootstrap,
+             "--amqp-listen", f"127.0.0.1:{self.amqp_port}"]
         if self.config_path:
             c += ["--config", str(self.config_path)]
         return c

@@ -64,6 +64,9 @@ struct ServeArgs {
     /// Kafka listener address [default: 127.0.0.1:9092, or `listeners` from the config]
     #[arg(long)]
     kafka_listen: Option<String>,
+    /// AMQP 0-9-1 listener address [default: 127.0.0.1:5672, or `amqp.listen` from the config]
+    #[arg(long)]
+    amqp_listen: Option<String>,
     /// TOML config file (see config/arctern.example.toml)
     #[arg(long)]
     config: Option<PathBuf>,
@@ -104,6 +107,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let mut config = settings::broker_config(&file, data_dir)?;
     let group_config = settings::group_config(&file)?;
+    // Bound before the Kafka listener: whoever waits for the Kafka port to accept
+    // connections may then connect to AMQP too (served once the vhost is loaded).
+    let amqp_listen = args
+        .amqp_listen
+        .or_else(|| file.amqp_listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:5672".to_string());
+    let amqp_config = settings::amqp_config(&file)?;
+    let amqp_listener = TcpListener::bind(&amqp_listen)
+        .await
+        .with_context(|| format!("binding AMQP listener {amqp_listen}"))?;
     let listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding Kafka listener {listen}"))?;
@@ -174,6 +187,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ..KafkaServerConfig::default()
     };
     let groups = arctern_groups::GroupCoordinator::start(Arc::clone(&broker), group_config);
+    let vhost = arctern_amqp::Vhost::start(
+        Arc::clone(&broker),
+        arctern_amqp::VhostConfig {
+            max_message_size: amqp_config.max_message_size,
+        },
+    );
     let (stop, stopped) = watch::channel(false);
     let server = tokio::spawn(arctern_kafka::serve(
         listener,
@@ -184,6 +203,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
         server_config,
         stopped,
     ));
+    let amqp_bound = amqp_listener
+        .local_addr()
+        .context("reading AMQP bound address")?;
+    let amqp_server = tokio::spawn(arctern_amqp::serve(
+        amqp_listener,
+        vhost,
+        amqp_config,
+        stop.subscribe(),
+    ));
+    tracing::info!(listen = %amqp_bound, "amqp listener ready");
     tracing::info!(listen = %bound, data_dir = %broker.config().data_dir.display(), "kafka listener ready");
 
     wait_for_signal().await?;
@@ -191,6 +220,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     broker.controlled_shutdown().await;
     let _ = stop.send(true);
     let _ = server.await;
+    let _ = amqp_server.await;
     drop(groups);
     broker.shutdown();
     drop(broker);

@@ -82,6 +82,19 @@ pub struct FileConfig {
     pub offsets_topic_replication_factor: Option<i16>,
     #[serde(rename = "offset.metadata.max.bytes")]
     pub offset_metadata_max_bytes: Option<i64>,
+    /// AMQP 0-9-1 listener `host:port`.
+    #[serde(rename = "amqp.listen")]
+    pub amqp_listen: Option<String>,
+    #[serde(rename = "amqp.frame_max")]
+    pub amqp_frame_max: Option<i64>,
+    #[serde(rename = "amqp.channel_max")]
+    pub amqp_channel_max: Option<i64>,
+    #[serde(rename = "amqp.heartbeat")]
+    pub amqp_heartbeat: Option<i64>,
+    #[serde(rename = "amqp.max_message_size")]
+    pub amqp_max_message_size: Option<i64>,
+    #[serde(rename = "amqp.consumer_timeout")]
+    pub amqp_consumer_timeout: Option<i64>,
 }
 
 /// Every key the file accepts, for the environment overlay.
@@ -121,6 +134,12 @@ const KEYS: &[&str] = &[
     "offsets.topic.num.partitions",
     "offsets.topic.replication.factor",
     "offset.metadata.max.bytes",
+    "amqp.listen",
+    "amqp.frame_max",
+    "amqp.channel_max",
+    "amqp.heartbeat",
+    "amqp.max_message_size",
+    "amqp.consumer_timeout",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -288,6 +307,39 @@ pub fn group_config(file: &FileConfig) -> Result<arctern_groups::GroupConfig> {
     Ok(g)
 }
 
+/// The AMQP listener's settings (RabbitMQ's names under `amqp.`).
+pub fn amqp_config(file: &FileConfig) -> Result<arctern_amqp::AmqpServerConfig> {
+    let mut c = arctern_amqp::AmqpServerConfig::default();
+    if let Some(v) = file.amqp_frame_max {
+        if !(4096..=i64::from(u32::MAX)).contains(&v) {
+            bail!("amqp.frame_max must be between 4096 and {}", u32::MAX);
+        }
+        c.frame_max = v as u32;
+    }
+    if let Some(v) = file.amqp_channel_max {
+        if !(1..=65535).contains(&v) {
+            bail!("amqp.channel_max must be between 1 and 65535");
+        }
+        c.channel_max = v as u16;
+    }
+    if let Some(v) = file.amqp_heartbeat {
+        if !(0..=65535).contains(&v) {
+            bail!("amqp.heartbeat must be between 0 and 65535 seconds");
+        }
+        c.heartbeat = v as u16;
+    }
+    if let Some(v) = file.amqp_max_message_size {
+        if !(1..=(512 << 20)).contains(&v) {
+            bail!("amqp.max_message_size must be between 1 and 536870912 (512 MiB)");
+        }
+        c.max_message_size = v as usize;
+    }
+    if let Some(v) = file.amqp_consumer_timeout {
+        c.consumer_timeout_ms = non_negative("amqp.consumer_timeout", v)?;
+    }
+    Ok(c)
+}
+
 /// The metadata controller's timing and election settings.
 pub fn controller_options(file: &FileConfig) -> Result<arctern_metadata::ControllerOptions> {
     let mut o = arctern_metadata::ControllerOptions::default();
@@ -348,6 +400,18 @@ mod tests {
         }
         let file = FileConfig::deserialize(toml::Value::Table(table)).expect("keys are valid");
         broker_config(&file, PathBuf::from("x")).expect("values are valid");
+        let amqp = amqp_config(&file).expect("amqp values are valid");
+        let d = arctern_amqp::AmqpServerConfig::default();
+        assert_eq!(
+            (
+                amqp.frame_max,
+                amqp.channel_max,
+                amqp.heartbeat,
+                amqp.max_message_size
+            ),
+            (d.frame_max, d.channel_max, d.heartbeat, d.max_message_size),
+            "the example documents the AMQP defaults"
+        );
         assert_eq!(
             group_config(&file).expect("group values are valid"),
             arctern_groups::GroupConfig::default(),

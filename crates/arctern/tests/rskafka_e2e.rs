@@ -45,6 +45,9 @@ impl Broker {
             .arg(&data)
             .arg("--kafka-listen")
             .arg(&addr)
+            // An ephemeral AMQP port: several test brokers run at once.
+            .arg("--amqp-listen")
+            .arg("127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

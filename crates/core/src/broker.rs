@@ -848,6 +848,19 @@ impl Broker {
         Ok(topic.id)
     }
 
+    /// Commits a change to the AMQP durable definitions through the metadata quorum
+    /// (returns once it is committed and applied here).
+    pub async fn amqp_define(&self, change: arctern_metadata::AmqpChange) -> Result<()> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(CoreError::ShuttingDown);
+        }
+        let cmd = MetadataCommand::AmqpDefine { change };
+        match self.metadata.propose(cmd).await.map_err(metadata_error)? {
+            CommandResult::Ok => Ok(()),
+            other => Err(command_error(other)),
+        }
+    }
+
     /// CreatePartitions: grow a topic to `count` partitions.
     pub async fn create_partitions(
         &self,

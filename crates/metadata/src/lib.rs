@@ -25,8 +25,9 @@ pub use error::MetadataError;
 pub use node::{parse_voters, MetadataConfig, MetadataNode, NodeOptions};
 pub use openraft::BasicNode;
 pub use state::{
-    assign_replicas, assign_replicas_from, BrokerId, BrokerRegistration, ClusterState,
-    CommandResult, MetadataCommand, PartitionAssignment, PartitionState, TopicState, NO_LEADER,
+    assign_replicas, assign_replicas_from, AmqpBindingDef, AmqpChange, AmqpDefinitions,
+    AmqpExchangeDef, AmqpQueueDef, BrokerId, BrokerRegistration, ClusterState, CommandResult,
+    MetadataCommand, PartitionAssignment, PartitionState, TopicState, NO_LEADER,
 };
 
 openraft::declare_raft_types!(

@@ -26,6 +26,87 @@ pub struct ClusterState {
     /// blocks of ids from here, so ids are unique across the cluster and across restarts.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// AMQP 0-9-1 durable definitions of the vhost `/` (durable exchanges, durable
+    /// queues, bindings between durable ones).
+    #[serde(default)]
+    pub amqp: AmqpDefinitions,
+}
+
+/// The AMQP definitions the metadata keeps. Protocol details stay opaque: argument tables
+/// are the AMQP session's own encoding (a JSON string), exchange types are names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmqpDefinitions {
+    pub exchanges: BTreeMap<String, AmqpExchangeDef>,
+    pub queues: BTreeMap<String, AmqpQueueDef>,
+    pub bindings: BTreeSet<AmqpBindingDef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmqpExchangeDef {
+    pub kind: String,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmqpQueueDef {
+    /// The single-partition topic holding the queue's log.
+    pub topic: String,
+    pub auto_delete: bool,
+    pub arguments: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AmqpBindingDef {
+    pub exchange: String,
+    pub queue: String,
+    pub key: String,
+    /// Binding arguments, opaque (the AMQP session's JSON).
+    #[serde(default)]
+    pub arguments: String,
+    /// `queue` names a destination exchange (exchange-to-exchange binding).
+    #[serde(default)]
+    pub to_exchange: bool,
+}
+
+/// One change to [`AmqpDefinitions`]. Deleting an exchange or queue drops its bindings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AmqpChange {
+    PutExchange { name: String, def: AmqpExchangeDef },
+    DeleteExchange { name: String },
+    PutQueue { name: String, def: AmqpQueueDef },
+    DeleteQueue { name: String },
+    Bind(AmqpBindingDef),
+    Unbind(AmqpBindingDef),
+}
+
+impl AmqpDefinitions {
+    pub fn apply(&mut self, change: &AmqpChange) {
+        match change {
+            AmqpChange::PutExchange { name, def } => {
+                self.exchanges.insert(name.clone(), def.clone());
+            }
+            AmqpChange::DeleteExchange { name } => {
+                self.exchanges.remove(name);
+                self.bindings
+                    .retain(|b| &b.exchange != name && !(b.to_exchange && &b.queue == name));
+            }
+            AmqpChange::PutQueue { name, def } => {
+                self.queues.insert(name.clone(), def.clone());
+            }
+            AmqpChange::DeleteQueue { name } => {
+                self.queues.remove(name);
+                self.bindings.retain(|b| b.to_exchange || &b.queue != name);
+            }
+            AmqpChange::Bind(b) => {
+                self.bindings.insert(b.clone());
+            }
+            AmqpChange::Unbind(b) => {
+                self.bindings.remove(b);
+            }
+        }
+    }
 }
 
 /// A broker's registration: where Kafka clients reach it and whether it may lead.
@@ -156,6 +237,10 @@ pub enum MetadataCommand {
         broker_id: BrokerId,
         count: i64,
     },
+    /// Changes the AMQP durable definitions (always succeeds).
+    AmqpDefine {
+        change: AmqpChange,
+    },
 }
 
 /// Outcome of applying one command. Errors are results, not failures: the command was
@@ -249,6 +334,7 @@ impl ClusterState {
         match cmd {
             // Has a result of its own; see `apply`.
             MetadataCommand::AllocateProducerIds { .. } => {}
+            MetadataCommand::AmqpDefine { change } => self.amqp.apply(change),
             MetadataCommand::RegisterBroker {
                 broker_id,
                 host,
@@ -644,6 +730,60 @@ fn unknown_partition(topic: &str, partition: i32) -> CommandResult {
 fn unknown_topic(topic: &str) -> CommandResult {
     CommandResult::UnknownTopic {
         name: topic.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod amqp_tests {
+    use super::*;
+
+    #[test]
+    fn amqp_definitions_apply_and_cascade() {
+        let mut st = ClusterState::default();
+        let q = AmqpQueueDef {
+            topic: "__amqp_q_1".into(),
+            auto_delete: false,
+            arguments: "{}".into(),
+        };
+        let e = AmqpExchangeDef {
+            kind: "topic".into(),
+            auto_delete: false,
+            internal: false,
+            arguments: "{}".into(),
+        };
+        let b = AmqpBindingDef {
+            exchange: "x".into(),
+            queue: "q".into(),
+            key: "a.#".into(),
+            arguments: "{}".into(),
+            to_exchange: false,
+        };
+        for change in [
+            AmqpChange::PutExchange {
+                name: "x".into(),
+                def: e,
+            },
+            AmqpChange::PutQueue {
+                name: "q".into(),
+                def: q,
+            },
+            AmqpChange::Bind(b.clone()),
+        ] {
+            assert_eq!(
+                st.apply(&MetadataCommand::AmqpDefine { change }, 1),
+                CommandResult::Ok
+            );
+        }
+        assert!(st.amqp.bindings.contains(&b));
+        // a snapshot without the field (older format) still loads
+        let mut json = serde_json::to_value(&st).unwrap();
+        json.as_object_mut().unwrap().remove("amqp");
+        let old: ClusterState = serde_json::from_value(json).unwrap();
+        assert_eq!(old.amqp, AmqpDefinitions::default());
+        let del = AmqpChange::DeleteQueue { name: "q".into() };
+        st.apply(&MetadataCommand::AmqpDefine { change: del }, 2);
+        assert!(st.amqp.bindings.is_empty() && st.amqp.queues.is_empty());
+        assert!(st.amqp.exchanges.contains_key("x"));
     }
 }
 

@@ -1,0 +1,1656 @@
+//! One AMQP connection: a reader task (frames, bounded by `frame_max`), a writer task
+//! (frames out, heartbeats), and this task's state machine over channels.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::basic::AMQPProperties;
+use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify};
+
+use crate::codes::*;
+use crate::queue::{ConsumerReg, Queue};
+use crate::record::{encode_message, StoredMessage};
+use crate::server::AmqpServerConfig;
+use crate::vhost::{QueueSpec, Vhost};
+use crate::wire::{self, FrameError, FRAME_HEADER_LEN, PROTOCOL_HEADER};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most message bytes one transaction may buffer before tx.commit.
+const TX_MAX_BYTES: usize = 64 << 20;
+
+type StoredWait =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AmqpError>> + Send>>;
+
+/// Deliveries one consumer gets per pump round before others get a turn.
+const PUMP_BATCH: usize = 128;
+
+/// Bytes queued for the socket per connection: a slow reader stalls deliveries instead of
+/// buffering them (a frame larger than this takes the whole budget).
+const OUT_BUDGET: usize = 4 << 20;
+
+enum Out {
+    /// Frames and the share of the output budget they hold until written.
+    Bytes(Vec<u8>, tokio::sync::OwnedSemaphorePermit),
+    Heartbeat(u16),
+}
+
+type ReadResult = Result<AMQPFrame, FrameError>;
+
+/// Milliseconds since the connection started at which the reader last saw a frame: the
+/// heartbeat check reads this, so frames still queued for the session count as traffic.
+type LastFrame = Arc<std::sync::atomic::AtomicU64>;
+
+async fn reader(
+    mut r: OwnedReadHalf,
+    frame_max: Arc<AtomicUsize>,
+    tx: mpsc::Sender<ReadResult>,
+    last_frame: LastFrame,
+    epoch: Instant,
+) {
+    loop {
+        let mut h = [0u8; FRAME_HEADER_LEN];
+        if r.read_exact(&mut h).await.is_err() {
+            return;
+        }
+        let fh = match wire::parse_frame_header(h, frame_max.load(Ordering::Acquire)) {
+            Ok(fh) => fh,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        // Grow as bytes arrive: a claimed size costs nothing until it is sent.
+        let want = fh.size + 1;
+        let mut rest = Vec::with_capacity(want.min(64 * 1024));
+        while rest.len() < want {
+            let mut chunk = (&mut r).take((want - rest.len()) as u64);
+            match chunk.read_buf(&mut rest).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        last_frame.store(epoch.elapsed().as_millis() as u64, Ordering::Release);
+        let frame = wire::decode_frame(&h, &rest);
+        let stop = frame.is_err();
+        if tx.send(frame).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+async fn writer(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>) {
+    let mut heartbeat = 0u16;
+    loop {
+        let next = if heartbeat > 0 {
+            // RabbitMQ sends a heartbeat when nothing was sent for half the interval.
+            match tokio::time::timeout(Duration::from_millis(u64::from(heartbeat) * 500), rx.recv())
+                .await
+            {
+                Ok(m) => m,
+                Err(_) => {
+                    if w.write_all(&wire::heartbeat()).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        match next {
+            Some(Out::Bytes(b, _permit)) => {
+                if w.write_all(&b).await.is_err() {
+                    return;
+                }
+            }
+            Some(Out::Heartbeat(h)) => heartbeat = h,
+            None => {
+                let _ = w.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+struct Unacked {
+    queue: Arc<Queue>,
+    offset: i64,
+    consumer: Option<String>,
+    delivered_at: Instant,
+}
+
+struct Consumer {
+    queue: Arc<Queue>,
+    no_ack: bool,
+    prefetch: u16,
+    unacked: usize,
+}
+
+struct Publishing {
+    publish: basic::Publish,
+    header: Option<AMQPContentHeader>,
+    body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Channel {
+    closing: bool,
+    publishing: Option<Publishing>,
+    confirm: bool,
+    /// channel.flow active=false from the client: no deliveries until it resumes.
+    paused: bool,
+    /// tx.select was used: publishes and settlements wait for tx.commit.
+    tx: bool,
+    tx_publishes: Vec<(basic::Publish, AMQPProperties, Vec<u8>)>,
+    tx_bytes: usize,
+    /// Settlements taken out of `unacked` (with their tags, to restore on rollback);
+    /// `true` = requeue.
+    tx_settles: Vec<(u64, Unacked, bool)>,
+    next_commit: u64,
+    /// Commit outcome per commit number: None while its publishes are being stored.
+    commits: BTreeMap<u64, Option<bool>>,
+    next_publish_seq: u64,
+    /// Confirm outcome per publish sequence number: None while being stored.
+    confirms: BTreeMap<u64, Option<bool>>,
+    next_tag: u64,
+    unacked: BTreeMap<u64, Unacked>,
+    consumers: BTreeMap<String, Consumer>,
+    prefetch_consumer: u16,
+    prefetch_global: u16,
+}
+
+struct Conn {
+    id: u64,
+    vhost: Arc<Vhost>,
+    out: mpsc::Sender<Out>,
+    out_budget: Arc<tokio::sync::Semaphore>,
+    frame_max: usize,
+    channel_max: u16,
+    channels: HashMap<u16, Channel>,
+    wake: Arc<Notify>,
+    confirm_tx: mpsc::UnboundedSender<(u16, u64, bool)>,
+    cancel_tx: mpsc::UnboundedSender<(u16, String)>,
+    commit_tx: mpsc::UnboundedSender<(u16, u64, bool)>,
+    max_message_size: usize,
+    consumer_timeout: Option<Duration>,
+}
+
+/// How a frame's handling ended.
+enum Flow {
+    Continue,
+    /// The connection is done (close handshake finished).
+    Closed,
+}
+
+/// A connection exception (close the connection) or a channel one.
+enum Fail {
+    Connection(AmqpError, u16, u16),
+    Channel(u16, AmqpError, u16, u16),
+}
+
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    vhost: Arc<Vhost>,
+    config: AmqpServerConfig,
+) {
+    let _ = stream.set_nodelay(true);
+    if !vhost.wait_loaded(Duration::from_secs(30)).await {
+        tracing::warn!(%peer, "AMQP definitions not loaded; dropping the connection");
+        return;
+    }
+    let (mut r, mut w) = stream.into_split();
+    let mut header = [0u8; 8];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, r.read_exact(&mut header)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
+    }
+    if header != PROTOCOL_HEADER {
+        // The spec: reply with the supported protocol header and close.
+        tracing::debug!(%peer, "bad AMQP protocol header");
+        let _ = w.write_all(&PROTOCOL_HEADER).await;
+        let _ = w.shutdown().await;
+        return;
+    }
+    let frame_max = Arc::new(AtomicUsize::new(config.frame_max as usize));
+    let (ftx, mut frames) = mpsc::channel(64);
+    let epoch = Instant::now();
+    let last_frame: LastFrame = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader_task = tokio::spawn(reader(
+        r,
+        Arc::clone(&frame_max),
+        ftx,
+        Arc::clone(&last_frame),
+        epoch,
+    ));
+    let (out, orx) = mpsc::channel(256);
+    let writer_task = tokio::spawn(writer(w, orx));
+    let (confirm_tx, mut confirm_rx) = mpsc::unbounded_channel();
+    let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel();
+    let (commit_tx, mut commit_rx) = mpsc::unbounded_channel();
+    let mut conn = Conn {
+        id,
+        vhost,
+        out,
+        out_budget: Arc::new(tokio::sync::Semaphore::new(OUT_BUDGET)),
+        frame_max: config.frame_max as usize,
+        channel_max: config.channel_max,
+        channels: HashMap::new(),
+        wake: Arc::new(Notify::new()),
+        confirm_tx,
+        cancel_tx,
+        commit_tx,
+        max_message_size: config.max_message_size,
+        consumer_timeout: (config.consumer_timeout_ms > 0)
+            .then(|| Duration::from_millis(config.consumer_timeout_ms)),
+    };
+    let heartbeat = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        conn.handshake(&mut frames, peer, &config),
+    )
+    .await
+    {
+        Ok(Ok(h)) => Some(h),
+        Ok(Err(Some(e))) => {
+            conn.close_connection(&mut frames, e, 0, 0).await;
+            None
+        }
+        _ => None,
+    };
+    if let Some(heartbeat) = heartbeat {
+        frame_max.store(conn.frame_max, Ordering::Release);
+        let _ = conn.out.send(Out::Heartbeat(heartbeat)).await;
+        tracing::debug!(%peer, conn = id, heartbeat, frame_max = conn.frame_max, "AMQP connection open");
+        last_frame.store(epoch.elapsed().as_millis() as u64, Ordering::Release);
+        let mut tick = tokio::time::interval(Duration::from_secs(u64::from(heartbeat.max(1))));
+        let mut ack_check = tokio::time::interval(
+            conn.consumer_timeout
+                .map_or(Duration::from_secs(3600), |t| {
+                    (t / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+                }),
+        );
+        loop {
+            tokio::select! {
+                _ = ack_check.tick(), if conn.consumer_timeout.is_some() => conn.check_ack_timeouts().await,
+                f = frames.recv() => {
+                    match f {
+                        None => break,
+                        Some(Err(e)) => {
+                            let code = match e {
+                                FrameError::Malformed(_) => SYNTAX_ERROR,
+                                _ => FRAME_ERROR,
+                            };
+                            conn.close_connection(&mut frames, AmqpError::new(code, e.to_string()), 0, 0).await;
+                            break;
+                        }
+                        Some(Ok(frame)) => match conn.frame(frame).await {
+                            Ok(Flow::Continue) => {}
+                            Ok(Flow::Closed) => break,
+                            Err(Fail::Connection(e, c, m)) => {
+                                conn.close_connection(&mut frames, e, c, m).await;
+                                break;
+                            }
+                            Err(Fail::Channel(ch, e, c, m)) => conn.close_channel(ch, e, c, m).await,
+                        },
+                    }
+                }
+                _ = conn.wake.notified() => conn.pump().await,
+                Some((ch, seq, ok)) = confirm_rx.recv() => {
+                    if let Some(c) = conn.channels.get_mut(&ch) {
+                        if let Some(slot) = c.confirms.get_mut(&seq) {
+                            *slot = Some(ok);
+                        }
+                    }
+                    conn.flush_confirms(ch).await;
+                }
+                Some((ch, tag)) = cancel_rx.recv() => conn.server_cancel(ch, tag).await,
+                Some((ch, n, ok)) = commit_rx.recv() => {
+                    if let Some(c) = conn.channels.get_mut(&ch) {
+                        if let Some(slot) = c.commits.get_mut(&n) {
+                            *slot = Some(ok);
+                        }
+                    }
+                    if let Err(e) = conn.flush_commits(ch).await {
+                        conn.close_connection(&mut frames, e, 90, 20).await;
+                        break;
+                    }
+                }
+                _ = tick.tick(), if heartbeat > 0 => {
+                    let silent_ms = (epoch.elapsed().as_millis() as u64)
+                        .saturating_sub(last_frame.load(Ordering::Acquire));
+                    if silent_ms > 2000 * u64::from(heartbeat) {
+                        tracing::info!(%peer, conn = id, "missed heartbeats from client, closing");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    conn.cleanup().await;
+    drop(conn);
+    reader_task.abort();
+    let _ = writer_task.await;
+}
+
+fn close_method(e: &AmqpError, class: u16, method: u16) -> AMQPClass {
+    AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+        reply_code: e.code,
+        reply_text: e.reply_text().into(),
+        class_id: class,
+        method_id: method,
+    }))
+}
+
+fn plain_credentials(response: &[u8]) -> Option<(String, String)> {
+    // [authzid] NUL authcid NUL passwd
+    let mut parts = response.split(|b| *b == 0);
+    let _authzid = parts.next()?;
+    let user = parts.next()?;
+    let pass = parts.next()?;
+    Some((
+        String::from_utf8_lossy(user).into_owned(),
+        String::from_utf8_lossy(pass).into_owned(),
+    ))
+}
+
+impl Conn {
+    async fn send(&self, bytes: Vec<u8>) {
+        let want = bytes.len().clamp(1, OUT_BUDGET) as u32;
+        let Ok(permit) = Arc::clone(&self.out_budget).acquire_many_owned(want).await else {
+            return;
+        };
+        let _ = self.out.send(Out::Bytes(bytes, permit)).await;
+    }
+
+    async fn reply(&self, ch: u16, m: AMQPClass) {
+        self.send(wire::method(ch, m)).await;
+    }
+
+    async fn expect(
+        frames: &mut mpsc::Receiver<ReadResult>,
+    ) -> Result<AMQPClass, Option<AmqpError>> {
+        match frames.recv().await {
+            Some(Ok(AMQPFrame::Method(0, m))) => Ok(m),
+            Some(Ok(AMQPFrame::Heartbeat)) => Box::pin(Self::expect(frames)).await,
+            Some(Ok(_)) => Err(Some(AmqpError::new(
+                UNEXPECTED_FRAME,
+                "unexpected frame during handshake",
+            ))),
+            Some(Err(e)) => Err(Some(AmqpError::new(FRAME_ERROR, e.to_string()))),
+            None => Err(None),
+        }
+    }
+
+    /// Start/StartOk, Tune/TuneOk, Open/OpenOk. Returns the negotiated heartbeat.
+    async fn handshake(
+        &mut self,
+        frames: &mut mpsc::Receiver<ReadResult>,
+        peer: SocketAddr,
+        config: &AmqpServerConfig,
+    ) -> Result<u16, Option<AmqpError>> {
+        let mut caps = FieldTable::default();
+        for c in [
+            "publisher_confirms",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "per_consumer_qos",
+            "authentication_failure_close",
+            "exchange_exchange_bindings",
+        ] {
+            caps.insert(c.into(), AMQPValue::Boolean(true));
+        }
+        for c in ["connection.blocked", "direct_reply_to"] {
+            caps.insert(c.into(), AMQPValue::Boolean(false));
+        }
+        let mut props = FieldTable::default();
+        props.insert("product".into(), AMQPValue::LongString("Arctern".into()));
+        props.insert(
+            "version".into(),
+            AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()),
+        );
+        props.insert("platform".into(), AMQPValue::LongString("Rust".into()));
+        props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        self.reply(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: props,
+                mechanisms: LongString::from("PLAIN"),
+                locales: LongString::from("en_US"),
+            })),
+        )
+        .await;
+        let AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)) =
+            Self::expect(frames).await?
+        else {
+            return Err(Some(AmqpError::new(
+                COMMAND_INVALID,
+                "expected connection.start-ok",
+            )));
+        };
+        if ok.mechanism.as_str() != "PLAIN" {
+            return Err(Some(AmqpError::refused(format!(
+                "unsupported authentication mechanism '{}' (only PLAIN)",
+                ok.mechanism
+            ))));
+        }
+        let (user, pass) = plain_credentials(ok.response.as_bytes()).unwrap_or_default();
+        let loopback = peer.ip().is_loopback();
+        if user != config.default_user || pass != config.default_pass || !loopback {
+            tracing::info!(%peer, user = %user, "AMQP login refused");
+            return Err(Some(AmqpError::refused(format!(
+                "Login was refused using authentication mechanism PLAIN. For details see the broker logfile.{}",
+                if loopback { "" } else { " (the default user may only connect via localhost)" }
+            ))));
+        }
+        self.reply(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+                channel_max: config.channel_max,
+                frame_max: config.frame_max,
+                heartbeat: config.heartbeat,
+            })),
+        )
+        .await;
+        let AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)) = Self::expect(frames).await?
+        else {
+            return Err(Some(AmqpError::new(
+                COMMAND_INVALID,
+                "expected connection.tune-ok",
+            )));
+        };
+        let fm = if t.frame_max == 0 {
+            config.frame_max
+        } else {
+            t.frame_max.min(config.frame_max)
+        };
+        if fm < 4096 {
+            return Err(Some(AmqpError::new(
+                NOT_ALLOWED,
+                format!("frame_max {fm} is below the minimum 4096"),
+            )));
+        }
+        self.frame_max = fm as usize;
+        self.channel_max = if t.channel_max == 0 {
+            config.channel_max
+        } else {
+            t.channel_max.min(config.channel_max)
+        };
+        let heartbeat = t.heartbeat;
+        let AMQPClass::Connection(connection::AMQPMethod::Open(o)) = Self::expect(frames).await?
+        else {
+            return Err(Some(AmqpError::new(
+                COMMAND_INVALID,
+                "expected connection.open",
+            )));
+        };
+        if o.virtual_host.as_str() != "/" {
+            return Err(Some(AmqpError::new(
+                NOT_ALLOWED,
+                format!("vhost {} not found", o.virtual_host),
+            )));
+        }
+        self.reply(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+        )
+        .await;
+        Ok(heartbeat)
+    }
+
+    /// Sends connection.close and waits (briefly) for close-ok, discarding other frames.
+    async fn close_connection(
+        &mut self,
+        frames: &mut mpsc::Receiver<ReadResult>,
+        e: AmqpError,
+        class: u16,
+        method: u16,
+    ) {
+        tracing::info!(conn = self.id, code = e.code, text = %e.text, "closing AMQP connection");
+        self.reply(0, close_method(&e, class, method)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(f) = frames.recv().await {
+                if let Ok(AMQPFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
+                )) = f
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn close_channel(&mut self, ch: u16, e: AmqpError, class: u16, method: u16) {
+        tracing::debug!(conn = self.id, channel = ch, code = e.code, text = %e.text, "closing AMQP channel");
+        self.release_channel(ch, false).await;
+        if let Some(c) = self.channels.get_mut(&ch) {
+            c.closing = true;
+        }
+        self.reply(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.code,
+                reply_text: e.reply_text().into(),
+                class_id: class,
+                method_id: method,
+            })),
+        )
+        .await;
+    }
+
+    /// Requeues a channel's unacked deliveries and removes its consumers; `remove` drops
+    /// the channel itself.
+    async fn release_channel(&mut self, ch: u16, remove: bool) {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let unacked = std::mem::take(&mut c.unacked);
+        // An open transaction is rolled back: its settlements never happened.
+        let tx_settles = std::mem::take(&mut c.tx_settles);
+        let consumers = std::mem::take(&mut c.consumers);
+        c.publishing = None;
+        c.tx_publishes.clear();
+        if remove {
+            self.channels.remove(&ch);
+        }
+        requeue(
+            unacked
+                .into_values()
+                .chain(tx_settles.into_iter().map(|s| s.1)),
+        );
+        for (tag, cons) in consumers {
+            let auto = cons.queue.remove_consumer(self.id, ch, &tag);
+            self.vhost.consumer_gone(&cons.queue, auto).await;
+        }
+    }
+
+    async fn cleanup(&mut self) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for ch in ids {
+            self.release_channel(ch, true).await;
+        }
+        self.vhost.connection_closed(self.id).await;
+    }
+
+    async fn frame(&mut self, frame: AMQPFrame) -> Result<Flow, Fail> {
+        let conn_err = |code: u16, text: String| Fail::Connection(AmqpError::new(code, text), 0, 0);
+        match frame {
+            AMQPFrame::Heartbeat => Ok(Flow::Continue),
+            AMQPFrame::ProtocolHeader(_) | AMQPFrame::InvalidHeartbeat(_) => {
+                Err(conn_err(UNEXPECTED_FRAME, "unexpected frame".into()))
+            }
+            AMQPFrame::Method(0, m) => {
+                let (c, mid) = method_ids(&m);
+                match m {
+                    AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                        self.reply(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                connection::CloseOk {},
+                            )),
+                        )
+                        .await;
+                        Ok(Flow::Closed)
+                    }
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Flow::Closed),
+                    _ => Err(Fail::Connection(
+                        AmqpError::new(COMMAND_INVALID, "unexpected method on channel 0"),
+                        c,
+                        mid,
+                    )),
+                }
+            }
+            AMQPFrame::Method(ch, m) => self.method(ch, m).await.map(|_| Flow::Continue),
+            AMQPFrame::Header(ch, h) => self.content_header(ch, h).await.map(|_| Flow::Continue),
+            AMQPFrame::Body(ch, b) => self.content_body(ch, b).await.map(|_| Flow::Continue),
+        }
+    }
+
+    async fn content_header(&mut self, ch: u16, h: AMQPContentHeader) -> Result<(), Fail> {
+        let max = self.max_message_size;
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return Err(Fail::Connection(
+                AmqpError::new(CHANNEL_ERROR, format!("channel {ch} is not open")),
+                0,
+                0,
+            ));
+        };
+        if c.closing {
+            return Ok(());
+        }
+        let Some(p) = c.publishing.as_mut().filter(|p| p.header.is_none()) else {
+            return Err(Fail::Connection(
+                AmqpError::new(UNEXPECTED_FRAME, "content header without basic.publish"),
+                60,
+                40,
+            ));
+        };
+        if h.body_size > max as u64 {
+            c.publishing = None;
+            return Err(Fail::Channel(
+                ch,
+                AmqpError::precondition(format!(
+                    "message size {} is larger than configured max size {max}",
+                    h.body_size
+                )),
+                60,
+                40,
+            ));
+        }
+        p.body = Vec::with_capacity((h.body_size as usize).min(64 * 1024));
+        let done = h.body_size == 0;
+        p.header = Some(h);
+        if done {
+            self.publish_complete(ch).await?;
+        }
+        Ok(())
+    }
+
+    async fn content_body(&mut self, ch: u16, b: Vec<u8>) -> Result<(), Fail> {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return Err(Fail::Connection(
+                AmqpError::new(CHANNEL_ERROR, format!("channel {ch} is not open")),
+                0,
+                0,
+            ));
+        };
+        if c.closing {
+            return Ok(());
+        }
+        let Some((p, size)) = c
+            .publishing
+            .as_mut()
+            .and_then(|p| p.header.as_ref().map(|h| h.body_size).map(|s| (p, s)))
+        else {
+            return Err(Fail::Connection(
+                AmqpError::new(UNEXPECTED_FRAME, "content body without a content header"),
+                60,
+                40,
+            ));
+        };
+        if p.body.len() as u64 + b.len() as u64 > size {
+            return Err(Fail::Connection(
+                AmqpError::new(FRAME_ERROR, "content body exceeds the declared body size"),
+                60,
+                40,
+            ));
+        }
+        p.body.extend_from_slice(&b);
+        if p.body.len() as u64 == size {
+            self.publish_complete(ch).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_complete(&mut self, ch: u16) -> Result<(), Fail> {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return Ok(());
+        };
+        let Some(p) = c.publishing.take() else {
+            return Ok(());
+        };
+        let props = p.header.map(|h| h.properties).unwrap_or_default();
+        if c.tx {
+            // Routed and stored at tx.commit; the exchange must exist now (as RabbitMQ).
+            self.vhost
+                .route(
+                    p.publish.exchange.as_str(),
+                    p.publish.routing_key.as_str(),
+                    props.headers().as_ref(),
+                )
+                .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
+            let Some(c) = self.channels.get_mut(&ch) else {
+                return Ok(());
+            };
+            c.tx_bytes += p.body.len();
+            if c.tx_bytes > TX_MAX_BYTES {
+                return Err(Fail::Channel(
+                    ch,
+                    AmqpError::precondition(format!(
+                        "transaction holds more than {TX_MAX_BYTES} bytes of messages"
+                    )),
+                    60,
+                    40,
+                ));
+            }
+            c.tx_publishes.push((p.publish, props, p.body));
+            return Ok(());
+        }
+        self.store_publish(ch, p.publish, props, p.body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Routes and appends one publish; returns the waits for its stores (confirm mode
+    /// reports them itself).
+    async fn store_publish(
+        &mut self,
+        ch: u16,
+        publish: basic::Publish,
+        props: AMQPProperties,
+        body: Vec<u8>,
+    ) -> Result<Vec<StoredWait>, Fail> {
+        let exchange = publish.exchange.as_str().to_string();
+        let key = publish.routing_key.as_str().to_string();
+        let queues = self
+            .vhost
+            .route(&exchange, &key, props.headers().as_ref())
+            .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return Ok(Vec::new());
+        };
+        let p = Publishing {
+            publish,
+            header: None,
+            body,
+        };
+        let seq = if c.confirm {
+            c.next_publish_seq += 1;
+            c.confirms.insert(c.next_publish_seq, None);
+            Some(c.next_publish_seq)
+        } else {
+            None
+        };
+        if queues.is_empty() {
+            if p.publish.mandatory {
+                let m = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                    reply_code: NO_ROUTE,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange: exchange.as_str().into(),
+                    routing_key: key.as_str().into(),
+                }));
+                self.send(wire::method_with_content(
+                    ch,
+                    m,
+                    &props,
+                    &p.body,
+                    self.frame_max,
+                ))
+                .await;
+            }
+            if let Some(seq) = seq {
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    c.confirms.insert(seq, Some(true));
+                }
+                self.flush_confirms(ch).await;
+            }
+            return Ok(Vec::new());
+        }
+        let msg = StoredMessage {
+            exchange,
+            routing_key: key,
+            properties: Bytes::from(wire::encode_properties(&props)),
+            body: Bytes::from(p.body),
+        };
+        let batch = match encode_message(&msg, arctern_core::now_ms()) {
+            Ok(b) => b,
+            Err(e) => return Err(Fail::Channel(ch, AmqpError::internal(e), 60, 40)),
+        };
+        let mut waits = Vec::new();
+        let mut failed = None;
+        for q in &queues {
+            match q.append(batch.clone()) {
+                Ok(a) => waits.push(Box::pin(q.stored(a)) as StoredWait),
+                Err(e) => {
+                    tracing::warn!(queue = %q.name, error = %e, "publish not stored");
+                    failed = Some(e);
+                }
+            }
+        }
+        if let Some(e) = failed.clone() {
+            waits.push(Box::pin(async move { Err(e) }));
+        }
+        if let Some(seq) = seq {
+            let tx = self.confirm_tx.clone();
+            tokio::spawn(async move {
+                let mut ok = failed.is_none();
+                for w in waits {
+                    if let Err(e) = w.await {
+                        tracing::warn!(error = %e, "publish not acknowledged by storage");
+                        ok = false;
+                    }
+                }
+                let _ = tx.send((ch, seq, ok));
+            });
+            return Ok(Vec::new());
+        }
+        Ok(waits)
+    }
+
+    /// tx.commit: stores the buffered publishes (routed now), applies the buffered
+    /// settlements, and answers commit-ok (in commit order) once every publish is durable.
+    async fn tx_commit(&mut self, ch: u16) -> Result<(), Fail> {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return Ok(());
+        };
+        let publishes = std::mem::take(&mut c.tx_publishes);
+        let settles = std::mem::take(&mut c.tx_settles);
+        c.tx_bytes = 0;
+        c.next_commit += 1;
+        let n = c.next_commit;
+        c.commits.insert(n, None);
+        let mut waits = Vec::new();
+        for (publish, props, body) in publishes {
+            waits.extend(self.store_publish(ch, publish, props, body).await?);
+        }
+        let (requeues, settled): (Vec<_>, Vec<_>) = settles.into_iter().partition(|s| s.2);
+        requeue(requeues.into_iter().map(|s| s.1));
+        settle(settled.into_iter().map(|s| s.1).collect());
+        self.wake.notify_one();
+        let tx = self.commit_tx.clone();
+        tokio::spawn(async move {
+            let mut ok = true;
+            for w in waits {
+                if let Err(e) = w.await {
+                    tracing::warn!(error = %e, "transaction publish not stored");
+                    ok = false;
+                }
+            }
+            let _ = tx.send((ch, n, ok));
+        });
+        Ok(())
+    }
+
+    /// Sends the commit-oks that are decided, in commit order. A commit whose publishes
+    /// could not be stored closes the connection (541), as the client cannot tell which
+    /// of them are there.
+    async fn flush_commits(&mut self, ch: u16) -> Result<(), AmqpError> {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return Ok(());
+        };
+        let mut oks = 0;
+        while let Some((&n, &Some(ok))) = c.commits.iter().next() {
+            c.commits.remove(&n);
+            if !ok {
+                return Err(AmqpError::internal(
+                    "a committed publish could not be stored",
+                ));
+            }
+            oks += 1;
+        }
+        for _ in 0..oks {
+            self.reply(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Sends the confirms that are decided, in order: runs of acks coalesced with
+    /// `multiple`, nacks one by one.
+    async fn flush_confirms(&mut self, ch: u16) {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let mut frames = Vec::new();
+        let mut run: Option<(u64, usize)> = None;
+        while let Some((&seq, &Some(ok))) = c.confirms.iter().next() {
+            c.confirms.remove(&seq);
+            if ok {
+                run = Some((seq, run.map_or(1, |r| r.1 + 1)));
+            } else {
+                if let Some((last, n)) = run.take() {
+                    frames.extend(ack_frame(ch, last, n > 1));
+                }
+                frames.extend(wire::method(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                        delivery_tag: seq,
+                        multiple: false,
+                        requeue: false,
+                    })),
+                ));
+            }
+        }
+        if let Some((last, n)) = run {
+            frames.extend(ack_frame(ch, last, n > 1));
+        }
+        if !frames.is_empty() {
+            self.send(frames).await;
+        }
+    }
+
+    async fn server_cancel(&mut self, ch: u16, tag: String) {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        if c.consumers.remove(&tag).is_none() || c.closing {
+            return;
+        }
+        self.reply(
+            ch,
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                consumer_tag: tag.as_str().into(),
+                nowait: true,
+            })),
+        )
+        .await;
+    }
+
+    /// RabbitMQ's `consumer_timeout`: a channel holding a delivery unacknowledged for
+    /// longer is closed with PRECONDITION_FAILED; its deliveries go back to their queues.
+    async fn check_ack_timeouts(&mut self) {
+        let Some(timeout) = self.consumer_timeout else {
+            return;
+        };
+        let expired: Vec<u16> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .filter(|(_, c)| {
+                c.unacked
+                    .values()
+                    .map(|u| u.delivered_at)
+                    .min()
+                    .is_some_and(|t| t.elapsed() > timeout)
+            })
+            .map(|(ch, _)| *ch)
+            .collect();
+        for ch in expired {
+            let e = AmqpError::precondition(format!(
+                "delivery acknowledgement on channel {ch} timed out. Timeout value used: {} ms. This timeout value can be configured, see consumers doc guide to learn more",
+                timeout.as_millis()
+            ));
+            self.close_channel(ch, e, 0, 0).await;
+        }
+    }
+
+    /// Delivers ready messages to consumers with credit.
+    async fn pump(&mut self) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        let mut more = false;
+        for ch in ids {
+            let tags: Vec<String> = match self.channels.get(&ch) {
+                Some(c) if !c.closing && !c.paused => c.consumers.keys().cloned().collect(),
+                _ => continue,
+            };
+            for tag in tags {
+                let mut delivered = Vec::new();
+                let mut settled = Vec::new();
+                let mut queue = None;
+                for _ in 0..PUMP_BATCH {
+                    let Some(c) = self.channels.get_mut(&ch) else {
+                        break;
+                    };
+                    let global = c.prefetch_global;
+                    let in_flight = c.unacked.len();
+                    let Some(cons) = c.consumers.get(&tag) else {
+                        break;
+                    };
+                    if !cons.no_ack
+                        && ((cons.prefetch > 0 && cons.unacked >= cons.prefetch as usize)
+                            || (global > 0 && in_flight >= global as usize))
+                    {
+                        break;
+                    }
+                    let q = Arc::clone(&cons.queue);
+                    let no_ack = cons.no_ack;
+                    let Some((offset, redelivered)) = q.take_next() else {
+                        break;
+                    };
+                    let msg = match q.read(offset) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::error!(queue = %q.name, offset, error = %e, "cannot read a queued message; settling it");
+                            q.settle(&[offset]);
+                            continue;
+                        }
+                    };
+                    c.next_tag += 1;
+                    let tag_no = c.next_tag;
+                    if no_ack {
+                        settled.push(offset);
+                    } else {
+                        c.unacked.insert(
+                            tag_no,
+                            Unacked {
+                                queue: Arc::clone(&q),
+                                offset,
+                                consumer: Some(tag.clone()),
+                                delivered_at: Instant::now(),
+                            },
+                        );
+                        if let Some(cons) = c.consumers.get_mut(&tag) {
+                            cons.unacked += 1;
+                        }
+                        delivered.push(offset);
+                    }
+                    let m = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                        consumer_tag: tag.as_str().into(),
+                        delivery_tag: tag_no,
+                        redelivered,
+                        exchange: msg.exchange.as_str().into(),
+                        routing_key: msg.routing_key.as_str().into(),
+                    }));
+                    let props = wire::decode_properties(&msg.properties).unwrap_or_default();
+                    self.send(wire::method_with_content(
+                        ch,
+                        m,
+                        &props,
+                        &msg.body,
+                        self.frame_max,
+                    ))
+                    .await;
+                    queue = Some(q);
+                    if delivered.len() + settled.len() == PUMP_BATCH {
+                        more = true;
+                    }
+                }
+                if let Some(q) = queue {
+                    q.mark_delivered(&delivered);
+                    q.settle(&settled);
+                }
+            }
+        }
+        if more {
+            self.wake.notify_one();
+        }
+    }
+
+    fn channel(&mut self, ch: u16) -> Result<&mut Channel, Fail> {
+        self.channels.get_mut(&ch).ok_or_else(|| {
+            Fail::Connection(
+                AmqpError::new(
+                    CHANNEL_ERROR,
+                    format!("expected 'channel.open' on channel {ch}"),
+                ),
+                0,
+                0,
+            )
+        })
+    }
+
+    async fn method(&mut self, ch: u16, m: AMQPClass) -> Result<(), Fail> {
+        let (cid, mid) = method_ids(&m);
+        let chan_err = |e: AmqpError| {
+            if is_connection_error(e.code) {
+                Fail::Connection(e, cid, mid)
+            } else {
+                Fail::Channel(ch, e, cid, mid)
+            }
+        };
+        // Channel open / close first: they are valid on channels in any state.
+        match &m {
+            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
+                if ch > self.channel_max {
+                    return Err(Fail::Connection(
+                        AmqpError::new(
+                            CHANNEL_ERROR,
+                            format!("channel {ch} exceeds channel_max {}", self.channel_max),
+                        ),
+                        cid,
+                        mid,
+                    ));
+                }
+                if self.channels.contains_key(&ch) {
+                    return Err(Fail::Connection(
+                        AmqpError::new(
+                            CHANNEL_ERROR,
+                            format!("second 'channel.open' seen on channel {ch}"),
+                        ),
+                        cid,
+                        mid,
+                    ));
+                }
+                self.channels.insert(ch, Channel::default());
+                self.reply(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                )
+                .await;
+                return Ok(());
+            }
+            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                self.channel(ch)?;
+                self.release_channel(ch, true).await;
+                self.reply(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                )
+                .await;
+                return Ok(());
+            }
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                self.channel(ch)?;
+                self.channels.remove(&ch);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let c = self.channel(ch)?;
+        if c.closing {
+            // After channel.close the peer's frames are discarded until close-ok.
+            return Ok(());
+        }
+        if c.publishing.is_some() {
+            return Err(Fail::Connection(
+                AmqpError::new(UNEXPECTED_FRAME, "expected content header/body"),
+                cid,
+                mid,
+            ));
+        }
+        match m {
+            AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
+                // The client asks us to pause (or resume) deliveries on this channel.
+                c.paused = !f.active;
+                if f.active {
+                    self.wake.notify_one();
+                }
+                self.reply(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: f.active,
+                    })),
+                )
+                .await;
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => {
+                if p.immediate {
+                    return Err(Fail::Connection(
+                        AmqpError::new(NOT_IMPLEMENTED, "immediate=true"),
+                        cid,
+                        mid,
+                    ));
+                }
+                c.publishing = Some(Publishing {
+                    publish: p,
+                    header: None,
+                    body: Vec::new(),
+                });
+            }
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                if c.tx {
+                    return Err(chan_err(AmqpError::precondition(
+                        "cannot switch from tx to confirm mode",
+                    )));
+                }
+                c.confirm = true;
+                if !s.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    )
+                    .await;
+                }
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) => {
+                self.vhost
+                    .exchange_declare(
+                        d.exchange.as_str(),
+                        d.kind.as_str(),
+                        d.passive,
+                        d.durable,
+                        d.auto_delete,
+                        d.internal,
+                        d.arguments,
+                    )
+                    .await
+                    .map_err(chan_err)?;
+                if !d.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
+                            exchange::DeclareOk {},
+                        )),
+                    )
+                    .await;
+                }
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Delete(d)) => {
+                self.vhost
+                    .exchange_delete(d.exchange.as_str(), d.if_unused)
+                    .await
+                    .map_err(chan_err)?;
+                if !d.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                    )
+                    .await;
+                }
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => {
+                let spec = QueueSpec {
+                    name: d.queue.as_str().to_string(),
+                    passive: d.passive,
+                    durable: d.durable,
+                    exclusive: d.exclusive,
+                    auto_delete: d.auto_delete,
+                    arguments: d.arguments,
+                };
+                let (name, messages, consumers) = self
+                    .vhost
+                    .queue_declare(self.id, spec)
+                    .await
+                    .map_err(chan_err)?;
+                if !d.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: name.as_str().into(),
+                            message_count: messages,
+                            consumer_count: consumers,
+                        })),
+                    )
+                    .await;
+                }
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
+                self.vhost
+                    .bind(
+                        self.id,
+                        b.queue.as_str(),
+                        b.exchange.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        false,
+                        false,
+                    )
+                    .await
+                    .map_err(chan_err)?;
+                if !b.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                    )
+                    .await;
+                }
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
+                self.vhost
+                    .bind(
+                        self.id,
+                        b.queue.as_str(),
+                        b.exchange.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        true,
+                        false,
+                    )
+                    .await
+                    .map_err(chan_err)?;
+                self.reply(
+                    ch,
+                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                )
+                .await;
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
+                self.vhost
+                    .bind(
+                        self.id,
+                        b.destination.as_str(),
+                        b.source.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        false,
+                        true,
+                    )
+                    .await
+                    .map_err(chan_err)?;
+                if !b.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                    )
+                    .await;
+                }
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
+                self.vhost
+                    .bind(
+                        self.id,
+                        b.destination.as_str(),
+                        b.source.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        true,
+                        true,
+                    )
+                    .await
+                    .map_err(chan_err)?;
+                if !b.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                    )
+                    .await;
+                }
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
+                let n = self
+                    .vhost
+                    .queue_purge(self.id, p.queue.as_str())
+                    .map_err(chan_err)?;
+                if !p.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                            message_count: n,
+                        })),
+                    )
+                    .await;
+                }
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Delete(d)) => {
+                let n = self
+                    .vhost
+                    .queue_delete(self.id, d.queue.as_str(), d.if_unused, d.if_empty)
+                    .await
+                    .map_err(chan_err)?;
+                if !d.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                            message_count: n,
+                        })),
+                    )
+                    .await;
+                }
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Qos(q)) => {
+                if q.global {
+                    c.prefetch_global = q.prefetch_count;
+                } else {
+                    c.prefetch_consumer = q.prefetch_count;
+                }
+                self.reply(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                )
+                .await;
+                self.wake.notify_one();
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Consume(b)) => {
+                let q = self
+                    .vhost
+                    .queue(self.id, b.queue.as_str())
+                    .map_err(chan_err)?;
+                let tag = if b.consumer_tag.as_str().is_empty() {
+                    format!("amq.ctag-{}", uuid::Uuid::new_v4().simple())
+                } else {
+                    b.consumer_tag.as_str().to_string()
+                };
+                let c = self.channel(ch)?;
+                if c.consumers.contains_key(&tag) {
+                    return Err(Fail::Connection(
+                        AmqpError::new(
+                            NOT_ALLOWED,
+                            format!("attempt to reuse consumer tag '{tag}'"),
+                        ),
+                        cid,
+                        mid,
+                    ));
+                }
+                q.add_consumer(ConsumerReg {
+                    conn: self.id,
+                    channel: ch,
+                    tag: tag.clone(),
+                    exclusive: b.exclusive,
+                    wake: Arc::clone(&self.wake),
+                    cancel: self.cancel_tx.clone(),
+                })
+                .map_err(chan_err)?;
+                let c = self.channel(ch)?;
+                let prefetch = c.prefetch_consumer;
+                c.consumers.insert(
+                    tag.clone(),
+                    Consumer {
+                        queue: q,
+                        no_ack: b.no_ack,
+                        prefetch,
+                        unacked: 0,
+                    },
+                );
+                if !b.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                            consumer_tag: tag.as_str().into(),
+                        })),
+                    )
+                    .await;
+                }
+                self.wake.notify_one();
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(b)) => {
+                let tag = b.consumer_tag.as_str().to_string();
+                if let Some(cons) = c.consumers.remove(&tag) {
+                    let auto = cons.queue.remove_consumer(self.id, ch, &tag);
+                    self.vhost.consumer_gone(&cons.queue, auto).await;
+                }
+                if !b.nowait {
+                    self.reply(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: tag.as_str().into(),
+                        })),
+                    )
+                    .await;
+                }
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Get(g)) => {
+                let q = self
+                    .vhost
+                    .queue(self.id, g.queue.as_str())
+                    .map_err(chan_err)?;
+                let Some((offset, redelivered)) = q.take_next() else {
+                    self.reply(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+                    )
+                    .await;
+                    return Ok(());
+                };
+                let msg = match q.read(offset) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        q.requeue(&[offset]);
+                        return Err(chan_err(e));
+                    }
+                };
+                let c = self.channel(ch)?;
+                c.next_tag += 1;
+                let tag_no = c.next_tag;
+                if g.no_ack {
+                    q.settle(&[offset]);
+                } else {
+                    c.unacked.insert(
+                        tag_no,
+                        Unacked {
+                            queue: Arc::clone(&q),
+                            offset,
+                            consumer: None,
+                            delivered_at: Instant::now(),
+                        },
+                    );
+                    q.mark_delivered(&[offset]);
+                }
+                let m = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                    delivery_tag: tag_no,
+                    redelivered,
+                    exchange: msg.exchange.as_str().into(),
+                    routing_key: msg.routing_key.as_str().into(),
+                    message_count: q.message_count(),
+                }));
+                let props: AMQPProperties =
+                    wire::decode_properties(&msg.properties).unwrap_or_default();
+                self.send(wire::method_with_content(
+                    ch,
+                    m,
+                    &props,
+                    &msg.body,
+                    self.frame_max,
+                ))
+                .await;
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => {
+                let taken = take_unacked(c, a.delivery_tag, a.multiple).map_err(chan_err)?;
+                settle_or_buffer(c, taken, false);
+                self.wake.notify_one();
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
+                let taken = take_unacked(c, n.delivery_tag, n.multiple).map_err(chan_err)?;
+                settle_or_buffer(c, taken, n.requeue);
+                self.wake.notify_one();
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Reject(r)) => {
+                let taken = take_unacked(c, r.delivery_tag, false).map_err(chan_err)?;
+                settle_or_buffer(c, taken, r.requeue);
+                self.wake.notify_one();
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Recover(_))
+            | AMQPClass::Basic(basic::AMQPMethod::RecoverAsync(_)) => {
+                // Both requeue (RabbitMQ does not implement requeue=false either).
+                let unacked = std::mem::take(&mut c.unacked);
+                for cons in c.consumers.values_mut() {
+                    cons.unacked = 0;
+                }
+                requeue(unacked.into_values());
+                if matches!(m, AMQPClass::Basic(basic::AMQPMethod::Recover(_))) {
+                    self.reply(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                    )
+                    .await;
+                }
+                self.wake.notify_one();
+            }
+            AMQPClass::Tx(tx::AMQPMethod::Select(_)) => {
+                if c.confirm {
+                    return Err(chan_err(AmqpError::precondition(
+                        "cannot switch from confirm to tx mode",
+                    )));
+                }
+                c.tx = true;
+                self.reply(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})))
+                    .await;
+            }
+            AMQPClass::Tx(tx::AMQPMethod::Commit(_)) => {
+                if !c.tx {
+                    return Err(chan_err(AmqpError::precondition(
+                        "channel is not transactional",
+                    )));
+                }
+                self.tx_commit(ch).await?;
+            }
+            AMQPClass::Tx(tx::AMQPMethod::Rollback(_)) => {
+                if !c.tx {
+                    return Err(chan_err(AmqpError::precondition(
+                        "channel is not transactional",
+                    )));
+                }
+                c.tx_publishes.clear();
+                c.tx_bytes = 0;
+                // Settlements are undone: those deliveries are unacked again.
+                for (tag, u, _) in std::mem::take(&mut c.tx_settles) {
+                    if let Some(cons) = u.consumer.as_ref().and_then(|t| c.consumers.get_mut(t)) {
+                        cons.unacked += 1;
+                    }
+                    c.unacked.insert(tag, u);
+                }
+                self.reply(
+                    ch,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+                )
+                .await;
+            }
+            _ => {
+                return Err(Fail::Connection(
+                    AmqpError::new(COMMAND_INVALID, "unexpected method"),
+                    cid,
+                    mid,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ack_frame(ch: u16, tag: u64, multiple: bool) -> Vec<u8> {
+    wire::method(
+        ch,
+        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: tag,
+            multiple,
+        })),
+    )
+}
+
+/// Removes the deliveries an ack/nack/reject names: one tag, or with `multiple` every tag
+/// up to it (0 = all). An unknown tag is PRECONDITION_FAILED, as RabbitMQ.
+fn take_unacked(
+    c: &mut Channel,
+    tag: u64,
+    multiple: bool,
+) -> Result<Vec<(u64, Unacked)>, AmqpError> {
+    let all = multiple && tag == 0;
+    if !all && !c.unacked.contains_key(&tag) {
+        return Err(AmqpError::precondition(format!(
+            "unknown delivery tag {tag}"
+        )));
+    }
+    let tags: Vec<u64> = match (multiple, tag) {
+        (true, 0) => c.unacked.keys().copied().collect(),
+        (true, _) => c.unacked.range(..=tag).map(|(t, _)| *t).collect(),
+        (false, _) => vec![tag],
+    };
+    let mut out = Vec::new();
+    for t in tags {
+        if let Some(u) = c.unacked.remove(&t) {
+            if let Some(cons) = u.consumer.as_ref().and_then(|tag| c.consumers.get_mut(tag)) {
+                cons.unacked = cons.unacked.saturating_sub(1);
+            }
+            out.push((t, u));
+        }
+    }
+    Ok(out)
+}
+
+/// Applies settlements now, or buffers them until tx.commit on a transactional channel.
+fn settle_or_buffer(c: &mut Channel, taken: Vec<(u64, Unacked)>, requeue_them: bool) {
+    if c.tx {
+        c.tx_settles
+            .extend(taken.into_iter().map(|(t, u)| (t, u, requeue_them)));
+    } else if requeue_them {
+        requeue(taken.into_iter().map(|(_, u)| u));
+    } else {
+        settle(taken.into_iter().map(|(_, u)| u).collect());
+    }
+}
+
+fn group(items: impl Iterator<Item = Unacked>) -> Vec<(Arc<Queue>, Vec<i64>)> {
+    let mut by: Vec<(Arc<Queue>, Vec<i64>)> = Vec::new();
+    for u in items {
+        match by.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+            Some((_, v)) => v.push(u.offset),
+            None => by.push((u.queue, vec![u.offset])),
+        }
+    }
+    by
+}
+
+fn settle(items: Vec<Unacked>) {
+    for (q, offsets) in group(items.into_iter()) {
+        q.settle(&offsets);
+    }
+}
+
+fn requeue(items: impl Iterator<Item = Unacked>) {
+    for (q, offsets) in group(items) {
+        q.requeue(&offsets);
+    }
+}

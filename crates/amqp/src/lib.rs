@@ -1,0 +1,17 @@
+//! AMQP 0-9-1 for Arctern.
+//!
+//! Sans-IO parts (`wire`, `codes`, `topic`, `record`) know the protocol's bytes and do no IO;
+//! `vhost` and `queue` hold exchanges, queues and bindings over the broker core;
+//! `connection` and `server` run one task per client connection.
+
+pub mod codes;
+pub mod connection;
+pub mod queue;
+pub mod record;
+pub mod server;
+pub mod topic;
+pub mod vhost;
+pub mod wire;
+
+pub use server::{serve, AmqpServerConfig};
+pub use vhost::{Vhost, VhostConfig};

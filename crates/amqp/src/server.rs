@@ -1,0 +1,75 @@
+//! The AMQP listener: one task per connection (see `connection`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::vhost::Vhost;
+
+/// Connection limits, RabbitMQ's names and defaults unless noted.
+#[derive(Debug, Clone)]
+pub struct AmqpServerConfig {
+    /// `frame_max`: the largest frame the server accepts and proposes (131072).
+    pub frame_max: u32,
+    /// `channel_max` (2047).
+    pub channel_max: u16,
+    /// `heartbeat` in seconds (60); 0 disables.
+    pub heartbeat: u16,
+    /// `max_message_size` in bytes. RabbitMQ's default is 128 MiB; Arctern's is 16 MiB
+    /// because a message is assembled in memory before it is appended.
+    pub max_message_size: usize,
+    /// `default_user` / `default_pass` (guest / guest), accepted only from loopback peers
+    /// (RabbitMQ's `loopback_users`).
+    pub default_user: String,
+    pub default_pass: String,
+    /// `consumer_timeout` in ms (30 min): a delivery unacknowledged for longer closes its
+    /// channel with 406 PRECONDITION_FAILED; 0 disables.
+    pub consumer_timeout_ms: u64,
+}
+
+impl Default for AmqpServerConfig {
+    fn default() -> Self {
+        AmqpServerConfig {
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_size: 16 << 20,
+            default_user: "guest".into(),
+            default_pass: "guest".into(),
+            consumer_timeout_ms: 1_800_000,
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    vhost: Arc<Vhost>,
+    config: AmqpServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let ids = AtomicU64::new(1);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    let vhost = Arc::clone(&vhost);
+                    let config = config.clone();
+                    tokio::spawn(crate::connection::run(stream, peer, id, vhost, config));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "AMQP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1040 @@
+//! The virtual host `/`: exchanges, queues and bindings over the broker core.
+//!
+//! Durable definitions (durable exchanges, durable non-exclusive queues, bindings between
+//! durable ones) are commands in the Raft metadata (`ClusterState::amqp`), committed
+//! before the declaration is answered and rebuilt from the metadata at start. Each queue's messages live in its own topic `__amqp_q_<uuid>`: a fresh id
+//! per declaration, so a queue deleted and declared again never sees old records, and
+//! any AMQP queue name (up to 255 bytes of UTF-8) maps onto a legal Kafka topic name.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+use arctern_core::{Broker, Partition};
+use arctern_metadata::{AmqpBindingDef, AmqpChange, AmqpExchangeDef, AmqpQueueDef};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::codes::{core_error, AmqpError, COMMAND_INVALID};
+use crate::queue::Queue;
+use crate::topic::topic_matches;
+
+pub const QUEUE_TOPIC_PREFIX: &str = "__amqp_q_";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(s: &str) -> Result<ExchangeKind, AmqpError> {
+        match s {
+            "direct" => Ok(ExchangeKind::Direct),
+            "fanout" => Ok(ExchangeKind::Fanout),
+            "topic" => Ok(ExchangeKind::Topic),
+            "headers" => Ok(ExchangeKind::Headers),
+            // RabbitMQ answers an unknown type with this connection exception.
+            other => Err(AmqpError::new(
+                COMMAND_INVALID,
+                format!("invalid exchange type '{other}' (Arctern supports direct, fanout, topic, headers)"),
+            )),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Binding {
+    pub exchange: String,
+    pub queue: String,
+    pub key: String,
+    /// Binding arguments as JSON (part of a binding's identity, as in RabbitMQ; the
+    /// headers exchange matches on them).
+    pub arguments: String,
+    /// The destination (`queue`) is an exchange (exchange.bind).
+    pub to_exchange: bool,
+}
+
+/// One change to the durable definitions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op")]
+enum DefEvent {
+    PutExchange(Exchange),
+    DeleteExchange {
+        name: String,
+    },
+    PutQueue {
+        name: String,
+        topic: String,
+        auto_delete: bool,
+        arguments: FieldTable,
+    },
+    DeleteQueue {
+        name: String,
+    },
+    Bind(Binding),
+    Unbind(Binding),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    exchanges: HashMap<String, Exchange>,
+    queues: HashMap<String, Arc<Queue>>,
+    bindings: HashSet<Binding>,
+}
+
+/// Settings the vhost needs from the server config.
+#[derive(Debug, Clone)]
+pub struct VhostConfig {
+    pub max_message_size: usize,
+}
+
+#[derive(Debug)]
+pub struct Vhost {
+    broker: Arc<Broker>,
+    /// Serializes definition changes, so they commit in the order they were applied here.
+    order: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
+    config: VhostConfig,
+    /// True once the durable definitions are loaded; connections wait for it.
+    loaded: tokio::sync::watch::Sender<bool>,
+}
+
+fn poisoned() -> AmqpError {
+    AmqpError::internal("vhost lock poisoned")
+}
+
+/// The local leader replica of a single-partition topic, waiting for the metadata to make
+/// this node its leader (topic creation is a metadata commit, then a reconcile).
+pub async fn leader_partition(broker: &Broker, topic: &str) -> Result<Arc<Partition>, AmqpError> {
+    for _ in 0..1000 {
+        if let Ok(p) = broker.partition(topic, 0) {
+            if p.is_leader() {
+                return Ok(p);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(AmqpError::internal(format!(
+        "topic {topic} has no local leader (queues must be led by the node the client is connected to)"
+    )))
+}
+
+fn queue_topic_configs(max_message_size: usize) -> Vec<(String, String)> {
+    vec![
+        // A queue keeps messages until they are settled, never by age or size.
+        ("retention.ms".into(), "-1".into()),
+        ("retention.bytes".into(), "-1".into()),
+        (
+            "max.message.bytes".into(),
+            (max_message_size + 4096).to_string(),
+        ),
+    ]
+}
+
+fn builtin_exchanges() -> Vec<Exchange> {
+    [
+        ("", ExchangeKind::Direct),
+        ("amq.direct", ExchangeKind::Direct),
+        ("amq.fanout", ExchangeKind::Fanout),
+        ("amq.topic", ExchangeKind::Topic),
+        ("amq.headers", ExchangeKind::Headers),
+        ("amq.match", ExchangeKind::Headers),
+    ]
+    .into_iter()
+    .map(|(n, k)| Exchange {
+        name: n.into(),
+        kind: k,
+        durable: true,
+        auto_delete: false,
+        internal: false,
+        arguments: FieldTable::default(),
+    })
+    .collect()
+}
+
+/// Queue arguments that RabbitMQ gives a meaning and Arctern does not implement yet: refused
+/// rather than silently ignored.
+const UNSUPPORTED_ARGS: &[&str] = &[
+    "x-message-ttl",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-overflow",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-delivery-limit",
+    "x-max-priority",
+    "x-single-active-consumer",
+    "x-queue-mode",
+    "x-queue-master-locator",
+];
+
+fn check_queue_args(args: &FieldTable) -> Result<(), AmqpError> {
+    for (k, v) in args {
+        let k = k.as_str();
+        if UNSUPPORTED_ARGS.contains(&k) {
+            return Err(AmqpError::precondition(format!(
+                "queue argument '{k}' is not supported by Arctern yet"
+            )));
+        }
+        if k == "x-queue-type" {
+            let t = match v {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::ShortString(s) => s.as_str().to_string(),
+                _ => String::new(),
+            };
+            if t != "classic" && t != "quorum" {
+                return Err(AmqpError::precondition(format!(
+                    "invalid arg 'x-queue-type': '{t}' (Arctern accepts classic and quorum)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn server_named() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::thread_rng();
+    let s: String = (0..22)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("amq.gen-{s}")
+}
+
+fn inequivalent(
+    what: &str,
+    name: &str,
+    arg: &str,
+    got: impl std::fmt::Display,
+    cur: impl std::fmt::Display,
+) -> AmqpError {
+    AmqpError::precondition(format!(
+        "inequivalent arg '{arg}' for {what} '{name}' in vhost '/': received '{got}' but current is '{cur}'"
+    ))
+}
+
+/// What queue.declare asked for.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub name: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+impl Vhost {
+    /// A vhost that loads its durable definitions in the background (see `load`):
+    /// startup never waits for AMQP, and a node that does not lead the definitions log
+    /// keeps retrying without affecting the Kafka side.
+    pub fn start(broker: Arc<Broker>, config: VhostConfig) -> Arc<Vhost> {
+        let mut state = State::default();
+        for e in builtin_exchanges() {
+            state.exchanges.insert(e.name.clone(), e);
+        }
+        let v = Arc::new(Vhost {
+            broker,
+            order: tokio::sync::Mutex::new(()),
+            state: Mutex::new(state),
+            config,
+            loaded: tokio::sync::watch::channel(false).0,
+        });
+        let loader = Arc::clone(&v);
+        tokio::spawn(async move {
+            let mut attempt = 0u32;
+            loop {
+                match loader.load().await {
+                    Ok(()) => {
+                        loader.loaded.send_replace(true);
+                        return;
+                    }
+                    Err(e) => {
+                        if attempt.is_multiple_of(10) {
+                            tracing::warn!(error = %e, "AMQP definitions not loaded yet; retrying");
+                        }
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        v
+    }
+
+    /// Waits until the durable definitions are loaded (false on timeout).
+    pub async fn wait_loaded(&self, timeout: Duration) -> bool {
+        let mut rx = self.loaded.subscribe();
+        let loaded = tokio::time::timeout(timeout, rx.wait_for(|l| *l)).await;
+        loaded.is_ok()
+    }
+
+    /// Rebuilds the durable definitions from the metadata and opens every durable queue.
+    /// Non-durable queues do not survive a restart: on a single node their leftover
+    /// topics are deleted here.
+    async fn load(&self) -> Result<(), AmqpError> {
+        let defs = self.broker.cluster().amqp.clone();
+        let table = |json: &str| serde_json::from_str::<FieldTable>(json).unwrap_or_default();
+        let mut exchanges = HashMap::new();
+        for (name, e) in &defs.exchanges {
+            let kind = match ExchangeKind::parse(&e.kind) {
+                Ok(k) => k,
+                Err(_) => {
+                    tracing::error!(exchange = %name, kind = %e.kind, "skipping a stored exchange of unknown type");
+                    continue;
+                }
+            };
+            exchanges.insert(
+                name.clone(),
+                Exchange {
+                    name: name.clone(),
+                    kind,
+                    durable: true,
+                    auto_delete: e.auto_delete,
+                    internal: e.internal,
+                    arguments: table(&e.arguments),
+                },
+            );
+        }
+        let bindings: HashSet<Binding> = defs
+            .bindings
+            .iter()
+            .map(|b| Binding {
+                exchange: b.exchange.clone(),
+                queue: b.queue.clone(),
+                key: b.key.clone(),
+                arguments: b.arguments.clone(),
+                to_exchange: b.to_exchange,
+            })
+            .collect();
+        let queue_topics: HashMap<String, (String, bool, FieldTable)> = defs
+            .queues
+            .iter()
+            .map(|(n, q)| {
+                (
+                    n.clone(),
+                    (q.topic.clone(), q.auto_delete, table(&q.arguments)),
+                )
+            })
+            .collect();
+        let live: HashSet<String> = queue_topics.values().map(|v| v.0.clone()).collect();
+        let mut queues = HashMap::new();
+        for (name, (topic, auto_delete, arguments)) in queue_topics {
+            let p = leader_partition(&self.broker, &topic).await?;
+            let q = Queue::open(name.clone(), topic, true, None, auto_delete, arguments, p)?;
+            tracing::info!(queue = %name, messages = q.message_count(), "recovered durable AMQP queue");
+            queues.insert(name, q);
+        }
+        {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            st.exchanges.extend(exchanges);
+            st.queues.extend(queues);
+            st.bindings.extend(bindings);
+            let State {
+                exchanges,
+                queues,
+                bindings,
+            } = &mut *st;
+            bindings.retain(|b| {
+                exchanges.contains_key(&b.exchange)
+                    && if b.to_exchange {
+                        exchanges.contains_key(&b.queue)
+                    } else {
+                        queues.contains_key(&b.queue)
+                    }
+            });
+        }
+        // On a cluster another node may own live non-durable queues: only a single node
+        // cleans up.
+        if self.broker.cluster().brokers.len() <= 1 {
+            for t in self.broker.topics() {
+                if t.name.starts_with(QUEUE_TOPIC_PREFIX) && !live.contains(&t.name) {
+                    tracing::info!(topic = %t.name, "deleting the topic of a non-durable AMQP queue");
+                    if let Err(e) = self.broker.delete_topic(&t.name).await {
+                        tracing::warn!(topic = %t.name, error = %e, "cannot delete leftover queue topic");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn max_message_size(&self) -> usize {
+        self.config.max_message_size
+    }
+
+    /// Commits a definition change through the metadata quorum (Raft); the returned
+    /// future resolves once it is committed. Callers hold `order`.
+    fn persist(
+        &self,
+        ev: &DefEvent,
+    ) -> Result<impl std::future::Future<Output = Result<(), AmqpError>> + Send + 'static, AmqpError>
+    {
+        let json = |t: &FieldTable| serde_json::to_string(t).unwrap_or_else(|_| "{}".into());
+        let bind = |b: &Binding| AmqpBindingDef {
+            exchange: b.exchange.clone(),
+            queue: b.queue.clone(),
+            key: b.key.clone(),
+            arguments: b.arguments.clone(),
+            to_exchange: b.to_exchange,
+        };
+        let change = match ev {
+            DefEvent::PutExchange(e) => AmqpChange::PutExchange {
+                name: e.name.clone(),
+                def: AmqpExchangeDef {
+                    kind: e.kind.name().into(),
+                    auto_delete: e.auto_delete,
+                    internal: e.internal,
+                    arguments: json(&e.arguments),
+                },
+            },
+            DefEvent::DeleteExchange { name } => AmqpChange::DeleteExchange { name: name.clone() },
+            DefEvent::PutQueue {
+                name,
+                topic,
+                auto_delete,
+                arguments,
+            } => AmqpChange::PutQueue {
+                name: name.clone(),
+                def: AmqpQueueDef {
+                    topic: topic.clone(),
+                    auto_delete: *auto_delete,
+                    arguments: json(arguments),
+                },
+            },
+            DefEvent::DeleteQueue { name } => AmqpChange::DeleteQueue { name: name.clone() },
+            DefEvent::Bind(b) => AmqpChange::Bind(bind(b)),
+            DefEvent::Unbind(b) => AmqpChange::Unbind(bind(b)),
+        };
+        let broker = Arc::clone(&self.broker);
+        Ok(async move { broker.amqp_define(change).await.map_err(|e| core_error(&e)) })
+    }
+
+    // ---- exchanges ----
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn exchange_declare(
+        &self,
+        name: &str,
+        kind: &str,
+        passive: bool,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Result<(), AmqpError> {
+        let _order = self.order.lock().await;
+        let wait = {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            if let Some(e) = st.exchanges.get(name) {
+                if passive {
+                    return Ok(());
+                }
+                let kind = ExchangeKind::parse(kind)?;
+                if e.kind != kind {
+                    return Err(inequivalent(
+                        "exchange",
+                        name,
+                        "type",
+                        kind.name(),
+                        e.kind.name(),
+                    ));
+                }
+                if e.durable != durable {
+                    return Err(inequivalent(
+                        "exchange", name, "durable", durable, e.durable,
+                    ));
+                }
+                if e.auto_delete != auto_delete {
+                    return Err(inequivalent(
+                        "exchange",
+                        name,
+                        "auto_delete",
+                        auto_delete,
+                        e.auto_delete,
+                    ));
+                }
+                if e.internal != internal {
+                    return Err(inequivalent(
+                        "exchange", name, "internal", internal, e.internal,
+                    ));
+                }
+                return Ok(());
+            }
+            if passive {
+                return Err(AmqpError::not_found(format!(
+                    "no exchange '{name}' in vhost '/'"
+                )));
+            }
+            if name.is_empty() || name.starts_with("amq.") {
+                return Err(AmqpError::refused(format!(
+                    "exchange name '{name}' contains reserved prefix 'amq.*'"
+                )));
+            }
+            let e = Exchange {
+                name: name.to_string(),
+                kind: ExchangeKind::parse(kind)?,
+                durable,
+                auto_delete,
+                internal,
+                arguments,
+            };
+            let wait = if durable {
+                Some(self.persist(&DefEvent::PutExchange(e.clone()))?)
+            } else {
+                None
+            };
+            st.exchanges.insert(name.to_string(), e);
+            wait
+        };
+        if let Some(w) = wait {
+            w.await?;
+        }
+        Ok(())
+    }
+
+    pub async fn exchange_delete(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        let _order = self.order.lock().await;
+        let wait = {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            let Some(e) = st.exchanges.get(name) else {
+                // Deleting a missing exchange succeeds (RabbitMQ since 3.2).
+                return Ok(());
+            };
+            if name.is_empty() || name.starts_with("amq.") {
+                return Err(AmqpError::refused(format!(
+                    "operation not permitted on the default exchange or '{name}'"
+                )));
+            }
+            if if_unused && st.bindings.iter().any(|b| b.exchange == name) {
+                return Err(AmqpError::precondition(format!(
+                    "exchange '{name}' in vhost '/' in use"
+                )));
+            }
+            let wait = if e.durable {
+                Some(self.persist(&DefEvent::DeleteExchange { name: name.into() })?)
+            } else {
+                None
+            };
+            st.exchanges.remove(name);
+            st.bindings
+                .retain(|b| b.exchange != name && !(b.to_exchange && b.queue == name));
+            wait
+        };
+        if let Some(w) = wait {
+            w.await?;
+        }
+        Ok(())
+    }
+
+    // ---- queues ----
+
+    /// A queue this connection may use: 404 if missing, 405 if another connection's
+    /// exclusive queue.
+    pub fn queue(&self, conn: u64, name: &str) -> Result<Arc<Queue>, AmqpError> {
+        let st = self.state.lock().map_err(|_| poisoned())?;
+        let q = st
+            .queues
+            .get(name)
+            .ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '/'")))?;
+        check_owner(q, conn)?;
+        Ok(Arc::clone(q))
+    }
+
+    /// queue.declare: returns (name, message count, consumer count).
+    pub async fn queue_declare(
+        &self,
+        conn: u64,
+        spec: QueueSpec,
+    ) -> Result<(String, u32, u32), AmqpError> {
+        let _order = self.order.lock().await;
+        let name = if spec.name.is_empty() && !spec.passive {
+            server_named()
+        } else {
+            spec.name.clone()
+        };
+        if let Some(r) = self.existing_queue(conn, &name, &spec)? {
+            return Ok(r);
+        }
+        if spec.passive {
+            return Err(AmqpError::not_found(format!(
+                "no queue '{name}' in vhost '/'"
+            )));
+        }
+        if name.starts_with("amq.") && !spec.name.is_empty() {
+            return Err(AmqpError::refused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        check_queue_args(&spec.arguments)?;
+        let topic = format!("{QUEUE_TOPIC_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        self.broker
+            .create_topic(
+                &topic,
+                1,
+                -1,
+                &queue_topic_configs(self.config.max_message_size),
+                false,
+            )
+            .await
+            .map_err(|e| core_error(&e))?;
+        let p = leader_partition(&self.broker, &topic).await?;
+        let owner = spec.exclusive.then_some(conn);
+        let q = Queue::open(
+            name.clone(),
+            topic.clone(),
+            spec.durable,
+            owner,
+            spec.auto_delete,
+            spec.arguments.clone(),
+            p,
+        )?;
+        let wait = {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            if st.queues.contains_key(&name) {
+                drop(st);
+                self.drop_topic(topic);
+                return self
+                    .existing_queue(conn, &name, &spec)?
+                    .ok_or_else(|| AmqpError::internal("queue vanished while declaring"));
+            }
+            let wait = if spec.durable && !spec.exclusive {
+                Some(self.persist(&DefEvent::PutQueue {
+                    name: name.clone(),
+                    topic,
+                    auto_delete: spec.auto_delete,
+                    arguments: spec.arguments.clone(),
+                })?)
+            } else {
+                None
+            };
+            st.queues.insert(name.clone(), q);
+            wait
+        };
+        if let Some(w) = wait {
+            w.await?;
+        }
+        Ok((name, 0, 0))
+    }
+
+    fn existing_queue(
+        &self,
+        conn: u64,
+        name: &str,
+        spec: &QueueSpec,
+    ) -> Result<Option<(String, u32, u32)>, AmqpError> {
+        let st = self.state.lock().map_err(|_| poisoned())?;
+        let Some(q) = st.queues.get(name) else {
+            return Ok(None);
+        };
+        check_owner(q, conn)?;
+        if !spec.passive {
+            if q.durable != spec.durable {
+                return Err(inequivalent(
+                    "queue",
+                    name,
+                    "durable",
+                    spec.durable,
+                    q.durable,
+                ));
+            }
+            if q.exclusive_owner.is_some() != spec.exclusive {
+                return Err(inequivalent(
+                    "queue",
+                    name,
+                    "exclusive",
+                    spec.exclusive,
+                    q.exclusive_owner.is_some(),
+                ));
+            }
+            if q.auto_delete != spec.auto_delete {
+                return Err(inequivalent(
+                    "queue",
+                    name,
+                    "auto_delete",
+                    spec.auto_delete,
+                    q.auto_delete,
+                ));
+            }
+            for (k, v) in &spec.arguments {
+                if q.arguments.inner().get(k) != Some(v) {
+                    return Err(inequivalent(
+                        "queue",
+                        name,
+                        k.as_str(),
+                        format!("{v:?}"),
+                        format!("{:?}", q.arguments.inner().get(k)),
+                    ));
+                }
+            }
+            for (k, v) in &q.arguments {
+                if !spec.arguments.contains_key(k.as_str()) {
+                    return Err(inequivalent(
+                        "queue",
+                        name,
+                        k.as_str(),
+                        "none",
+                        format!("{v:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(Some((
+            name.to_string(),
+            q.message_count(),
+            q.consumer_count(),
+        )))
+    }
+
+    fn drop_topic(&self, topic: String) {
+        let broker = Arc::clone(&self.broker);
+        tokio::spawn(async move {
+            if let Err(e) = broker.delete_topic(&topic).await {
+                tracing::warn!(topic = %topic, error = %e, "cannot delete a queue topic");
+            }
+        });
+    }
+
+    /// queue.delete: returns the number of ready messages it held; its consumers are
+    /// cancelled (basic.cancel sent by their connections).
+    pub async fn queue_delete(
+        &self,
+        conn: u64,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32, AmqpError> {
+        let (q, wait) = {
+            let _order = self.order.lock().await;
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            let Some(q) = st.queues.get(name) else {
+                // Deleting a missing queue succeeds (RabbitMQ since 3.2).
+                return Ok(0);
+            };
+            check_owner(q, conn)?;
+            if if_unused && q.consumer_count() > 0 {
+                return Err(AmqpError::precondition(format!(
+                    "queue '{name}' in vhost '/' in use"
+                )));
+            }
+            if if_empty && q.message_count() > 0 {
+                return Err(AmqpError::precondition(format!(
+                    "queue '{name}' in vhost '/' is not empty"
+                )));
+            }
+            let wait = if q.durable && q.exclusive_owner.is_none() {
+                Some(self.persist(&DefEvent::DeleteQueue { name: name.into() })?)
+            } else {
+                None
+            };
+            let q = st
+                .queues
+                .remove(name)
+                .ok_or_else(|| AmqpError::internal("queue vanished"))?;
+            st.bindings.retain(|b| b.to_exchange || b.queue != name);
+            (q, wait)
+        };
+        let (consumers, n) = q.mark_deleted();
+        for c in consumers {
+            let _ = c.cancel.send((c.channel, c.tag));
+        }
+        if let Some(w) = wait {
+            w.await?;
+        }
+        self.drop_topic(q.topic.clone());
+        Ok(n)
+    }
+
+    pub fn queue_purge(&self, conn: u64, name: &str) -> Result<u32, AmqpError> {
+        Ok(self.queue(conn, name)?.purge())
+    }
+
+    /// After a consumer left: deletes an auto-delete queue that has no consumers left.
+    pub async fn consumer_gone(&self, queue: &Queue, auto_deletable: bool) {
+        if auto_deletable {
+            let owner = queue.exclusive_owner.unwrap_or(0);
+            if let Err(e) = self.queue_delete(owner, &queue.name, false, false).await {
+                tracing::warn!(queue = %queue.name, error = %e, "auto-delete failed");
+            }
+        }
+    }
+
+    /// Deletes the exclusive queues of a closed connection.
+    pub async fn connection_closed(&self, conn: u64) {
+        let names: Vec<String> = match self.state.lock() {
+            Ok(st) => st
+                .queues
+                .values()
+                .filter(|q| q.exclusive_owner == Some(conn))
+                .map(|q| q.name.clone())
+                .collect(),
+            Err(_) => return,
+        };
+        for n in names {
+            let _ = self.queue_delete(conn, &n, false, false).await;
+        }
+    }
+
+    // ---- bindings ----
+
+    /// queue.bind / unbind, and exchange.bind / unbind with `to_exchange` (then `queue`
+    /// names the destination exchange).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn bind(
+        &self,
+        conn: u64,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        arguments: &FieldTable,
+        unbind: bool,
+        to_exchange: bool,
+    ) -> Result<(), AmqpError> {
+        let _order = self.order.lock().await;
+        let wait = {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            let q_durable = if to_exchange {
+                if queue.is_empty() {
+                    return Err(AmqpError::refused(
+                        "operation not permitted on the default exchange",
+                    ));
+                }
+                st.exchanges
+                    .get(queue)
+                    .ok_or_else(|| {
+                        AmqpError::not_found(format!("no exchange '{queue}' in vhost '/'"))
+                    })?
+                    .durable
+            } else {
+                let q = st.queues.get(queue).ok_or_else(|| {
+                    AmqpError::not_found(format!("no queue '{queue}' in vhost '/'"))
+                })?;
+                check_owner(q, conn)?;
+                q.durable && q.exclusive_owner.is_none()
+            };
+            let e = st.exchanges.get(exchange).ok_or_else(|| {
+                AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
+            })?;
+            if exchange.is_empty() {
+                return Err(AmqpError::refused(
+                    "operation not permitted on the default exchange",
+                ));
+            }
+            let durable = q_durable && e.durable;
+            let (e_auto, e_durable) = (e.auto_delete, e.durable);
+            let b = Binding {
+                exchange: exchange.into(),
+                queue: queue.into(),
+                key: key.into(),
+                arguments: serde_json::to_string(arguments).unwrap_or_else(|_| "{}".into()),
+                to_exchange,
+            };
+            if unbind {
+                if !st.bindings.remove(&b) {
+                    return Ok(());
+                }
+                let mut waits = Vec::new();
+                if durable {
+                    waits.push(self.persist(&DefEvent::Unbind(b))?);
+                }
+                if e_auto && !st.bindings.iter().any(|b| b.exchange == exchange) {
+                    st.exchanges.remove(exchange);
+                    if e_durable {
+                        waits.push(self.persist(&DefEvent::DeleteExchange {
+                            name: exchange.into(),
+                        })?);
+                    }
+                }
+                waits
+            } else {
+                if st.bindings.contains(&b) {
+                    return Ok(());
+                }
+                let wait = if durable {
+                    vec![self.persist(&DefEvent::Bind(b.clone()))?]
+                } else {
+                    Vec::new()
+                };
+                st.bindings.insert(b);
+                wait
+            }
+        };
+        for w in wait {
+            w.await?;
+        }
+        Ok(())
+    }
+
+    // ---- routing ----
+
+    /// The queues a message published to `exchange` with `key` goes to.
+    pub fn route(
+        &self,
+        exchange: &str,
+        key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Result<Vec<Arc<Queue>>, AmqpError> {
+        let st = self.state.lock().map_err(|_| poisoned())?;
+        let e = st.exchanges.get(exchange).ok_or_else(|| {
+            AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
+        })?;
+        if e.internal {
+            return Err(AmqpError::refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '/'"
+            )));
+        }
+        if exchange.is_empty() {
+            return Ok(st.queues.get(key).into_iter().cloned().collect());
+        }
+        // Follows exchange-to-exchange bindings; each exchange is visited once (cycles).
+        let mut visited: HashSet<&str> = HashSet::new();
+        let mut pending = vec![exchange];
+        let mut names: Vec<&str> = Vec::new();
+        while let Some(x) = pending.pop() {
+            if !visited.insert(x) {
+                continue;
+            }
+            let Some(e) = st.exchanges.get(x) else {
+                continue;
+            };
+            for b in st.bindings.iter().filter(|b| b.exchange == x) {
+                let hit = match e.kind {
+                    ExchangeKind::Direct => b.key == key,
+                    ExchangeKind::Fanout => true,
+                    ExchangeKind::Topic => topic_matches(&b.key, key),
+                    ExchangeKind::Headers => {
+                        let args: FieldTable =
+                            serde_json::from_str(&b.arguments).unwrap_or_default();
+                        headers_match(&args, headers)
+                    }
+                };
+                if hit {
+                    if b.to_exchange {
+                        pending.push(b.queue.as_str());
+                    } else {
+                        names.push(b.queue.as_str());
+                    }
+                }
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        Ok(names
+            .into_iter()
+            .filter_map(|n| st.queues.get(n).cloned())
+            .collect())
+    }
+}
+
+/// The headers exchange: `x-match` = `all` (default) / `any` over the binding's
+/// arguments, ignoring those starting with `x-` (RabbitMQ also has `all-with-x` /
+/// `any-with-x`, which include them). A binding argument of type void matches the
+/// header's presence; any other must equal the header's value.
+pub fn headers_match(binding: &FieldTable, headers: Option<&FieldTable>) -> bool {
+    let mode = match binding.inner().get("x-match") {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        Some(AMQPValue::ShortString(s)) => s.as_str().to_string(),
+        _ => "all".to_string(),
+    };
+    let with_x = mode.ends_with("-with-x");
+    let any = mode.starts_with("any");
+    let empty = FieldTable::default();
+    let headers = headers.unwrap_or(&empty);
+    let mut considered = binding
+        .into_iter()
+        .filter(|(k, _)| k.as_str() != "x-match" && (with_x || !k.as_str().starts_with("x-")))
+        .peekable();
+    if considered.peek().is_none() {
+        return !any;
+    }
+    let mut matches = considered.map(|(k, v)| match (v, headers.inner().get(k)) {
+        (_, None) => false,
+        (AMQPValue::Void, Some(_)) => true,
+        (v, Some(h)) => v == h,
+    });
+    if any {
+        matches.any(|m| m)
+    } else {
+        matches.all(|m| m)
+    }
+}
+
+fn check_owner(q: &Queue, conn: u64) -> Result<(), AmqpError> {
+    match q.exclusive_owner {
+        Some(owner) if owner != conn => Err(AmqpError::locked(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            q.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in pairs {
+            t.insert((*k).into(), v.clone());
+        }
+        t
+    }
+
+    #[test]
+    fn headers_all_and_any() {
+        let s = |v: &str| AMQPValue::LongString(v.into());
+        let h = table(&[("format", s("pdf")), ("type", s("report"))]);
+        let all = table(&[
+            ("x-match", s("all")),
+            ("format", s("pdf")),
+            ("type", s("report")),
+        ]);
+        assert!(headers_match(&all, Some(&h)));
+        let all_miss = table(&[("format", s("pdf")), ("type", s("log"))]);
+        assert!(!headers_match(&all_miss, Some(&h)));
+        let any = table(&[
+            ("x-match", s("any")),
+            ("format", s("zip")),
+            ("type", s("report")),
+        ]);
+        assert!(headers_match(&any, Some(&h)));
+        let any_miss = table(&[("x-match", s("any")), ("format", s("zip"))]);
+        assert!(!headers_match(&any_miss, Some(&h)));
+        assert!(!headers_match(&all, None));
+        let presence = table(&[("format", AMQPValue::Void)]);
+        assert!(headers_match(&presence, Some(&h)));
+        // no arguments to match: all matches everything, any nothing
+        assert!(headers_match(&FieldTable::default(), Some(&h)));
+        assert!(!headers_match(&table(&[("x-match", s("any"))]), Some(&h)));
+        // x- arguments are ignored unless *-with-x
+        let x = table(&[("x-match", s("all")), ("x-foo", s("1"))]);
+        assert!(headers_match(&x, Some(&h)));
+        let xw = table(&[("x-match", s("all-with-x")), ("x-foo", s("1"))]);
+        assert!(!headers_match(&xw, Some(&h)));
+    }
+}

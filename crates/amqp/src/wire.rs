@@ -1,0 +1,228 @@
+//! Frame bytes (sans-IO): the 7-byte frame header is checked against `frame_max` before any
+//! payload is read, so a claimed size costs nothing until the bytes arrive; the parsing and
+//! generation of frame payloads is the `amq-protocol` crate's.
+
+use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::basic::{gen_properties, parse_properties, AMQPProperties};
+use amq_protocol::protocol::AMQPClass;
+
+/// `AMQP` 0 0 9 1.
+pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
+pub const FRAME_HEADER_LEN: usize = 7;
+pub const FRAME_END: u8 = 206;
+/// Frame type octets.
+pub const FRAME_METHOD: u8 = 1;
+pub const FRAME_CONTENT_HEADER: u8 = 2;
+pub const FRAME_BODY: u8 = 3;
+pub const FRAME_HEARTBEAT: u8 = 8;
+/// The basic class id (content headers).
+pub const BASIC_CLASS: u16 = 60;
+/// Bytes of frame overhead: header + frame-end.
+pub const FRAME_OVERHEAD: usize = FRAME_HEADER_LEN + 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {size} bytes exceeds frame_max {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("unknown frame type {0}")]
+    BadType(u8),
+    #[error("frame end octet is {0:#x}, not 0xce")]
+    BadEnd(u8),
+    #[error("malformed frame payload: {0}")]
+    Malformed(String),
+}
+
+/// The parsed 7-byte frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub kind: u8,
+    pub channel: u16,
+    /// Payload size (without header and frame-end octet).
+    pub size: usize,
+}
+
+/// Checks a frame header. `frame_max` bounds the whole frame, header and end octet
+/// included, as the spec defines it.
+pub fn parse_frame_header(
+    b: [u8; FRAME_HEADER_LEN],
+    frame_max: usize,
+) -> Result<FrameHeader, FrameError> {
+    let kind = b[0];
+    if !matches!(
+        kind,
+        FRAME_METHOD | FRAME_CONTENT_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+    ) {
+        return Err(FrameError::BadType(kind));
+    }
+    let channel = u16::from_be_bytes([b[1], b[2]]);
+    let size = u32::from_be_bytes([b[3], b[4], b[5], b[6]]) as usize;
+    if size.saturating_add(FRAME_OVERHEAD) > frame_max {
+        return Err(FrameError::TooLarge {
+            size: size + FRAME_OVERHEAD,
+            max: frame_max,
+        });
+    }
+    Ok(FrameHeader {
+        kind,
+        channel,
+        size,
+    })
+}
+
+/// Decodes a whole frame: the header bytes, then `size` payload bytes and the end octet.
+pub fn decode_frame(header: &[u8; FRAME_HEADER_LEN], rest: &[u8]) -> Result<AMQPFrame, FrameError> {
+    if let Some(&end) = rest.last() {
+        if end != FRAME_END {
+            return Err(FrameError::BadEnd(end));
+        }
+    }
+    let mut whole = Vec::with_capacity(FRAME_HEADER_LEN + rest.len());
+    whole.extend_from_slice(header);
+    whole.extend_from_slice(rest);
+    match parse_frame(&whole[..]) {
+        Ok(([], frame)) => Ok(frame),
+        Ok(_) => Err(FrameError::Malformed("trailing bytes".into())),
+        Err(e) => Err(FrameError::Malformed(
+            format!("{e:?}").chars().take(200).collect(),
+        )),
+    }
+}
+
+/// Serializes one frame.
+pub fn encode_frame(frame: &AMQPFrame) -> Vec<u8> {
+    match cookie_factory::gen_simple(gen_frame(frame), Vec::new()) {
+        Ok(v) => v,
+        Err(e) => {
+            // Only oversize short strings can fail; every caller bounds them.
+            tracing::error!(error = ?e, "cannot serialize an AMQP frame");
+            Vec::new()
+        }
+    }
+}
+
+pub fn method(channel: u16, m: AMQPClass) -> Vec<u8> {
+    encode_frame(&AMQPFrame::Method(channel, m))
+}
+
+/// A method followed by its content (header + body frames split at `frame_max`).
+pub fn method_with_content(
+    channel: u16,
+    m: AMQPClass,
+    properties: &AMQPProperties,
+    body: &[u8],
+    frame_max: usize,
+) -> Vec<u8> {
+    let mut out = method(channel, m);
+    out.extend(encode_frame(&AMQPFrame::Header(
+        channel,
+        AMQPContentHeader {
+            class_id: BASIC_CLASS,
+            body_size: body.len() as u64,
+            properties: properties.clone(),
+        },
+    )));
+    let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1);
+    for part in body.chunks(chunk) {
+        out.extend(encode_frame(&AMQPFrame::Body(channel, part.to_vec())));
+    }
+    out
+}
+
+pub fn heartbeat() -> Vec<u8> {
+    vec![FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]
+}
+
+/// Content properties in their wire encoding (flags + fields): the compact form stored
+/// with each message.
+pub fn encode_properties(p: &AMQPProperties) -> Vec<u8> {
+    cookie_factory::gen_simple(gen_properties(p), Vec::new()).unwrap_or_default()
+}
+
+pub fn decode_properties(b: &[u8]) -> Option<AMQPProperties> {
+    match parse_properties(b) {
+        Ok(([], p)) => Some(p),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::protocol::basic;
+    use amq_protocol::types::{AMQPValue, FieldTable};
+
+    #[test]
+    fn properties_round_trip() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-n".into(), AMQPValue::LongInt(7));
+        headers.insert("s".into(), AMQPValue::LongString("v".into()));
+        let p = AMQPProperties::default()
+            .with_content_type("text/plain".into())
+            .with_delivery_mode(2)
+            .with_priority(3)
+            .with_correlation_id("c1".into())
+            .with_reply_to("r".into())
+            .with_message_id("m".into())
+            .with_timestamp(1_700_000_000)
+            .with_headers(headers);
+        let b = encode_properties(&p);
+        assert_eq!(decode_properties(&b), Some(p));
+        let empty = AMQPProperties::default();
+        assert_eq!(decode_properties(&encode_properties(&empty)), Some(empty));
+        assert_eq!(encode_properties(&AMQPProperties::default()), vec![0, 0]);
+    }
+
+    #[test]
+    fn garbage_properties_are_none_not_panic() {
+        assert_eq!(decode_properties(&[0xff, 0xff, 1]), None);
+        assert_eq!(decode_properties(&[]), None);
+    }
+
+    #[test]
+    fn frame_header_bounds() {
+        let h = parse_frame_header([1, 0, 1, 0, 0, 0, 10], 4096).unwrap();
+        assert_eq!((h.kind, h.channel, h.size), (1, 1, 10));
+        assert!(matches!(
+            parse_frame_header([3, 0, 1, 0xff, 0xff, 0xff, 0xff], 131072),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert_eq!(
+            parse_frame_header([9, 0, 0, 0, 0, 0, 0], 4096),
+            Err(FrameError::BadType(9))
+        );
+    }
+
+    #[test]
+    fn method_and_content_frames_round_trip() {
+        let m = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: "ct".into(),
+            delivery_tag: 5,
+            redelivered: true,
+            exchange: "".into(),
+            routing_key: "q".into(),
+        }));
+        let body = vec![7u8; 300];
+        let bytes = method_with_content(1, m.clone(), &AMQPProperties::default(), &body, 128);
+        let mut at = 0;
+        let mut frames = Vec::new();
+        while at < bytes.len() {
+            let mut h = [0u8; FRAME_HEADER_LEN];
+            h.copy_from_slice(&bytes[at..at + FRAME_HEADER_LEN]);
+            let fh = parse_frame_header(h, 128).unwrap();
+            let end = at + FRAME_HEADER_LEN + fh.size + 1;
+            frames.push(decode_frame(&h, &bytes[at + FRAME_HEADER_LEN..end]).unwrap());
+            at = end;
+        }
+        assert_eq!(frames[0], AMQPFrame::Method(1, m));
+        assert!(matches!(&frames[1], AMQPFrame::Header(1, h) if h.body_size == 300));
+        let got: Vec<u8> = frames[2..]
+            .iter()
+            .flat_map(|f| match f {
+                AMQPFrame::Body(_, b) => b.clone(),
+                _ => panic!("body expected"),
+            })
+            .collect();
+        assert_eq!(got, body);
+        assert_eq!(frames.len(), 2 + 3);
+    }
+}
