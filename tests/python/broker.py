@@ -71,6 +71,8 @@ class Broker:
         self.port = port or free_port()
         # Every broker also listens for AMQP; on its own free port, never the default 5672.
         self.amqp_port = amqp_port or free_port()
+        while self.amqp_port == self.port:      # two free_port() calls may agree
+            self.amqp_port = free_port()
         self.config = dict(config or {})
         self.config_path = write_config(self.workdir / "arctern.toml", self.config) if self.config else None
         self.proc: subprocess.Popen | None = None
