@@ -1073,6 +1073,36 @@ impl Conn {
         })
     }
 
+    /// queue.bind / queue.unbind / exchange.bind / exchange.unbind: `names` is
+    /// (destination, source exchange, routing key), `kind` is (unbind, to an exchange);
+    /// `ok` is sent unless the client asked for nowait.
+    async fn bind_op(
+        &self,
+        ch: u16,
+        names: (&str, &str, &str),
+        arguments: &FieldTable,
+        kind: (bool, bool),
+        ok: Option<AMQPClass>,
+    ) -> Result<(), AmqpError> {
+        let (destination, source, key) = names;
+        let (unbind, to_exchange) = kind;
+        self.vhost
+            .bind(
+                self.id,
+                destination,
+                source,
+                key,
+                arguments,
+                unbind,
+                to_exchange,
+            )
+            .await?;
+        if let Some(ok) = ok {
+            self.reply(ch, ok).await;
+        }
+        Ok(())
+    }
+
     async fn method(&mut self, ch: u16, m: AMQPClass) -> Result<(), Fail> {
         let (cid, mid) = method_ids(&m);
         let chan_err = |e: AmqpError| {
@@ -1249,86 +1279,67 @@ impl Conn {
                 }
             }
             AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
-                self.vhost
-                    .bind(
-                        self.id,
-                        b.queue.as_str(),
-                        b.exchange.as_str(),
-                        b.routing_key.as_str(),
-                        &b.arguments,
-                        false,
-                        false,
-                    )
-                    .await
-                    .map_err(chan_err)?;
-                if !b.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
-                    )
-                    .await;
-                }
+                let ok = AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {}));
+                let names = (
+                    b.queue.as_str(),
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                );
+                self.bind_op(
+                    ch,
+                    names,
+                    &b.arguments,
+                    (false, false),
+                    (!b.nowait).then_some(ok),
+                )
+                .await
+                .map_err(chan_err)?;
             }
             AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
-                self.vhost
-                    .bind(
-                        self.id,
-                        b.queue.as_str(),
-                        b.exchange.as_str(),
-                        b.routing_key.as_str(),
-                        &b.arguments,
-                        true,
-                        false,
-                    )
+                // queue.unbind has no nowait flag: always answered.
+                let ok = AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}));
+                let names = (
+                    b.queue.as_str(),
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                );
+                self.bind_op(ch, names, &b.arguments, (true, false), Some(ok))
                     .await
                     .map_err(chan_err)?;
-                self.reply(
-                    ch,
-                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
-                )
-                .await;
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
-                self.vhost
-                    .bind(
-                        self.id,
-                        b.destination.as_str(),
-                        b.source.as_str(),
-                        b.routing_key.as_str(),
-                        &b.arguments,
-                        false,
-                        true,
-                    )
-                    .await
-                    .map_err(chan_err)?;
-                if !b.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
-                    )
-                    .await;
-                }
+                let ok = AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {}));
+                let names = (
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                );
+                self.bind_op(
+                    ch,
+                    names,
+                    &b.arguments,
+                    (false, true),
+                    (!b.nowait).then_some(ok),
+                )
+                .await
+                .map_err(chan_err)?;
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
-                self.vhost
-                    .bind(
-                        self.id,
-                        b.destination.as_str(),
-                        b.source.as_str(),
-                        b.routing_key.as_str(),
-                        &b.arguments,
-                        true,
-                        true,
-                    )
-                    .await
-                    .map_err(chan_err)?;
-                if !b.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
-                    )
-                    .await;
-                }
+                let ok = AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}));
+                let names = (
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                );
+                self.bind_op(
+                    ch,
+                    names,
+                    &b.arguments,
+                    (true, true),
+                    (!b.nowait).then_some(ok),
+                )
+                .await
+                .map_err(chan_err)?;
             }
             AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
                 let n = self
