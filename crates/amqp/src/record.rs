@@ -9,12 +9,8 @@
 //! `c=d` marks offsets delivered at least once, so after a restart they come back with
 //! `redelivered=true`. Offsets in a control value are 8-byte big-endian integers.
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use arctern_storage::records::{decode_batches as decode_records, encode_batch, PlainRecord};
+use bytes::Bytes;
 
 /// Most offsets in one control record (bounds its size to 64 KiB).
 pub const MAX_OFFSETS_PER_CONTROL: usize = 8192;
@@ -40,53 +36,27 @@ pub enum QueueRecord {
     Control(ControlKind, Vec<i64>),
 }
 
-fn record(
-    key: Option<Bytes>,
-    value: Bytes,
-    headers: IndexMap<StrBytes, Option<Bytes>>,
-    ts: i64,
-) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: ts,
+fn record(key: Option<Bytes>, value: Bytes, headers: Vec<(String, Option<Bytes>)>) -> PlainRecord {
+    PlainRecord {
         key,
         value: Some(value),
         headers,
+        ..PlainRecord::default()
     }
-}
-
-fn encode(records: &[Record]) -> Result<Vec<u8>, String> {
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(buf.to_vec())
 }
 
 /// One message as one batch, ready for `Partition::append`.
 pub fn encode_message(m: &StoredMessage, timestamp: i64) -> Result<Vec<u8>, String> {
-    let mut headers = IndexMap::new();
-    headers.insert(
-        StrBytes::from_static_str("e"),
-        Some(Bytes::copy_from_slice(m.exchange.as_bytes())),
-    );
-    headers.insert(StrBytes::from_static_str("p"), Some(m.properties.clone()));
+    let headers = vec![
+        (
+            "e".to_string(),
+            Some(Bytes::copy_from_slice(m.exchange.as_bytes())),
+        ),
+        ("p".to_string(), Some(m.properties.clone())),
+    ];
     let key = Bytes::copy_from_slice(m.routing_key.as_bytes());
-    encode(&[record(Some(key), m.body.clone(), headers, timestamp)])
+    encode_batch(&[record(Some(key), m.body.clone(), headers)], timestamp)
+        .map_err(|e| e.to_string())
 }
 
 /// Control records for `offsets`, chunked, as one batch.
@@ -99,76 +69,63 @@ pub fn encode_control(
         ControlKind::Settled => "s",
         ControlKind::Delivered => "d",
     };
-    let records: Vec<Record> = offsets
+    let records: Vec<PlainRecord> = offsets
         .chunks(MAX_OFFSETS_PER_CONTROL)
         .map(|chunk| {
             let mut v = Vec::with_capacity(chunk.len() * 8);
             for o in chunk {
                 v.extend_from_slice(&o.to_be_bytes());
             }
-            let mut headers = IndexMap::new();
-            headers.insert(
-                StrBytes::from_static_str("c"),
-                Some(Bytes::from_static(tag.as_bytes())),
-            );
-            record(None, Bytes::from(v), headers, timestamp)
+            let headers = vec![("c".to_string(), Some(Bytes::from_static(tag.as_bytes())))];
+            record(None, Bytes::from(v), headers)
         })
         .collect();
-    encode(&records)
-}
-
-fn header<'a>(h: &'a IndexMap<StrBytes, Option<Bytes>>, name: &str) -> Option<&'a Bytes> {
-    h.iter()
-        .find(|(k, _)| k.as_str() == name)
-        .and_then(|(_, v)| v.as_ref())
+    encode_batch(&records, timestamp).map_err(|e| e.to_string())
 }
 
 /// Decodes stored batches into (offset, record). Records that are neither (written by a
 /// Kafka client into the queue's topic) are returned as messages with empty properties.
 pub fn decode_batches(bytes: Vec<u8>) -> Result<Vec<(i64, QueueRecord)>, String> {
-    let mut buf = Bytes::from(bytes);
     let mut out = Vec::new();
-    while !buf.is_empty() {
-        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
-        for r in set.records {
-            if r.control {
-                continue;
-            }
-            let value = r.value.unwrap_or_default();
-            if let Some(c) = header(&r.headers, "c") {
-                let kind = match &c[..] {
-                    b"s" => ControlKind::Settled,
-                    b"d" => ControlKind::Delivered,
-                    _ => continue,
-                };
-                let offsets = value
-                    .chunks_exact(8)
-                    .map(|b| i64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
-                    .collect();
-                out.push((r.offset, QueueRecord::Control(kind, offsets)));
-                continue;
-            }
-            let text = |h: &str| -> String {
-                header(&r.headers, h)
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default()
-            };
-            let properties = header(&r.headers, "p")
-                .cloned()
-                .unwrap_or_else(|| Bytes::from_static(&[0, 0]));
-            out.push((
-                r.offset,
-                QueueRecord::Message(StoredMessage {
-                    exchange: text("e"),
-                    routing_key: r
-                        .key
-                        .map(|k| String::from_utf8_lossy(&k).into_owned())
-                        .unwrap_or_default(),
-                    properties,
-                    body: value,
-                }),
-            ));
+    for r in decode_records(bytes).map_err(|e| e.to_string())? {
+        if r.control {
+            continue;
         }
+        if let Some(c) = r.header("c") {
+            let kind = match &c[..] {
+                b"s" => ControlKind::Settled,
+                b"d" => ControlKind::Delivered,
+                _ => continue,
+            };
+            let offsets = r
+                .value
+                .unwrap_or_default()
+                .chunks_exact(8)
+                .map(|b| i64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+                .collect();
+            out.push((r.offset, QueueRecord::Control(kind, offsets)));
+            continue;
+        }
+        let exchange = r
+            .header("e")
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        let properties = r
+            .header("p")
+            .cloned()
+            .unwrap_or_else(|| Bytes::from_static(&[0, 0]));
+        out.push((
+            r.offset,
+            QueueRecord::Message(StoredMessage {
+                exchange,
+                routing_key: r
+                    .key
+                    .map(|k| String::from_utf8_lossy(&k).into_owned())
+                    .unwrap_or_default(),
+                properties,
+                body: r.value.unwrap_or_default(),
+            }),
+        ));
     }
     Ok(out)
 }

@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arctern_core::{Acks, Broker, CoreError};
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use arctern_storage::records::{self, PlainRecord};
+use bytes::Bytes;
 
 use crate::error::GroupError;
 
@@ -68,61 +66,35 @@ pub fn append_error(e: &CoreError) -> GroupError {
 
 /// Encodes records as one uncompressed RecordBatch v2 (offsets are assigned on append).
 pub fn encode_batch(records: &[KeyValue], timestamp: i64) -> Result<Vec<u8>, GroupError> {
-    let records: Vec<Record> = records
+    let records: Vec<PlainRecord> = records
         .iter()
-        .enumerate()
-        .map(|(i, kv)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp,
+        .map(|kv| PlainRecord {
             key: Some(kv.key.clone()),
             value: kv.value.clone(),
-            headers: Default::default(),
+            ..PlainRecord::default()
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| {
+    records::encode_batch(&records, timestamp).map_err(|e| {
         tracing::error!(error = %e, "cannot encode an offsets batch");
         GroupError::CoordinatorNotAvailable
-    })?;
-    Ok(buf.to_vec())
+    })
 }
 
-/// Decodes stored batches into key/value records (records without a key are skipped).
+/// Decodes stored batches into key/value records (records without a key are skipped) and
+/// the offset of the last record seen.
 pub fn decode_batches(bytes: Vec<u8>) -> Result<(Vec<KeyValue>, Option<i64>), String> {
-    let mut buf = Bytes::from(bytes);
-    let mut out = Vec::new();
-    let mut last = None;
-    while !buf.is_empty() {
-        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
-        for r in set.records {
-            last = Some(r.offset);
-            if r.control {
-                continue;
-            }
-            if let Some(key) = r.key {
-                out.push(KeyValue {
-                    key,
-                    value: r.value,
-                });
-            }
-        }
-    }
+    let all = records::decode_batches(bytes).map_err(|e| e.to_string())?;
+    let last = all.last().map(|r| r.offset);
+    let out = all
+        .into_iter()
+        .filter(|r| !r.control)
+        .filter_map(|r| {
+            r.key.map(|key| KeyValue {
+                key,
+                value: r.value,
+            })
+        })
+        .collect();
     Ok((out, last))
 }
 

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod epoch;
 mod error;
 mod log;
+pub mod records;
 mod segment;
 
 pub use batch::BatchHeader;
