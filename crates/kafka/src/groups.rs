@@ -65,7 +65,11 @@ pub async fn join_group(
         } else {
             None
         },
-        client_id: origin.client_id.clone(),
+        client_id: origin
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
         client_host: client_host(&origin.peer),
         session_timeout_ms: req.session_timeout_ms,
         // v0 has no rebalance timeout: Kafka uses the session timeout.

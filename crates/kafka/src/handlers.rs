@@ -78,7 +78,7 @@ pub struct KafkaContext {
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub peer: std::net::SocketAddr,
-    pub client_id: String,
+    pub client_id: Option<StrBytes>,
 }
 
 pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: Origin) -> Reply {
