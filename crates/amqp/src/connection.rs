@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 use crate::codes::*;
-use crate::queue::{ConsumerReg, Queue};
+use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, StoredWait};
 use crate::record::{encode_message, StoredMessage};
 use crate::server::AmqpServerConfig;
 use crate::vhost::{QueueSpec, Vhost};
@@ -27,9 +27,6 @@ use crate::wire::{self, FrameError, FRAME_HEADER_LEN, PROTOCOL_HEADER};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most message bytes one transaction may buffer before tx.commit.
 const TX_MAX_BYTES: usize = 64 << 20;
-
-type StoredWait =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AmqpError>> + Send>>;
 
 /// Deliveries one consumer gets per pump round before others get a turn.
 const PUMP_BATCH: usize = 128;
@@ -125,8 +122,18 @@ async fn writer(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>) {
 struct Unacked {
     queue: Arc<Queue>,
     offset: i64,
+    entry: Entry,
     consumer: Option<String>,
     delivered_at: Instant,
+}
+
+/// How a client settled a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    Ack,
+    Requeue,
+    /// Rejected without requeue: dead-lettered when the queue has a dead-letter exchange.
+    Reject,
 }
 
 struct Consumer {
@@ -153,9 +160,8 @@ struct Channel {
     tx: bool,
     tx_publishes: Vec<(basic::Publish, AMQPProperties, Vec<u8>)>,
     tx_bytes: usize,
-    /// Settlements taken out of `unacked` (with their tags, to restore on rollback);
-    /// `true` = requeue.
-    tx_settles: Vec<(u64, Unacked, bool)>,
+    /// Settlements taken out of `unacked` (with their tags, to restore on rollback).
+    tx_settles: Vec<(u64, Unacked, Settle)>,
     next_commit: u64,
     /// Commit outcome per commit number: None while its publishes are being stored.
     commits: BTreeMap<u64, Option<bool>>,
@@ -746,6 +752,9 @@ impl Conn {
     ) -> Result<Vec<StoredWait>, Fail> {
         let exchange = publish.exchange.as_str().to_string();
         let key = publish.routing_key.as_str().to_string();
+        let own_ttl =
+            crate::args::message_expiration(props.expiration().as_ref().map(|e| e.as_str()))
+                .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
         let queues = self
             .vhost
             .route(&exchange, &key, props.headers().as_ref())
@@ -795,16 +804,28 @@ impl Conn {
             routing_key: key,
             properties: Bytes::from(wire::encode_properties(&props)),
             body: Bytes::from(p.body),
+            timestamp: arctern_core::now_ms(),
         };
-        let batch = match encode_message(&msg, arctern_core::now_ms()) {
+        let batch = match encode_message(&msg, msg.timestamp) {
             Ok(b) => b,
             Err(e) => return Err(Fail::Channel(ch, AmqpError::internal(e), 60, 40)),
         };
         let mut waits = Vec::new();
         let mut failed = None;
+        let bytes = msg.body.len() as u64;
         for q in &queues {
-            match q.append(batch.clone()) {
-                Ok(a) => waits.push(Box::pin(q.stored(a)) as StoredWait),
+            match q.append(batch.clone(), bytes, own_ttl) {
+                Ok(Enqueued::Stored(a)) => waits.push(Box::pin(q.stored(a)) as StoredWait),
+                Ok(Enqueued::Refused) => {
+                    // x-overflow=reject-publish(-dlx): a full queue refuses (basic.nack).
+                    if q.args.overflow == crate::args::Overflow::RejectPublishDlx {
+                        self.vhost.dead_letter_refused(q, msg.clone());
+                    }
+                    failed = Some(AmqpError::precondition(format!(
+                        "queue '{}' is full",
+                        q.name
+                    )));
+                }
                 Err(e) => {
                     tracing::warn!(queue = %q.name, error = %e, "publish not stored");
                     failed = Some(e);
@@ -847,9 +868,17 @@ impl Conn {
         for (publish, props, body) in publishes {
             waits.extend(self.store_publish(ch, publish, props, body).await?);
         }
-        let (requeues, settled): (Vec<_>, Vec<_>) = settles.into_iter().partition(|s| s.2);
-        requeue(requeues.into_iter().map(|s| s.1));
-        settle(settled.into_iter().map(|s| s.1).collect());
+        let (mut acks, mut requeues, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
+        for (_, u, how) in settles {
+            match how {
+                Settle::Ack => acks.push(u),
+                Settle::Requeue => requeues.push(u),
+                Settle::Reject => rejects.push(u),
+            }
+        }
+        apply_settle(acks, Settle::Ack);
+        apply_settle(requeues, Settle::Requeue);
+        apply_settle(rejects, Settle::Reject);
         self.wake.notify_one();
         let tx = self.commit_tx.clone();
         tokio::spawn(async move {
@@ -998,9 +1027,10 @@ impl Conn {
                     }
                     let q = Arc::clone(&cons.queue);
                     let no_ack = cons.no_ack;
-                    let Some((offset, redelivered)) = q.take_next() else {
+                    let Some((offset, entry)) = q.take_next() else {
                         break;
                     };
+                    let redelivered = entry.redelivered;
                     let msg = match q.read(offset) {
                         Ok(m) => m,
                         Err(e) => {
@@ -1019,6 +1049,7 @@ impl Conn {
                             Unacked {
                                 queue: Arc::clone(&q),
                                 offset,
+                                entry,
                                 consumer: Some(tag.clone()),
                                 delivered_at: Instant::now(),
                             },
@@ -1458,7 +1489,8 @@ impl Conn {
                     .vhost
                     .queue(self.id, g.queue.as_str())
                     .map_err(chan_err)?;
-                let Some((offset, redelivered)) = q.take_next() else {
+                q.touch();
+                let Some((offset, entry)) = q.take_next() else {
                     self.reply(
                         ch,
                         AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
@@ -1469,10 +1501,11 @@ impl Conn {
                 let msg = match q.read(offset) {
                     Ok(m) => m,
                     Err(e) => {
-                        q.requeue(&[offset]);
+                        q.requeue(&[(offset, entry)]);
                         return Err(chan_err(e));
                     }
                 };
+                let redelivered = entry.redelivered;
                 let c = self.channel(ch)?;
                 c.next_tag += 1;
                 let tag_no = c.next_tag;
@@ -1484,6 +1517,7 @@ impl Conn {
                         Unacked {
                             queue: Arc::clone(&q),
                             offset,
+                            entry,
                             consumer: None,
                             delivered_at: Instant::now(),
                         },
@@ -1510,17 +1544,17 @@ impl Conn {
             }
             AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => {
                 let taken = take_unacked(c, a.delivery_tag, a.multiple).map_err(chan_err)?;
-                settle_or_buffer(c, taken, false);
+                settle_or_buffer(c, taken, Settle::Ack);
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
                 let taken = take_unacked(c, n.delivery_tag, n.multiple).map_err(chan_err)?;
-                settle_or_buffer(c, taken, n.requeue);
+                settle_or_buffer(c, taken, Settle::rejected(n.requeue));
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Reject(r)) => {
                 let taken = take_unacked(c, r.delivery_tag, false).map_err(chan_err)?;
-                settle_or_buffer(c, taken, r.requeue);
+                settle_or_buffer(c, taken, Settle::rejected(r.requeue));
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Recover(_))
@@ -1632,36 +1666,54 @@ fn take_unacked(
 }
 
 /// Applies settlements now, or buffers them until tx.commit on a transactional channel.
-fn settle_or_buffer(c: &mut Channel, taken: Vec<(u64, Unacked)>, requeue_them: bool) {
+fn settle_or_buffer(c: &mut Channel, taken: Vec<(u64, Unacked)>, how: Settle) {
     if c.tx {
         c.tx_settles
-            .extend(taken.into_iter().map(|(t, u)| (t, u, requeue_them)));
-    } else if requeue_them {
-        requeue(taken.into_iter().map(|(_, u)| u));
+            .extend(taken.into_iter().map(|(t, u)| (t, u, how)));
     } else {
-        settle(taken.into_iter().map(|(_, u)| u).collect());
+        apply_settle(taken.into_iter().map(|(_, u)| u).collect(), how);
     }
 }
 
-fn group(items: impl Iterator<Item = Unacked>) -> Vec<(Arc<Queue>, Vec<i64>)> {
-    let mut by: Vec<(Arc<Queue>, Vec<i64>)> = Vec::new();
+impl Settle {
+    fn rejected(requeue: bool) -> Settle {
+        if requeue {
+            Settle::Requeue
+        } else {
+            Settle::Reject
+        }
+    }
+}
+
+/// Deliveries grouped by their queue.
+type ByQueue = Vec<(Arc<Queue>, Vec<(i64, Entry)>)>;
+
+fn group(items: impl Iterator<Item = Unacked>) -> ByQueue {
+    let mut by: ByQueue = Vec::new();
     for u in items {
         match by.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
-            Some((_, v)) => v.push(u.offset),
-            None => by.push((u.queue, vec![u.offset])),
+            Some((_, v)) => v.push((u.offset, u.entry)),
+            None => by.push((u.queue, vec![(u.offset, u.entry)])),
         }
     }
     by
 }
 
-fn settle(items: Vec<Unacked>) {
-    for (q, offsets) in group(items.into_iter()) {
-        q.settle(&offsets);
+fn apply_settle(items: Vec<Unacked>, how: Settle) {
+    if how == Settle::Requeue {
+        return requeue(items.into_iter());
+    }
+    for (q, taken) in group(items.into_iter()) {
+        let offsets: Vec<i64> = taken.iter().map(|t| t.0).collect();
+        match how {
+            Settle::Reject => q.reject(&offsets),
+            _ => q.settle(&offsets),
+        }
     }
 }
 
 fn requeue(items: impl Iterator<Item = Unacked>) {
-    for (q, offsets) in group(items) {
-        q.requeue(&offsets);
+    for (q, taken) in group(items) {
+        q.requeue(&taken);
     }
 }

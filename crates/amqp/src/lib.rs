@@ -1,11 +1,13 @@
 //! AMQP 0-9-1 for Arctern.
 //!
-//! Sans-IO parts (`wire`, `codes`, `topic`, `record`) know the protocol's bytes and do no IO;
+//! Sans-IO parts (`wire`, `codes`, `topic`, `record`, `args`, `deadletter`) know the protocol's bytes and do no IO;
 //! `vhost` and `queue` hold exchanges, queues and bindings over the broker core;
 //! `connection` and `server` run one task per client connection.
 
+pub mod args;
 pub mod codes;
 pub mod connection;
+pub mod deadletter;
 pub mod queue;
 pub mod record;
 pub mod server;

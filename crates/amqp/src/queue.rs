@@ -1,19 +1,28 @@
 //! One AMQP queue: a single-partition topic of the broker core plus its delivery state.
 //!
-//! The log holds messages and control records (see `record`); memory holds only offsets:
-//! `ready` (offset -> redelivered) for messages not settled and not out with a consumer.
+//! The log holds messages and control records (see `record`); memory holds only a small
+//! `Entry` per message not settled and not out with a consumer (`ready`, by offset).
 //! A message is delivered only once the high watermark has passed it (durable and
 //! replicated), so a consumer never sees a message that a crash could take back.
+//!
+//! Messages that die (rejected, expired, over the length limit, over the delivery limit)
+//! leave `ready` at once and wait in `dead` for the vhost's housekeeping, which
+//! dead-letters them (when the queue has a dead-letter exchange) and only then records
+//! them settled: a crash in between brings them back, it never loses them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use amq_protocol::types::FieldTable;
 use arctern_core::{Acks, Appended, Partition};
 use tokio::sync::{mpsc, Notify};
 
+use crate::args::{message_expiration, Overflow, QueueArgs};
 use crate::codes::{core_error, AmqpError};
+use crate::deadletter::DeathReason;
 use crate::record::{decode_batches, encode_control, ControlKind, QueueRecord, StoredMessage};
+use crate::wire;
 
 const READ_BYTES: usize = 1 << 20;
 
@@ -29,12 +38,72 @@ pub struct ConsumerReg {
     pub cancel: mpsc::UnboundedSender<(u16, String)>,
 }
 
-#[derive(Debug, Default)]
+/// What the queue keeps in memory about one unsettled message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub redelivered: bool,
+    /// When its TTL passes (ms since the epoch), if it has one.
+    pub expires_at: Option<i64>,
+    /// Body size, for `x-max-length-bytes`.
+    pub bytes: u64,
+    /// How often it was requeued after a delivery, for `x-delivery-limit` (counted since
+    /// the broker started).
+    pub returns: u32,
+}
+
+impl Entry {
+    fn expired(&self, now_ms: i64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now_ms)
+    }
+}
+
+/// When a message appended at `timestamp` expires: the queue's TTL or the message's own
+/// `expiration`, whichever is shorter.
+fn expiry(queue_ttl: Option<i64>, message_ttl: Option<i64>, timestamp: i64) -> Option<i64> {
+    let ttl = match (queue_ttl, message_ttl) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    ttl.map(|t| timestamp.saturating_add(t))
+}
+
+/// Resolves once a stored message is durable and replicated (or failed to be).
+pub type StoredWait =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AmqpError>> + Send>>;
+
+/// The outcome of an append.
+#[derive(Debug)]
+pub enum Enqueued {
+    Stored(Appended),
+    /// Refused by `x-overflow=reject-publish(-dlx)`: the queue is full.
+    Refused,
+}
+
+#[derive(Debug)]
 struct Inner {
-    ready: BTreeMap<i64, bool>,
+    ready: BTreeMap<i64, Entry>,
+    ready_bytes: u64,
+    /// Messages that died, waiting to be dead-lettered (or dropped) by housekeeping.
+    dead: Vec<(i64, DeathReason)>,
     consumers: Vec<ConsumerReg>,
     had_consumer: bool,
     deleted: bool,
+    /// Last declare, basic.get or consumer change, for `x-expires`.
+    last_used: Instant,
+}
+
+impl Inner {
+    fn take(&mut self, offset: i64) -> Option<Entry> {
+        let e = self.ready.remove(&offset)?;
+        self.ready_bytes = self.ready_bytes.saturating_sub(e.bytes);
+        Some(e)
+    }
+    fn put(&mut self, offset: i64, e: Entry) {
+        self.ready_bytes += e.bytes;
+        if let Some(old) = self.ready.insert(offset, e) {
+            self.ready_bytes = self.ready_bytes.saturating_sub(old.bytes);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -45,26 +114,44 @@ pub struct Queue {
     pub exclusive_owner: Option<u64>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    pub args: QueueArgs,
     partition: Arc<Partition>,
     inner: Mutex<Inner>,
+    /// The vhost's housekeeping, woken when messages die.
+    housekeeping: Arc<Notify>,
 }
 
 fn poisoned() -> AmqpError {
     AmqpError::internal("queue lock poisoned")
 }
 
+/// Opening arguments of a queue.
+#[derive(Debug)]
+pub struct QueueSetup {
+    pub name: String,
+    pub topic: String,
+    pub durable: bool,
+    pub exclusive_owner: Option<u64>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    pub args: QueueArgs,
+    pub housekeeping: Arc<Notify>,
+}
+
 impl Queue {
     /// Opens a queue over its (leader) partition, rebuilding the ready set from the log:
     /// every message not settled is ready; those marked delivered come back redelivered.
-    pub fn open(
-        name: String,
-        topic: String,
-        durable: bool,
-        exclusive_owner: Option<u64>,
-        auto_delete: bool,
-        arguments: FieldTable,
-        partition: Arc<Partition>,
-    ) -> Result<Arc<Queue>, AmqpError> {
+    pub fn open(setup: QueueSetup, partition: Arc<Partition>) -> Result<Arc<Queue>, AmqpError> {
+        let QueueSetup {
+            name,
+            topic,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            args,
+            housekeeping,
+        } = setup;
         let mut ready = BTreeMap::new();
         let mut offset = partition.log_start_offset().map_err(|e| core_error(&e))?;
         let mut delivered = std::collections::HashSet::new();
@@ -83,8 +170,17 @@ impl Queue {
             };
             for (o, r) in records {
                 match r {
-                    QueueRecord::Message(_) => {
-                        ready.insert(o, false);
+                    QueueRecord::Message(m) => {
+                        let own_ttl = wire::decode_properties(&m.properties)
+                            .and_then(|p| p.expiration().clone())
+                            .and_then(|e| message_expiration(Some(e.as_str())).ok().flatten());
+                        let entry = Entry {
+                            redelivered: false,
+                            expires_at: expiry(args.message_ttl, own_ttl, m.timestamp),
+                            bytes: m.body.len() as u64,
+                            returns: 0,
+                        };
+                        ready.insert(o, entry);
                     }
                     QueueRecord::Control(ControlKind::Settled, os) => settled.extend(os),
                     QueueRecord::Control(ControlKind::Delivered, os) => delivered.extend(os),
@@ -96,9 +192,10 @@ impl Queue {
             offset = last + 1;
         }
         ready.retain(|o, _| !settled.contains(o));
-        for (o, r) in ready.iter_mut() {
-            *r = delivered.contains(o);
+        for (o, e) in ready.iter_mut() {
+            e.redelivered = delivered.contains(o);
         }
+        let ready_bytes = ready.values().map(|e| e.bytes).sum();
         let q = Arc::new(Queue {
             name,
             topic,
@@ -106,11 +203,18 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             arguments,
+            args,
             partition,
             inner: Mutex::new(Inner {
                 ready,
-                ..Inner::default()
+                ready_bytes,
+                dead: Vec::new(),
+                consumers: Vec::new(),
+                had_consumer: false,
+                deleted: false,
+                last_used: Instant::now(),
             }),
+            housekeeping,
         });
         // Wake consumers when the high watermark moves (newly committed messages).
         let weak = Arc::downgrade(&q);
@@ -132,8 +236,15 @@ impl Queue {
     }
 
     /// Appends a message (ordered with other appends under the queue lock) and makes it
-    /// ready; it is delivered once committed. The caller awaits `wait_stored` for confirms.
-    pub fn append(&self, batch: Vec<u8>) -> Result<Appended, AmqpError> {
+    /// ready; it is delivered once committed. The caller awaits `stored` for confirms.
+    /// Length limits apply here: drop-head makes room by killing the oldest ready
+    /// messages, reject-publish refuses the new one.
+    pub fn append(
+        &self,
+        batch: Vec<u8>,
+        bytes: u64,
+        own_ttl: Option<i64>,
+    ) -> Result<Enqueued, AmqpError> {
         let mut inner = self.inner.lock().map_err(|_| poisoned())?;
         if inner.deleted {
             return Err(AmqpError::not_found(format!(
@@ -141,12 +252,47 @@ impl Queue {
                 self.name
             )));
         }
+        let over = |i: &Inner, extra_msgs: usize, extra_bytes: u64| {
+            self.args
+                .max_length
+                .is_some_and(|m| (i.ready.len() + extra_msgs) as u64 > m)
+                || self
+                    .args
+                    .max_length_bytes
+                    .is_some_and(|m| i.ready_bytes + extra_bytes > m)
+        };
+        let drop_head = self.args.overflow == Overflow::DropHead;
+        if !drop_head && over(&inner, 1, bytes) {
+            return Ok(Enqueued::Refused);
+        }
         let appended = self
             .partition
             .append(batch, Acks::All)
             .map_err(|e| core_error(&e))?;
-        inner.ready.insert(appended.outcome.base_offset, false);
-        Ok(appended)
+        let now = arctern_core::now_ms();
+        inner.put(
+            appended.outcome.base_offset,
+            Entry {
+                redelivered: false,
+                expires_at: expiry(self.args.message_ttl, own_ttl, now),
+                bytes,
+                returns: 0,
+            },
+        );
+        let mut died = false;
+        while drop_head && over(&inner, 0, 0) {
+            let Some((&o, _)) = inner.ready.iter().next() else {
+                break;
+            };
+            inner.take(o);
+            inner.dead.push((o, DeathReason::MaxLen));
+            died = true;
+        }
+        drop(inner);
+        if died {
+            self.housekeeping.notify_one();
+        }
+        Ok(Enqueued::Stored(appended))
     }
 
     /// Resolves once an append is durable and replicated per min.insync.replicas.
@@ -162,15 +308,61 @@ impl Queue {
         }
     }
 
-    /// The oldest ready message that is committed, taken out of the ready set.
-    pub fn take_next(&self) -> Option<(i64, bool)> {
+    /// The oldest ready message that is committed, taken out of the ready set. Expired
+    /// messages met on the way die (TTL is enforced at the head, as RabbitMQ does).
+    pub fn take_next(&self) -> Option<(i64, Entry)> {
         let hw = self.partition.high_watermark();
+        let now = arctern_core::now_ms();
         let mut inner = self.inner.lock().ok()?;
-        let (&o, _) = inner.ready.iter().next()?;
-        if o >= hw {
-            return None;
+        let mut died = false;
+        let next = loop {
+            let Some((&o, _)) = inner.ready.iter().next() else {
+                break None;
+            };
+            if o >= hw {
+                break None;
+            }
+            let e = inner.take(o)?;
+            if e.expired(now) {
+                inner.dead.push((o, DeathReason::Expired));
+                died = true;
+                continue;
+            }
+            break Some((o, e));
+        };
+        drop(inner);
+        if died {
+            self.housekeeping.notify_one();
         }
-        inner.ready.remove(&o).map(|r| (o, r))
+        next
+    }
+
+    /// Expires the committed messages at the head whose TTL has passed (housekeeping, so
+    /// that a queue nobody consumes from still drops them). Returns whether any died.
+    pub fn expire_head(&self) -> bool {
+        let hw = self.partition.high_watermark();
+        let now = arctern_core::now_ms();
+        let Ok(mut inner) = self.inner.lock() else {
+            return false;
+        };
+        let mut died = false;
+        while let Some((&o, e)) = inner.ready.iter().next() {
+            if o >= hw || !e.expired(now) {
+                break;
+            }
+            inner.take(o);
+            inner.dead.push((o, DeathReason::Expired));
+            died = true;
+        }
+        died
+    }
+
+    /// The messages that died since the last call, for dead-lettering.
+    pub fn take_dead(&self) -> Vec<(i64, DeathReason)> {
+        self.inner
+            .lock()
+            .map(|mut i| std::mem::take(&mut i.dead))
+            .unwrap_or_default()
     }
 
     /// Reads one stored message.
@@ -190,20 +382,56 @@ impl Queue {
             .ok_or_else(|| AmqpError::internal(format!("no message at offset {offset}")))
     }
 
-    /// Puts delivered messages back (redelivered) and wakes consumers.
-    pub fn requeue(&self, offsets: &[i64]) {
-        if offsets.is_empty() {
+    /// Puts delivered messages back (redelivered) and wakes consumers. With
+    /// `x-delivery-limit`, a message requeued more often than the limit dies instead.
+    pub fn requeue(&self, items: &[(i64, Entry)]) {
+        if items.is_empty() {
+            return;
+        }
+        let mut died = false;
+        if let Ok(mut inner) = self.inner.lock() {
+            if inner.deleted {
+                return;
+            }
+            for (o, e) in items {
+                let returns = e.returns.saturating_add(1);
+                if self.args.delivery_limit.is_some_and(|l| returns > l) {
+                    inner.dead.push((*o, DeathReason::DeliveryLimit));
+                    died = true;
+                    continue;
+                }
+                inner.put(
+                    *o,
+                    Entry {
+                        redelivered: true,
+                        returns,
+                        ..*e
+                    },
+                );
+            }
+        }
+        if died {
+            self.housekeeping.notify_one();
+        }
+        self.wake_consumers();
+    }
+
+    /// Rejected without requeue (basic.reject / nack): dead-lettered when the queue has a
+    /// dead-letter exchange, else settled.
+    pub fn reject(&self, offsets: &[i64]) {
+        if self.args.dead_letter_exchange.is_none() {
+            self.settle(offsets);
             return;
         }
         if let Ok(mut inner) = self.inner.lock() {
             if inner.deleted {
                 return;
             }
-            for o in offsets {
-                inner.ready.insert(*o, true);
-            }
+            inner
+                .dead
+                .extend(offsets.iter().map(|o| (*o, DeathReason::Rejected)));
         }
-        self.wake_consumers();
+        self.housekeeping.notify_one();
     }
 
     /// Records settlements (acks, rejects without requeue) in the log. Not awaited: a
@@ -233,10 +461,14 @@ impl Queue {
         }
     }
 
-    /// Drops every ready message (queue.purge), recording it; returns how many.
+    /// Drops every ready message (queue.purge, never dead-lettered), recording it;
+    /// returns how many.
     pub fn purge(&self) -> u32 {
         let purged: Vec<i64> = match self.inner.lock() {
-            Ok(mut inner) => std::mem::take(&mut inner.ready).into_keys().collect(),
+            Ok(mut inner) => {
+                inner.ready_bytes = 0;
+                std::mem::take(&mut inner.ready).into_keys().collect()
+            }
             Err(_) => return 0,
         };
         self.settle(&purged);
@@ -252,6 +484,23 @@ impl Queue {
             .lock()
             .map(|i| i.consumers.len() as u32)
             .unwrap_or(0)
+    }
+
+    /// Renews the `x-expires` lease (declare, basic.get, consumer changes).
+    pub fn touch(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.last_used = Instant::now();
+        }
+    }
+
+    /// Whether `x-expires` has passed: no consumers, and unused for that long.
+    pub fn idle_expired(&self) -> bool {
+        let Some(ms) = self.args.expires else {
+            return false;
+        };
+        self.inner.lock().is_ok_and(|i| {
+            !i.deleted && i.consumers.is_empty() && i.last_used.elapsed().as_millis() >= ms as u128
+        })
     }
 
     /// Registers a consumer; refuses an exclusive one when others exist and any when an
@@ -272,6 +521,7 @@ impl Queue {
         }
         inner.consumers.push(c);
         inner.had_consumer = true;
+        inner.last_used = Instant::now();
         Ok(())
     }
 
@@ -283,6 +533,7 @@ impl Queue {
         inner
             .consumers
             .retain(|c| !(c.conn == conn && c.channel == channel && c.tag == tag));
+        inner.last_used = Instant::now();
         self.auto_delete && inner.had_consumer && inner.consumers.is_empty() && !inner.deleted
     }
 
@@ -302,9 +553,25 @@ impl Queue {
                 inner.deleted = true;
                 let n = inner.ready.len() as u32;
                 inner.ready.clear();
+                inner.ready_bytes = 0;
+                inner.dead.clear();
                 (std::mem::take(&mut inner.consumers), n)
             }
             Err(_) => (Vec::new(), 0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shorter_ttl_wins() {
+        assert_eq!(expiry(None, None, 100), None);
+        assert_eq!(expiry(Some(50), None, 100), Some(150));
+        assert_eq!(expiry(None, Some(20), 100), Some(120));
+        assert_eq!(expiry(Some(50), Some(20), 100), Some(120));
+        assert_eq!(expiry(Some(10), Some(20), 100), Some(110));
     }
 }

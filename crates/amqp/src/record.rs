@@ -22,6 +22,8 @@ pub struct StoredMessage {
     /// Content properties, AMQP wire encoding (see `wire::encode_properties`).
     pub properties: Bytes,
     pub body: Bytes,
+    /// When it was appended (ms since the epoch); `encode_message` takes its own.
+    pub timestamp: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +126,7 @@ pub fn decode_batches(bytes: Vec<u8>) -> Result<Vec<(i64, QueueRecord)>, String>
                     .unwrap_or_default(),
                 properties,
                 body: r.value.unwrap_or_default(),
+                timestamp: r.timestamp,
             }),
         ));
     }
@@ -143,6 +146,7 @@ mod tests {
                 &amq_protocol::protocol::basic::AMQPProperties::default().with_delivery_mode(2),
             )),
             body: Bytes::from_static(b"hello"),
+            timestamp: 1,
         };
         let mut bytes = encode_message(&m, 1).unwrap();
         let offsets: Vec<i64> = (0..20_000).collect();

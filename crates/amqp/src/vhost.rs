@@ -13,12 +13,17 @@ use std::time::Duration;
 use amq_protocol::types::{AMQPValue, FieldTable};
 use arctern_core::{Broker, Partition};
 use arctern_metadata::{AmqpBindingDef, AmqpChange, AmqpExchangeDef, AmqpQueueDef};
+use bytes::Bytes;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::args::QueueArgs;
 use crate::codes::{core_error, AmqpError, COMMAND_INVALID};
-use crate::queue::Queue;
+use crate::deadletter::{is_cycle, mark_dead, Death, DeathReason};
+use crate::queue::{Enqueued, Queue, QueueSetup, StoredWait};
+use crate::record::{encode_message, StoredMessage};
 use crate::topic::topic_matches;
+use crate::wire;
 
 pub const QUEUE_TOPIC_PREFIX: &str = "__amqp_q_";
 
@@ -120,7 +125,13 @@ pub struct Vhost {
     config: VhostConfig,
     /// True once the durable definitions are loaded; connections wait for it.
     loaded: tokio::sync::watch::Sender<bool>,
+    /// Wakes the housekeeping task (dead-lettering, TTL, `x-expires`).
+    housekeeping: Arc<tokio::sync::Notify>,
 }
+
+/// How often housekeeping looks at every queue even when nothing woke it (expiry by TTL
+/// and `x-expires` are found this way).
+const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 
 fn poisoned() -> AmqpError {
     AmqpError::internal("vhost lock poisoned")
@@ -175,47 +186,6 @@ fn builtin_exchanges() -> Vec<Exchange> {
     .collect()
 }
 
-/// Queue arguments that RabbitMQ gives a meaning and Arctern does not implement yet: refused
-/// rather than silently ignored.
-const UNSUPPORTED_ARGS: &[&str] = &[
-    "x-message-ttl",
-    "x-expires",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-overflow",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-delivery-limit",
-    "x-max-priority",
-    "x-single-active-consumer",
-    "x-queue-mode",
-    "x-queue-master-locator",
-];
-
-fn check_queue_args(args: &FieldTable) -> Result<(), AmqpError> {
-    for (k, v) in args {
-        let k = k.as_str();
-        if UNSUPPORTED_ARGS.contains(&k) {
-            return Err(AmqpError::precondition(format!(
-                "queue argument '{k}' is not supported by Arctern yet"
-            )));
-        }
-        if k == "x-queue-type" {
-            let t = match v {
-                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                AMQPValue::ShortString(s) => s.as_str().to_string(),
-                _ => String::new(),
-            };
-            if t != "classic" && t != "quorum" {
-                return Err(AmqpError::precondition(format!(
-                    "invalid arg 'x-queue-type': '{t}' (Arctern accepts classic and quorum)"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 fn server_named() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::thread_rng();
@@ -263,6 +233,16 @@ impl Vhost {
             state: Mutex::new(state),
             config,
             loaded: tokio::sync::watch::channel(false).0,
+            housekeeping: Arc::new(tokio::sync::Notify::new()),
+        });
+        let weak = Arc::downgrade(&v);
+        let wake = Arc::clone(&v.housekeeping);
+        tokio::spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(HOUSEKEEPING_TICK, wake.notified()).await;
+                let Some(v) = weak.upgrade() else { return };
+                v.housekeep().await;
+            }
         });
         let loader = Arc::clone(&v);
         tokio::spawn(async move {
@@ -345,7 +325,17 @@ impl Vhost {
         let mut queues = HashMap::new();
         for (name, (topic, auto_delete, arguments)) in queue_topics {
             let p = leader_partition(&self.broker, &topic).await?;
-            let q = Queue::open(name.clone(), topic, true, None, auto_delete, arguments, p)?;
+            let setup = QueueSetup {
+                name: name.clone(),
+                topic,
+                durable: true,
+                exclusive_owner: None,
+                auto_delete,
+                args: QueueArgs::parse_stored(&name, &arguments),
+                arguments,
+                housekeeping: Arc::clone(&self.housekeeping),
+            };
+            let q = Queue::open(setup, p)?;
             tracing::info!(queue = %name, messages = q.message_count(), "recovered durable AMQP queue");
             queues.insert(name, q);
         }
@@ -590,7 +580,7 @@ impl Vhost {
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        check_queue_args(&spec.arguments)?;
+        let args = QueueArgs::parse(&name, &spec.arguments)?;
         let topic = format!("{QUEUE_TOPIC_PREFIX}{}", uuid::Uuid::new_v4().simple());
         self.broker
             .create_topic(
@@ -604,15 +594,17 @@ impl Vhost {
             .map_err(|e| core_error(&e))?;
         let p = leader_partition(&self.broker, &topic).await?;
         let owner = spec.exclusive.then_some(conn);
-        let q = Queue::open(
-            name.clone(),
-            topic.clone(),
-            spec.durable,
-            owner,
-            spec.auto_delete,
-            spec.arguments.clone(),
-            p,
-        )?;
+        let setup = QueueSetup {
+            name: name.clone(),
+            topic: topic.clone(),
+            durable: spec.durable,
+            exclusive_owner: owner,
+            auto_delete: spec.auto_delete,
+            arguments: spec.arguments.clone(),
+            args,
+            housekeeping: Arc::clone(&self.housekeeping),
+        };
+        let q = Queue::open(setup, p)?;
         let wait = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
             if st.queues.contains_key(&name) {
@@ -703,6 +695,7 @@ impl Vhost {
                 }
             }
         }
+        q.touch();
         Ok(Some((
             name.to_string(),
             q.message_count(),
@@ -889,6 +882,139 @@ impl Vhost {
         Ok(())
     }
 
+    // ---- housekeeping: expiry and dead-lettering ----
+
+    /// One round: expires TTL'd messages at every queue's head, dead-letters (or drops)
+    /// the messages that died, and deletes queues unused past their `x-expires`.
+    async fn housekeep(&self) {
+        let queues: Vec<Arc<Queue>> = match self.state.lock() {
+            Ok(st) => st.queues.values().cloned().collect(),
+            Err(_) => return,
+        };
+        for q in queues {
+            q.expire_head();
+            let dead = q.take_dead();
+            if !dead.is_empty() {
+                self.dead_letter_stored(&q, dead).await;
+            }
+            if q.idle_expired() {
+                tracing::info!(queue = %q.name, "deleting a queue unused for longer than its x-expires");
+                let owner = q.exclusive_owner.unwrap_or(0);
+                if let Err(e) = self.queue_delete(owner, &q.name, false, false).await {
+                    tracing::warn!(queue = %q.name, error = %e, "x-expires delete failed");
+                }
+            }
+        }
+    }
+
+    /// Dead-letters messages that died in `q` (or drops them when it has no dead-letter
+    /// exchange). The copies are stored (acks=all) before the originals are recorded
+    /// settled, so a crash in between duplicates a dead letter, never loses one.
+    async fn dead_letter_stored(&self, q: &Arc<Queue>, dead: Vec<(i64, DeathReason)>) {
+        const CHUNK: usize = 1024;
+        let Some(dlx) = q.args.dead_letter_exchange.clone() else {
+            let offsets: Vec<i64> = dead.iter().map(|d| d.0).collect();
+            q.settle(&offsets);
+            return;
+        };
+        for chunk in dead.chunks(CHUNK) {
+            let mut waits = Vec::new();
+            let mut done = Vec::with_capacity(chunk.len());
+            for &(offset, reason) in chunk {
+                match q.read(offset) {
+                    Ok(m) => waits.extend(self.republish_dead(q, &dlx, m, reason)),
+                    Err(e) => {
+                        tracing::error!(queue = %q.name, offset, error = %e, "cannot read a dead message; dropping it");
+                    }
+                }
+                done.push(offset);
+            }
+            let mut stored = true;
+            for w in waits {
+                if let Err(e) = w.await {
+                    tracing::warn!(queue = %q.name, error = %e, "dead letter not stored; the original stays unsettled until restart");
+                    stored = false;
+                }
+            }
+            if stored {
+                q.settle(&done);
+            }
+        }
+    }
+
+    /// A publish refused by `x-overflow=reject-publish-dlx` goes to the dead-letter
+    /// exchange (the publisher still gets basic.nack).
+    pub fn dead_letter_refused(&self, q: &Queue, m: StoredMessage) {
+        if let Some(dlx) = q.args.dead_letter_exchange.clone() {
+            // The copies are stored on their own; nobody waits for them.
+            drop(self.republish_dead(q, &dlx, m, DeathReason::MaxLen));
+        }
+    }
+
+    /// Routes the dead-lettered copy of `m` through `dlx` (with the queue's
+    /// `x-dead-letter-routing-key` or the original key) and appends it to every queue it
+    /// reaches, except where that closes a cycle RabbitMQ would break.
+    fn republish_dead(
+        &self,
+        q: &Queue,
+        dlx: &str,
+        m: StoredMessage,
+        reason: DeathReason,
+    ) -> Vec<StoredWait> {
+        let props = wire::decode_properties(&m.properties).unwrap_or_default();
+        let key = q
+            .args
+            .dead_letter_routing_key
+            .clone()
+            .unwrap_or_else(|| m.routing_key.clone());
+        let now = arctern_core::now_ms();
+        let marked = mark_dead(
+            &props,
+            Death {
+                queue: &q.name,
+                reason,
+                exchange: &m.exchange,
+                routing_key: &m.routing_key,
+                time: (now / 1000).max(0) as u64,
+            },
+        );
+        let targets = match self.route_from(dlx, &key, marked.headers().as_ref(), false) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(queue = %q.name, error = %e, "dead-letter exchange unusable; message dropped");
+                return Vec::new();
+            }
+        };
+        let bytes = m.body.len() as u64;
+        let copy = StoredMessage {
+            exchange: dlx.to_string(),
+            routing_key: key,
+            properties: Bytes::from(wire::encode_properties(&marked)),
+            body: m.body,
+            timestamp: now,
+        };
+        let batch = match encode_message(&copy, now) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(queue = %q.name, error = %e, "cannot encode a dead letter");
+                return Vec::new();
+            }
+        };
+        let mut waits: Vec<StoredWait> = Vec::new();
+        for t in targets {
+            if reason != DeathReason::Rejected && is_cycle(props.headers().as_ref(), &t.name) {
+                tracing::debug!(queue = %t.name, "dead-letter cycle; message dropped for this queue");
+                continue;
+            }
+            match t.append(batch.clone(), bytes, None) {
+                Ok(Enqueued::Stored(a)) => waits.push(Box::pin(t.stored(a))),
+                Ok(Enqueued::Refused) => {}
+                Err(e) => waits.push(Box::pin(async move { Err(e) })),
+            }
+        }
+        waits
+    }
+
     // ---- routing ----
 
     /// The queues a message published to `exchange` with `key` goes to.
@@ -898,11 +1024,22 @@ impl Vhost {
         key: &str,
         headers: Option<&FieldTable>,
     ) -> Result<Vec<Arc<Queue>>, AmqpError> {
+        self.route_from(exchange, key, headers, true)
+    }
+
+    /// Routing; `from_client` refuses internal exchanges (dead-lettering may use them).
+    fn route_from(
+        &self,
+        exchange: &str,
+        key: &str,
+        headers: Option<&FieldTable>,
+        from_client: bool,
+    ) -> Result<Vec<Arc<Queue>>, AmqpError> {
         let st = self.state.lock().map_err(|_| poisoned())?;
         let e = st.exchanges.get(exchange).ok_or_else(|| {
             AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
         })?;
-        if e.internal {
+        if e.internal && from_client {
             return Err(AmqpError::refused(format!(
                 "cannot publish to internal exchange '{exchange}' in vhost '/'"
             )));

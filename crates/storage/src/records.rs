@@ -17,6 +17,8 @@ pub struct PlainRecord {
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
     pub headers: Vec<(String, Option<Bytes>)>,
+    /// Milliseconds since the epoch; on encode the batch's timestamp is used instead.
+    pub timestamp: i64,
     /// A transaction marker written by Kafka clients (never by the encoder here).
     pub control: bool,
 }
@@ -88,6 +90,7 @@ pub fn decode_batches(bytes: Vec<u8>) -> Result<Vec<PlainRecord>, RecordsError> 
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
                     .collect(),
+                timestamp: r.timestamp,
                 control: r.control,
             }
         }));
