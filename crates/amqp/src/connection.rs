@@ -17,6 +17,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
+use crate::alarm::AlarmState;
 use crate::codes::*;
 use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, StoredWait};
 use crate::record::{encode_message, StoredMessage};
@@ -189,6 +190,15 @@ struct Conn {
     commit_tx: mpsc::UnboundedSender<(u16, u64, bool)>,
     max_message_size: usize,
     consumer_timeout: Option<Duration>,
+    /// The resource alarm (see `alarm`).
+    alarm: AlarmState,
+    /// The client announced the `connection.blocked` capability.
+    wants_blocked: bool,
+    /// A `connection.blocked` was sent and not yet followed by `unblocked`.
+    blocked_sent: bool,
+    /// A basic.publish that arrived during an alarm: it and everything after it wait
+    /// (frames are not read) until the alarm clears.
+    held: Option<AMQPFrame>,
 }
 
 /// How a frame's handling ended.
@@ -210,6 +220,7 @@ pub async fn run(
     id: u64,
     vhost: Arc<Vhost>,
     config: AmqpServerConfig,
+    alarm: AlarmState,
 ) {
     let _ = stream.set_nodelay(true);
     if !vhost.wait_loaded(Duration::from_secs(30)).await {
@@ -260,6 +271,10 @@ pub async fn run(
         max_message_size: config.max_message_size,
         consumer_timeout: (config.consumer_timeout_ms > 0)
             .then(|| Duration::from_millis(config.consumer_timeout_ms)),
+        alarm,
+        wants_blocked: false,
+        blocked_sent: false,
+        held: None,
     };
     let heartbeat = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -289,7 +304,7 @@ pub async fn run(
         loop {
             tokio::select! {
                 _ = ack_check.tick(), if conn.consumer_timeout.is_some() => conn.check_ack_timeouts().await,
-                f = frames.recv() => {
+                f = frames.recv(), if conn.held.is_none() => {
                     match f {
                         None => break,
                         Some(Err(e)) => {
@@ -300,15 +315,28 @@ pub async fn run(
                             conn.close_connection(&mut frames, AmqpError::new(code, e.to_string()), 0, 0).await;
                             break;
                         }
-                        Some(Ok(frame)) => match conn.frame(frame).await {
-                            Ok(Flow::Continue) => {}
-                            Ok(Flow::Closed) => break,
-                            Err(Fail::Connection(e, c, m)) => {
-                                conn.close_connection(&mut frames, e, c, m).await;
+                        Some(Ok(frame)) => {
+                            let alarm = conn.alarm.borrow().clone();
+                            if let (Some(reason), true) = (alarm, is_publish(&frame)) {
+                                conn.hold(frame, reason).await;
+                            } else if conn.on_frame(&mut frames, frame).await {
                                 break;
                             }
-                            Err(Fail::Channel(ch, e, c, m)) => conn.close_channel(ch, e, c, m).await,
-                        },
+                        }
+                    }
+                }
+                Ok(()) = conn.alarm.changed() => {
+                    if conn.alarm.borrow_and_update().is_none() {
+                        if conn.blocked_sent {
+                            conn.blocked_sent = false;
+                            let m = connection::AMQPMethod::Unblocked(connection::Unblocked {});
+                            conn.reply(0, AMQPClass::Connection(m)).await;
+                        }
+                        if let Some(frame) = conn.held.take() {
+                            if conn.on_frame(&mut frames, frame).await {
+                                break;
+                            }
+                        }
                     }
                 }
                 _ = conn.wake.notified() => conn.pump().await,
@@ -332,7 +360,8 @@ pub async fn run(
                         break;
                     }
                 }
-                _ = tick.tick(), if heartbeat > 0 => {
+                // A blocked connection's frames are not read, so its silence means nothing.
+                _ = tick.tick(), if heartbeat > 0 && conn.held.is_none() => {
                     let silent_ms = (epoch.elapsed().as_millis() as u64)
                         .saturating_sub(last_frame.load(Ordering::Acquire));
                     if silent_ms > 2000 * u64::from(heartbeat) {
@@ -413,12 +442,11 @@ impl Conn {
             "per_consumer_qos",
             "authentication_failure_close",
             "exchange_exchange_bindings",
+            "connection.blocked",
         ] {
             caps.insert(c.into(), AMQPValue::Boolean(true));
         }
-        for c in ["connection.blocked", "direct_reply_to"] {
-            caps.insert(c.into(), AMQPValue::Boolean(false));
-        }
+        caps.insert("direct_reply_to".into(), AMQPValue::Boolean(false));
         let mut props = FieldTable::default();
         props.insert("product".into(), AMQPValue::LongString("Arctern".into()));
         props.insert(
@@ -446,6 +474,11 @@ impl Conn {
                 "expected connection.start-ok",
             )));
         };
+        self.wants_blocked = matches!(
+            ok.client_properties.inner().get("capabilities"),
+            Some(AMQPValue::FieldTable(t))
+                if t.inner().get("connection.blocked") == Some(&AMQPValue::Boolean(true))
+        );
         if ok.mechanism.as_str() != "PLAIN" {
             return Err(Some(AmqpError::refused(format!(
                 "unsupported authentication mechanism '{}' (only PLAIN)",
@@ -581,6 +614,40 @@ impl Conn {
         for (tag, cons) in consumers {
             let auto = cons.queue.remove_consumer(self.id, ch, &tag);
             self.vhost.consumer_gone(&cons.queue, auto).await;
+        }
+    }
+
+    /// A publish during an alarm: it waits, and no frame is read after it until the alarm
+    /// clears. As RabbitMQ, `connection.blocked` goes to a connection when it first
+    /// publishes during the alarm, not to connections that only consume.
+    async fn hold(&mut self, frame: AMQPFrame, reason: String) {
+        self.held = Some(frame);
+        if self.wants_blocked && !self.blocked_sent {
+            self.blocked_sent = true;
+            let m = connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: reason.into(),
+            });
+            self.reply(0, AMQPClass::Connection(m)).await;
+        }
+    }
+
+    /// Handles one frame from the client; true when the connection is done.
+    async fn on_frame(
+        &mut self,
+        frames: &mut mpsc::Receiver<ReadResult>,
+        frame: AMQPFrame,
+    ) -> bool {
+        match self.frame(frame).await {
+            Ok(Flow::Continue) => false,
+            Ok(Flow::Closed) => true,
+            Err(Fail::Connection(e, c, m)) => {
+                self.close_connection(frames, e, c, m).await;
+                true
+            }
+            Err(Fail::Channel(ch, e, c, m)) => {
+                self.close_channel(ch, e, c, m).await;
+                false
+            }
         }
     }
 
@@ -1632,6 +1699,13 @@ fn ack_frame(ch: u16, tag: u64, multiple: bool) -> Vec<u8> {
             delivery_tag: tag,
             multiple,
         })),
+    )
+}
+
+fn is_publish(frame: &AMQPFrame) -> bool {
+    matches!(
+        frame,
+        AMQPFrame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Publish(_)))
     )
 }
 

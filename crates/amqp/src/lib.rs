@@ -4,6 +4,7 @@
 //! `vhost` and `queue` hold exchanges, queues and bindings over the broker core;
 //! `connection` and `server` run one task per client connection.
 
+pub mod alarm;
 pub mod args;
 pub mod codes;
 pub mod connection;
@@ -15,5 +16,6 @@ pub mod topic;
 pub mod vhost;
 pub mod wire;
 
+pub use alarm::AlarmConfig;
 pub use server::{serve, AmqpServerConfig};
 pub use vhost::{Vhost, VhostConfig};

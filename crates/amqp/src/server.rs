@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::alarm::AlarmState;
 use crate::vhost::Vhost;
 
 /// Connection limits, RabbitMQ's names and defaults unless noted.
@@ -48,6 +49,7 @@ pub async fn serve(
     listener: TcpListener,
     vhost: Arc<Vhost>,
     config: AmqpServerConfig,
+    alarm: AlarmState,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let ids = AtomicU64::new(1);
@@ -58,7 +60,8 @@ pub async fn serve(
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     let vhost = Arc::clone(&vhost);
                     let config = config.clone();
-                    tokio::spawn(crate::connection::run(stream, peer, id, vhost, config));
+                    let alarm = alarm.clone();
+                    tokio::spawn(crate::connection::run(stream, peer, id, vhost, config, alarm));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "AMQP accept failed");

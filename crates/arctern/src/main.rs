@@ -206,10 +206,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let amqp_bound = amqp_listener
         .local_addr()
         .context("reading AMQP bound address")?;
+    let alarm =
+        arctern_amqp::alarm::start(settings::alarm_config(&file, &broker.config().data_dir)?);
     let amqp_server = tokio::spawn(arctern_amqp::serve(
         amqp_listener,
         vhost,
         amqp_config,
+        alarm,
         stop.subscribe(),
     ));
     tracing::info!(listen = %amqp_bound, "amqp listener ready");

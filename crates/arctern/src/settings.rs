@@ -95,6 +95,12 @@ pub struct FileConfig {
     pub amqp_max_message_size: Option<i64>,
     #[serde(rename = "amqp.consumer_timeout")]
     pub amqp_consumer_timeout: Option<i64>,
+    /// Bytes the data directory's file system must keep free, else publishers are blocked.
+    #[serde(rename = "amqp.disk_free_limit")]
+    pub amqp_disk_free_limit: Option<i64>,
+    /// Fraction of the machine's memory above which publishers are blocked.
+    #[serde(rename = "amqp.vm_memory_high_watermark")]
+    pub amqp_vm_memory_high_watermark: Option<f64>,
 }
 
 /// Every key the file accepts, for the environment overlay.
@@ -140,6 +146,8 @@ const KEYS: &[&str] = &[
     "amqp.heartbeat",
     "amqp.max_message_size",
     "amqp.consumer_timeout",
+    "amqp.disk_free_limit",
+    "amqp.vm_memory_high_watermark",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -162,6 +170,8 @@ impl FileConfig {
             if let Ok(raw) = std::env::var(env_name(key)) {
                 let value = if let Ok(n) = raw.parse::<i64>() {
                     toml::Value::Integer(n)
+                } else if let Ok(f) = raw.parse::<f64>() {
+                    toml::Value::Float(f)
                 } else if let Ok(b) = raw.parse::<bool>() {
                     toml::Value::Boolean(b)
                 } else {
@@ -336,6 +346,24 @@ pub fn amqp_config(file: &FileConfig) -> Result<arctern_amqp::AmqpServerConfig> 
     }
     if let Some(v) = file.amqp_consumer_timeout {
         c.consumer_timeout_ms = non_negative("amqp.consumer_timeout", v)?;
+    }
+    Ok(c)
+}
+
+/// The AMQP resource alarms (RabbitMQ's `disk_free_limit`, `vm_memory_high_watermark`).
+pub fn alarm_config(file: &FileConfig, data_dir: &Path) -> Result<arctern_amqp::AlarmConfig> {
+    let mut c = arctern_amqp::AlarmConfig {
+        data_dir: data_dir.to_path_buf(),
+        ..arctern_amqp::AlarmConfig::default()
+    };
+    if let Some(v) = file.amqp_disk_free_limit {
+        c.disk_free_limit = non_negative("amqp.disk_free_limit", v)?;
+    }
+    if let Some(v) = file.amqp_vm_memory_high_watermark {
+        if !(0.0..=1.0).contains(&v) {
+            bail!("amqp.vm_memory_high_watermark must be between 0 and 1 (0 = off)");
+        }
+        c.memory_high_watermark = v;
     }
     Ok(c)
 }
