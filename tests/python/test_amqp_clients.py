@@ -240,3 +240,194 @@ def test_aiopika_channel_exceptions_carry_reply_codes(broker):
             assert q.declaration_result.message_count == 0
 
     run(main())
+
+
+# ----------------------------------------------------------------------------- kombu
+
+def kombu_conn(b, **kw):
+    from kombu import Connection
+    return Connection(f"amqp://guest:guest@127.0.0.1:{b.amqp_port}//", connect_timeout=10, **kw)
+
+
+def test_kombu_producer_consumer_over_a_durable_exchange_and_queue(broker):
+    """kombu Producer (publisher confirms, persistent, json) to a durable direct exchange;
+    a Consumer on the bound durable queue receives every message once, in order; acked
+    messages are gone, and the definitions are durable."""
+    from kombu import Consumer, Exchange, Producer, Queue
+
+    ex = Exchange("k-ex", type="direct", durable=True)
+    q = Queue("k-q", exchange=ex, routing_key="k-rk", durable=True)
+    n = 200
+    with kombu_conn(broker, transport_options={"confirm_publish": True}) as conn:
+        producer = Producer(conn.channel(), exchange=ex, serializer="json")
+        for i in range(n):
+            producer.publish({"i": i, "id": f"k-{i}"}, routing_key="k-rk", declare=[q],
+                             delivery_mode=2, retry=False)
+        got = []
+
+        def on_message(body, message):
+            got.append((body, message.delivery_info["redelivered"],
+                        message.properties.get("delivery_mode")))
+            message.ack()
+
+        with Consumer(conn.channel(), queues=[q], callbacks=[on_message], accept=["json"]):
+            deadline = time.monotonic() + 20
+            while len(got) < n and time.monotonic() < deadline:
+                try:
+                    conn.drain_events(timeout=1)
+                except TimeoutError:
+                    pass
+        assert [b["i"] for b, _, _ in got] == list(range(n))
+        assert not any(r for _, r, _ in got)
+        assert all(dm == 2 for _, _, dm in got)
+        ch = conn.channel()
+        name, count, consumers = ch.queue_declare("k-q", passive=True)
+        assert (name, count, consumers) == ("k-q", 0, 0)
+        ch.exchange_declare("k-ex", "direct", passive=True)
+        ch.close()
+
+
+def test_kombu_simple_queue_put_get_ack_and_requeue(broker):
+    """SimpleQueue put/get with ack; message.requeue() (basic.reject requeue=true) brings
+    the message back with redelivered=True; every message is received once more at most.
+    (SimpleQueue's consumer has no prefetch limit, so the later messages may already be in
+    kombu's buffer ahead of the requeued one, with RabbitMQ as well.)"""
+    with kombu_conn(broker) as conn:
+        sq = conn.SimpleQueue("k-simple")
+        for i in range(3):
+            sq.put({"n": i})
+        m = sq.get(block=True, timeout=10)
+        assert m.payload == {"n": 0} and not m.delivery_info["redelivered"]
+        m.ack()
+        m = sq.get(block=True, timeout=10)
+        assert m.payload == {"n": 1} and not m.delivery_info["redelivered"]
+        m.requeue()
+        rest = []
+        for _ in range(2):
+            m = sq.get(block=True, timeout=10)
+            rest.append((m.payload["n"], m.delivery_info["redelivered"]))
+            m.ack()
+        assert sorted(rest) == [(1, True), (2, False)]
+        with pytest.raises(sq.Empty):
+            sq.get(block=True, timeout=0.5)
+        sq.close()
+    with kombu_conn(broker) as conn:       # all acked: nothing left
+        ch = conn.channel()
+        assert ch.queue_declare("k-simple", passive=True).message_count == 0
+        ch.close()
+
+
+# ----------------------------------------------------------------------------- Celery
+
+class CeleryWorker:
+    """One `celery worker` subprocess (solo pool) on celery_e2e_app; stopped by its PID."""
+
+    def __init__(self, broker, results: Path, log: Path, acks_late: bool = False):
+        env = dict(os.environ)
+        env.update(ARCTERN_CELERY_BROKER=f"amqp://guest:guest@127.0.0.1:{broker.amqp_port}//",
+                   ARCTERN_CELERY_RESULTS=str(results),
+                   ARCTERN_CELERY_ACKS_LATE="1" if acks_late else "0",
+                   PYTHONPATH=str(HERE) + os.pathsep + env.get("PYTHONPATH", ""))
+        self.log = log
+        out = open(log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "celery_e2e_app", "worker", "--pool=solo",
+             "-c", "1", "--without-heartbeat", "--without-gossip", "--without-mingle",
+             "-l", os.environ.get("ARCTERN_CELERY_LOGLEVEL", "info"), "-n", f"w{uuid.uuid4().hex[:6]}@localhost"],
+            cwd=str(HERE), env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(15)
+
+    def stop(self):
+        """SIGKILL: the solo pool has no child processes, and a warm shutdown (SIGTERM)
+        waits for the worker's event loop to wake up, up to 10 s."""
+        self.kill(signal.SIGKILL)
+
+    def log_tail(self, n=40):
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+@pytest.fixture
+def celery_env(broker, tmp_path, monkeypatch):
+    """start_worker(acks_late) -> CeleryWorker, and a Celery app for this broker in this
+    process (make_app(acks_late)) to send tasks with; every worker is stopped (by PID) and
+    every app closed at teardown."""
+    results = tmp_path / "celery-results"
+    results.mkdir()
+    monkeypatch.syspath_prepend(str(HERE))
+    import celery_e2e_app as mod
+    workers: list[CeleryWorker] = []
+    apps = []
+
+    def start_worker(acks_late=False) -> CeleryWorker:
+        w = CeleryWorker(broker, results, tmp_path / f"worker{len(workers)}.log", acks_late)
+        workers.append(w)
+        return w
+
+    def make_app(acks_late=False):
+        app = mod.make_app(f"amqp://guest:guest@127.0.0.1:{broker.amqp_port}//", str(results),
+                           acks_late)
+        apps.append(app)
+        return app
+
+    yield make_app, start_worker
+    for w in workers:
+        w.stop()
+    for app in apps:
+        app.close()
+
+
+def test_celery_worker_runs_tasks_with_arctern_as_broker(celery_env):
+    """A Celery worker consuming from Arctern runs tasks sent by this process; their
+    results come back (file-system result backend)."""
+    make_app, start_worker = celery_env
+    app = make_app()
+    w = start_worker()
+    try:
+        results = [app.send_task("celery_e2e_app.add", (i, i * 10)) for i in range(20)]
+        assert [r.get(timeout=60) for r in results] == [i * 11 for i in range(20)]
+        assert all(r.successful() for r in results)
+    except Exception:
+        print(w.log_tail())
+        raise
+
+
+def test_celery_acks_late_task_runs_again_after_worker_sigkill(celery_env, tmp_path):
+    """task_acks_late=True: the message is acked only after the task ran. A worker killed
+    with SIGKILL mid-task never acked it, so the broker redelivers it (redelivered=True)
+    to the next worker, which runs it to completion."""
+    import celery_e2e_app as mod
+    make_app, start_worker = celery_env
+    app = make_app(acks_late=True)
+    journal_path = tmp_path / "journal.txt"
+    w1 = start_worker(acks_late=True)
+    res = app.send_task("celery_e2e_app.journal", (str(journal_path), "job-1", 120))
+    deadline = time.monotonic() + 60
+    while not mod.lines(journal_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first = mod.lines(journal_path)
+    assert first and first[0].startswith("start job-1 "), w1.log_tail()
+    assert first[0].split()[3] == "0"          # first delivery: not redelivered
+    w1.kill(signal.SIGKILL)
+    w2 = start_worker(acks_late=True)
+    try:
+        assert res.get(timeout=60) == "job-1"
+    except Exception:
+        print(w2.log_tail())
+        raise
+    entries = mod.lines(journal_path)
+    starts = [e.split() for e in entries if e.startswith("start")]
+    dones = [e.split() for e in entries if e.startswith("done")]
+    assert len(starts) == 2, entries
+    assert starts[0][2] == str(w1.proc.pid) and starts[1][2] == str(w2.proc.pid)
+    assert starts[1][3] == "1", "the second run must be a redelivery"
+    assert len(dones) == 1 and dones[0][2] == str(w2.proc.pid)
