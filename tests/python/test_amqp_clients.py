@@ -216,6 +216,51 @@ def test_aiopika_transactions_commit_delivers_rollback_never_does(broker):
     run(main())
 
 
+def test_aiopika_committed_transactions_survive_kill_9_rolled_back_never_appear(broker):
+    """Transactions across a crash: batches whose tx.commit returned are all there after
+    SIGKILL and restart, in order; rolled-back batches and the batch still open at the
+    kill are never delivered."""
+    async def publish_phase():
+        conn = await aio_pika.connect(url(broker))
+        ch = await conn.channel(publisher_confirms=False)
+        await ch.declare_queue("aio-txd", durable=True)
+        tx = ch.transaction()
+        await tx.select()
+        for batch in range(10):
+            for i in range(20):
+                await ch.default_exchange.publish(persistent(f"b{batch}-{i}".encode()),
+                                                  routing_key="aio-txd")
+            if batch % 2 == 0:
+                await tx.commit()
+            else:
+                await tx.rollback()
+        for i in range(20):
+            await ch.default_exchange.publish(persistent(f"open-{i}".encode()),
+                                              routing_key="aio-txd")
+        await asyncio.sleep(0.2)     # the open batch reached the broker, uncommitted
+        broker.kill()
+        try:
+            await asyncio.wait_for(conn.close(), 5)
+        except Exception:
+            pass
+
+    run(publish_phase())
+    broker.restart()
+
+    async def check():
+        conn = await aio_pika.connect(url(broker))
+        async with conn:
+            ch = await conn.channel()
+            q = await ch.declare_queue("aio-txd", durable=True)
+            assert q.declaration_result.message_count == 100
+            got = await get_n(q, 100)
+            assert [m.body for m in got] == [f"b{b}-{i}".encode()
+                                             for b in range(0, 10, 2) for i in range(20)]
+            assert await q.get(fail=False) is None
+
+    run(check())
+
+
 def test_aiopika_channel_exceptions_carry_reply_codes(broker):
     """Passive declare of a missing queue: channel.close 404 NOT_FOUND, raised by aiormq as
     ChannelNotFoundEntity; redeclaring with another durability: 406 as
