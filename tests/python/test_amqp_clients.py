@@ -261,6 +261,52 @@ def test_aiopika_committed_transactions_survive_kill_9_rolled_back_never_appear(
     run(check())
 
 
+def test_aiopika_routing_topic_headers_exchange_to_exchange_and_returns(broker):
+    """aio-pika's declare/bind API: a durable topic exchange, a headers exchange (x-match
+    any), an exchange-to-exchange binding, and a mandatory unroutable publish that comes
+    back through aio-pika's return callback (312 NO_ROUTE) and is still confirmed."""
+    async def main():
+        conn = await aio_pika.connect(url(broker))
+        async with conn:
+            ch = await conn.channel(publisher_confirms=True, on_return_raises=False)
+            returned = []
+            ch.return_callbacks.add(lambda _ch, m: returned.append(m))
+            topic = await ch.declare_exchange("aio-topic", aio_pika.ExchangeType.TOPIC, durable=True)
+            headers = await ch.declare_exchange("aio-headers", aio_pika.ExchangeType.HEADERS)
+            front = await ch.declare_exchange("aio-front", aio_pika.ExchangeType.FANOUT)
+            await topic.bind(front)                    # aio-front -> aio-topic
+            qa = await ch.declare_queue("aio-orange", durable=True)
+            qb = await ch.declare_queue("aio-lazy", durable=True)
+            qh = await ch.declare_queue("aio-hdr")
+            await qa.bind(topic, "*.orange.*")
+            await qb.bind(topic, "lazy.#")
+            await qh.bind(headers, arguments={"x-match": "any", "color": "red", "size": 5})
+            for rk in ("quick.orange.rabbit", "lazy.brown.fox", "lazy.orange.elephant", "x.y"):
+                await topic.publish(persistent(rk.encode()), routing_key=rk)
+            await front.publish(persistent(b"via-front"), routing_key="lazy.via.front")
+            for h in ({"color": "red"}, {"size": 5}, {"color": "blue", "size": 6}, {}):
+                await headers.publish(aio_pika.Message(repr(h).encode(), headers=h), routing_key="")
+            r = await ch.default_exchange.publish(
+                aio_pika.Message(b"nobody", message_id="ret-1"), routing_key="aio-no-queue",
+                mandatory=True)
+            assert isinstance(r, aiormq.spec.Basic.Ack)
+            assert sorted(m.body for m in await get_n(qa, 2)) == [b"lazy.orange.elephant",
+                                                                  b"quick.orange.rabbit"]
+            assert sorted(m.body for m in await get_n(qb, 3)) == [b"lazy.brown.fox",
+                                                                  b"lazy.orange.elephant",
+                                                                  b"via-front"]
+            assert [m.body for m in await get_n(qh, 2)] == [b"{'color': 'red'}", b"{'size': 5}"]
+            await asyncio.sleep(0.3)
+            for q in (qa, qb, qh):
+                assert await q.get(fail=False) is None
+            deadline = time.monotonic() + 5
+            while not returned and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert [(m.body, m.message_id) for m in returned] == [(b"nobody", "ret-1")]
+
+    run(main())
+
+
 def test_aiopika_channel_exceptions_carry_reply_codes(broker):
     """Passive declare of a missing queue: channel.close 404 NOT_FOUND, raised by aiormq as
     ChannelNotFoundEntity; redeclaring with another durability: 406 as
