@@ -475,7 +475,7 @@ async fn tx(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
             let mut hist = new_histogram()?;
             let mut body = vec![b'x'; size];
             let (mut sent, mut txs) = (0u64, 0u64);
-            while sent < count && !deadline.is_some_and(|d| Instant::now() >= d) {
+            while sent < count && deadline.is_none_or(|d| Instant::now() < d) {
                 let n = k.min(count - sent);
                 for j in 0..n {
                     encode_stamp(&mut body, sent + j, 0);
@@ -558,7 +558,7 @@ async fn consume(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
         };
         got += 1;
         bytes += delivery.data.len() as u64;
-        if got % args.ack_every == 0 || got == total {
+        if got.is_multiple_of(args.ack_every) || got == total {
             delivery
                 .acker
                 .ack(BasicAckOptions {
@@ -626,7 +626,7 @@ async fn latency(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
                 let _ = e2e.record((now.saturating_sub(sent) / 1000).max(1));
             }
             got += 1;
-            if got % ack_every == 0 {
+            if got.is_multiple_of(ack_every) {
                 delivery
                     .acker
                     .ack(BasicAckOptions {
