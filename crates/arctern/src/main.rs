@@ -41,6 +41,9 @@ enum Command {
     Groups(groups_cli::GroupsCommand),
     /// Produce and consume against a running broker and print throughput and latency.
     Bench(arctern_bench::BenchArgs),
+    /// AMQP 0-9-1 scenarios (publisher confirms, transactions, consume, end-to-end
+    /// latency) against a running broker (Arctern or RabbitMQ).
+    BenchAmqp(arctern_bench::AmqpBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -88,6 +91,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Bench(args) => runtime.block_on(arctern_bench::run(args)),
+        Command::BenchAmqp(args) => runtime.block_on(arctern_bench::amqp::run(args)),
         Command::Cluster(ClusterCommand::Status(args)) => {
             runtime.block_on(cluster_status::run(args))
         }

@@ -10,6 +10,7 @@
 //! response, per request.
 
 mod admin;
+pub mod amqp;
 mod conn;
 mod consume;
 mod produce;
@@ -20,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use kafka_protocol::records::Compression;
 
+pub use amqp::AmqpBenchArgs;
 pub use consume::ConsumeStats;
 pub use produce::ProduceStats;
 
