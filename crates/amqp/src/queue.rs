@@ -10,9 +10,9 @@
 //! dead-letters them (when the queue has a dead-letter exchange) and only then records
 //! them settled: a crash in between brings them back, it never loses them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use amq_protocol::types::FieldTable;
 use arctern_core::{Acks, Appended, Partition};
@@ -25,6 +25,8 @@ use crate::record::{decode_batches, encode_control, ControlKind, QueueRecord, St
 use crate::wire;
 
 const READ_BYTES: usize = 1 << 20;
+/// How often a queue looks for fully settled segments to delete.
+const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 
 /// A consumer as the queue knows it: where to wake and where to send a cancel.
 #[derive(Debug, Clone)]
@@ -85,20 +87,27 @@ struct Inner {
     ready_bytes: u64,
     /// Messages that died, waiting to be dead-lettered (or dropped) by housekeeping.
     dead: Vec<(i64, DeathReason)>,
+    /// Taken out of `ready` and not settled yet: with a consumer, dying, or being
+    /// dead-lettered. With `ready` it bounds what the log must keep.
+    out: BTreeSet<i64>,
     consumers: Vec<ConsumerReg>,
     had_consumer: bool,
     deleted: bool,
     /// Last declare, basic.get or consumer change, for `x-expires`.
     last_used: Instant,
+    /// Last look for settled segments to reclaim.
+    reclaimed_at: Instant,
 }
 
 impl Inner {
     fn take(&mut self, offset: i64) -> Option<Entry> {
         let e = self.ready.remove(&offset)?;
         self.ready_bytes = self.ready_bytes.saturating_sub(e.bytes);
+        self.out.insert(offset);
         Some(e)
     }
     fn put(&mut self, offset: i64, e: Entry) {
+        self.out.remove(&offset);
         self.ready_bytes += e.bytes;
         if let Some(old) = self.ready.insert(offset, e) {
             self.ready_bytes = self.ready_bytes.saturating_sub(old.bytes);
@@ -209,10 +218,12 @@ impl Queue {
                 ready,
                 ready_bytes,
                 dead: Vec::new(),
+                out: BTreeSet::new(),
                 consumers: Vec::new(),
                 had_consumer: false,
                 deleted: false,
                 last_used: Instant::now(),
+                reclaimed_at: Instant::now(),
             }),
             housekeeping,
         });
@@ -446,8 +457,18 @@ impl Queue {
     }
 
     fn control(&self, kind: ControlKind, offsets: &[i64]) {
-        if offsets.is_empty() || self.is_deleted() {
+        if offsets.is_empty() {
             return;
+        }
+        match self.inner.lock() {
+            Ok(mut inner) if !inner.deleted => {
+                if kind == ControlKind::Settled {
+                    for o in offsets {
+                        inner.out.remove(o);
+                    }
+                }
+            }
+            _ => return,
         }
         match encode_control(kind, offsets, arctern_core::now_ms()) {
             Ok(b) => {
@@ -457,6 +478,33 @@ impl Queue {
             }
             Err(e) => {
                 tracing::error!(queue = %self.name, error = %e, "cannot encode delivery state")
+            }
+        }
+    }
+
+    /// Deletes the log's whole segments below the oldest unsettled message (and the high
+    /// watermark), at most once per `RECLAIM_EVERY`. A settlement record always comes after
+    /// the message it settles, so the log that remains replays to the same queue.
+    pub fn reclaim(&self) {
+        let hw = self.partition.high_watermark();
+        let floor = match self.inner.lock() {
+            Ok(mut inner) if !inner.deleted => {
+                if inner.reclaimed_at.elapsed() < RECLAIM_EVERY {
+                    return;
+                }
+                inner.reclaimed_at = Instant::now();
+                let oldest = [inner.ready.keys().next(), inner.out.first()];
+                oldest.into_iter().flatten().fold(hw, |f, &o| f.min(o))
+            }
+            _ => return,
+        };
+        match self.partition.delete_segments_below(floor) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(queue = %self.name, segments = n, floor, "reclaimed settled segments")
+            }
+            Err(e) => {
+                tracing::warn!(queue = %self.name, error = %e, "cannot reclaim settled segments")
             }
         }
     }

@@ -28,6 +28,9 @@ pub struct AmqpServerConfig {
     /// `consumer_timeout` in ms (30 min): a delivery unacknowledged for longer closes its
     /// channel with 406 PRECONDITION_FAILED; 0 disables.
     pub consumer_timeout_ms: u64,
+    /// `segment.bytes` of a queue's log (64 MiB): a queue deletes whole segments once every
+    /// message in them is settled, so this bounds what settled messages still occupy.
+    pub queue_segment_bytes: u64,
 }
 
 impl Default for AmqpServerConfig {
@@ -40,6 +43,7 @@ impl Default for AmqpServerConfig {
             default_user: "guest".into(),
             default_pass: "guest".into(),
             consumer_timeout_ms: 1_800_000,
+            queue_segment_bytes: 64 << 20,
         }
     }
 }

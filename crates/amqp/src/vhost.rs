@@ -114,6 +114,8 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct VhostConfig {
     pub max_message_size: usize,
+    /// `segment.bytes` of queue logs (see `AmqpServerConfig::queue_segment_bytes`).
+    pub queue_segment_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -153,11 +155,17 @@ pub async fn leader_partition(broker: &Broker, topic: &str) -> Result<Arc<Partit
     )))
 }
 
-fn queue_topic_configs(max_message_size: usize) -> Vec<(String, String)> {
+fn queue_topic_configs(config: &VhostConfig) -> Vec<(String, String)> {
+    let max_message_size = config.max_message_size;
     vec![
-        // A queue keeps messages until they are settled, never by age or size.
+        // A queue keeps messages until they are settled, never by age or size; settled
+        // segments are deleted by `Queue::reclaim`.
         ("retention.ms".into(), "-1".into()),
         ("retention.bytes".into(), "-1".into()),
+        (
+            "segment.bytes".into(),
+            config.queue_segment_bytes.to_string(),
+        ),
         (
             "max.message.bytes".into(),
             (max_message_size + 4096).to_string(),
@@ -583,13 +591,7 @@ impl Vhost {
         let args = QueueArgs::parse(&name, &spec.arguments)?;
         let topic = format!("{QUEUE_TOPIC_PREFIX}{}", uuid::Uuid::new_v4().simple());
         self.broker
-            .create_topic(
-                &topic,
-                1,
-                -1,
-                &queue_topic_configs(self.config.max_message_size),
-                false,
-            )
+            .create_topic(&topic, 1, -1, &queue_topic_configs(&self.config), false)
             .await
             .map_err(|e| core_error(&e))?;
         let p = leader_partition(&self.broker, &topic).await?;
@@ -893,6 +895,7 @@ impl Vhost {
         };
         for q in queues {
             q.expire_head();
+            q.reclaim();
             let dead = q.take_dead();
             if !dead.is_empty() {
                 self.dead_letter_stored(&q, dead).await;

@@ -195,6 +195,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Arc::clone(&broker),
         arctern_amqp::VhostConfig {
             max_message_size: amqp_config.max_message_size,
+            queue_segment_bytes: amqp_config.queue_segment_bytes,
         },
     );
     let (stop, stopped) = watch::channel(false);

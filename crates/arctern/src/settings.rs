@@ -101,6 +101,9 @@ pub struct FileConfig {
     /// Fraction of the machine's memory above which publishers are blocked.
     #[serde(rename = "amqp.vm_memory_high_watermark")]
     pub amqp_vm_memory_high_watermark: Option<f64>,
+    /// `segment.bytes` of queue logs, the unit in which settled messages are reclaimed.
+    #[serde(rename = "amqp.queue_segment_bytes")]
+    pub amqp_queue_segment_bytes: Option<i64>,
 }
 
 /// Every key the file accepts, for the environment overlay.
@@ -148,6 +151,7 @@ const KEYS: &[&str] = &[
     "amqp.consumer_timeout",
     "amqp.disk_free_limit",
     "amqp.vm_memory_high_watermark",
+    "amqp.queue_segment_bytes",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -347,6 +351,13 @@ pub fn amqp_config(file: &FileConfig) -> Result<arctern_amqp::AmqpServerConfig> 
     if let Some(v) = file.amqp_consumer_timeout {
         c.consumer_timeout_ms = non_negative("amqp.consumer_timeout", v)?;
     }
+    if let Some(v) = file.amqp_queue_segment_bytes {
+        c.queue_segment_bytes = non_negative("amqp.queue_segment_bytes", v)?;
+    }
+    // A segment holds at least one message's batch.
+    if c.queue_segment_bytes < c.max_message_size as u64 + 8192 {
+        bail!("amqp.queue_segment_bytes must be at least amqp.max_message_size + 8192");
+    }
     Ok(c)
 }
 
@@ -435,9 +446,18 @@ mod tests {
                 amqp.frame_max,
                 amqp.channel_max,
                 amqp.heartbeat,
-                amqp.max_message_size
+                amqp.max_message_size,
+                amqp.consumer_timeout_ms,
+                amqp.queue_segment_bytes
             ),
-            (d.frame_max, d.channel_max, d.heartbeat, d.max_message_size),
+            (
+                d.frame_max,
+                d.channel_max,
+                d.heartbeat,
+                d.max_message_size,
+                d.consumer_timeout_ms,
+                d.queue_segment_bytes
+            ),
             "the example documents the AMQP defaults"
         );
         assert_eq!(

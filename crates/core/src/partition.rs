@@ -935,6 +935,16 @@ impl Partition {
             .apply_retention(now_ms())?)
     }
 
+    /// Deletes the whole segments below `offset` (see `Log::delete_segments_below`): an
+    /// AMQP queue's settled prefix on its leader, the leader's log start on a follower.
+    pub fn delete_segments_below(&self, offset: i64) -> Result<usize> {
+        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        if log.segment_count() < 2 {
+            return Ok(0);
+        }
+        Ok(log.delete_segments_below(offset)?)
+    }
+
     /// Idempotent producers known to this replica (for tests and metrics).
     pub fn producer_count(&self) -> usize {
         self.producers.lock().map_or(0, |p| p.len())

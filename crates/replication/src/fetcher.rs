@@ -264,6 +264,11 @@ impl Replicator {
             }
         }
         p.update_follower_high_watermark(data.high_watermark);
+        // Follow the leader's log start (an AMQP queue's reclaimed prefix), as Kafka's
+        // followers do, so a follower does not keep what its leader has dropped.
+        if data.log_start_offset > p.log_start_offset()? {
+            p.delete_segments_below(data.log_start_offset)?;
+        }
         Ok(())
     }
 }

@@ -523,16 +523,36 @@ impl Log {
             if !(over_size || expired(oldest, &self.config)) {
                 break;
             }
-            let seg = self.segments.remove(0);
-            total -= seg.size as i64;
-            seg.delete_files(&self.dir)?;
+            total -= self.delete_oldest_segment("retention")? as i64;
             deleted += 1;
-            tracing::info!(dir = %self.dir.display(), base = seg.base_offset, "deleted segment by retention");
         }
         if deleted > 0 {
             self.epochs.truncate_from_start(self.log_start_offset())?;
         }
         Ok(deleted)
+    }
+
+    /// Deletes the whole segments that end at or below `offset`, oldest first, never the
+    /// active one: the prefix an AMQP queue has fully settled, or what a follower may drop
+    /// once its leader's log starts past it. Returns how many were deleted.
+    pub fn delete_segments_below(&mut self, offset: i64) -> Result<usize> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 && self.segments[1].base_offset <= offset {
+            self.delete_oldest_segment("log start advanced")?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.epochs.truncate_from_start(self.log_start_offset())?;
+        }
+        Ok(deleted)
+    }
+
+    /// Removes the oldest segment and its files; returns its size in bytes.
+    fn delete_oldest_segment(&mut self, why: &str) -> Result<u64> {
+        let seg = self.segments.remove(0);
+        seg.delete_files(&self.dir)?;
+        tracing::info!(dir = %self.dir.display(), base = seg.base_offset, why, "deleted segment");
+        Ok(seg.size)
     }
 
     /// Flushes everything and marks the log clean, so the next open skips recovery.

@@ -242,6 +242,35 @@ fn retention_by_size_and_time_deletes_oldest_segments() {
 }
 
 #[test]
+fn delete_segments_below_keeps_the_segment_holding_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    append_n(&mut log, 300, 2);
+    let segs = log.segment_count();
+    assert!(segs > 3);
+    assert_eq!(log.delete_segments_below(0).unwrap(), 0);
+    let deleted = log.delete_segments_below(301).unwrap();
+    assert!(deleted > 0 && log.segment_count() == segs - deleted);
+    let start = log.log_start_offset();
+    assert!(
+        start > 0 && start <= 301,
+        "offset 301 is still readable (start {start})"
+    );
+    assert!(log.read(301, 100, i64::MAX).is_ok());
+    assert!(matches!(
+        log.read(start - 1, 100, i64::MAX),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    // Past the log end: everything but the active segment goes, the offsets stay.
+    log.delete_segments_below(i64::MAX).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_end_offset(), 600);
+    drop(log);
+    let log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!(log.log_end_offset(), 600, "reopens past the deleted prefix");
+}
+
+#[test]
 fn truncate_to_drops_divergent_tail_and_epochs() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
