@@ -35,6 +35,8 @@ const PUMP_BATCH: usize = 128;
 /// Bytes queued for the socket per connection: a slow reader stalls deliveries instead of
 /// buffering them (a frame larger than this takes the whole budget).
 const OUT_BUDGET: usize = 4 << 20;
+/// The writer joins queued frames into one write up to this many bytes.
+const WRITE_COALESCE: usize = 256 << 10;
 
 enum Out {
     /// Frames and the share of the output budget they hold until written.
@@ -106,8 +108,30 @@ async fn writer(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>) {
             rx.recv().await
         };
         match next {
-            Some(Out::Bytes(b, _permit)) => {
+            Some(Out::Bytes(mut b, permit)) => {
+                // Coalesce what is already queued into one write (acks, deliveries).
+                let mut permits = vec![permit];
+                let mut closed = false;
+                while b.len() < WRITE_COALESCE {
+                    match rx.try_recv() {
+                        Ok(Out::Bytes(more, p)) => {
+                            b.extend_from_slice(&more);
+                            permits.push(p);
+                        }
+                        Ok(Out::Heartbeat(h)) => heartbeat = h,
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
                 if w.write_all(&b).await.is_err() {
+                    return;
+                }
+                drop(permits);
+                if closed {
+                    let _ = w.shutdown().await;
                     return;
                 }
             }
@@ -340,13 +364,25 @@ pub async fn run(
                     }
                 }
                 _ = conn.wake.notified() => conn.pump().await,
-                Some((ch, seq, ok)) = confirm_rx.recv() => {
-                    if let Some(c) = conn.channels.get_mut(&ch) {
-                        if let Some(slot) = c.confirms.get_mut(&seq) {
-                            *slot = Some(ok);
+                Some(first) = confirm_rx.recv() => {
+                    // A group commit makes many publishes durable at once: take every
+                    // outcome already known, so one `multiple` ack covers them.
+                    let mut touched = Vec::new();
+                    let mut next = Some(first);
+                    while let Some((ch, seq, ok)) = next {
+                        if let Some(c) = conn.channels.get_mut(&ch) {
+                            if let Some(slot) = c.confirms.get_mut(&seq) {
+                                *slot = Some(ok);
+                            }
                         }
+                        if !touched.contains(&ch) {
+                            touched.push(ch);
+                        }
+                        next = confirm_rx.try_recv().ok();
                     }
-                    conn.flush_confirms(ch).await;
+                    for ch in touched {
+                        conn.flush_confirms(ch).await;
+                    }
                 }
                 Some((ch, tag)) = cancel_rx.recv() => conn.server_cancel(ch, tag).await,
                 Some((ch, n, ok)) = commit_rx.recv() => {
