@@ -193,13 +193,7 @@ pub fn message_expiration(expiration: Option<&str>) -> Result<Option<i64>, AmqpE
 mod tests {
     use super::*;
 
-    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in pairs {
-            t.insert((*k).into(), v.clone());
-        }
-        t
-    }
+    use crate::wire::field_table as table;
 
     #[test]
     fn parses_every_supported_argument() {

@@ -1137,13 +1137,7 @@ fn check_owner(q: &Queue, conn: u64) -> Result<(), AmqpError> {
 mod tests {
     use super::*;
 
-    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in pairs {
-            t.insert((*k).into(), v.clone());
-        }
-        t
-    }
+    use crate::wire::field_table as table;
 
     #[test]
     fn headers_all_and_any() {

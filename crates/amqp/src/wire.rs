@@ -145,6 +145,18 @@ pub fn decode_properties(b: &[u8]) -> Option<AMQPProperties> {
     }
 }
 
+/// A field table from pairs (tests).
+#[cfg(test)]
+pub(crate) fn field_table(
+    pairs: &[(&str, amq_protocol::types::AMQPValue)],
+) -> amq_protocol::types::FieldTable {
+    let mut t = amq_protocol::types::FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

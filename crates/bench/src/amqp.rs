@@ -30,7 +30,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::{ms, per_sec, MB};
 
@@ -344,22 +344,7 @@ async fn confirmed_publish(
     deadline: Option<Instant>,
 ) -> Result<ConfirmResult> {
     let permits = Arc::new(Semaphore::new(window));
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, lapin::PublisherConfirm, _)>();
-    // Confirms come back in order (one queue); a task of their own takes each as soon as
-    // it arrives, so a publisher busy sending does not inflate the latency.
-    let waiter = tokio::spawn(async move {
-        let mut latency = new_histogram()?;
-        let mut nacks = 0u64;
-        while let Some((t0, confirm, permit)) = rx.recv().await {
-            let c: Confirmation = confirm.await.context("waiting for a publisher confirm")?;
-            let _ = latency.record(micros(t0.elapsed()));
-            drop(permit);
-            if c.is_nack() {
-                nacks += 1;
-            }
-        }
-        anyhow::Ok((latency, nacks))
-    });
+    let (tx, waiter) = spawn_confirm_waiter();
     let mut body = vec![b'x'; size];
     let mut sent = 0u64;
     let mut failure = None;
@@ -644,20 +629,7 @@ async fn latency(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
         .await
         .context("confirm.select")?;
     let permits = Arc::new(Semaphore::new(args.confirm_window));
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, lapin::PublisherConfirm, _)>();
-    let waiter = tokio::spawn(async move {
-        let mut latency = new_histogram()?;
-        let mut nacks = 0u64;
-        while let Some((t0, confirm, permit)) = rx.recv().await {
-            let c: Confirmation = confirm.await.context("waiting for a publisher confirm")?;
-            let _ = latency.record(micros(t0.elapsed()));
-            drop(permit);
-            if c.is_nack() {
-                nacks += 1;
-            }
-        }
-        anyhow::Ok((latency, nacks))
-    });
+    let (tx, waiter) = spawn_confirm_waiter();
 
     let total = (args.rate as f64 * args.duration).round() as u64;
     let mut body = vec![b'x'; args.message_size];
@@ -832,6 +804,33 @@ fn json_summary(args: &AmqpBenchArgs, queue: &str, s: &AmqpStats) -> String {
         "e2e_latency_ms": lat_json(&s.e2e_us),
     })
     .to_string()
+}
+
+/// A publish waiting for its confirm: when it was sent, lapin's confirm future, and the
+/// window permit it holds until then.
+type PendingConfirm = (Instant, lapin::PublisherConfirm, OwnedSemaphorePermit);
+
+/// The waiter task: the confirm latency histogram and how many publishes were nacked.
+type ConfirmWaiter = tokio::task::JoinHandle<Result<(Histogram<u64>, u64)>>;
+
+/// Confirms come back in order (one queue); a task of their own takes each as soon as it
+/// arrives, so a publisher busy sending does not inflate the latency.
+fn spawn_confirm_waiter() -> (mpsc::UnboundedSender<PendingConfirm>, ConfirmWaiter) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<PendingConfirm>();
+    let waiter = tokio::spawn(async move {
+        let mut latency = new_histogram()?;
+        let mut nacks = 0u64;
+        while let Some((t0, confirm, permit)) = rx.recv().await {
+            let c: Confirmation = confirm.await.context("waiting for a publisher confirm")?;
+            let _ = latency.record(micros(t0.elapsed()));
+            drop(permit);
+            if c.is_nack() {
+                nacks += 1;
+            }
+        }
+        anyhow::Ok((latency, nacks))
+    });
+    (tx, waiter)
 }
 
 #[cfg(test)]
