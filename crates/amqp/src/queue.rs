@@ -472,7 +472,7 @@ impl Queue {
         }
         match encode_control(kind, offsets, arctern_core::now_ms()) {
             Ok(b) => {
-                if let Err(e) = self.partition.append(b, Acks::Leader) {
+                if let Err(e) = self.partition.append_lazily(b) {
                     tracing::warn!(queue = %self.name, error = %e, "cannot record delivery state");
                 }
             }
@@ -480,6 +480,12 @@ impl Queue {
                 tracing::error!(queue = %self.name, error = %e, "cannot encode delivery state")
             }
         }
+    }
+
+    /// Makes settlements and delivery marks written since the last group commit durable
+    /// (housekeeping calls this every tick, bounding what a crash can make redeliver).
+    pub fn flush_pending(&self) {
+        self.partition.flush_pending();
     }
 
     /// Deletes the log's whole segments below the oldest unsettled message (and the high

@@ -896,6 +896,7 @@ impl Vhost {
         for q in queues {
             q.expire_head();
             q.reclaim();
+            q.flush_pending();
             let dead = q.take_dead();
             if !dead.is_empty() {
                 self.dead_letter_stored(&q, dead).await;

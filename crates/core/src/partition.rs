@@ -18,6 +18,10 @@ use crate::now_ms;
 use crate::producer_state::{ProducerStates, SequenceCheck, NO_PRODUCER_ID};
 use crate::replica::LeaderReplicaState;
 
+/// Lazily appended records (see `Partition::append_lazily`) that make an append ask for a
+/// group commit itself; fewer wait for the next one or for `flush_pending`.
+const LAZY_FLUSH_RECORDS: u64 = 1024;
+
 /// Producer acknowledgement level (Kafka `acks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
@@ -381,7 +385,26 @@ impl Partition {
     /// The ordered half of a produce: check leadership (and `min.insync.replicas` for
     /// acks=all), validate, assign offsets, write to the page cache. Callers that
     /// pipeline requests run this in arrival order and only defer the wait.
-    pub fn append(&self, mut batches: Vec<u8>, acks: Acks) -> Result<Appended> {
+    pub fn append(&self, batches: Vec<u8>, acks: Acks) -> Result<Appended> {
+        self.append_with(batches, acks, false)
+    }
+
+    /// Appends records nobody waits for (an AMQP queue's settlements and delivery marks):
+    /// under fsync-before-ack they become durable with the next group commit, which this
+    /// append asks for only once `LAZY_FLUSH_RECORDS` are pending (see `flush_pending`).
+    /// Losing them to a crash means a redelivery, never a loss.
+    pub fn append_lazily(&self, batches: Vec<u8>) -> Result<Appended> {
+        self.append_with(batches, Acks::None, true)
+    }
+
+    /// Asks for a group commit if lazily appended records are waiting for one.
+    pub fn flush_pending(&self) {
+        if self.unflushed_records.load(Ordering::Acquire) > 0 {
+            self.flush_needed.notify_one();
+        }
+    }
+
+    fn append_with(&self, mut batches: Vec<u8>, acks: Acks, lazy: bool) -> Result<Appended> {
         if self.closed.load(Ordering::Acquire) {
             // Retriable for clients: they refresh metadata and retry against the
             // restarted broker (or learn that the topic was deleted).
@@ -460,7 +483,15 @@ impl Partition {
         // Wakes followers' long-poll fetches.
         self.data_changed.send_modify(|v| *v = v.wrapping_add(1));
         let fsync_first = settings.fsync_before_ack();
-        if fsync_first {
+        if fsync_first && lazy {
+            let pending = self
+                .unflushed_records
+                .fetch_add(info.records, Ordering::AcqRel)
+                + info.records;
+            if pending >= LAZY_FLUSH_RECORDS {
+                self.flush_needed.notify_one();
+            }
+        } else if fsync_first {
             self.flush_needed.notify_one();
         } else {
             self.on_local_progress(end);
