@@ -265,6 +265,37 @@ def test_prefetch_limits_unacked_deliveries(broker):
     conn.close()
 
 
+@pytest.mark.parametrize("global_qos", [False, True], ids=["per-consumer", "per-channel"])
+def test_prefetch_size_limits_unacked_body_bytes(broker, global_qos):
+    """AMQP 0-9-1 basic.qos prefetch-size: a message goes out in advance only if it fits
+    the bytes left; one larger than the whole limit goes out when nothing is unacked."""
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("pfs")
+    ch.confirm_delivery()
+    for i in range(6):
+        ch.basic_publish("", "pfs", bytes([65 + i]) * 1000)
+    ch.basic_publish("", "pfs", b"Z" * 5000)
+    ch.basic_qos(prefetch_size=2500, prefetch_count=0, global_qos=global_qos)
+    got = []
+    ch.basic_consume("pfs", lambda c, m, p, b: got.append((m.delivery_tag, b)))
+    spin(conn, 0.5)
+    assert len(got) == 2, "two 1000-byte bodies fit in 2500, a third does not"
+    ch.basic_ack(got[0][0])
+    spin(conn, 0.5)
+    assert len(got) == 3
+    ch.basic_ack(got[-1][0], multiple=True)
+    spin(conn, 0.5)
+    assert len(got) == 5
+    ch.basic_ack(got[-1][0], multiple=True)
+    spin(conn, 0.5)
+    assert len(got) == 6, "the 5000-byte body waits while anything is unacked"
+    ch.basic_ack(got[-1][0], multiple=True)
+    spin(conn, 0.5)
+    assert [b[:1] for _, b in got] == [b"A", b"B", b"C", b"D", b"E", b"F", b"Z"]
+    conn.close()
+
+
 def test_confirmed_persistent_messages_survive_kill_9_exactly_once(broker):
     conn = connect(broker)
     ch = conn.channel()

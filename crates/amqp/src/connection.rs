@@ -46,7 +46,14 @@ enum Out {
     Heartbeat(u16),
 }
 
-type ReadResult = Result<AMQPFrame, FrameError>;
+/// A frame from the reader, with what `amq-protocol` does not decode: `basic.qos`'s
+/// prefetch-size (RabbitMQ's spec marks it reserved, so the crate drops it).
+struct Inbound {
+    frame: AMQPFrame,
+    prefetch_size: u32,
+}
+
+type ReadResult = Result<Inbound, FrameError>;
 
 /// Milliseconds since the connection started at which the reader last saw a frame: the
 /// heartbeat check reads this, so frames still queued for the session count as traffic.
@@ -82,7 +89,10 @@ async fn reader(
             }
         }
         last_frame.store(epoch.elapsed().as_millis() as u64, Ordering::Release);
-        let frame = wire::decode_frame(&h, &rest);
+        let frame = wire::decode_frame(&h, &rest).map(|frame| Inbound {
+            prefetch_size: wire::qos_prefetch_size(&frame, &rest),
+            frame,
+        });
         let stop = frame.is_err();
         if tx.send(frame).await.is_err() || stop {
             return;
@@ -167,6 +177,7 @@ struct Consumer {
     queue: Arc<Queue>,
     no_ack: bool,
     prefetch: u16,
+    prefetch_size: u32,
     unacked: usize,
 }
 
@@ -200,6 +211,9 @@ struct Channel {
     consumers: BTreeMap<String, Consumer>,
     prefetch_consumer: u16,
     prefetch_global: u16,
+    /// `basic.qos` prefetch-size (body bytes unacked), for new consumers and per channel.
+    prefetch_size_consumer: u32,
+    prefetch_size_global: u32,
 }
 
 struct Conn {
@@ -225,6 +239,8 @@ struct Conn {
     /// A basic.publish that arrived during an alarm: it and everything after it wait
     /// (frames are not read) until the alarm clears.
     held: Option<AMQPFrame>,
+    /// prefetch-size of the `basic.qos` being handled (see `Inbound`).
+    qos_prefetch_size: u32,
 }
 
 /// How a frame's handling ended.
@@ -301,6 +317,7 @@ pub async fn run(
         wants_blocked: false,
         blocked_sent: false,
         held: None,
+        qos_prefetch_size: 0,
     };
     let heartbeat = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -341,7 +358,8 @@ pub async fn run(
                             conn.close_connection(&mut frames, AmqpError::new(code, e.to_string()), 0, 0).await;
                             break;
                         }
-                        Some(Ok(frame)) => {
+                        Some(Ok(Inbound { frame, prefetch_size })) => {
+                            conn.qos_prefetch_size = prefetch_size;
                             let alarm = conn.alarm.borrow().clone();
                             if let (Some(reason), true) = (alarm, is_publish(&frame)) {
                                 conn.hold(frame, reason).await;
@@ -454,8 +472,14 @@ impl Conn {
         frames: &mut mpsc::Receiver<ReadResult>,
     ) -> Result<AMQPClass, Option<AmqpError>> {
         match frames.recv().await {
-            Some(Ok(AMQPFrame::Method(0, m))) => Ok(m),
-            Some(Ok(AMQPFrame::Heartbeat)) => Box::pin(Self::expect(frames)).await,
+            Some(Ok(Inbound {
+                frame: AMQPFrame::Method(0, m),
+                ..
+            })) => Ok(m),
+            Some(Ok(Inbound {
+                frame: AMQPFrame::Heartbeat,
+                ..
+            })) => Box::pin(Self::expect(frames)).await,
             Some(Ok(_)) => Err(Some(AmqpError::new(
                 UNEXPECTED_FRAME,
                 "unexpected frame during handshake",
@@ -597,18 +621,23 @@ impl Conn {
     ) {
         tracing::info!(conn = self.id, code = e.code, text = %e.text, "closing AMQP connection");
         self.reply(0, close_method(&e, class, method)).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Some(f) = frames.recv().await {
-                if let Ok(AMQPFrame::Method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
-                )) = f
-                {
-                    return;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(f) = frames.recv().await {
+                    if let Ok(Inbound {
+                        frame:
+                            AMQPFrame::Method(
+                                0,
+                                AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
+                            ),
+                        ..
+                    }) = f
+                    {
+                        return;
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
     }
 
     async fn close_channel(&mut self, ch: u16, e: AmqpError, class: u16, method: u16) {
@@ -1132,7 +1161,12 @@ impl Conn {
                     }
                     let q = Arc::clone(&cons.queue);
                     let no_ack = cons.no_ack;
-                    let Some((offset, entry)) = q.take_next() else {
+                    let room = if no_ack {
+                        u64::MAX
+                    } else {
+                        prefetch_room(c, &tag, cons.prefetch_size)
+                    };
+                    let Some((offset, entry)) = q.take_next(room) else {
                         break;
                     };
                     let redelivered = entry.redelivered;
@@ -1509,10 +1543,14 @@ impl Conn {
                 }
             }
             AMQPClass::Basic(basic::AMQPMethod::Qos(q)) => {
+                let size = self.qos_prefetch_size;
+                let c = self.channel(ch)?;
                 if q.global {
                     c.prefetch_global = q.prefetch_count;
+                    c.prefetch_size_global = size;
                 } else {
                     c.prefetch_consumer = q.prefetch_count;
+                    c.prefetch_size_consumer = size;
                 }
                 self.reply(
                     ch,
@@ -1552,13 +1590,14 @@ impl Conn {
                 })
                 .map_err(chan_err)?;
                 let c = self.channel(ch)?;
-                let prefetch = c.prefetch_consumer;
+                let (prefetch, prefetch_size) = (c.prefetch_consumer, c.prefetch_size_consumer);
                 c.consumers.insert(
                     tag.clone(),
                     Consumer {
                         queue: q,
                         no_ack: b.no_ack,
                         prefetch,
+                        prefetch_size,
                         unacked: 0,
                     },
                 );
@@ -1595,7 +1634,7 @@ impl Conn {
                     .queue(self.id, g.queue.as_str())
                     .map_err(chan_err)?;
                 q.touch();
-                let Some((offset, entry)) = q.take_next() else {
+                let Some((offset, entry)) = q.take_next(u64::MAX) else {
                     self.reply(
                         ch,
                         AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
@@ -1822,6 +1861,28 @@ fn apply_settle(items: Vec<Unacked>, how: Settle) {
             _ => q.settle(&offsets),
         }
     }
+}
+
+/// Body bytes that may still go out on `c` to consumer `tag` under `prefetch_size` (its
+/// own limit and the channel's); `u64::MAX` without limits. A scope with nothing unacked
+/// takes any one message, so one larger than the limit is not stuck.
+fn prefetch_room(c: &Channel, tag: &str, consumer_limit: u32) -> u64 {
+    let mut room = u64::MAX;
+    if consumer_limit > 0 {
+        let mine = c
+            .unacked
+            .values()
+            .filter(|u| u.consumer.as_deref() == Some(tag));
+        let (n, bytes) = mine.fold((0u64, 0u64), |(n, b), u| (n + 1, b + u.entry.bytes));
+        if n > 0 {
+            room = room.min(u64::from(consumer_limit).saturating_sub(bytes));
+        }
+    }
+    if c.prefetch_size_global > 0 && !c.unacked.is_empty() {
+        let bytes: u64 = c.unacked.values().map(|u| u.entry.bytes).sum();
+        room = room.min(u64::from(c.prefetch_size_global).saturating_sub(bytes));
+    }
+    room
 }
 
 fn requeue(items: impl Iterator<Item = Unacked>) {

@@ -320,8 +320,9 @@ impl Queue {
     }
 
     /// The oldest ready message that is committed, taken out of the ready set. Expired
-    /// messages met on the way die (TTL is enforced at the head, as RabbitMQ does).
-    pub fn take_next(&self) -> Option<(i64, Entry)> {
+    /// messages met on the way die (TTL is enforced at the head, as RabbitMQ does). A
+    /// head whose body is larger than `max_bytes` (room left under `prefetch_size`) stays.
+    pub fn take_next(&self, max_bytes: u64) -> Option<(i64, Entry)> {
         let hw = self.partition.high_watermark();
         let now = arctern_core::now_ms();
         let mut inner = self.inner.lock().ok()?;
@@ -338,6 +339,10 @@ impl Queue {
                 inner.dead.push((o, DeathReason::Expired));
                 died = true;
                 continue;
+            }
+            if e.bytes > max_bytes {
+                inner.put(o, e);
+                break None;
             }
             break Some((o, e));
         };

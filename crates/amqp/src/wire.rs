@@ -4,7 +4,7 @@
 
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::basic::{gen_properties, parse_properties, AMQPProperties};
-use amq_protocol::protocol::AMQPClass;
+use amq_protocol::protocol::{basic, AMQPClass};
 
 /// `AMQP` 0 0 9 1.
 pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
@@ -67,6 +67,19 @@ pub fn parse_frame_header(
         channel,
         size,
     })
+}
+
+/// `basic.qos`'s prefetch-size, read from the raw payload (`rest`: class, method,
+/// prefetch-size, ...): the frame crate drops the field. 0 for any other frame.
+pub fn qos_prefetch_size(frame: &AMQPFrame, rest: &[u8]) -> u32 {
+    let is_qos = matches!(
+        frame,
+        AMQPFrame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Qos(_)))
+    );
+    match rest.get(4..8) {
+        Some(b) if is_qos => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        _ => 0,
+    }
 }
 
 /// Decodes a whole frame: the header bytes, then `size` payload bytes and the end octet.
@@ -160,6 +173,20 @@ pub(crate) fn field_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_qos_prefetch_size_from_the_raw_payload() {
+        // class 60, method 10, prefetch-size 2500, prefetch-count 7, global 0, frame end.
+        let mut rest = vec![0, 60, 0, 10];
+        rest.extend_from_slice(&2500u32.to_be_bytes());
+        rest.extend_from_slice(&[0, 7, 0, FRAME_END]);
+        let size = (rest.len() - 1) as u32;
+        let mut h = [1u8, 0, 1, 0, 0, 0, 0];
+        h[3..7].copy_from_slice(&size.to_be_bytes());
+        let frame = decode_frame(&h, &rest).unwrap();
+        assert_eq!(qos_prefetch_size(&frame, &rest), 2500);
+        assert_eq!(qos_prefetch_size(&AMQPFrame::Heartbeat, &rest), 0);
+    }
     use amq_protocol::protocol::basic;
     use amq_protocol::types::{AMQPValue, FieldTable};
 
