@@ -142,6 +142,24 @@ def test_max_length_bytes_counts_body_bytes(broker):
     conn.close()
 
 
+def test_length_limits_hold_inside_a_burst_of_publishes(broker):
+    """Publishes that arrive together are stored together; each still meets the length
+    limit in turn: the first three fit, the rest are refused (reject-publish), and
+    drop-head keeps the last three."""
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("burst-reject", arguments={"x-max-length": 3, "x-overflow": "reject-publish"})
+    ch.queue_declare("burst-drop", arguments={"x-max-length": 3})
+    for q in ("burst-reject", "burst-drop"):
+        for i in range(10):                  # no confirms: one burst of frames
+            ch.basic_publish("", q, f"m{i}".encode())
+    assert wait_count(ch, "burst-reject", 3) == 3
+    assert [b for _, _, b in drain(ch, "burst-reject", 3)] == [b"m0", b"m1", b"m2"]
+    assert wait_count(ch, "burst-drop", 3) == 3
+    assert [b for _, _, b in drain(ch, "burst-drop", 3)] == [b"m7", b"m8", b"m9"]
+    conn.close()
+
+
 def test_reject_publish_nacks_and_reject_publish_dlx_dead_letters(broker):
     conn = connect(broker)
     ch = conn.channel()

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::alarm::AlarmState;
 use crate::codes::*;
-use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, StoredWait};
+use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait};
 use crate::record::{encode_message, StoredMessage};
 use crate::server::AmqpServerConfig;
 use crate::vhost::{QueueSpec, Vhost};
@@ -30,6 +30,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const TX_MAX_BYTES: usize = 64 << 20;
 /// The reader's socket buffer: a publish is three small frames, read in one syscall.
 const READ_BUFFER: usize = 64 << 10;
+/// Routed publishes are appended at the end of a burst of frames, or once this many
+/// bytes or publishes wait.
+const FLUSH_BYTES: usize = 1 << 20;
+const FLUSH_PUBLISHES: usize = 512;
 
 /// Deliveries one consumer gets per pump round before others get a turn.
 const PUMP_BATCH: usize = 128;
@@ -181,6 +185,17 @@ struct Consumer {
     unacked: usize,
 }
 
+/// A routed publish not yet appended: publishes that arrive together are stored with one
+/// log write per queue (`Conn::flush_publishes`), not one each.
+struct PendingPublish {
+    ch: u16,
+    seq: Option<u64>,
+    queues: Vec<Arc<Queue>>,
+    msg: StoredMessage,
+    batch: Vec<u8>,
+    own_ttl: Option<i64>,
+}
+
 struct Publishing {
     publish: basic::Publish,
     header: Option<AMQPContentHeader>,
@@ -241,6 +256,9 @@ struct Conn {
     held: Option<AMQPFrame>,
     /// prefetch-size of the `basic.qos` being handled (see `Inbound`).
     qos_prefetch_size: u32,
+    /// Publishes routed but not appended yet, and their batch bytes.
+    pending: Vec<PendingPublish>,
+    pending_bytes: usize,
 }
 
 /// How a frame's handling ended.
@@ -318,6 +336,8 @@ pub async fn run(
         blocked_sent: false,
         held: None,
         qos_prefetch_size: 0,
+        pending: Vec::new(),
+        pending_bytes: 0,
     };
     let heartbeat = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -366,6 +386,14 @@ pub async fn run(
                             } else if conn.on_frame(&mut frames, frame).await {
                                 break;
                             }
+                            // Publishes that arrived together are stored together; the
+                            // last of a burst (nothing more to read) flushes them.
+                            if frames.is_empty()
+                                || conn.pending_bytes >= FLUSH_BYTES
+                                || conn.pending.len() >= FLUSH_PUBLISHES
+                            {
+                                conn.flush_publishes().await;
+                            }
                         }
                     }
                 }
@@ -380,6 +408,9 @@ pub async fn run(
                             if conn.on_frame(&mut frames, frame).await {
                                 break;
                             }
+                        }
+                        if frames.is_empty() {
+                            conn.flush_publishes().await;
                         }
                     }
                 }
@@ -688,6 +719,7 @@ impl Conn {
     /// clears. As RabbitMQ, `connection.blocked` goes to a connection when it first
     /// publishes during the alarm, not to connections that only consume.
     async fn hold(&mut self, frame: AMQPFrame, reason: String) {
+        self.flush_publishes().await;
         self.held = Some(frame);
         if self.wants_blocked && !self.blocked_sent {
             self.blocked_sent = true;
@@ -704,6 +736,10 @@ impl Conn {
         frames: &mut mpsc::Receiver<ReadResult>,
         frame: AMQPFrame,
     ) -> bool {
+        // Anything but the parts of a publish sees every earlier publish stored first.
+        if !is_publish_part(&frame) {
+            self.flush_publishes().await;
+        }
         match self.frame(frame).await {
             Ok(Flow::Continue) => false,
             Ok(Flow::Closed) => true,
@@ -719,6 +755,7 @@ impl Conn {
     }
 
     async fn cleanup(&mut self) {
+        self.flush_publishes().await;
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for ch in ids {
             self.release_channel(ch, true).await;
@@ -870,19 +907,21 @@ impl Conn {
             c.tx_publishes.push((p.publish, props, p.body));
             return Ok(());
         }
-        self.store_publish(ch, p.publish, props, p.body)
+        self.store_publish(ch, p.publish, props, p.body, true)
             .await
             .map(|_| ())
     }
 
-    /// Routes and appends one publish; returns the waits for its stores (confirm mode
-    /// reports them itself).
+    /// Routes one publish and appends it, or with `defer` queues it for
+    /// `flush_publishes`; returns the waits for its stores when appended now (a deferred
+    /// publish's confirm is reported by the flush).
     async fn store_publish(
         &mut self,
         ch: u16,
         publish: basic::Publish,
         props: AMQPProperties,
         body: Vec<u8>,
+        defer: bool,
     ) -> Result<Vec<StoredWait>, Fail> {
         let exchange = publish.exchange.as_str().to_string();
         let key = publish.routing_key.as_str().to_string();
@@ -944,46 +983,116 @@ impl Conn {
             Ok(b) => b,
             Err(e) => return Err(Fail::Channel(ch, AmqpError::internal(e), 60, 40)),
         };
-        let mut waits = Vec::new();
-        let mut failed = None;
-        let bytes = msg.body.len() as u64;
-        for q in &queues {
-            match q.append(batch.clone(), bytes, own_ttl) {
-                Ok(Enqueued::Stored(a)) => waits.push(Box::pin(q.stored(a)) as StoredWait),
-                Ok(Enqueued::Refused) => {
-                    // x-overflow=reject-publish(-dlx): a full queue refuses (basic.nack).
-                    if q.args.overflow == crate::args::Overflow::RejectPublishDlx {
-                        self.vhost.dead_letter_refused(q, msg.clone());
+        let routed = PendingPublish {
+            ch,
+            seq,
+            queues,
+            msg,
+            batch,
+            own_ttl,
+        };
+        if defer {
+            self.pending_bytes += routed.batch.len();
+            self.pending.push(routed);
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .append_publishes(vec![routed])
+            .pop()
+            .map(|(_, _, waits)| waits)
+            .unwrap_or_default())
+    }
+
+    /// Appends routed publishes, each queue's share with one log write; returns every
+    /// publish's channel, confirm sequence number and waits for its stores, in order.
+    fn append_publishes(
+        &self,
+        publishes: Vec<PendingPublish>,
+    ) -> Vec<(u16, Option<u64>, Vec<StoredWait>)> {
+        let mut groups: Vec<(Arc<Queue>, Vec<usize>, Vec<QueuedMessage>)> = Vec::new();
+        for (i, p) in publishes.iter().enumerate() {
+            for q in &p.queues {
+                let m = QueuedMessage {
+                    batch: p.batch.clone(),
+                    bytes: p.msg.body.len() as u64,
+                    own_ttl: p.own_ttl,
+                };
+                match groups.iter_mut().find(|g| Arc::ptr_eq(&g.0, q)) {
+                    Some(g) => {
+                        g.1.push(i);
+                        g.2.push(m);
                     }
-                    failed = Some(AmqpError::precondition(format!(
-                        "queue '{}' is full",
-                        q.name
-                    )));
-                }
-                Err(e) => {
-                    tracing::warn!(queue = %q.name, error = %e, "publish not stored");
-                    failed = Some(e);
+                    None => groups.push((Arc::clone(q), vec![i], vec![m])),
                 }
             }
         }
-        if let Some(e) = failed.clone() {
-            waits.push(Box::pin(async move { Err(e) }));
+        let mut waits: Vec<Vec<StoredWait>> = publishes.iter().map(|_| Vec::new()).collect();
+        let failed = |e: AmqpError| Box::pin(async move { Err(e) }) as StoredWait;
+        for (q, index, messages) in groups {
+            match q.append_many(messages) {
+                Ok(outcomes) => {
+                    for (i, outcome) in index.into_iter().zip(outcomes) {
+                        match outcome {
+                            Enqueued::Stored(a) => waits[i].push(Box::pin(q.stored(a))),
+                            Enqueued::Refused => {
+                                // x-overflow=reject-publish(-dlx): a full queue refuses
+                                // (basic.nack).
+                                if q.args.overflow == crate::args::Overflow::RejectPublishDlx {
+                                    self.vhost.dead_letter_refused(&q, publishes[i].msg.clone());
+                                }
+                                let e =
+                                    AmqpError::precondition(format!("queue '{}' is full", q.name));
+                                waits[i].push(failed(e));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %q.name, error = %e, "publish not stored");
+                    for i in index {
+                        waits[i].push(failed(e.clone()));
+                    }
+                }
+            }
         }
-        if let Some(seq) = seq {
-            let tx = self.confirm_tx.clone();
-            tokio::spawn(async move {
-                let mut ok = failed.is_none();
+        publishes
+            .into_iter()
+            .zip(waits)
+            .map(|(p, w)| (p.ch, p.seq, w))
+            .collect()
+    }
+
+    /// Stores the publishes routed since the last call (see `PendingPublish`) and reports
+    /// their confirms as their stores complete.
+    async fn flush_publishes(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let confirms: Vec<(u16, u64, Vec<StoredWait>)> = self
+            .append_publishes(pending)
+            .into_iter()
+            .filter_map(|(ch, seq, waits)| seq.map(|s| (ch, s, waits)))
+            .collect();
+        if confirms.is_empty() {
+            return;
+        }
+        let tx = self.confirm_tx.clone();
+        tokio::spawn(async move {
+            for (ch, seq, waits) in confirms {
+                let mut ok = true;
                 for w in waits {
                     if let Err(e) = w.await {
                         tracing::warn!(error = %e, "publish not acknowledged by storage");
                         ok = false;
                     }
                 }
-                let _ = tx.send((ch, seq, ok));
-            });
-            return Ok(Vec::new());
-        }
-        Ok(waits)
+                if tx.send((ch, seq, ok)).is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// tx.commit: stores the buffered publishes (routed now), applies the buffered
@@ -1000,7 +1109,7 @@ impl Conn {
         c.commits.insert(n, None);
         let mut waits = Vec::new();
         for (publish, props, body) in publishes {
-            waits.extend(self.store_publish(ch, publish, props, body).await?);
+            waits.extend(self.store_publish(ch, publish, props, body, false).await?);
         }
         let (mut acks, mut requeues, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
         for (_, u, how) in settles {
@@ -1777,6 +1886,15 @@ fn ack_frame(ch: u16, tag: u64, multiple: bool) -> Vec<u8> {
             multiple,
         })),
     )
+}
+
+/// A frame of a publish (method, content header, body) or a heartbeat: these do not
+/// need earlier publishes stored before them.
+fn is_publish_part(frame: &AMQPFrame) -> bool {
+    matches!(
+        frame,
+        AMQPFrame::Header(..) | AMQPFrame::Body(..) | AMQPFrame::Heartbeat
+    ) || is_publish(frame)
 }
 
 fn is_publish(frame: &AMQPFrame) -> bool {

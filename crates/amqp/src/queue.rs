@@ -73,6 +73,14 @@ fn expiry(queue_ttl: Option<i64>, message_ttl: Option<i64>, timestamp: i64) -> O
 pub type StoredWait =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AmqpError>> + Send>>;
 
+/// One message for `Queue::append_many`: its one-record batch, body size and own TTL.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub batch: Vec<u8>,
+    pub bytes: u64,
+    pub own_ttl: Option<i64>,
+}
+
 /// The outcome of an append.
 #[derive(Debug)]
 pub enum Enqueued {
@@ -256,6 +264,17 @@ impl Queue {
         bytes: u64,
         own_ttl: Option<i64>,
     ) -> Result<Enqueued, AmqpError> {
+        let mut out = self.append_many(vec![QueuedMessage {
+            batch,
+            bytes,
+            own_ttl,
+        }])?;
+        Ok(out.pop().unwrap_or(Enqueued::Refused))
+    }
+
+    /// Appends several messages with one log write (they take consecutive offsets), each
+    /// checked against the length limits in turn; one outcome per message, in order.
+    pub fn append_many(&self, messages: Vec<QueuedMessage>) -> Result<Vec<Enqueued>, AmqpError> {
         let mut inner = self.inner.lock().map_err(|_| poisoned())?;
         if inner.deleted {
             return Err(AmqpError::not_found(format!(
@@ -273,23 +292,50 @@ impl Queue {
                     .is_some_and(|m| i.ready_bytes + extra_bytes > m)
         };
         let drop_head = self.args.overflow == Overflow::DropHead;
-        if !drop_head && over(&inner, 1, bytes) {
-            return Ok(Enqueued::Refused);
+        let (mut n, mut n_bytes) = (0usize, 0u64);
+        let accepted: Vec<bool> = messages
+            .iter()
+            .map(|m| {
+                if !drop_head && over(&inner, n + 1, n_bytes + m.bytes) {
+                    return false;
+                }
+                n += 1;
+                n_bytes += m.bytes;
+                true
+            })
+            .collect();
+        if n == 0 {
+            return Ok(messages.iter().map(|_| Enqueued::Refused).collect());
+        }
+        let mut joined = Vec::with_capacity(
+            messages
+                .iter()
+                .zip(&accepted)
+                .filter(|(_, a)| **a)
+                .map(|(m, _)| m.batch.len())
+                .sum(),
+        );
+        for (m, _) in messages.iter().zip(&accepted).filter(|(_, a)| **a) {
+            joined.extend_from_slice(&m.batch);
         }
         let appended = self
             .partition
-            .append(batch, Acks::All)
+            .append(joined, Acks::All)
             .map_err(|e| core_error(&e))?;
         let now = arctern_core::now_ms();
-        inner.put(
-            appended.outcome.base_offset,
-            Entry {
-                redelivered: false,
-                expires_at: expiry(self.args.message_ttl, own_ttl, now),
-                bytes,
-                returns: 0,
-            },
-        );
+        // Every message is a one-record batch, so they hold consecutive offsets.
+        let kept = messages.iter().zip(&accepted).filter(|(_, a)| **a);
+        for (offset, (m, _)) in (appended.outcome.base_offset..).zip(kept) {
+            inner.put(
+                offset,
+                Entry {
+                    redelivered: false,
+                    expires_at: expiry(self.args.message_ttl, m.own_ttl, now),
+                    bytes: m.bytes,
+                    returns: 0,
+                },
+            );
+        }
         let mut died = false;
         while drop_head && over(&inner, 0, 0) {
             let Some((&o, _)) = inner.ready.iter().next() else {
@@ -303,7 +349,16 @@ impl Queue {
         if died {
             self.housekeeping.notify_one();
         }
-        Ok(Enqueued::Stored(appended))
+        Ok(accepted
+            .into_iter()
+            .map(|a| {
+                if a {
+                    Enqueued::Stored(appended)
+                } else {
+                    Enqueued::Refused
+                }
+            })
+            .collect())
     }
 
     /// Resolves once an append is durable and replicated per min.insync.replicas.
