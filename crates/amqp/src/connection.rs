@@ -907,22 +907,18 @@ impl Conn {
             c.tx_publishes.push((p.publish, props, p.body));
             return Ok(());
         }
-        self.store_publish(ch, p.publish, props, p.body, true)
-            .await
-            .map(|_| ())
+        self.store_publish(ch, p.publish, props, p.body).await
     }
 
-    /// Routes one publish and appends it, or with `defer` queues it for
-    /// `flush_publishes`; returns the waits for its stores when appended now (a deferred
-    /// publish's confirm is reported by the flush).
+    /// Routes one publish and queues it for `flush_publishes` (or a tx.commit), which
+    /// appends it and reports its confirm.
     async fn store_publish(
         &mut self,
         ch: u16,
         publish: basic::Publish,
         props: AMQPProperties,
         body: Vec<u8>,
-        defer: bool,
-    ) -> Result<Vec<StoredWait>, Fail> {
+    ) -> Result<(), Fail> {
         let exchange = publish.exchange.as_str().to_string();
         let key = publish.routing_key.as_str().to_string();
         let own_ttl =
@@ -933,7 +929,7 @@ impl Conn {
             .route(&exchange, &key, props.headers().as_ref())
             .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
         let Some(c) = self.channels.get_mut(&ch) else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let p = Publishing {
             publish,
@@ -970,7 +966,7 @@ impl Conn {
                 }
                 self.flush_confirms(ch).await;
             }
-            return Ok(Vec::new());
+            return Ok(());
         }
         let msg = StoredMessage {
             exchange,
@@ -991,16 +987,9 @@ impl Conn {
             batch,
             own_ttl,
         };
-        if defer {
-            self.pending_bytes += routed.batch.len();
-            self.pending.push(routed);
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .append_publishes(vec![routed])
-            .pop()
-            .map(|(_, _, waits)| waits)
-            .unwrap_or_default())
+        self.pending_bytes += routed.batch.len();
+        self.pending.push(routed);
+        Ok(())
     }
 
     /// Appends routed publishes, each queue's share with one log write; returns every
@@ -1108,8 +1097,15 @@ impl Conn {
         let n = c.next_commit;
         c.commits.insert(n, None);
         let mut waits = Vec::new();
+        // Routed one by one, stored together: one log write per queue for the commit
+        // (`on_frame` flushed every earlier publish before this tx.commit).
         for (publish, props, body) in publishes {
-            waits.extend(self.store_publish(ch, publish, props, body, false).await?);
+            self.store_publish(ch, publish, props, body).await?;
+        }
+        let routed = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        for (_, _, w) in self.append_publishes(routed) {
+            waits.extend(w);
         }
         let (mut acks, mut requeues, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
         for (_, u, how) in settles {
