@@ -415,18 +415,40 @@ async fn confirmed_publish(
     })
 }
 
-async fn publish_confirm(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
+/// How the publishers of a run put their channel.
+#[derive(Clone, Copy)]
+enum PublishMode {
+    Confirms,
+    Transactions,
+}
+
+/// `args.publishers` connections with a channel each, in `mode`.
+async fn open_publishers(args: &AmqpBenchArgs, mode: PublishMode) -> Result<Vec<Publisher>> {
     let mut pubs = Vec::with_capacity(args.publishers);
     for _ in 0..args.publishers {
         let p = open_publisher(&args.uri).await?;
-        p.ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .context("confirm.select")?;
+        match mode {
+            PublishMode::Confirms => {
+                p.ch.confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .context("confirm.select")?
+            }
+            PublishMode::Transactions => p.ch.tx_select().await.context("tx.select")?,
+        }
         pubs.push(p);
     }
+    Ok(pubs)
+}
+
+/// When a run that started at `start` stops publishing (`--time-limit`, 0 = never).
+fn run_deadline(args: &AmqpBenchArgs, start: Instant) -> Option<Instant> {
+    (args.time_limit > 0.0).then(|| start + Duration::from_secs_f64(args.time_limit))
+}
+
+async fn publish_confirm(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
+    let pubs = open_publishers(args, PublishMode::Confirms).await?;
     let start = Instant::now();
-    let deadline =
-        (args.time_limit > 0.0).then(|| start + Duration::from_secs_f64(args.time_limit));
+    let deadline = run_deadline(args, start);
     let mut tasks = Vec::new();
     for (i, p) in pubs.iter().enumerate() {
         let ch = p.ch.clone();
@@ -462,15 +484,9 @@ async fn close_all(pubs: Vec<Publisher>) {
 }
 
 async fn tx(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
-    let mut pubs = Vec::with_capacity(args.publishers);
-    for _ in 0..args.publishers {
-        let p = open_publisher(&args.uri).await?;
-        p.ch.tx_select().await.context("tx.select")?;
-        pubs.push(p);
-    }
+    let pubs = open_publishers(args, PublishMode::Transactions).await?;
     let start = Instant::now();
-    let deadline =
-        (args.time_limit > 0.0).then(|| start + Duration::from_secs_f64(args.time_limit));
+    let deadline = run_deadline(args, start);
     let mut tasks = Vec::new();
     for (i, p) in pubs.iter().enumerate() {
         let ch = p.ch.clone();
