@@ -996,13 +996,20 @@ impl Conn {
     /// publish's channel, confirm sequence number and waits for its stores, in order.
     fn append_publishes(
         &self,
-        publishes: Vec<PendingPublish>,
+        mut publishes: Vec<PendingPublish>,
     ) -> Vec<(u16, Option<u64>, Vec<StoredWait>)> {
         let mut groups: Vec<(Arc<Queue>, Vec<usize>, Vec<QueuedMessage>)> = Vec::new();
-        for (i, p) in publishes.iter().enumerate() {
-            for q in &p.queues {
+        for (i, p) in publishes.iter_mut().enumerate() {
+            let last = p.queues.len().saturating_sub(1);
+            for (k, q) in p.queues.iter().enumerate() {
+                // The last queue takes the batch itself: one copy fewer per publish.
+                let batch = if k == last {
+                    std::mem::take(&mut p.batch)
+                } else {
+                    p.batch.clone()
+                };
                 let m = QueuedMessage {
-                    batch: p.batch.clone(),
+                    batch,
                     bytes: p.msg.body.len() as u64,
                     own_ttl: p.own_ttl,
                 };

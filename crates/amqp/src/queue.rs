@@ -307,31 +307,35 @@ impl Queue {
         if n == 0 {
             return Ok(messages.iter().map(|_| Enqueued::Refused).collect());
         }
-        let mut joined = Vec::with_capacity(
-            messages
-                .iter()
-                .zip(&accepted)
-                .filter(|(_, a)| **a)
-                .map(|(m, _)| m.batch.len())
-                .sum(),
-        );
-        for (m, _) in messages.iter().zip(&accepted).filter(|(_, a)| **a) {
-            joined.extend_from_slice(&m.batch);
-        }
+        // One message (the common case) is appended as is; several are joined.
+        let mut kept: Vec<(Vec<u8>, u64, Option<i64>)> = messages
+            .into_iter()
+            .zip(&accepted)
+            .filter(|(_, a)| **a)
+            .map(|(m, _)| (m.batch, m.bytes, m.own_ttl))
+            .collect();
+        let joined = if kept.len() == 1 {
+            std::mem::take(&mut kept[0].0)
+        } else {
+            let mut joined = Vec::with_capacity(kept.iter().map(|k| k.0.len()).sum());
+            for k in &kept {
+                joined.extend_from_slice(&k.0);
+            }
+            joined
+        };
         let appended = self
             .partition
             .append(joined, Acks::All)
             .map_err(|e| core_error(&e))?;
         let now = arctern_core::now_ms();
         // Every message is a one-record batch, so they hold consecutive offsets.
-        let kept = messages.iter().zip(&accepted).filter(|(_, a)| **a);
-        for (offset, (m, _)) in (appended.outcome.base_offset..).zip(kept) {
+        for (offset, (_, bytes, own_ttl)) in (appended.outcome.base_offset..).zip(&kept) {
             inner.put(
                 offset,
                 Entry {
                     redelivered: false,
-                    expires_at: expiry(self.args.message_ttl, m.own_ttl, now),
-                    bytes: m.bytes,
+                    expires_at: expiry(self.args.message_ttl, *own_ttl, now),
+                    bytes: *bytes,
                     returns: 0,
                 },
             );
