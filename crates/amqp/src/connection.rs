@@ -19,10 +19,11 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::alarm::AlarmState;
 use crate::codes::*;
+use crate::forward;
 use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait};
 use crate::record::{encode_message, StoredMessage};
 use crate::server::AmqpServerConfig;
-use crate::vhost::{QueueSpec, Vhost};
+use crate::vhost::{QueueSpec, Route, Vhost};
 use crate::wire::{self, FrameError, FRAME_HEADER_LEN, PROTOCOL_HEADER};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -282,24 +283,48 @@ pub async fn run(
     config: AmqpServerConfig,
     alarm: AlarmState,
 ) {
+    let mut stream = stream;
+    let mut peer = peer;
     let _ = stream.set_nodelay(true);
-    if !vhost.wait_loaded(Duration::from_secs(30)).await {
-        tracing::warn!(%peer, "AMQP definitions not loaded; dropping the connection");
-        return;
-    }
-    let (mut r, mut w) = stream.into_split();
     let mut header = [0u8; 8];
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, r.read_exact(&mut header)).await {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut header)).await {
         Ok(Ok(_)) => {}
         _ => return,
+    }
+    if forward::is_proxy_line(&header) {
+        if !vhost.trusts_forwarder(peer.ip()) {
+            tracing::warn!(%peer, "PROXY header from a peer that is no cluster node; closing");
+            return;
+        }
+        let line = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            forward::read_proxy_line(&mut stream, &header),
+        );
+        match line.await {
+            Ok(Ok(Some(client))) => peer = client,
+            _ => {
+                tracing::warn!(%peer, "bad PROXY header; closing");
+                return;
+            }
+        }
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut header)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
     }
     if header != PROTOCOL_HEADER {
         // The spec: reply with the supported protocol header and close.
         tracing::debug!(%peer, "bad AMQP protocol header");
-        let _ = w.write_all(&PROTOCOL_HEADER).await;
-        let _ = w.shutdown().await;
+        let _ = stream.write_all(&PROTOCOL_HEADER).await;
+        let _ = stream.shutdown().await;
         return;
     }
+    let Some((stream, term)) = route(stream, peer, &vhost, &header).await else {
+        return;
+    };
+    let _served = vhost.connection_guard();
+    let mut terms = vhost.subscribe_term();
+    let (r, w) = stream.into_split();
     let frame_max = Arc::new(AtomicUsize::new(config.frame_max as usize));
     let (ftx, mut frames) = mpsc::channel(64);
     let epoch = Instant::now();
@@ -415,6 +440,16 @@ pub async fn run(
                     }
                 }
                 _ = conn.wake.notified() => conn.pump().await,
+                Ok(()) = terms.changed() => {
+                    if *terms.borrow_and_update() != Some(term) {
+                        let e = AmqpError::new(
+                            CONNECTION_FORCED,
+                            "the node serving this vhost changed; reconnect",
+                        );
+                        conn.close_connection(&mut frames, e, 0, 0).await;
+                        break;
+                    }
+                }
                 Some(first) = confirm_rx.recv() => {
                     // A group commit makes many publishes durable at once: take every
                     // outcome already known, so one `multiple` ack covers them.
@@ -463,6 +498,48 @@ pub async fn run(
     drop(conn);
     reader_task.abort();
     let _ = writer_task.await;
+}
+
+/// How long a new connection waits for a node to serve the vhost (a failover).
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves the connection here (`Some((stream, term))`) or relays it to the home node (`None` once
+/// that relay ends, or when no node serves the vhost in time).
+async fn route(
+    stream: TcpStream,
+    peer: SocketAddr,
+    vhost: &Arc<Vhost>,
+    header: &[u8],
+) -> Option<(TcpStream, u64)> {
+    let deadline = tokio::time::Instant::now() + ROUTE_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match vhost.route_connection(left).await {
+            None => {
+                tracing::warn!(%peer, "no node serves the AMQP vhost; closing the connection");
+                return None;
+            }
+            Some(Route::Here(term)) => return Some((stream, term)),
+            Some(Route::Forward(endpoint)) => {
+                let local = stream.local_addr().ok()?;
+                match forward::connect(&endpoint, peer, local, header).await {
+                    Ok(up) => {
+                        tracing::debug!(%peer, %endpoint, "forwarding AMQP connection to the node serving the vhost");
+                        forward::relay(stream, up).await;
+                        return None;
+                    }
+                    Err(e) => {
+                        // The home may have just died: wait for the metadata to move it.
+                        tracing::debug!(%peer, %endpoint, error = %e, "cannot reach the node serving the vhost");
+                        if tokio::time::Instant::now() >= deadline {
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn close_method(e: &AmqpError, class: u16, method: u16) -> AMQPClass {

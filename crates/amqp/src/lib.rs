@@ -2,13 +2,15 @@
 //!
 //! Sans-IO parts (`wire`, `codes`, `topic`, `record`, `args`, `deadletter`) know the protocol's bytes and do no IO;
 //! `vhost` and `queue` hold exchanges, queues and bindings over the broker core;
-//! `connection` and `server` run one task per client connection.
+//! `connection` and `server` run one task per client connection; `forward` relays a
+//! connection to the node serving the vhost.
 
 pub mod alarm;
 pub mod args;
 pub mod codes;
 pub mod connection;
 pub mod deadletter;
+pub mod forward;
 pub mod queue;
 pub mod record;
 pub mod server;

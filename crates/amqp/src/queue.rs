@@ -133,6 +133,8 @@ pub struct Queue {
     pub arguments: FieldTable,
     pub args: QueueArgs,
     partition: Arc<Partition>,
+    /// The leader epoch the queue was opened in: its memory is only right within it.
+    leader_epoch: i32,
     inner: Mutex<Inner>,
     /// The vhost's housekeeping, woken when messages die.
     housekeeping: Arc<Notify>,
@@ -169,6 +171,7 @@ impl Queue {
             args,
             housekeeping,
         } = setup;
+        let leader_epoch = partition.leader_epoch();
         let mut ready = BTreeMap::new();
         let mut offset = partition.log_start_offset().map_err(|e| core_error(&e))?;
         let mut delivered = std::collections::HashSet::new();
@@ -222,6 +225,7 @@ impl Queue {
             arguments,
             args,
             partition,
+            leader_epoch,
             inner: Mutex::new(Inner {
                 ready,
                 ready_bytes,
@@ -550,6 +554,13 @@ impl Queue {
     /// (housekeeping calls this every tick, bounding what a crash can make redeliver).
     pub fn flush_pending(&self) {
         self.partition.flush_pending();
+    }
+
+    /// Still led here in the epoch it was opened in.
+    pub fn still_led(&self) -> bool {
+        self.partition.is_leader()
+            && self.partition.leader_epoch() == self.leader_epoch
+            && !self.partition.is_closed()
     }
 
     /// Deletes the log's whole segments below the oldest unsettled message (and the high

@@ -5,14 +5,25 @@
 //! before the declaration is answered and rebuilt from the metadata at start. Each queue's messages live in its own topic `__amqp_q_<uuid>`: a fresh id
 //! per declaration, so a queue deleted and declared again never sees old records, and
 //! any AMQP queue name (up to 255 bytes of UTF-8) maps onto a legal Kafka topic name.
+//!
+//! On a cluster one node serves the vhost: the leader of the `__amqp_home` topic (its
+//! "home"). Every queue topic carries `leader.follows=__amqp_home`, so the metadata keeps
+//! each queue led by that same node; other nodes forward their AMQP connections to it
+//! (`forward.rs`). A node becomes home by loading the definitions from the metadata and
+//! opening every queue from its log; it stops being home (closing its connections with
+//! 320 CONNECTION_FORCED) as soon as it loses the home or any open queue's leadership.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use arctern_core::{Broker, Partition};
-use arctern_metadata::{AmqpBindingDef, AmqpChange, AmqpExchangeDef, AmqpQueueDef};
+use arctern_metadata::{
+    AmqpBindingDef, AmqpChange, AmqpExchangeDef, AmqpQueueDef, ClusterState, LEADER_FOLLOWS_CONFIG,
+    NO_LEADER,
+};
 use bytes::Bytes;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -26,6 +37,18 @@ use crate::topic::topic_matches;
 use crate::wire;
 
 pub const QUEUE_TOPIC_PREFIX: &str = "__amqp_q_";
+
+/// The topic whose partition 0 leader serves the vhost. It holds no records.
+pub const HOME_TOPIC: &str = "__amqp_home";
+
+/// Where a new connection is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Here, in this home term (connections close when it ends).
+    Here(u64),
+    /// At the home node's AMQP endpoint.
+    Forward(String),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,12 +133,41 @@ struct State {
     bindings: HashSet<Binding>,
 }
 
+impl State {
+    /// Only the built-in exchanges.
+    fn fresh() -> State {
+        let mut state = State::default();
+        for e in builtin_exchanges() {
+            state.exchanges.insert(e.name.clone(), e);
+        }
+        state
+    }
+}
+
+/// Counts a connection served here (see `Vhost::connection_guard`).
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<Vhost>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The node leading the home topic, if any.
+fn home_leader(cluster: &ClusterState) -> Option<i32> {
+    let leader = cluster.topics.get(HOME_TOPIC)?.partitions.first()?.leader;
+    (leader != NO_LEADER && cluster.is_unfenced(leader)).then_some(leader)
+}
+
 /// Settings the vhost needs from the server config.
 #[derive(Debug, Clone)]
 pub struct VhostConfig {
     pub max_message_size: usize,
     /// `segment.bytes` of queue logs (see `AmqpServerConfig::queue_segment_bytes`).
     pub queue_segment_bytes: u64,
+    /// Where other nodes reach this node's AMQP listener (`host:port`).
+    pub endpoint: String,
 }
 
 #[derive(Debug)]
@@ -125,8 +177,15 @@ pub struct Vhost {
     order: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     config: VhostConfig,
-    /// True once the durable definitions are loaded; connections wait for it.
-    loaded: tokio::sync::watch::Sender<bool>,
+    /// `Some(term)` while this node serves the vhost; each time it starts to, the term
+    /// grows. Connections of an ended term close.
+    term: tokio::sync::watch::Sender<Option<u64>>,
+    /// The last term served here (terms never repeat).
+    last_term: AtomicUsize,
+    /// Set once a client asked for the vhost: the home topic is then created if missing.
+    wanted: AtomicBool,
+    /// Connections being served here (all terms); a new term waits for the old ones.
+    connections: AtomicUsize,
     /// Wakes the housekeeping task (dead-lettering, TTL, `x-expires`).
     housekeeping: Arc<tokio::sync::Notify>,
 }
@@ -134,6 +193,10 @@ pub struct Vhost {
 /// How often housekeeping looks at every queue even when nothing woke it (expiry by TTL
 /// and `x-expires` are found this way).
 const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
+
+/// How often the home role is checked even without a metadata change (a replica's role
+/// follows the metadata a moment later).
+const HOME_CHECK: Duration = Duration::from_millis(200);
 
 fn poisoned() -> AmqpError {
     AmqpError::internal("vhost lock poisoned")
@@ -170,6 +233,8 @@ fn queue_topic_configs(config: &VhostConfig) -> Vec<(String, String)> {
             "max.message.bytes".into(),
             (max_message_size + 4096).to_string(),
         ),
+        // Every queue is led by the node serving the vhost.
+        (LEADER_FOLLOWS_CONFIG.into(), HOME_TOPIC.into()),
     ]
 }
 
@@ -227,20 +292,18 @@ pub struct QueueSpec {
 }
 
 impl Vhost {
-    /// A vhost that loads its durable definitions in the background (see `load`):
-    /// startup never waits for AMQP, and a node that does not lead the definitions log
-    /// keeps retrying without affecting the Kafka side.
+    /// A vhost whose home role is driven in the background (see `watch_home`): startup
+    /// never waits for AMQP, and the Kafka side is never affected by it.
     pub fn start(broker: Arc<Broker>, config: VhostConfig) -> Arc<Vhost> {
-        let mut state = State::default();
-        for e in builtin_exchanges() {
-            state.exchanges.insert(e.name.clone(), e);
-        }
         let v = Arc::new(Vhost {
             broker,
             order: tokio::sync::Mutex::new(()),
-            state: Mutex::new(state),
+            state: Mutex::new(State::fresh()),
             config,
-            loaded: tokio::sync::watch::channel(false).0,
+            term: tokio::sync::watch::channel(None).0,
+            last_term: AtomicUsize::new(0),
+            wanted: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
             housekeeping: Arc::new(tokio::sync::Notify::new()),
         });
         let weak = Arc::downgrade(&v);
@@ -252,38 +315,182 @@ impl Vhost {
                 v.housekeep().await;
             }
         });
-        let loader = Arc::clone(&v);
+        let weak = Arc::downgrade(&v);
+        let mut changes = v.broker.subscribe_metadata();
         tokio::spawn(async move {
             let mut attempt = 0u32;
             loop {
-                match loader.load().await {
-                    Ok(()) => {
-                        loader.loaded.send_replace(true);
-                        return;
-                    }
-                    Err(e) => {
-                        if attempt.is_multiple_of(10) {
-                            tracing::warn!(error = %e, "AMQP definitions not loaded yet; retrying");
-                        }
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+                let Some(v) = weak.upgrade() else { return };
+                if v.broker.is_shutting_down() {
+                    return;
                 }
+                if let Err(e) = v.watch_home().await {
+                    if attempt.is_multiple_of(10) {
+                        tracing::warn!(error = %e, "AMQP vhost not served here yet; retrying");
+                    }
+                    attempt += 1;
+                } else {
+                    attempt = 0;
+                }
+                drop(v);
+                let _ = tokio::time::timeout(HOME_CHECK, changes.changed()).await;
             }
         });
         v
     }
 
-    /// Waits until the durable definitions are loaded (false on timeout).
-    pub async fn wait_loaded(&self, timeout: Duration) -> bool {
-        let mut rx = self.loaded.subscribe();
-        let loaded = tokio::time::timeout(timeout, rx.wait_for(|l| *l)).await;
-        loaded.is_ok()
+    /// One look at the metadata: registers this node's endpoint, creates the home topic
+    /// once wanted, and starts or stops serving the vhost.
+    async fn watch_home(&self) -> Result<(), AmqpError> {
+        let cluster = self.broker.cluster();
+        let me = self.broker.node_id();
+        if cluster.amqp.endpoints.get(&me) != Some(&self.config.endpoint) {
+            self.broker
+                .amqp_define(AmqpChange::PutEndpoint {
+                    broker_id: me,
+                    endpoint: self.config.endpoint.clone(),
+                })
+                .await
+                .map_err(|e| core_error(&e))?;
+        }
+        let defined = !cluster.amqp.queues.is_empty() || !cluster.amqp.exchanges.is_empty();
+        if !cluster.topics.contains_key(HOME_TOPIC)
+            && (defined || self.wanted.load(Ordering::Acquire))
+        {
+            self.create_home(&cluster).await?;
+        }
+        let leads_home = home_leader(&self.broker.cluster()) == Some(me)
+            && self
+                .broker
+                .partition(HOME_TOPIC, 0)
+                .is_ok_and(|p| p.is_leader());
+        let serving = self.term.borrow().is_some();
+        if serving {
+            let lost = if !leads_home {
+                Some("this node no longer leads the AMQP home".to_string())
+            } else {
+                self.state
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .queues
+                    .values()
+                    .find(|q| !q.still_led())
+                    .map(|q| format!("queue '{}' is no longer led here", q.name))
+            };
+            if let Some(why) = lost {
+                self.stop_serving(&why)?;
+            }
+        } else if leads_home {
+            // Connections of an earlier term may still be settling; their late appends
+            // must not race the queues about to be rebuilt from the logs.
+            for _ in 0..100 {
+                if self.connections.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            self.load().await?;
+            let term = self.last_term.fetch_add(1, Ordering::AcqRel) as u64 + 1;
+            self.term.send_replace(Some(term));
+            tracing::info!(term, "serving the AMQP vhost on this node");
+        }
+        Ok(())
+    }
+
+    async fn create_home(&self, cluster: &ClusterState) -> Result<(), AmqpError> {
+        let live = cluster.brokers.values().filter(|b| !b.fenced).count();
+        let rf = self
+            .broker
+            .config()
+            .default_replication_factor
+            .min(i16::try_from(live).unwrap_or(i16::MAX))
+            .max(1);
+        match self
+            .broker
+            .create_topic(HOME_TOPIC, 1, rf, &[], false)
+            .await
+        {
+            Ok(_) | Err(arctern_core::CoreError::TopicAlreadyExists(_)) => Ok(()),
+            Err(e) => Err(core_error(&e)),
+        }
+    }
+
+    fn stop_serving(&self, why: &str) -> Result<(), AmqpError> {
+        tracing::warn!(
+            reason = why,
+            "no longer serving the AMQP vhost here; closing its connections"
+        );
+        self.term.send_replace(None);
+        let old = std::mem::replace(
+            &mut *self.state.lock().map_err(|_| poisoned())?,
+            State::fresh(),
+        );
+        for q in old.queues.values() {
+            q.flush_pending();
+        }
+        Ok(())
+    }
+
+    /// Where a new connection is served: waits (up to `timeout`) for a home to exist and,
+    /// when it is this node, for the vhost to be loaded.
+    pub async fn route_connection(&self, timeout: Duration) -> Option<Route> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut term = self.term.subscribe();
+        let mut changes = self.broker.subscribe_metadata();
+        loop {
+            if let Some(t) = *term.borrow_and_update() {
+                return Some(Route::Here(t));
+            }
+            let cluster = self.broker.cluster();
+            if !cluster.topics.contains_key(HOME_TOPIC) {
+                self.wanted.store(true, Ordering::Release);
+            }
+            if let Some(home) = home_leader(&cluster).filter(|h| *h != self.broker.node_id()) {
+                if let Some(endpoint) = cluster.amqp.endpoints.get(&home) {
+                    return Some(Route::Forward(endpoint.clone()));
+                }
+            }
+            let wait = async {
+                tokio::select! {
+                    _ = term.changed() => {}
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            };
+            if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Receives the home term (see `route_connection`).
+    pub fn subscribe_term(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
+        self.term.subscribe()
+    }
+
+    /// Counts a connection served here until the guard drops.
+    pub fn connection_guard(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(Arc::clone(self))
+    }
+
+    /// Whether `ip` may send a PROXY header: loopback, or a node of this cluster.
+    pub fn trusts_forwarder(&self, ip: std::net::IpAddr) -> bool {
+        if ip.is_loopback() {
+            return true;
+        }
+        let cluster = self.broker.cluster();
+        let host_is = |h: &str| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>() == Ok(ip);
+        cluster.brokers.values().any(|b| host_is(&b.host))
+            || cluster
+                .amqp
+                .endpoints
+                .values()
+                .any(|e| e.rsplit_once(':').is_some_and(|(h, _)| host_is(h)))
     }
 
     /// Rebuilds the durable definitions from the metadata and opens every durable queue.
-    /// Non-durable queues do not survive a restart: on a single node their leftover
-    /// topics are deleted here.
+    /// Non-durable queues do not survive their home: their leftover topics are deleted.
     async fn load(&self) -> Result<(), AmqpError> {
         let defs = self.broker.cluster().amqp.clone();
         let table = |json: &str| serde_json::from_str::<FieldTable>(json).unwrap_or_default();
@@ -349,6 +556,7 @@ impl Vhost {
         }
         {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
+            *st = State::fresh();
             st.exchanges.extend(exchanges);
             st.queues.extend(queues);
             st.bindings.extend(bindings);
@@ -366,15 +574,13 @@ impl Vhost {
                     }
             });
         }
-        // On a cluster another node may own live non-durable queues: only a single node
-        // cleans up.
-        if self.broker.cluster().brokers.len() <= 1 {
-            for t in self.broker.topics() {
-                if t.name.starts_with(QUEUE_TOPIC_PREFIX) && !live.contains(&t.name) {
-                    tracing::info!(topic = %t.name, "deleting the topic of a non-durable AMQP queue");
-                    if let Err(e) = self.broker.delete_topic(&t.name).await {
-                        tracing::warn!(topic = %t.name, error = %e, "cannot delete leftover queue topic");
-                    }
+        // Only the home creates queue topics and it has no connections yet: a topic of no
+        // durable queue belonged to a non-durable queue of an earlier home.
+        for t in self.broker.topics() {
+            if t.name.starts_with(QUEUE_TOPIC_PREFIX) && !live.contains(&t.name) {
+                tracing::info!(topic = %t.name, "deleting the topic of a non-durable AMQP queue");
+                if let Err(e) = self.broker.delete_topic(&t.name).await {
+                    tracing::warn!(topic = %t.name, error = %e, "cannot delete leftover queue topic");
                 }
             }
         }

@@ -191,11 +191,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ..KafkaServerConfig::default()
     };
     let groups = arctern_groups::GroupCoordinator::start(Arc::clone(&broker), group_config);
+    let amqp_bound = amqp_listener
+        .local_addr()
+        .context("reading AMQP bound address")?;
+    // Other nodes forward AMQP clients here: a wildcard bind is reached at the advertised
+    // Kafka host.
+    let amqp_endpoint = if amqp_bound.ip().is_unspecified() {
+        format!("{}:{}", broker.config().advertised_host, amqp_bound.port())
+    } else {
+        amqp_bound.to_string()
+    };
     let vhost = arctern_amqp::Vhost::start(
         Arc::clone(&broker),
         arctern_amqp::VhostConfig {
             max_message_size: amqp_config.max_message_size,
             queue_segment_bytes: amqp_config.queue_segment_bytes,
+            endpoint: amqp_endpoint,
         },
     );
     let (stop, stopped) = watch::channel(false);
@@ -208,9 +219,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         server_config,
         stopped,
     ));
-    let amqp_bound = amqp_listener
-        .local_addr()
-        .context("reading AMQP bound address")?;
     let alarm =
         arctern_amqp::alarm::start(settings::alarm_config(&file, &broker.config().data_dir)?);
     let amqp_server = tokio::spawn(arctern_amqp::serve(

@@ -199,6 +199,8 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), CoreError> {
         "segment.ms" | "max.message.bytes" | "index.interval.bytes" => parse_long(key, value, 0).map(drop),
         "flush.messages" | "flush.ms" | "min.insync.replicas" => parse_long(key, value, 1).map(drop),
         "retention.bytes" | "retention.ms" => parse_long(key, value, -1).map(drop),
+        // Arctern's own (see `arctern_metadata::LEADER_FOLLOWS_CONFIG`).
+        "leader.follows" if !value.is_empty() => Ok(()),
         _ => Err(CoreError::InvalidConfig(format!("unknown topic config '{key}'"))),
     }
 }

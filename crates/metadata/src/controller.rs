@@ -13,7 +13,9 @@
 //! - `ElectLeader` for leaderless partitions: from the ISR when a member is unfenced, else
 //!   from any unfenced replica if unclean election is enabled for the topic;
 //! - `ElectLeader` of the preferred (first) replica, every `leader_imbalance_check_interval`,
-//!   when it is unfenced and in the ISR but not leading.
+//!   when it is unfenced and in the ISR but not leading;
+//! - `ElectLeader` of the followed topic's leader for a `leader.follows` topic led
+//!   elsewhere, every tick (such topics and the ones they follow skip the preferred rule).
 //!
 //! Decisions read clocks, proposals do not: every command carries its outcome's inputs, so
 //! `apply` stays deterministic. A failed proposal is not retried as such; a later tick plans
@@ -33,7 +35,7 @@ use uuid::Uuid;
 use crate::network::{self, CallError, ForwardError, RpcClient};
 use crate::{
     BasicNode, BrokerId, ClusterState, CommandResult, MetadataCommand, NodeId, TopicState,
-    TypeConfig, NO_LEADER,
+    TypeConfig, LEADER_FOLLOWS_CONFIG, NO_LEADER,
 };
 
 /// Topic config key for unclean leader election (Kafka's name).
@@ -285,6 +287,8 @@ enum ElectionKind {
     Unclean,
     /// The first replica takes leadership back.
     Preferred,
+    /// A `leader.follows` topic moves to the leader of the topic it follows.
+    Follow,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -405,7 +409,15 @@ fn partition_actions(
     rebalance: bool,
 ) -> Vec<PartitionAction> {
     let mut out = Vec::new();
+    // Topics others follow keep their leader: moving it moves every follower too.
+    let followed: BTreeSet<&String> = state
+        .topics
+        .values()
+        .filter_map(|t| t.configs.get(LEADER_FOLLOWS_CONFIG))
+        .collect();
     for (name, t) in &state.topics {
+        let follow = state.followed_leader(&t.configs);
+        let following = t.configs.contains_key(LEADER_FOLLOWS_CONFIG);
         for (i, p) in t.partitions.iter().enumerate() {
             let Ok(partition) = i32::try_from(i) else {
                 break;
@@ -419,15 +431,26 @@ fn partition_actions(
                 kind,
             };
             let live = |b: &&BrokerId| state.is_unfenced(**b);
+            let follow = follow.filter(|l| p.isr.contains(l));
             if p.leader == NO_LEADER {
-                if let Some(b) = p.replicas.iter().filter(|b| p.isr.contains(b)).find(live) {
-                    out.push(elect(*b, ElectionKind::Clean));
+                let clean = follow.or_else(|| {
+                    p.replicas
+                        .iter()
+                        .filter(|b| p.isr.contains(b))
+                        .find(live)
+                        .copied()
+                });
+                if let Some(b) = clean {
+                    out.push(elect(b, ElectionKind::Clean));
                 } else if unclean_enabled(t, default_unclean) {
                     if let Some(b) = p.replicas.iter().find(live) {
                         out.push(elect(*b, ElectionKind::Unclean));
                     }
                 }
-            } else if rebalance {
+            } else if let Some(l) = follow.filter(|l| *l != p.leader) {
+                // Checked every tick, not only on rebalance: AMQP needs its queues together.
+                out.push(elect(l, ElectionKind::Follow));
+            } else if rebalance && !following && !followed.contains(name) {
                 if let Some(&preferred) = p.replicas.first() {
                     if preferred != p.leader
                         && state.is_unfenced(preferred)
@@ -549,6 +572,10 @@ impl Controller {
                     topic = %a.topic, partition = a.partition, leader = a.new_leader,
                     "unclean leader election: no ISR member is available; acknowledged \
                      records the new leader lacks are lost"
+                ),
+                ElectionKind::Follow => tracing::info!(
+                    topic = %a.topic, partition = a.partition, leader = a.new_leader,
+                    from = a.planned_at.0, "moving a partition to the leader of the topic it follows"
                 ),
                 ElectionKind::Preferred => tracing::info!(
                     topic = %a.topic, partition = a.partition, leader = a.new_leader,
@@ -746,6 +773,22 @@ mod tests {
         let cfg = &mut s.topics.get_mut("t").expect("topic").configs;
         cfg.insert(UNCLEAN_LEADER_ELECTION_CONFIG.into(), "true".into());
         assert_eq!(kinds(&s, false, false).len(), 2);
+
+        // A follower led elsewhere moves to the followed leader every tick; neither it nor
+        // the followed topic is moved to its preferred replica.
+        let mut f = state(&brokers, &[part(&[2, 3], 2, &[2, 3])]);
+        let mut home = f.topics["t"].clone();
+        home.name = "home".into();
+        home.partitions = vec![part(&[2, 3], 3, &[2, 3])];
+        f.topics.insert("home".into(), home);
+        f.topics
+            .get_mut("t")
+            .expect("topic")
+            .configs
+            .insert(LEADER_FOLLOWS_CONFIG.into(), "home".into());
+        assert_eq!(kinds(&f, false, true), vec![(0, 3, ElectionKind::Follow)]);
+        f.topics.get_mut("t").expect("topic").partitions[0].leader = 3;
+        assert_eq!(kinds(&f, false, true), vec![]);
 
         // A plan is dropped once the partition moved on.
         let a = &partition_actions(&s, false, false)[0];

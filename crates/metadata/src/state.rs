@@ -17,6 +17,13 @@ pub type BrokerId = i32;
 /// Leader value meaning "no leader" (Kafka's `-1`).
 pub const NO_LEADER: BrokerId = -1;
 
+/// Topic config (Arctern's own): every partition of the topic is led by the leader of
+/// partition 0 of the named topic whenever that broker is an unfenced member of the
+/// partition's ISR. Creation, fencing, elections of the followed topic and the controller
+/// all keep to it, and the controller never moves a followed or following topic to its
+/// preferred replica. AMQP uses it so that one node leads every queue of the vhost.
+pub const LEADER_FOLLOWS_CONFIG: &str = "leader.follows";
+
 /// The whole replicated metadata document.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
@@ -39,6 +46,10 @@ pub struct AmqpDefinitions {
     pub exchanges: BTreeMap<String, AmqpExchangeDef>,
     pub queues: BTreeMap<String, AmqpQueueDef>,
     pub bindings: BTreeSet<AmqpBindingDef>,
+    /// Where each broker accepts AMQP connections (`host:port`), so any node can forward a
+    /// client to the node serving the vhost.
+    #[serde(default)]
+    pub endpoints: BTreeMap<BrokerId, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,12 +84,26 @@ pub struct AmqpBindingDef {
 /// One change to [`AmqpDefinitions`]. Deleting an exchange or queue drops its bindings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AmqpChange {
-    PutExchange { name: String, def: AmqpExchangeDef },
-    DeleteExchange { name: String },
-    PutQueue { name: String, def: AmqpQueueDef },
-    DeleteQueue { name: String },
+    PutExchange {
+        name: String,
+        def: AmqpExchangeDef,
+    },
+    DeleteExchange {
+        name: String,
+    },
+    PutQueue {
+        name: String,
+        def: AmqpQueueDef,
+    },
+    DeleteQueue {
+        name: String,
+    },
     Bind(AmqpBindingDef),
     Unbind(AmqpBindingDef),
+    PutEndpoint {
+        broker_id: BrokerId,
+        endpoint: String,
+    },
 }
 
 impl AmqpDefinitions {
@@ -104,6 +129,12 @@ impl AmqpDefinitions {
             }
             AmqpChange::Unbind(b) => {
                 self.bindings.remove(b);
+            }
+            AmqpChange::PutEndpoint {
+                broker_id,
+                endpoint,
+            } => {
+                self.endpoints.insert(*broker_id, endpoint.clone());
             }
         }
     }
@@ -410,7 +441,12 @@ impl ClusterState {
                 if partitions.is_empty() {
                     return Err(invalid("a topic needs at least one partition".into()));
                 }
-                let parts = self.new_partitions(partitions)?;
+                let mut parts = self.new_partitions(partitions)?;
+                if let Some(l) = self.followed_leader(configs) {
+                    for p in parts.iter_mut().filter(|p| p.replicas.contains(&l)) {
+                        p.leader = l;
+                    }
+                }
                 self.topics.insert(
                     name.clone(),
                     TopicState {
@@ -557,6 +593,26 @@ impl ClusterState {
                 p.leader = *new_leader;
                 p.leader_epoch = p.leader_epoch.wrapping_add(1);
                 p.partition_epoch = p.partition_epoch.wrapping_add(1);
+                // Topics following this one move in the same command, so they are never
+                // led apart by this election.
+                if *partition == 0 && *new_leader != NO_LEADER {
+                    let l = *new_leader;
+                    for t in self
+                        .topics
+                        .values_mut()
+                        .filter(|t| t.configs.get(LEADER_FOLLOWS_CONFIG) == Some(topic))
+                    {
+                        for p in t
+                            .partitions
+                            .iter_mut()
+                            .filter(|p| p.leader != l && p.isr.contains(&l))
+                        {
+                            p.leader = l;
+                            p.leader_epoch = p.leader_epoch.wrapping_add(1);
+                            p.partition_epoch = p.partition_epoch.wrapping_add(1);
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -567,45 +623,68 @@ impl ClusterState {
         self.brokers.get(&broker_id).is_some_and(|b| !b.fenced)
     }
 
+    /// The broker that should lead a topic with these configs under
+    /// [`LEADER_FOLLOWS_CONFIG`]: the unfenced leader of the followed topic's partition 0.
+    pub fn followed_leader(&self, configs: &BTreeMap<String, String>) -> Option<BrokerId> {
+        let followed = configs.get(LEADER_FOLLOWS_CONFIG)?;
+        let l = self.topics.get(followed)?.partitions.first()?.leader;
+        (l != NO_LEADER && self.is_unfenced(l)).then_some(l)
+    }
+
     // Fencing and/or unfencing effects of broker `b` on every partition it replicates. Both
-    // in one pass so a partition's epochs bump at most once per command.
+    // in one pass so a partition's epochs bump at most once per command. Followed topics
+    // go first, so that following ones can pick the same new leader.
     fn move_leadership(&mut self, b: BrokerId, fence: bool, unfence: bool) {
+        self.move_leadership_of(b, fence, unfence, false);
+        self.move_leadership_of(b, fence, unfence, true);
+    }
+
+    fn move_leadership_of(&mut self, b: BrokerId, fence: bool, unfence: bool, following: bool) {
+        let preferred: BTreeMap<String, BrokerId> = if following {
+            self.topics
+                .values()
+                .filter_map(|t| Some((t.name.clone(), self.followed_leader(&t.configs)?)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         let brokers = &self.brokers;
         let live = |id: BrokerId| id != b && brokers.get(&id).is_some_and(|r| !r.fenced);
-        for p in self
+        for (name, t) in self
             .topics
-            .values_mut()
-            .flat_map(|t| t.partitions.iter_mut())
-            .filter(|p| p.replicas.contains(&b))
+            .iter_mut()
+            .filter(|(_, t)| t.configs.contains_key(LEADER_FOLLOWS_CONFIG) == following)
         {
-            let old_isr_len = p.isr.len();
-            let mut leader_changed = false;
-            if fence {
-                // The last ISR member stays: it may hold data nobody else has (KIP-841).
-                if p.isr.len() > 1 {
-                    p.isr.retain(|x| *x != b);
+            let preferred = preferred.get(name).copied();
+            for p in t.partitions.iter_mut().filter(|p| p.replicas.contains(&b)) {
+                let old_isr_len = p.isr.len();
+                let mut leader_changed = false;
+                if fence {
+                    // The last ISR member stays: it may hold data nobody else has (KIP-841).
+                    if p.isr.len() > 1 {
+                        p.isr.retain(|x| *x != b);
+                    }
+                    if p.leader == b {
+                        let isr = &p.isr;
+                        p.leader = preferred
+                            .into_iter()
+                            .chain(p.replicas.iter().copied())
+                            .find(|r| isr.contains(r) && live(*r))
+                            .unwrap_or(NO_LEADER);
+                        leader_changed = true;
+                    }
                 }
-                if p.leader == b {
-                    let isr = &p.isr;
-                    p.leader = p
-                        .replicas
-                        .iter()
-                        .copied()
-                        .find(|r| isr.contains(r) && live(*r))
-                        .unwrap_or(NO_LEADER);
+                if unfence && p.leader == NO_LEADER && p.isr.contains(&b) {
+                    p.leader = b;
                     leader_changed = true;
                 }
-            }
-            if unfence && p.leader == NO_LEADER && p.isr.contains(&b) {
-                p.leader = b;
-                leader_changed = true;
-            }
-            // Also when a restarted broker is re-elected: its new process gets a new epoch.
-            if leader_changed {
-                p.leader_epoch = p.leader_epoch.wrapping_add(1);
-            }
-            if leader_changed || p.isr.len() != old_isr_len {
-                p.partition_epoch = p.partition_epoch.wrapping_add(1);
+                // Also when a restarted broker is re-elected: its new process gets a new epoch.
+                if leader_changed {
+                    p.leader_epoch = p.leader_epoch.wrapping_add(1);
+                }
+                if leader_changed || p.isr.len() != old_isr_len {
+                    p.partition_epoch = p.partition_epoch.wrapping_add(1);
+                }
             }
         }
     }
@@ -1044,6 +1123,56 @@ mod tests {
             expected_partition_epoch: p.partition_epoch,
             new_isr: isr.to_vec(),
         }
+    }
+
+    #[test]
+    fn following_topics_are_led_by_the_followed_leader() {
+        let mut s = with_brokers(&[1, 2, 3]);
+        assert_eq!(
+            s.apply(&create("home", &[&[1, 3, 2]]), 10),
+            CommandResult::Ok
+        );
+        let follower = |name: &str, replicas: &[BrokerId]| MetadataCommand::CreateTopic {
+            name: name.into(),
+            id: Uuid::new_v4(),
+            partitions: vec![PartitionAssignment {
+                replicas: replicas.to_vec(),
+            }],
+            configs: BTreeMap::from([(LEADER_FOLLOWS_CONFIG.into(), "home".into())]),
+        };
+        // Created led by the followed leader, whatever the replica order.
+        assert_eq!(s.apply(&follower("q1", &[2, 3, 1]), 11), CommandResult::Ok);
+        assert_eq!(s.apply(&follower("q2", &[3, 1, 2]), 12), CommandResult::Ok);
+        assert_eq!(part(&s, "q1", 0).leader, 1);
+        assert_eq!(part(&s, "q2", 0).leader, 1);
+        // Fencing the leader: "home" goes to 3 (replicas order), the followers with it,
+        // although their own replicas order would pick 2.
+        assert_eq!(s.apply(&fence(1), 13), CommandResult::Ok);
+        assert_eq!(part(&s, "home", 0).leader, 3);
+        assert_eq!(summary(&s, "q1", 0), (3, 1, 1, vec![2, 3]));
+        assert_eq!(part(&s, "q2", 0).leader, 3);
+        // Electing the followed partition moves the followers in the same command.
+        let elect = MetadataCommand::ElectLeader {
+            topic: "home".into(),
+            partition: 0,
+            new_leader: 2,
+            allow_unclean: false,
+        };
+        assert_eq!(s.apply(&elect, 14), CommandResult::Ok);
+        assert_eq!(summary(&s, "q1", 0), (2, 2, 2, vec![2, 3]));
+        assert_eq!(part(&s, "q2", 0).leader, 2);
+        // A follower whose ISR lacks the new leader stays where it is.
+        let shrink = change_isr(&s, "q2", 2, &[2]);
+        assert_eq!(s.apply(&shrink, 15), CommandResult::Ok);
+        let back = MetadataCommand::ElectLeader {
+            topic: "home".into(),
+            partition: 0,
+            new_leader: 3,
+            allow_unclean: false,
+        };
+        assert_eq!(s.apply(&back, 16), CommandResult::Ok);
+        assert_eq!(part(&s, "q1", 0).leader, 3);
+        assert_eq!(part(&s, "q2", 0).leader, 2);
     }
 
     #[test]
