@@ -1,9 +1,9 @@
-//! One AMQP connection: a reader task (frames, bounded by `frame_max`), a writer task
+//! One AMQP connection: frames read by this task (`FrameSource`, bounded by `frame_max`), a writer task
 //! (frames out, heartbeats), and this task's state machine over channels.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,8 @@ use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
-use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
@@ -29,7 +29,7 @@ use crate::wire::{self, FrameError, FRAME_HEADER_LEN, PROTOCOL_HEADER};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most message bytes one transaction may buffer before tx.commit.
 const TX_MAX_BYTES: usize = 64 << 20;
-/// The reader's socket buffer: a publish is three small frames, read in one syscall.
+/// The read buffer: a publish is three small frames, read in one syscall.
 const READ_BUFFER: usize = 64 << 10;
 /// Routed publishes are appended at the end of a burst of frames, or once this many
 /// bytes or publishes wait.
@@ -51,7 +51,7 @@ enum Out {
     Heartbeat(u16),
 }
 
-/// A frame from the reader, with what `amq-protocol` does not decode: `basic.qos`'s
+/// An inbound frame, with what `amq-protocol` does not decode: `basic.qos`'s
 /// prefetch-size (RabbitMQ's spec marks it reserved, so the crate drops it).
 struct Inbound {
     frame: AMQPFrame,
@@ -60,47 +60,81 @@ struct Inbound {
 
 type ReadResult = Result<Inbound, FrameError>;
 
-/// Milliseconds since the connection started at which the reader last saw a frame: the
-/// heartbeat check reads this, so frames still queued for the session count as traffic.
-type LastFrame = Arc<std::sync::atomic::AtomicU64>;
+/// The connection's inbound frames, read by the connection task itself: bytes are
+/// buffered and only whole frames are taken out, so `recv` is cancel-safe in `select!`
+/// and no task hop sits between the socket and the session. The buffer holds at most one
+/// frame (bounded by `frame_max`) plus one read.
+struct FrameSource {
+    r: OwnedReadHalf,
+    buf: BytesMut,
+    frame_max: usize,
+    /// When the last whole frame arrived (heartbeat check).
+    last_frame: Instant,
+    /// After EOF, a read error or a bad frame nothing more is returned.
+    done: bool,
+}
 
-async fn reader(
-    mut r: BufReader<OwnedReadHalf>,
-    frame_max: Arc<AtomicUsize>,
-    tx: mpsc::Sender<ReadResult>,
-    last_frame: LastFrame,
-    epoch: Instant,
-) {
-    loop {
-        let mut h = [0u8; FRAME_HEADER_LEN];
-        if r.read_exact(&mut h).await.is_err() {
-            return;
+impl FrameSource {
+    fn new(r: OwnedReadHalf, frame_max: usize) -> FrameSource {
+        FrameSource {
+            r,
+            buf: BytesMut::with_capacity(READ_BUFFER),
+            frame_max,
+            last_frame: Instant::now(),
+            done: false,
         }
-        let fh = match wire::parse_frame_header(h, frame_max.load(Ordering::Acquire)) {
-            Ok(fh) => fh,
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
+    }
+
+    /// Bytes of the whole frame at the head of the buffer: `Ok(None)` while incomplete.
+    fn whole_frame_len(&self) -> Result<Option<usize>, FrameError> {
+        let Some(h) = self.buf.get(..FRAME_HEADER_LEN) else {
+            return Ok(None);
         };
-        // Grow as bytes arrive: a claimed size costs nothing until it is sent.
-        let want = fh.size + 1;
-        let mut rest = Vec::with_capacity(want.min(64 * 1024));
-        while rest.len() < want {
-            let mut chunk = (&mut r).take((want - rest.len()) as u64);
-            match chunk.read_buf(&mut rest).await {
-                Ok(0) | Err(_) => return,
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        header.copy_from_slice(h);
+        let fh = wire::parse_frame_header(header, self.frame_max)?;
+        let total = FRAME_HEADER_LEN + fh.size + 1;
+        Ok((self.buf.len() >= total).then_some(total))
+    }
+
+    /// Whether no whole frame is buffered (the end of a burst).
+    fn is_empty(&self) -> bool {
+        !matches!(self.whole_frame_len(), Ok(Some(_)) | Err(_))
+    }
+
+    async fn recv(&mut self) -> Option<ReadResult> {
+        loop {
+            if self.done {
+                return None;
+            }
+            match self.whole_frame_len() {
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Ok(Some(total)) => {
+                    let bytes = self.buf.split_to(total);
+                    self.last_frame = Instant::now();
+                    let frame = wire::decode_whole_frame(&bytes).map(|frame| Inbound {
+                        prefetch_size: wire::qos_prefetch_size(&frame, &bytes[FRAME_HEADER_LEN..]),
+                        frame,
+                    });
+                    self.done = frame.is_err();
+                    return Some(frame);
+                }
+                Ok(None) => {}
+            }
+            // Grows as bytes arrive: a claimed frame size costs nothing until it is sent.
+            if self.buf.capacity() - self.buf.len() < READ_BUFFER / 4 {
+                self.buf.reserve(READ_BUFFER);
+            }
+            match self.r.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => {
+                    self.done = true;
+                    return None;
+                }
                 Ok(_) => {}
             }
-        }
-        last_frame.store(epoch.elapsed().as_millis() as u64, Ordering::Release);
-        let frame = wire::decode_frame(&h, &rest).map(|frame| Inbound {
-            prefetch_size: wire::qos_prefetch_size(&frame, &rest),
-            frame,
-        });
-        let stop = frame.is_err();
-        if tx.send(frame).await.is_err() || stop {
-            return;
         }
     }
 }
@@ -325,17 +359,7 @@ pub async fn run(
     let _served = vhost.connection_guard();
     let mut terms = vhost.subscribe_term();
     let (r, w) = stream.into_split();
-    let frame_max = Arc::new(AtomicUsize::new(config.frame_max as usize));
-    let (ftx, mut frames) = mpsc::channel(64);
-    let epoch = Instant::now();
-    let last_frame: LastFrame = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader_task = tokio::spawn(reader(
-        BufReader::with_capacity(READ_BUFFER, r),
-        Arc::clone(&frame_max),
-        ftx,
-        Arc::clone(&last_frame),
-        epoch,
-    ));
+    let mut frames = FrameSource::new(r, config.frame_max as usize);
     let (out, orx) = mpsc::channel(256);
     let writer_task = tokio::spawn(writer(w, orx));
     let (confirm_tx, mut confirm_rx) = mpsc::unbounded_channel();
@@ -378,10 +402,10 @@ pub async fn run(
         _ => None,
     };
     if let Some(heartbeat) = heartbeat {
-        frame_max.store(conn.frame_max, Ordering::Release);
+        frames.frame_max = conn.frame_max;
         let _ = conn.out.send(Out::Heartbeat(heartbeat)).await;
         tracing::debug!(%peer, conn = id, heartbeat, frame_max = conn.frame_max, "AMQP connection open");
-        last_frame.store(epoch.elapsed().as_millis() as u64, Ordering::Release);
+        frames.last_frame = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(u64::from(heartbeat.max(1))));
         let mut ack_check = tokio::time::interval(
             conn.consumer_timeout
@@ -484,9 +508,8 @@ pub async fn run(
                 }
                 // A blocked connection's frames are not read, so its silence means nothing.
                 _ = tick.tick(), if heartbeat > 0 && conn.held.is_none() => {
-                    let silent_ms = (epoch.elapsed().as_millis() as u64)
-                        .saturating_sub(last_frame.load(Ordering::Acquire));
-                    if silent_ms > 2000 * u64::from(heartbeat) {
+                    let silent = frames.last_frame.elapsed();
+                    if silent > Duration::from_secs(2 * u64::from(heartbeat)) {
                         tracing::info!(%peer, conn = id, "missed heartbeats from client, closing");
                         break;
                     }
@@ -496,7 +519,7 @@ pub async fn run(
     }
     conn.cleanup().await;
     drop(conn);
-    reader_task.abort();
+    drop(frames);
     let _ = writer_task.await;
 }
 
@@ -576,9 +599,7 @@ impl Conn {
         self.send(wire::method(ch, m)).await;
     }
 
-    async fn expect(
-        frames: &mut mpsc::Receiver<ReadResult>,
-    ) -> Result<AMQPClass, Option<AmqpError>> {
+    async fn expect(frames: &mut FrameSource) -> Result<AMQPClass, Option<AmqpError>> {
         match frames.recv().await {
             Some(Ok(Inbound {
                 frame: AMQPFrame::Method(0, m),
@@ -600,7 +621,7 @@ impl Conn {
     /// Start/StartOk, Tune/TuneOk, Open/OpenOk. Returns the negotiated heartbeat.
     async fn handshake(
         &mut self,
-        frames: &mut mpsc::Receiver<ReadResult>,
+        frames: &mut FrameSource,
         peer: SocketAddr,
         config: &AmqpServerConfig,
     ) -> Result<u16, Option<AmqpError>> {
@@ -722,7 +743,7 @@ impl Conn {
     /// Sends connection.close and waits (briefly) for close-ok, discarding other frames.
     async fn close_connection(
         &mut self,
-        frames: &mut mpsc::Receiver<ReadResult>,
+        frames: &mut FrameSource,
         e: AmqpError,
         class: u16,
         method: u16,
@@ -808,11 +829,7 @@ impl Conn {
     }
 
     /// Handles one frame from the client; true when the connection is done.
-    async fn on_frame(
-        &mut self,
-        frames: &mut mpsc::Receiver<ReadResult>,
-        frame: AMQPFrame,
-    ) -> bool {
+    async fn on_frame(&mut self, frames: &mut FrameSource, frame: AMQPFrame) -> bool {
         // Anything but the parts of a publish sees every earlier publish stored first.
         if !is_publish_part(&frame) {
             self.flush_publishes().await;

@@ -82,17 +82,14 @@ pub fn qos_prefetch_size(frame: &AMQPFrame, rest: &[u8]) -> u32 {
     }
 }
 
-/// Decodes a whole frame: the header bytes, then `size` payload bytes and the end octet.
-pub fn decode_frame(header: &[u8; FRAME_HEADER_LEN], rest: &[u8]) -> Result<AMQPFrame, FrameError> {
-    if let Some(&end) = rest.last() {
+/// Decodes one whole frame (header, payload, end octet) from contiguous bytes.
+pub fn decode_whole_frame(bytes: &[u8]) -> Result<AMQPFrame, FrameError> {
+    if let Some(&end) = bytes.last() {
         if end != FRAME_END {
             return Err(FrameError::BadEnd(end));
         }
     }
-    let mut whole = Vec::with_capacity(FRAME_HEADER_LEN + rest.len());
-    whole.extend_from_slice(header);
-    whole.extend_from_slice(rest);
-    match parse_frame(&whole[..]) {
+    match parse_frame(bytes) {
         Ok(([], frame)) => Ok(frame),
         Ok(_) => Err(FrameError::Malformed("trailing bytes".into())),
         Err(e) => Err(FrameError::Malformed(
@@ -183,7 +180,7 @@ mod tests {
         let size = (rest.len() - 1) as u32;
         let mut h = [1u8, 0, 1, 0, 0, 0, 0];
         h[3..7].copy_from_slice(&size.to_be_bytes());
-        let frame = decode_frame(&h, &rest).unwrap();
+        let frame = decode_whole_frame(&[&h[..], &rest[..]].concat()).unwrap();
         assert_eq!(qos_prefetch_size(&frame, &rest), 2500);
         assert_eq!(qos_prefetch_size(&AMQPFrame::Heartbeat, &rest), 0);
     }
@@ -249,7 +246,7 @@ mod tests {
             h.copy_from_slice(&bytes[at..at + FRAME_HEADER_LEN]);
             let fh = parse_frame_header(h, 128).unwrap();
             let end = at + FRAME_HEADER_LEN + fh.size + 1;
-            frames.push(decode_frame(&h, &bytes[at + FRAME_HEADER_LEN..end]).unwrap());
+            frames.push(decode_whole_frame(&bytes[at..end]).unwrap());
             at = end;
         }
         assert_eq!(frames[0], AMQPFrame::Method(1, m));
