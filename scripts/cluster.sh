@@ -8,8 +8,9 @@
 #   scripts/cluster.sh status         processes, then `arctern cluster status`
 #   scripts/cluster.sh wipe           stop everything and delete the cluster directory
 #
-# Node N (1..3): Kafka on 127.0.0.1:909(1+N) (9092, 9093, 9094), Raft (metadata quorum) on
-# 127.0.0.1:1909N (19091..19093), all three are raft voters. Everything lives under
+# Node N (1..3): Kafka on 127.0.0.1:909(1+N) (9092, 9093, 9094), AMQP on 127.0.0.1:567(1+N)
+# (5672, 5673, 5674), Raft (metadata quorum) on 127.0.0.1:1909N (19091..19093), all three
+# are raft voters. Everything lives under
 # ./arctern-cluster/node-N (ARCTERN_CLUSTER_DIR overrides ./arctern-cluster): data/,
 # arctern.toml (created on first start: default.replication.factor 3, min.insync.replicas 2;
 # edit it and restart), arctern.log, arctern.pid.
@@ -25,6 +26,7 @@ NODES=(1 2 3)
 VOTERS="1@127.0.0.1:19091,2@127.0.0.1:19092,3@127.0.0.1:19093"
 
 kafka_port() { echo $((9091 + $1)); }
+amqp_port() { echo $((5671 + $1)); }
 raft_port() { echo $((19090 + $1)); }
 node_dir() { echo "$DIR/node-$1"; }
 log() { printf '%s\n' "$*" >&2; }
@@ -64,6 +66,8 @@ start_node() {
     rp="$(raft_port "$n")"
     port_in_use "$kp" && die "port $kp (node $n Kafka) is in use by another process"
     port_in_use "$rp" && die "port $rp (node $n Raft) is in use by another process"
+    ap="$(amqp_port "$n")"
+    port_in_use "$ap" && die "port $ap (node $n AMQP) is in use by another process"
     mkdir -p "$d/data"
     if [ ! -f "$d/arctern.toml" ]; then
         cat >"$d/arctern.toml" <<EOF
@@ -79,7 +83,7 @@ EOF
     RUST_LOG="${RUST_LOG:-info}" setsid "$BIN" serve --node-id "$n" \
         --controller-quorum-voters "$VOTERS" \
         --kafka-listen "127.0.0.1:$kp" --data-dir "$d/data" --config "$d/arctern.toml" \
-        --amqp-listen 127.0.0.1:0 \
+        --amqp-listen "127.0.0.1:$ap" \
         >>"$d/arctern.log" 2>&1 </dev/null &
     echo $! >"$d/arctern.pid"
     log "node $n: pid $!, Kafka 127.0.0.1:$kp, Raft 127.0.0.1:$rp, log $d/arctern.log"
@@ -160,8 +164,8 @@ status() {
         pid="$(node_pid "$n")"
         state="down"
         [ -z "$pid" ] || state="running (pid $pid)"
-        printf 'node %s  kafka 127.0.0.1:%s  raft 127.0.0.1:%s  %s\n' "$n" "$(kafka_port "$n")" \
-            "$(raft_port "$n")" "$state"
+        printf 'node %s  kafka 127.0.0.1:%s  amqp 127.0.0.1:%s  raft 127.0.0.1:%s  %s\n' "$n" \
+            "$(kafka_port "$n")" "$(amqp_port "$n")" "$(raft_port "$n")" "$state"
     done
     local bs
     if ! bs="$(first_live)"; then

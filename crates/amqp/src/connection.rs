@@ -325,7 +325,8 @@ pub async fn run(
         Ok(Ok(_)) => {}
         _ => return,
     }
-    if forward::is_proxy_line(&header) {
+    let forwarded = forward::is_proxy_line(&header);
+    if forwarded {
         if !vhost.trusts_forwarder(peer.ip()) {
             tracing::warn!(%peer, "PROXY header from a peer that is no cluster node; closing");
             return;
@@ -353,7 +354,7 @@ pub async fn run(
         let _ = stream.shutdown().await;
         return;
     }
-    let Some((stream, term)) = route(stream, peer, &vhost, &header).await else {
+    let Some((stream, term)) = route(stream, peer, &vhost, &header, forwarded).await else {
         return;
     };
     let _served = vhost.connection_guard();
@@ -525,6 +526,8 @@ pub async fn run(
 
 /// How long a new connection waits for a node to serve the vhost (a failover).
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a forwarded connection waits for this node to serve the vhost.
+const FORWARDED_ROUTE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves the connection here (`Some((stream, term))`) or relays it to the home node (`None` once
 /// that relay ends, or when no node serves the vhost in time).
@@ -533,11 +536,18 @@ async fn route(
     peer: SocketAddr,
     vhost: &Arc<Vhost>,
     header: &[u8],
+    forwarded: bool,
 ) -> Option<(TcpStream, u64)> {
-    let deadline = tokio::time::Instant::now() + ROUTE_TIMEOUT;
+    // A forwarded client reconnects through its own node if this one is not the home.
+    let wait = if forwarded {
+        FORWARDED_ROUTE_TIMEOUT
+    } else {
+        ROUTE_TIMEOUT
+    };
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match vhost.route_connection(left).await {
+        match vhost.route_connection(left, forwarded).await {
             None => {
                 tracing::warn!(%peer, "no node serves the AMQP vhost; closing the connection");
                 return None;

@@ -432,8 +432,10 @@ impl Vhost {
     }
 
     /// Where a new connection is served: waits (up to `timeout`) for a home to exist and,
-    /// when it is this node, for the vhost to be loaded.
-    pub async fn route_connection(&self, timeout: Duration) -> Option<Route> {
+    /// when it is this node, for the vhost to be loaded. With `local_only` (a connection
+    /// another node forwarded here) it only waits to serve it here: two nodes with stale
+    /// metadata must not pass a connection back and forth.
+    pub async fn route_connection(&self, timeout: Duration, local_only: bool) -> Option<Route> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut term = self.term.subscribe();
         let mut changes = self.broker.subscribe_metadata();
@@ -445,7 +447,8 @@ impl Vhost {
             if !cluster.topics.contains_key(HOME_TOPIC) {
                 self.wanted.store(true, Ordering::Release);
             }
-            if let Some(home) = home_leader(&cluster).filter(|h| *h != self.broker.node_id()) {
+            let elsewhere = home_leader(&cluster).filter(|h| *h != self.broker.node_id());
+            if let Some(home) = elsewhere.filter(|_| !local_only) {
                 if let Some(endpoint) = cluster.amqp.endpoints.get(&home) {
                     return Some(Route::Forward(endpoint.clone()));
                 }
