@@ -121,7 +121,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_overlong_line_is_refused() {
-        let long = vec![b'1'; 200];
+        let long = [b'1'; 200];
         let mut r = &long[..];
         assert_eq!(
             read_proxy_line(&mut r, b"PROXY ").await.expect("read"),
