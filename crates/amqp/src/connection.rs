@@ -932,7 +932,8 @@ impl Conn {
                 40,
             ));
         }
-        p.body = Vec::with_capacity((h.body_size as usize).min(64 * 1024));
+        // Allocated by the first body frame unless that frame holds the whole body.
+        p.body = Vec::new();
         let done = h.body_size == 0;
         p.header = Some(h);
         if done {
@@ -970,7 +971,12 @@ impl Conn {
                 40,
             ));
         }
-        p.body.extend_from_slice(&b);
+        if p.body.is_empty() && b.len() as u64 == size {
+            // The whole body in one frame (the usual case): keep its buffer, no copy.
+            p.body = b;
+        } else {
+            p.body.extend_from_slice(&b);
+        }
         if p.body.len() as u64 == size {
             self.publish_complete(ch).await?;
         }
