@@ -209,3 +209,48 @@ def test_home_sigkill_loses_no_confirmed_message(cluster_factory):
     bch.basic_publish("", "jobs", b"after", pika.BasicProperties(delivery_mode=2))
     assert bch.queue_declare("jobs", passive=True).method.message_count == 1
     back.close()
+
+
+def test_paused_home_is_replaced_and_closes_its_connections_on_resume(cluster_factory):
+    """SIGSTOP the serving node: the others fence it and a new node serves the vhost, with
+    every confirmed message. On SIGCONT the old node sees it lost the role and closes its
+    clients' connections with 320 CONNECTION_FORCED (RabbitMQ's code for a connection
+    the broker ends), so no client keeps talking to a node that no longer holds the
+    queues."""
+    c = cluster_factory(3, config=CONFIG)
+    boot = connect_retrying(c.node(1))
+    home = home_of(c)
+    boot.close()
+    old = connect_retrying(c.node(home))
+    och = old.channel()
+    och.confirm_delivery()
+    och.queue_declare("work", durable=True)
+    for i in range(100):
+        och.basic_publish("", "work", body(i), pika.BasicProperties(delivery_mode=2))
+
+    c.node(home).pause()
+    new_home = c.wait_partition(HOME, 0, lambda s: s.leader >= 0 and s.leader != home,
+                                timeout=30).leader
+    other = next(n for n in c.ids() if n != home)
+    conn = connect_retrying(c.node(other))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for i in range(100, 200):
+        ch.basic_publish("", "work", body(i), pika.BasicProperties(delivery_mode=2))
+
+    c.node(home).resume()
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            old.process_data_events(time_limit=0.5)
+    assert e.value.reply_code == 320
+
+    got = []
+    for m, props, b in ch.consume("work", inactivity_timeout=5):
+        if m is None:
+            break
+        got.append(index(b))
+        ch.basic_ack(m.delivery_tag)
+    assert sorted(got) == list(range(200))
+    assert home_of(c) == new_home
+    conn.close()
