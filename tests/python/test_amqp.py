@@ -724,3 +724,50 @@ def test_channel_flow_pauses_deliveries(broker):
     spin(conn, 1.0)
     assert got == [b"0", b"1", b"2"]
     conn.close()
+
+
+def test_consumer_priorities(broker):
+    """RabbitMQ's consumer priorities (`x-priority` on basic.consume): the highest-priority
+    consumer gets every message while it is active; lower ones get messages only while it
+    is blocked by its prefetch limit."""
+    conn = connect(broker)
+    got: dict = {}
+
+    def consumer(queue, name, priority, prefetch):
+        got[name] = []
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=prefetch)
+        ch.basic_consume(queue, lambda c, m, p, b: got[name].append(b),
+                         arguments={"x-priority": priority})
+
+    pub = conn.channel()
+    pub.confirm_delivery()
+
+    def publish(queue, n):
+        for i in range(n):
+            pub.basic_publish("", queue, b"m%d" % i, pika.BasicProperties(delivery_mode=2))
+
+    # A high consumer without a prefetch limit is never blocked: it gets everything.
+    pub.queue_declare("prio-a", durable=True)
+    consumer("prio-a", "a-low", 5, 100)
+    consumer("prio-a", "a-high", 10, 0)
+    publish("prio-a", 20)
+    spin(conn, 1.5)
+    assert len(got["a-high"]) == 20 and got["a-low"] == [], got
+
+    # A high consumer blocked at 2 unacked: the rest goes to the lower one; negative
+    # priorities rank below the default.
+    pub.queue_declare("prio-b", durable=True)
+    consumer("prio-b", "b-lowest", -3, 100)
+    consumer("prio-b", "b-low", 0, 100)
+    consumer("prio-b", "b-high", 10, 2)
+    publish("prio-b", 6)
+    spin(conn, 1.5)
+    assert (len(got["b-high"]), len(got["b-low"]), len(got["b-lowest"])) == (2, 4, 0), got
+
+    bad = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        bad.basic_consume("prio-a", lambda *a: None, arguments={"x-priority": "high"})
+        spin(conn, 0.5)
+    assert e.value.reply_code == 406
+    conn.close()

@@ -218,6 +218,21 @@ struct Consumer {
     prefetch: u16,
     prefetch_size: u32,
     unacked: usize,
+    priority: i32,
+    /// Shared with the queue's registration (see `ConsumerReg::active`).
+    active: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Consumer {
+    /// Records whether the consumer has credit; losing it lets lower priorities take over.
+    fn set_active(&self, active: bool) {
+        let was = self
+            .active
+            .swap(active, std::sync::atomic::Ordering::AcqRel);
+        if was && !active {
+            self.queue.wake_consumers();
+        }
+    }
 }
 
 /// A routed publish not yet appended: publishes that arrive together are stored with one
@@ -1360,7 +1375,13 @@ impl Conn {
         for ch in ids {
             let tags: Vec<String> = match self.channels.get(&ch) {
                 Some(c) if !c.closing && !c.paused => c.consumers.keys().cloned().collect(),
-                _ => continue,
+                Some(c) => {
+                    for cons in c.consumers.values() {
+                        cons.set_active(false);
+                    }
+                    continue;
+                }
+                None => continue,
             };
             for tag in tags {
                 let mut delivered = Vec::new();
@@ -1379,8 +1400,11 @@ impl Conn {
                         && ((cons.prefetch > 0 && cons.unacked >= cons.prefetch as usize)
                             || (global > 0 && in_flight >= global as usize))
                     {
+                        cons.set_active(false);
                         break;
                     }
+                    cons.set_active(true);
+                    let priority = cons.priority;
                     let q = Arc::clone(&cons.queue);
                     let no_ack = cons.no_ack;
                     let room = if no_ack {
@@ -1388,7 +1412,7 @@ impl Conn {
                     } else {
                         prefetch_room(c, &tag, cons.prefetch_size)
                     };
-                    let Some((offset, entry)) = q.take_next(room) else {
+                    let Some((offset, entry)) = q.take_next(room, Some(priority)) else {
                         break;
                     };
                     let redelivered = entry.redelivered;
@@ -1791,6 +1815,17 @@ impl Conn {
                 } else {
                     b.consumer_tag.as_str().to_string()
                 };
+                let priority = match b.arguments.inner().get("x-priority") {
+                    None => 0,
+                    Some(v) => crate::args::integer(v)
+                        .and_then(|p| i32::try_from(p).ok())
+                        .ok_or_else(|| {
+                            chan_err(AmqpError::precondition(format!(
+                                "invalid arg 'x-priority' for consumer '{tag}': {v:?}"
+                            )))
+                        })?,
+                };
+                let active = Arc::new(std::sync::atomic::AtomicBool::new(true));
                 let c = self.channel(ch)?;
                 if c.consumers.contains_key(&tag) {
                     return Err(Fail::Connection(
@@ -1807,6 +1842,8 @@ impl Conn {
                     channel: ch,
                     tag: tag.clone(),
                     exclusive: b.exclusive,
+                    priority,
+                    active: Arc::clone(&active),
                     wake: Arc::clone(&self.wake),
                     cancel: self.cancel_tx.clone(),
                 })
@@ -1821,6 +1858,8 @@ impl Conn {
                         prefetch,
                         prefetch_size,
                         unacked: 0,
+                        priority,
+                        active,
                     },
                 );
                 if !b.nowait {
@@ -1856,7 +1895,7 @@ impl Conn {
                     .queue(self.id, g.queue.as_str())
                     .map_err(chan_err)?;
                 q.touch();
-                let Some((offset, entry)) = q.take_next(u64::MAX) else {
+                let Some((offset, entry)) = q.take_next(u64::MAX, None) else {
                     self.reply(
                         ch,
                         AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),

@@ -35,6 +35,11 @@ pub struct ConsumerReg {
     pub channel: u16,
     pub tag: String,
     pub exclusive: bool,
+    /// `x-priority` (RabbitMQ's consumer priorities, default 0).
+    pub priority: i32,
+    /// Whether the consumer could take a message now (it has credit): a consumer of
+    /// lower priority only takes messages while no higher one is active.
+    pub active: Arc<std::sync::atomic::AtomicBool>,
     pub wake: Arc<Notify>,
     /// The connection's queue for server-initiated basic.cancel (queue deleted).
     pub cancel: mpsc::UnboundedSender<(u16, String)>,
@@ -385,10 +390,21 @@ impl Queue {
     /// The oldest ready message that is committed, taken out of the ready set. Expired
     /// messages met on the way die (TTL is enforced at the head, as RabbitMQ does). A
     /// head whose body is larger than `max_bytes` (room left under `prefetch_size`) stays.
-    pub fn take_next(&self, max_bytes: u64) -> Option<(i64, Entry)> {
+    /// With a consumer's `priority`, nothing is taken while a consumer of higher priority
+    /// is active (basic.get passes `None`).
+    pub fn take_next(&self, max_bytes: u64, priority: Option<i32>) -> Option<(i64, Entry)> {
         let hw = self.partition.high_watermark();
         let now = arctern_core::now_ms();
         let mut inner = self.inner.lock().ok()?;
+        if let Some(p) = priority {
+            let outranked = inner
+                .consumers
+                .iter()
+                .any(|c| c.priority > p && c.active.load(std::sync::atomic::Ordering::Acquire));
+            if outranked {
+                return None;
+            }
+        }
         let mut died = false;
         let next = loop {
             let Some((&o, _)) = inner.ready.iter().next() else {
@@ -663,6 +679,10 @@ impl Queue {
             .consumers
             .retain(|c| !(c.conn == conn && c.channel == channel && c.tag == tag));
         inner.last_used = Instant::now();
+        // Consumers of lower priority may have been waiting for this one.
+        for c in &inner.consumers {
+            c.wake.notify_one();
+        }
         self.auto_delete && inner.had_consumer && inner.consumers.is_empty() && !inner.deleted
     }
 
