@@ -58,6 +58,20 @@ def index(b: bytes) -> int:
     return int(b.decode()[2:])
 
 
+def consume_acking(ch, queue: str, limit: int | None = None) -> list[int]:
+    """Consumes (acking each) until `limit` messages or 5 s without one."""
+    got = []
+    for m, props, b in ch.consume(queue, inactivity_timeout=5):
+        if m is None:
+            break
+        got.append(index(b))
+        ch.basic_ack(m.delivery_tag)
+        if len(got) == limit:
+            break
+    ch.cancel()
+    return got
+
+
 def test_clients_may_connect_to_any_node(cluster_factory):
     c = cluster_factory(3, config=CONFIG)
     conns = {n: connect_retrying(c.node(n)) for n in c.ids()}
@@ -75,16 +89,7 @@ def test_clients_may_connect_to_any_node(cluster_factory):
         pub.basic_publish("ex", "new", body(i), pika.BasicProperties(delivery_mode=2))
     with pytest.raises(pika.exceptions.UnroutableError):
         pub.basic_publish("ex", "nobody", b"x", mandatory=True)
-    sub = conns[home].channel()
-    got = []
-    for m, props, b in sub.consume("orders", inactivity_timeout=5):
-        if m is None:
-            break
-        got.append(index(b))
-        sub.basic_ack(m.delivery_tag)
-        if len(got) == 50:
-            break
-    sub.cancel()
+    got = consume_acking(conns[home].channel(), "orders", limit=50)
     assert got == list(range(50))
 
     # The queue is replicated like a partition and led by the node serving the vhost.
@@ -245,12 +250,7 @@ def test_paused_home_is_replaced_and_closes_its_connections_on_resume(cluster_fa
             old.process_data_events(time_limit=0.5)
     assert e.value.reply_code == 320
 
-    got = []
-    for m, props, b in ch.consume("work", inactivity_timeout=5):
-        if m is None:
-            break
-        got.append(index(b))
-        ch.basic_ack(m.delivery_tag)
+    got = consume_acking(ch, "work")
     assert sorted(got) == list(range(200))
     assert home_of(c) == new_home
     conn.close()

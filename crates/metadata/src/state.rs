@@ -1152,25 +1152,19 @@ mod tests {
         assert_eq!(summary(&s, "q1", 0), (3, 1, 1, vec![2, 3]));
         assert_eq!(part(&s, "q2", 0).leader, 3);
         // Electing the followed partition moves the followers in the same command.
-        let elect = MetadataCommand::ElectLeader {
+        let elect_home = |b| MetadataCommand::ElectLeader {
             topic: "home".into(),
             partition: 0,
-            new_leader: 2,
+            new_leader: b,
             allow_unclean: false,
         };
-        assert_eq!(s.apply(&elect, 14), CommandResult::Ok);
+        assert_eq!(s.apply(&elect_home(2), 14), CommandResult::Ok);
         assert_eq!(summary(&s, "q1", 0), (2, 2, 2, vec![2, 3]));
         assert_eq!(part(&s, "q2", 0).leader, 2);
         // A follower whose ISR lacks the new leader stays where it is.
         let shrink = change_isr(&s, "q2", 2, &[2]);
         assert_eq!(s.apply(&shrink, 15), CommandResult::Ok);
-        let back = MetadataCommand::ElectLeader {
-            topic: "home".into(),
-            partition: 0,
-            new_leader: 3,
-            allow_unclean: false,
-        };
-        assert_eq!(s.apply(&back, 16), CommandResult::Ok);
+        assert_eq!(s.apply(&elect_home(3), 16), CommandResult::Ok);
         assert_eq!(part(&s, "q1", 0).leader, 3);
         assert_eq!(part(&s, "q2", 0).leader, 2);
     }
