@@ -214,7 +214,7 @@ pub async fn leader_partition(broker: &Broker, topic: &str) -> Result<Arc<Partit
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(AmqpError::internal(format!(
-        "topic {topic} has no local leader (queues must be led by the node the client is connected to)"
+        "queue topic {topic} is not led by this node, which serves the vhost (its replicas are not in sync yet)"
     )))
 }
 
