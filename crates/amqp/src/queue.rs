@@ -273,17 +273,26 @@ impl Queue {
         bytes: u64,
         own_ttl: Option<i64>,
     ) -> Result<Enqueued, AmqpError> {
-        let mut out = self.append_many(vec![QueuedMessage {
-            batch,
-            bytes,
-            own_ttl,
-        }])?;
+        let mut out = self.append_many(
+            vec![QueuedMessage {
+                batch,
+                bytes,
+                own_ttl,
+            }],
+            false,
+        )?;
         Ok(out.pop().unwrap_or(Enqueued::Refused))
     }
 
     /// Appends several messages with one log write (they take consecutive offsets), each
     /// checked against the length limits in turn; one outcome per message, in order.
-    pub fn append_many(&self, messages: Vec<QueuedMessage>) -> Result<Vec<Enqueued>, AmqpError> {
+    /// With `sync_now_next`, the caller calls `sync_now` right after (a transaction
+    /// commit) and the flusher is not woken.
+    pub fn append_many(
+        &self,
+        messages: Vec<QueuedMessage>,
+        sync_now_next: bool,
+    ) -> Result<Vec<Enqueued>, AmqpError> {
         let mut inner = self.inner.lock().map_err(|_| poisoned())?;
         if inner.deleted {
             return Err(AmqpError::not_found(format!(
@@ -332,10 +341,12 @@ impl Queue {
             }
             joined
         };
-        let appended = self
-            .partition
-            .append(joined, Acks::All)
-            .map_err(|e| core_error(&e))?;
+        let appended = if sync_now_next {
+            self.partition.append_for_sync_now(joined, Acks::All)
+        } else {
+            self.partition.append(joined, Acks::All)
+        }
+        .map_err(|e| core_error(&e))?;
         let now = arctern_core::now_ms();
         // Every message is a one-record batch, so they hold consecutive offsets.
         for (offset, (_, bytes, own_ttl)) in (appended.outcome.base_offset..).zip(&kept) {
@@ -570,6 +581,13 @@ impl Queue {
     /// (housekeeping calls this every tick, bounding what a crash can make redeliver).
     pub fn flush_pending(&self) {
         self.partition.flush_pending();
+    }
+
+    /// Makes this queue's appends durable now, on the calling thread, unless a group
+    /// commit is already in flight; then the flusher covers them (see
+    /// `Partition::sync_now`).
+    pub fn sync_now(&self) {
+        self.partition.sync_now();
     }
 
     /// Still led here in the epoch it was opened in.

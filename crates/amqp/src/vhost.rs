@@ -235,6 +235,9 @@ fn queue_topic_configs(config: &VhostConfig) -> Vec<(String, String)> {
         ),
         // Every queue is led by the node serving the vhost.
         (LEADER_FOLLOWS_CONFIG.into(), HOME_TOPIC.into()),
+        // Publishes wait for their fdatasync: keep it to one data write (see
+        // `LogConfig::preallocate`).
+        ("preallocate".into(), "true".into()),
     ]
 }
 

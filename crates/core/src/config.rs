@@ -137,6 +137,7 @@ const TOPIC_KEYS: &[&str] = &[
     "max.message.bytes",
     "message.timestamp.type",
     "min.insync.replicas",
+    "preallocate",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -185,7 +186,7 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), CoreError> {
                 "message.timestamp.type={value} is not supported (only CreateTime)"
             ))),
         },
-        "unclean.leader.election.enable" => match value {
+        "unclean.leader.election.enable" | "preallocate" => match value {
             "true" | "false" => Ok(()),
             _ => Err(CoreError::InvalidConfig(format!("{key}: expected true or false"))),
         },
@@ -221,6 +222,7 @@ impl TopicDefaults {
             "segment.bytes" => self.segment_bytes.to_string(),
             "segment.ms" => self.segment_ms.to_string(),
             "unclean.leader.election.enable" => self.unclean_leader_election.to_string(),
+            "preallocate" => "false".into(),
             _ => String::new(),
         }
     }
@@ -264,6 +266,7 @@ impl TopicDefaults {
                     as usize,
                 index_interval_bytes: long("index.interval.bytes", self.index_interval_bytes).max(1)
                     as u64,
+                preallocate: overrides.get("preallocate").is_some_and(|v| v == "true"),
             },
             flush_messages: long("flush.messages", self.flush_messages),
             flush_ms: long("flush.ms", self.flush_ms),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use arctern_storage::{BatchHeader, Log};
+use arctern_storage::{BatchHeader, Log, SyncPoint};
 use tokio::sync::{watch, Notify};
 
 use crate::config::TopicSettings;
@@ -125,10 +125,42 @@ pub struct Partition {
     /// fdatasync calls made by the flusher (group-commit effectiveness; metrics later).
     fsyncs: AtomicU64,
     flush_needed: Notify,
+    /// Set while an fdatasync of this log is in flight, by the flusher or by a caller
+    /// leading the group commit itself (`sync_now`), so two never run at once.
+    syncing: AtomicBool,
+    /// The flusher found a sync in flight and left; whoever holds `syncing` wakes it on
+    /// release, for what was appended meanwhile.
+    flusher_turned_away: AtomicBool,
     closed: AtomicBool,
     /// Bumped on every high-watermark or log-end advance of this partition: wakes the
     /// long-poll fetches (consumers and followers) waiting on it, and only those.
     data_changed: watch::Sender<u64>,
+}
+
+/// Who asks for the group commit that makes an append durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// Wake the flusher now.
+    Now,
+    /// Nobody waits: the flusher is woken once enough records are pending.
+    Lazy,
+    /// The caller runs `sync_now` itself.
+    Caller,
+}
+
+/// Holds `Partition::syncing`; on release, wakes a flusher that was turned away.
+struct SyncSlot<'a> {
+    partition: &'a Partition,
+}
+
+impl Drop for SyncSlot<'_> {
+    fn drop(&mut self) {
+        let p = self.partition;
+        p.syncing.store(false, Ordering::SeqCst);
+        if p.flusher_turned_away.swap(false, Ordering::SeqCst) {
+            p.flush_needed.notify_one();
+        }
+    }
 }
 
 fn lock_poisoned() -> CoreError {
@@ -183,6 +215,8 @@ impl Partition {
             unflushed_records: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             flush_needed: Notify::new(),
+            syncing: AtomicBool::new(false),
+            flusher_turned_away: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             data_changed: watch::channel(0u64).0,
         });
@@ -386,7 +420,14 @@ impl Partition {
     /// acks=all), validate, assign offsets, write to the page cache. Callers that
     /// pipeline requests run this in arrival order and only defer the wait.
     pub fn append(&self, batches: Vec<u8>, acks: Acks) -> Result<Appended> {
-        self.append_with(batches, acks, false)
+        self.append_with(batches, acks, Flush::Now)
+    }
+
+    /// `append` for a caller that leads the group commit itself: it must call `sync_now`
+    /// next (which hands over to the flusher when it cannot sync). The flusher is not
+    /// woken, which spares a cross-thread wake-up per commit.
+    pub fn append_for_sync_now(&self, batches: Vec<u8>, acks: Acks) -> Result<Appended> {
+        self.append_with(batches, acks, Flush::Caller)
     }
 
     /// Appends records nobody waits for (an AMQP queue's settlements and delivery marks):
@@ -394,7 +435,7 @@ impl Partition {
     /// append asks for only once `LAZY_FLUSH_RECORDS` are pending (see `flush_pending`).
     /// Losing them to a crash means a redelivery, never a loss.
     pub fn append_lazily(&self, batches: Vec<u8>) -> Result<Appended> {
-        self.append_with(batches, Acks::None, true)
+        self.append_with(batches, Acks::None, Flush::Lazy)
     }
 
     /// Asks for a group commit if lazily appended records are waiting for one.
@@ -404,7 +445,7 @@ impl Partition {
         }
     }
 
-    fn append_with(&self, mut batches: Vec<u8>, acks: Acks, lazy: bool) -> Result<Appended> {
+    fn append_with(&self, mut batches: Vec<u8>, acks: Acks, flush: Flush) -> Result<Appended> {
         if self.closed.load(Ordering::Acquire) {
             // Retriable for clients: they refresh metadata and retry against the
             // restarted broker (or learn that the topic was deleted).
@@ -483,7 +524,7 @@ impl Partition {
         // Wakes followers' long-poll fetches.
         self.data_changed.send_modify(|v| *v = v.wrapping_add(1));
         let fsync_first = settings.fsync_before_ack();
-        if fsync_first && lazy {
+        if fsync_first && flush == Flush::Lazy {
             let pending = self
                 .unflushed_records
                 .fetch_add(info.records, Ordering::AcqRel)
@@ -492,7 +533,9 @@ impl Partition {
                 self.flush_needed.notify_one();
             }
         } else if fsync_first {
-            self.flush_needed.notify_one();
+            if flush == Flush::Now {
+                self.flush_needed.notify_one();
+            }
         } else {
             self.on_local_progress(end);
             let pending = self
@@ -684,22 +727,81 @@ impl Partition {
     /// One group-commit round: fdatasync the active segment and publish the new durable
     /// offset (and, under the fsync-before-ack policy, advance the high watermark).
     async fn flush_once(&self) {
-        if self.durable.borrow().failed {
+        let slot = match self.begin_sync() {
+            Some(slot) => slot,
+            None => {
+                // A caller is syncing (`sync_now`); it wakes the flusher again when done.
+                // It may have released before seeing the flag, hence the second try.
+                self.flusher_turned_away.store(true, Ordering::SeqCst);
+                match self.begin_sync() {
+                    Some(slot) => slot,
+                    None => return,
+                }
+            }
+        };
+        let Some((point, generation)) = self.sync_target() else {
             return;
+        };
+        let end = point.end_offset;
+        let synced = match tokio::task::spawn_blocking(move || point.sync()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("fsync task failed: {e}")),
+        };
+        self.finish_sync(end, generation, synced);
+        drop(slot);
+    }
+
+    /// Group commit led by the caller: when no fdatasync is in flight, syncs the log on
+    /// this thread and publishes the new durable offset. A caller that would only wait
+    /// for the flusher (a transaction commit) saves the hand-offs to the flusher and the
+    /// blocking pool; with a sync already in flight it returns false and the flusher
+    /// covers the caller's records as usual. Blocks for one fdatasync.
+    pub fn sync_now(&self) -> bool {
+        if !self.fsync_before_ack() || self.durable.borrow().failed {
+            return false;
+        }
+        let Some(_slot) = self.begin_sync() else {
+            // The sync in flight may have started before this caller's append: the
+            // flusher runs another round after it.
+            self.flush_needed.notify_one();
+            return false;
+        };
+        if let Some((point, generation)) = self.sync_target() {
+            let end = point.end_offset;
+            let synced = point.sync().map_err(|e| e.to_string());
+            self.finish_sync(end, generation, synced);
+        }
+        true
+    }
+
+    fn begin_sync(&self) -> Option<SyncSlot<'_>> {
+        self.syncing
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()
+            .map(|_| SyncSlot { partition: self })
+    }
+
+    /// What the next fdatasync covers, if anything is unsynced, with the truncation
+    /// generation it was taken at.
+    fn sync_target(&self) -> Option<(SyncPoint, u64)> {
+        if self.durable.borrow().failed {
+            return None;
         }
         let (point, generation) = match self.log.read() {
             Ok(log) => (log.sync_point(), self.truncations.load(Ordering::Acquire)),
-            Err(_) => return,
+            Err(_) => return None,
         };
         if point.end_offset <= self.durable.borrow().offset {
-            return;
+            return None;
         }
         self.unflushed_records.store(0, Ordering::Release);
-        let end = point.end_offset;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let synced = tokio::task::spawn_blocking(move || point.sync()).await;
+        Some((point, generation))
+    }
+
+    fn finish_sync(&self, end: i64, generation: u64, synced: std::result::Result<(), String>) {
         match synced {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 // Under the log lock, so no truncation runs between the check and the send.
                 let Ok(_log) = self.log.read() else { return };
                 if self.truncations.load(Ordering::Acquire) != generation {
@@ -713,12 +815,8 @@ impl Partition {
                     self.on_local_progress(end);
                 }
             }
-            Ok(Err(e)) => {
-                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed; partition stops acknowledging writes");
-                self.durable.send_modify(|d| d.failed = true);
-            }
             Err(e) => {
-                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "fsync task failed");
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed; partition stops acknowledging writes");
                 self.durable.send_modify(|d| d.failed = true);
             }
         }
@@ -1064,5 +1162,78 @@ fn check_epoch(topic: &str, index: i32, ours: i32, theirs: i32) -> Result<()> {
         Err(CoreError::UnknownLeaderEpoch(format!(
             "{topic}-{index}: request epoch {theirs} is newer than this broker's {ours}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arctern_storage::batch::build_batch;
+    use arctern_storage::LogConfig;
+
+    fn settings() -> TopicSettings {
+        TopicSettings {
+            log: LogConfig::default(),
+            flush_messages: 1,
+            flush_ms: i64::MAX,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
+            producer_id_expiration_ms: 86_400_000,
+        }
+    }
+
+    fn record() -> Vec<u8> {
+        build_batch(
+            0,
+            0,
+            1_700_000_000_000,
+            &[(None, Some(&b"v"[..]), 1_700_000_000_000)],
+        )
+    }
+
+    fn lone_leader(dir: &std::path::Path) -> Arc<Partition> {
+        let p = Partition::open("t", 0, dir, settings(), 1).unwrap();
+        p.become_leader(0, 0, &[1], &[1]).unwrap();
+        p
+    }
+
+    // The flusher task cannot run in between on this runtime, so the caller leads.
+    #[tokio::test(flavor = "current_thread")]
+    async fn sync_now_makes_an_append_acknowledgeable_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = lone_leader(dir.path());
+        let appended = p.append_for_sync_now(record(), Acks::All).unwrap();
+        assert!(p.high_watermark() < appended.end_offset);
+        let before = p.fsync_count();
+        assert!(p.sync_now());
+        assert_eq!(p.fsync_count(), before + 1);
+        assert_eq!(p.high_watermark(), appended.end_offset);
+        p.wait_acknowledgeable(&appended).await.unwrap();
+        // Nothing new: no second fdatasync.
+        assert!(p.sync_now());
+        assert_eq!(p.fsync_count(), before + 1);
+    }
+
+    // A flusher that finds a caller's sync in flight leaves; the caller's release must
+    // wake it, or records appended meanwhile would wait for the next append.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_flusher_turned_away_runs_when_the_caller_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = lone_leader(dir.path());
+        let slot = p.begin_sync().unwrap();
+        let appended = p.append(record(), Acks::All).unwrap();
+        assert!(
+            !p.sync_now(),
+            "a second sync must not start while one is in flight"
+        );
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(p.flusher_turned_away.load(Ordering::SeqCst));
+        drop(slot);
+        tokio::time::timeout(Duration::from_secs(30), p.wait_acknowledgeable(&appended))
+            .await
+            .expect("the flusher was not woken after the caller's sync")
+            .unwrap();
     }
 }

@@ -394,3 +394,78 @@ proptest! {
         }
     }
 }
+
+fn preallocating(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 256,
+        preallocate: true,
+        ..LogConfig::default()
+    }
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+#[test]
+fn preallocate_keeps_zeros_past_the_batches_and_recovery_trims_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = preallocating(4 << 20);
+    let mut log = Log::open(dir.path(), cfg.clone(), NOW).unwrap();
+    let stored = append_n(&mut log, 30, 2);
+    let seg = active_segment(dir.path());
+    let batches = log.size_bytes();
+    assert!(
+        file_len(&seg) >= batches + (128 << 10),
+        "the file is zero-filled ahead of its {batches} bytes of batches"
+    );
+    assert_eq!(read_all(&log, 0), stored.concat());
+    log.sync_point().sync().unwrap();
+    drop(log); // no close: like a crash after fsync
+    let mut log = Log::open(dir.path(), cfg.clone(), NOW).unwrap();
+    assert_eq!(log.log_end_offset(), 60);
+    assert_eq!(read_all(&log, 0), stored.concat());
+    assert_eq!(
+        file_len(&seg),
+        batches,
+        "recovery drops the zero-filled tail"
+    );
+    let more = append_n(&mut log, 5, 2);
+    assert!(file_len(&seg) > log.size_bytes());
+    log.close().unwrap();
+    assert_eq!(file_len(&seg), {
+        let log = Log::open(dir.path(), cfg.clone(), NOW).unwrap();
+        log.size_bytes()
+    });
+    let log = Log::open(dir.path(), cfg, NOW).unwrap();
+    assert_eq!(log.log_end_offset(), 70);
+    assert_eq!(read_all(&log, 0), [stored.concat(), more.concat()].concat());
+}
+
+#[test]
+fn preallocated_segments_are_trimmed_when_they_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = preallocating(2048);
+    let mut log = Log::open(dir.path(), cfg.clone(), NOW).unwrap();
+    let stored = append_n(&mut log, 60, 3);
+    assert!(log.segment_count() > 2);
+    let active = active_segment(dir.path());
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "log") && p != active {
+            // Whole batches to the last byte: no zeros after them.
+            let bytes = std::fs::read(&p).unwrap();
+            let headers = validate_all(&bytes).unwrap();
+            assert_eq!(headers.iter().map(|h| h.size).sum::<usize>(), bytes.len());
+            assert!(bytes.len() as u64 <= cfg.segment_bytes);
+        }
+    }
+    // The zero-filled tail never runs past segment.bytes.
+    assert!(file_len(&active) <= cfg.segment_bytes);
+    log.sync_point().sync().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), cfg, NOW).unwrap();
+    assert_eq!(log.log_end_offset(), 180);
+    assert_eq!(read_all(&log, 0), stored.concat());
+}
