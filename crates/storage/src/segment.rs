@@ -379,13 +379,26 @@ impl Segment {
         self.zeroed_to = self.zeroed_to.max(end);
         if zero_ahead && self.zeroed_to < end + ZERO_AHEAD / 2 {
             let target = (end + ZERO_AHEAD).min(limit.max(end));
-            while self.zeroed_to < target {
-                let n = (target - self.zeroed_to).min(ZERO_AHEAD) as usize;
-                self.file
-                    .write_all_at(&ZEROS[..n], self.zeroed_to)
-                    .ctx(|| format!("zero-filling {}", self.log_path.display()))?;
-                self.zeroed_to += n as u64;
+            if let Err(e) = self.zero_fill(target) {
+                // The batches are written; without the zeros the next fdatasync only
+                // costs more. Cut whatever part of them was written (trim does it later
+                // if this fails too).
+                tracing::debug!(segment = %self.log_path.display(), error = %e, "zero-filling ahead failed; going on without");
+                if self.file.set_len(end).is_ok() {
+                    self.zeroed_to = end;
+                }
             }
+        }
+        Ok(())
+    }
+
+    fn zero_fill(&mut self, target: u64) -> std::io::Result<()> {
+        while self.zeroed_to < target {
+            let n = (target - self.zeroed_to).min(ZERO_AHEAD) as usize;
+            // Counted before the write, so a failed one is still cut off by `trim`.
+            let at = self.zeroed_to;
+            self.zeroed_to += n as u64;
+            self.file.write_all_at(&ZEROS[..n], at)?;
         }
         Ok(())
     }
