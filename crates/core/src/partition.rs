@@ -137,6 +137,17 @@ pub struct Partition {
     data_changed: watch::Sender<u64>,
 }
 
+/// Runs blocking I/O on this thread. Inside a multi-threaded tokio runtime the worker
+/// first hands its other tasks to another thread.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Who asks for the group commit that makes an append durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flush {
@@ -755,7 +766,9 @@ impl Partition {
     /// this thread and publishes the new durable offset. A caller that would only wait
     /// for the flusher (a transaction commit) saves the hand-offs to the flusher and the
     /// blocking pool; with a sync already in flight it returns false and the flusher
-    /// covers the caller's records as usual. Blocks for one fdatasync.
+    /// covers the caller's records as usual. Blocks the calling task for one fdatasync;
+    /// on a multi-threaded runtime the worker's other tasks move to another thread
+    /// meanwhile (`block_in_place`), so a slow disk stalls only this caller.
     pub fn sync_now(&self) -> bool {
         if !self.fsync_before_ack() || self.durable.borrow().failed {
             return false;
@@ -768,7 +781,7 @@ impl Partition {
         };
         if let Some((point, generation)) = self.sync_target() {
             let end = point.end_offset;
-            let synced = point.sync().map_err(|e| e.to_string());
+            let synced = off_the_runtime(|| point.sync()).map_err(|e| e.to_string());
             self.finish_sync(end, generation, synced);
         }
         true
@@ -1212,6 +1225,16 @@ mod tests {
         // Nothing new: no second fdatasync.
         assert!(p.sync_now());
         assert_eq!(p.fsync_count(), before + 1);
+    }
+
+    // There the sync runs in `block_in_place`, which panics on other runtimes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sync_now_works_on_a_multi_threaded_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = lone_leader(dir.path());
+        let appended = p.append_for_sync_now(record(), Acks::All).unwrap();
+        assert!(p.sync_now());
+        assert_eq!(p.high_watermark(), appended.end_offset);
     }
 
     // A flusher that finds a caller's sync in flight leaves; the caller's release must
