@@ -1119,6 +1119,8 @@ impl Conn {
 
     /// Appends routed publishes, each queue's share with one log write; returns every
     /// publish's channel, confirm sequence number and waits for its stores, in order.
+    /// With `sync_now_next`, each queue's log is fsynced right after its write, on this
+    /// thread (`Queue::sync_now`) instead of by the flusher.
     fn append_publishes(
         &self,
         mut publishes: Vec<PendingPublish>,
@@ -1153,6 +1155,9 @@ impl Conn {
         for (q, index, messages) in groups {
             match q.append_many(messages, sync_now_next) {
                 Ok(outcomes) => {
+                    if sync_now_next {
+                        q.sync_now();
+                    }
                     for (i, outcome) in index.into_iter().zip(outcomes) {
                         match outcome {
                             Enqueued::Stored(a) => waits[i].push(Box::pin(q.stored(a))),
@@ -1237,19 +1242,10 @@ impl Conn {
         }
         let routed = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        let mut queues: Vec<Arc<Queue>> = Vec::new();
-        for q in routed.iter().flat_map(|p| &p.queues) {
-            if !queues.iter().any(|x| Arc::ptr_eq(x, q)) {
-                queues.push(Arc::clone(q));
-            }
-        }
+        // The client waits for commit-ok anyway: each queue's group commit runs here
+        // rather than in the flusher (`sync_now_next`).
         for (_, _, w) in self.append_publishes(routed, true) {
             waits.extend(w);
-        }
-        // The client waits for commit-ok anyway: lead the group commit here rather
-        // than hand it to the flusher and back (one fdatasync per queue).
-        for q in &queues {
-            q.sync_now();
         }
         let (mut acks, mut requeues, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
         for (_, u, how) in settles {
