@@ -1100,10 +1100,7 @@ impl Conn {
             body: Bytes::from(p.body),
             timestamp: arctern_core::now_ms(),
         };
-        let batch = match encode_message(&msg, msg.timestamp) {
-            Ok(b) => b,
-            Err(e) => return Err(Fail::Channel(ch, AmqpError::internal(e), 60, 40)),
-        };
+        let batch = encode_message(&msg, msg.timestamp);
         let routed = PendingPublish {
             ch,
             seq,
@@ -1119,12 +1116,14 @@ impl Conn {
 
     /// Appends routed publishes, each queue's share with one log write; returns every
     /// publish's channel, confirm sequence number and waits for its stores, in order.
-    /// With `sync_now_next`, each queue's log is fsynced right after its write, on this
-    /// thread (`Queue::sync_now`) instead of by the flusher.
+    /// Publishes that all went to one queue are fsynced right after their write, on this
+    /// thread (`Queue::sync_now`), instead of by the flusher: the
+    /// client waits for that sync anyway, and the hand-offs to the flusher and back cost
+    /// more than the sync on a fast disk. Several queues are left to their flushers,
+    /// which sync them in parallel.
     fn append_publishes(
         &self,
         mut publishes: Vec<PendingPublish>,
-        sync_now_next: bool,
     ) -> Vec<(u16, Option<u64>, Vec<StoredWait>)> {
         let mut groups: Vec<(Arc<Queue>, Vec<usize>, Vec<QueuedMessage>)> = Vec::new();
         for (i, p) in publishes.iter_mut().enumerate() {
@@ -1152,6 +1151,7 @@ impl Conn {
         }
         let mut waits: Vec<Vec<StoredWait>> = publishes.iter().map(|_| Vec::new()).collect();
         let failed = |e: AmqpError| Box::pin(async move { Err(e) }) as StoredWait;
+        let sync_now_next = groups.len() == 1;
         for (q, index, messages) in groups {
             match q.append_many(messages, sync_now_next) {
                 Ok(outcomes) => {
@@ -1197,11 +1197,45 @@ impl Conn {
         }
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        let confirms: Vec<(u16, u64, Vec<StoredWait>)> = self
-            .append_publishes(pending, false)
+        let mut confirms: Vec<(u16, u64, Vec<StoredWait>)> = self
+            .append_publishes(pending)
             .into_iter()
             .filter_map(|(ch, seq, waits)| seq.map(|s| (ch, s, waits)))
             .collect();
+        // After the caller-led sync, a lone replica's publishes are decided now: confirm
+        // them without a hop through a waiter task. The rest are awaited off this task.
+        let mut touched = Vec::new();
+        let mut decided = 0;
+        for (ch, seq, waits) in &mut confirms {
+            let mut ok = true;
+            waits.retain_mut(|w| match poll_once(w) {
+                Some(Ok(())) => false,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "publish not acknowledged by storage");
+                    ok = false;
+                    false
+                }
+                None => true,
+            });
+            if !waits.is_empty() {
+                break;
+            }
+            if let Some(slot) = self
+                .channels
+                .get_mut(ch)
+                .and_then(|c| c.confirms.get_mut(seq))
+            {
+                *slot = Some(ok);
+            }
+            if !touched.contains(ch) {
+                touched.push(*ch);
+            }
+            decided += 1;
+        }
+        confirms.drain(..decided);
+        for ch in touched {
+            self.flush_confirms(ch).await;
+        }
         if confirms.is_empty() {
             return;
         }
@@ -1242,9 +1276,8 @@ impl Conn {
         }
         let routed = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        // The client waits for commit-ok anyway: each queue's group commit runs here
-        // rather than in the flusher (`sync_now_next`).
-        for (_, _, w) in self.append_publishes(routed, true) {
+        // A commit into one queue syncs it here (see `append_publishes`).
+        for (_, _, w) in self.append_publishes(routed) {
             waits.extend(w);
         }
         let (mut acks, mut requeues, mut rejects) = (Vec::new(), Vec::new(), Vec::new());

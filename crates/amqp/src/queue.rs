@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::types::FieldTable;
 use arctern_core::{Acks, Appended, Partition};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::args::{message_expiration, Overflow, QueueArgs};
 use crate::codes::{core_error, AmqpError};
@@ -110,7 +110,13 @@ struct Inner {
     last_used: Instant,
     /// Last look for settled segments to reclaim.
     reclaimed_at: Instant,
+    /// Reused to join the messages of one `append_many`.
+    join_buf: Vec<u8>,
 }
+
+/// The largest join buffer a queue keeps between appends (a connection flushes its
+/// publishes at about 1 MiB).
+const JOIN_BUF_KEEP: usize = 2 << 20;
 
 impl Inner {
     fn take(&mut self, offset: i64) -> Option<Entry> {
@@ -143,6 +149,9 @@ pub struct Queue {
     inner: Mutex<Inner>,
     /// The vhost's housekeeping, woken when messages die.
     housekeeping: Arc<Notify>,
+    /// Whether the queue has consumers: the task that wakes them on new messages only
+    /// listens to the log while it does, so an unconsumed queue's appends wake nobody.
+    consumers_present: watch::Sender<bool>,
 }
 
 fn poisoned() -> AmqpError {
@@ -241,19 +250,41 @@ impl Queue {
                 deleted: false,
                 last_used: Instant::now(),
                 reclaimed_at: Instant::now(),
+                join_buf: Vec::new(),
             }),
             housekeeping,
+            consumers_present: watch::Sender::new(false),
         });
-        // Wake consumers when the high watermark moves (newly committed messages).
+        // Wake consumers when the high watermark moves (newly committed messages). The
+        // task ends when the queue is dropped (`present` closes) or its log closes.
         let weak = Arc::downgrade(&q);
         let mut changes = q.partition.subscribe_changes();
+        let mut present = q.consumers_present.subscribe();
         tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
-                let Some(q) = weak.upgrade() else { return };
-                if q.is_deleted() {
-                    return;
+            loop {
+                if !*present.borrow_and_update() {
+                    if present.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
                 }
-                q.wake_consumers();
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let Some(q) = weak.upgrade() else { return };
+                        if q.is_deleted() {
+                            return;
+                        }
+                        q.wake_consumers();
+                    }
+                    changed = present.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                }
             }
         });
         Ok(q)
@@ -332,21 +363,27 @@ impl Queue {
             .filter(|(_, a)| **a)
             .map(|(m, _)| (m.batch, m.bytes, m.own_ttl))
             .collect();
-        let joined = if kept.len() == 1 {
-            std::mem::take(&mut kept[0].0)
+        // Several are joined in a buffer the queue keeps: a fresh one of this size would
+        // come from the allocator as new pages, which the kernel zeroes first.
+        let mut join_buf = std::mem::take(&mut inner.join_buf);
+        let batches: &mut [u8] = if kept.len() == 1 {
+            &mut kept[0].0
         } else {
-            let mut joined = Vec::with_capacity(kept.iter().map(|k| k.0.len()).sum());
+            join_buf.clear();
             for k in &kept {
-                joined.extend_from_slice(&k.0);
+                join_buf.extend_from_slice(&k.0);
             }
-            joined
+            &mut join_buf
         };
         let appended = if sync_now_next {
-            self.partition.append_for_sync_now(joined, Acks::All)
+            self.partition.append_for_sync_now(batches, Acks::All)
         } else {
-            self.partition.append(joined, Acks::All)
+            self.partition.append(batches, Acks::All)
+        };
+        if join_buf.capacity() <= JOIN_BUF_KEEP {
+            inner.join_buf = join_buf;
         }
-        .map_err(|e| core_error(&e))?;
+        let appended = appended.map_err(|e| core_error(&e))?;
         let now = arctern_core::now_ms();
         // Every message is a one-record batch, so they hold consecutive offsets.
         for (offset, (_, bytes, own_ttl)) in (appended.outcome.base_offset..).zip(&kept) {
@@ -566,8 +603,8 @@ impl Queue {
             _ => return,
         }
         match encode_control(kind, offsets, arctern_core::now_ms()) {
-            Ok(b) => {
-                if let Err(e) = self.partition.append_lazily(b) {
+            Ok(mut b) => {
+                if let Err(e) = self.partition.append_lazily(&mut b) {
                     tracing::warn!(queue = %self.name, error = %e, "cannot record delivery state");
                 }
             }
@@ -685,6 +722,8 @@ impl Queue {
         inner.consumers.push(c);
         inner.had_consumer = true;
         inner.last_used = Instant::now();
+        self.consumers_present
+            .send_if_modified(|p| !std::mem::replace(p, true));
         Ok(())
     }
 
@@ -697,6 +736,9 @@ impl Queue {
             .consumers
             .retain(|c| !(c.conn == conn && c.channel == channel && c.tag == tag));
         inner.last_used = Instant::now();
+        let any = !inner.consumers.is_empty();
+        self.consumers_present
+            .send_if_modified(|p| std::mem::replace(p, any) != any);
         // Consumers of lower priority may have been waiting for this one.
         for c in &inner.consumers {
             c.wake.notify_one();
@@ -722,6 +764,7 @@ impl Queue {
                 inner.ready.clear();
                 inner.ready_bytes = 0;
                 inner.dead.clear();
+                self.consumers_present.send_replace(false);
                 (std::mem::take(&mut inner.consumers), n)
             }
             Err(_) => (Vec::new(), 0),

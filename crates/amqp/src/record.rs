@@ -9,7 +9,9 @@
 //! `c=d` marks offsets delivered at least once, so after a restart they come back with
 //! `redelivered=true`. Offsets in a control value are 8-byte big-endian integers.
 
-use arctern_storage::records::{decode_batches as decode_records, encode_batch, PlainRecord};
+use arctern_storage::records::{
+    decode_batches as decode_records, encode_batch, encode_one_record, PlainRecord,
+};
 use bytes::Bytes;
 
 /// Most offsets in one control record (bounds its size to 64 KiB).
@@ -48,17 +50,13 @@ fn record(key: Option<Bytes>, value: Bytes, headers: Vec<(String, Option<Bytes>)
 }
 
 /// One message as one batch, ready for `Partition::append`.
-pub fn encode_message(m: &StoredMessage, timestamp: i64) -> Result<Vec<u8>, String> {
-    let headers = vec![
-        (
-            "e".to_string(),
-            Some(Bytes::copy_from_slice(m.exchange.as_bytes())),
-        ),
-        ("p".to_string(), Some(m.properties.clone())),
-    ];
-    let key = Bytes::copy_from_slice(m.routing_key.as_bytes());
-    encode_batch(&[record(Some(key), m.body.clone(), headers)], timestamp)
-        .map_err(|e| e.to_string())
+pub fn encode_message(m: &StoredMessage, timestamp: i64) -> Vec<u8> {
+    encode_one_record(
+        Some(m.routing_key.as_bytes()),
+        &m.body,
+        &[("e", m.exchange.as_bytes()), ("p", &m.properties)],
+        timestamp,
+    )
 }
 
 /// Control records for `offsets`, chunked, as one batch.
@@ -148,7 +146,7 @@ mod tests {
             body: Bytes::from_static(b"hello"),
             timestamp: 1,
         };
-        let mut bytes = encode_message(&m, 1).unwrap();
+        let mut bytes = encode_message(&m, 1);
         let offsets: Vec<i64> = (0..20_000).collect();
         bytes.extend(encode_control(ControlKind::Settled, &offsets, 2).unwrap());
         let got = decode_batches(bytes).unwrap();

@@ -1209,13 +1209,7 @@ impl Vhost {
             body: m.body,
             timestamp: now,
         };
-        let batch = match encode_message(&copy, now) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(queue = %q.name, error = %e, "cannot encode a dead letter");
-                return Vec::new();
-            }
-        };
+        let batch = encode_message(&copy, now);
         let mut waits: Vec<StoredWait> = Vec::new();
         for t in targets {
             if reason != DeathReason::Rejected && is_cycle(props.headers().as_ref(), &t.name) {

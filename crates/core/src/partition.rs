@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arctern_storage::{BatchHeader, Log, SyncPoint};
 use tokio::sync::{watch, Notify};
@@ -131,6 +131,9 @@ pub struct Partition {
     /// The flusher found a sync in flight and left; whoever holds `syncing` wakes it on
     /// release, for what was appended meanwhile.
     flusher_turned_away: AtomicBool,
+    /// The last caller-led fdatasync was quick, so the next one runs on the caller's
+    /// worker thread (see `INLINE_SYNC_LIMIT`).
+    sync_inline: AtomicBool,
     closed: AtomicBool,
     /// Bumped on every high-watermark or log-end advance of this partition: wakes the
     /// long-poll fetches (consumers and followers) waiting on it, and only those.
@@ -147,6 +150,12 @@ fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
         _ => f(),
     }
 }
+
+/// A caller-led fdatasync slower than this moves the next one off the runtime
+/// (`block_in_place`), so a slow disk stalls only the committing connection. A quick one
+/// runs on the worker itself: handing the worker's other tasks to another thread costs
+/// more wake-ups than a fast disk's flush takes.
+const INLINE_SYNC_LIMIT: Duration = Duration::from_millis(1);
 
 /// Who asks for the group commit that makes an append durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +236,7 @@ impl Partition {
             fsyncs: AtomicU64::new(0),
             flush_needed: Notify::new(),
             syncing: AtomicBool::new(false),
+            sync_inline: AtomicBool::new(true),
             flusher_turned_away: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             data_changed: watch::channel(0u64).0,
@@ -419,8 +429,8 @@ impl Partition {
 
     /// Appends producer batches and waits for them to be acknowledgeable per `acks` and
     /// the topic's flush policy.
-    pub async fn produce(&self, batches: Vec<u8>, acks: Acks) -> Result<ProduceOutcome> {
-        let appended = self.append(batches, acks)?;
+    pub async fn produce(&self, mut batches: Vec<u8>, acks: Acks) -> Result<ProduceOutcome> {
+        let appended = self.append(&mut batches, acks)?;
         if acks != Acks::None {
             self.wait_acknowledgeable(&appended).await?;
         }
@@ -430,14 +440,14 @@ impl Partition {
     /// The ordered half of a produce: check leadership (and `min.insync.replicas` for
     /// acks=all), validate, assign offsets, write to the page cache. Callers that
     /// pipeline requests run this in arrival order and only defer the wait.
-    pub fn append(&self, batches: Vec<u8>, acks: Acks) -> Result<Appended> {
+    pub fn append(&self, batches: &mut [u8], acks: Acks) -> Result<Appended> {
         self.append_with(batches, acks, Flush::Now)
     }
 
     /// `append` for a caller that leads the group commit itself: it must call `sync_now`
     /// next (which hands over to the flusher when it cannot sync). The flusher is not
     /// woken, which spares a cross-thread wake-up per commit.
-    pub fn append_for_sync_now(&self, batches: Vec<u8>, acks: Acks) -> Result<Appended> {
+    pub fn append_for_sync_now(&self, batches: &mut [u8], acks: Acks) -> Result<Appended> {
         self.append_with(batches, acks, Flush::Caller)
     }
 
@@ -445,7 +455,7 @@ impl Partition {
     /// under fsync-before-ack they become durable with the next group commit, which this
     /// append asks for only once `LAZY_FLUSH_RECORDS` are pending (see `flush_pending`).
     /// Losing them to a crash means a redelivery, never a loss.
-    pub fn append_lazily(&self, batches: Vec<u8>) -> Result<Appended> {
+    pub fn append_lazily(&self, batches: &mut [u8]) -> Result<Appended> {
         self.append_with(batches, Acks::None, Flush::Lazy)
     }
 
@@ -456,7 +466,7 @@ impl Partition {
         }
     }
 
-    fn append_with(&self, mut batches: Vec<u8>, acks: Acks, flush: Flush) -> Result<Appended> {
+    fn append_with(&self, batches: &mut [u8], acks: Acks, flush: Flush) -> Result<Appended> {
         if self.closed.load(Ordering::Acquire) {
             // Retriable for clients: they refresh metadata and retry against the
             // restarted broker (or learn that the topic was deleted).
@@ -482,7 +492,7 @@ impl Partition {
                     )));
                 }
             }
-            let idempotent = idempotent_batch(&batches)?;
+            let idempotent = idempotent_batch(batches)?;
             let mut producers = self.producers.lock().map_err(|_| lock_poisoned())?;
             if let Some(h) = &idempotent {
                 match producers.check(h) {
@@ -519,7 +529,7 @@ impl Partition {
             }
             let mut log = self.log.write().map_err(|_| lock_poisoned())?;
             let now = now_ms();
-            let info = log.append_as_leader(&mut batches, r.leader_epoch, now)?;
+            let info = log.append_as_leader(batches, r.leader_epoch, now)?;
             if let Some(h) = idempotent {
                 producers.record(
                     &BatchHeader {
@@ -766,9 +776,10 @@ impl Partition {
     /// this thread and publishes the new durable offset. A caller that would only wait
     /// for the flusher (a transaction commit) saves the hand-offs to the flusher and the
     /// blocking pool; with a sync already in flight it returns false and the flusher
-    /// covers the caller's records as usual. Blocks the calling task for one fdatasync;
-    /// on a multi-threaded runtime the worker's other tasks move to another thread
-    /// meanwhile (`block_in_place`), so a slow disk stalls only this caller.
+    /// covers the caller's records as usual. Blocks the calling task for one fdatasync,
+    /// on its worker thread while syncs are quick; after one slower than
+    /// `INLINE_SYNC_LIMIT`, the next runs in `block_in_place` (the worker's other tasks
+    /// move to another thread), so a slow disk stalls only this caller.
     pub fn sync_now(&self) -> bool {
         if !self.fsync_before_ack() || self.durable.borrow().failed {
             return false;
@@ -781,8 +792,15 @@ impl Partition {
         };
         if let Some((point, generation)) = self.sync_target() {
             let end = point.end_offset;
-            let synced = off_the_runtime(|| point.sync()).map_err(|e| e.to_string());
-            self.finish_sync(end, generation, synced);
+            let started = Instant::now();
+            let synced = if self.sync_inline.load(Ordering::Relaxed) {
+                point.sync()
+            } else {
+                off_the_runtime(|| point.sync())
+            };
+            self.sync_inline
+                .store(started.elapsed() < INLINE_SYNC_LIMIT, Ordering::Relaxed);
+            self.finish_sync(end, generation, synced.map_err(|e| e.to_string()));
         }
         true
     }
@@ -1215,7 +1233,7 @@ mod tests {
     async fn sync_now_makes_an_append_acknowledgeable_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let p = lone_leader(dir.path());
-        let appended = p.append_for_sync_now(record(), Acks::All).unwrap();
+        let appended = p.append_for_sync_now(&mut record(), Acks::All).unwrap();
         assert!(p.high_watermark() < appended.end_offset);
         let before = p.fsync_count();
         assert!(p.sync_now());
@@ -1232,7 +1250,7 @@ mod tests {
     async fn sync_now_works_on_a_multi_threaded_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let p = lone_leader(dir.path());
-        let appended = p.append_for_sync_now(record(), Acks::All).unwrap();
+        let appended = p.append_for_sync_now(&mut record(), Acks::All).unwrap();
         assert!(p.sync_now());
         assert_eq!(p.high_watermark(), appended.end_offset);
     }
@@ -1244,7 +1262,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = lone_leader(dir.path());
         let slot = p.begin_sync().unwrap();
-        let appended = p.append(record(), Acks::All).unwrap();
+        let appended = p.append(&mut record(), Acks::All).unwrap();
         assert!(
             !p.sync_now(),
             "a second sync must not start while one is in flight"

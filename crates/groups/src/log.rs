@@ -126,8 +126,8 @@ impl OffsetsLog for BrokerOffsetsLog {
         if !p.is_leader() || p.leader_epoch() != leader_epoch {
             return Err(GroupError::NotCoordinator);
         }
-        let bytes = encode_batch(&records, arctern_core::now_ms())?;
-        let appended = p.append(bytes, Acks::All).map_err(|e| {
+        let mut bytes = encode_batch(&records, arctern_core::now_ms())?;
+        let appended = p.append(&mut bytes, Acks::All).map_err(|e| {
             tracing::debug!(partition, error = %e, "offsets append refused");
             append_error(&e)
         })?;

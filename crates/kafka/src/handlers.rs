@@ -342,7 +342,7 @@ fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> Reply {
                 .and_then(|partition| {
                     let records = p.records.unwrap_or_default();
                     let acks = if acks == -1 { Acks::All } else { Acks::Leader };
-                    let appended = partition.append(records.to_vec(), acks)?;
+                    let appended = partition.append(&mut records.to_vec(), acks)?;
                     Ok((partition, appended))
                 });
             if let Err(e) = &result {

@@ -205,32 +205,71 @@ pub fn build_batch(
     }
     let max_ts = records.iter().map(|r| r.2).max().unwrap_or(first_timestamp);
     let mut b = Vec::with_capacity(HEADER_LEN + body.len());
-    b.extend_from_slice(&base_offset.to_be_bytes());
-    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
-    b.extend_from_slice(&leader_epoch.to_be_bytes());
-    b.push(2);
-    b.extend_from_slice(&[0, 0, 0, 0]); // crc, filled below
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&(records.len().saturating_sub(1) as i32).to_be_bytes());
-    b.extend_from_slice(&first_timestamp.to_be_bytes());
-    b.extend_from_slice(&max_ts.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    put_batch_header(
+        &mut b,
+        BatchShape {
+            base_offset,
+            leader_epoch,
+            body_len: body.len(),
+            records: records.len(),
+            first_timestamp,
+            max_timestamp: max_ts,
+        },
+    );
     b.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&b[ATTRIBUTES..]);
-    b[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    seal_crc(&mut b);
     b
 }
 
-fn put_varlong(out: &mut Vec<u8>, v: i64) {
+/// What `put_batch_header` writes for an uncompressed, non-idempotent batch.
+pub(crate) struct BatchShape {
+    pub base_offset: i64,
+    pub leader_epoch: i32,
+    /// Bytes of the records that follow the header.
+    pub body_len: usize,
+    pub records: usize,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+}
+
+/// Writes a batch header at the end of `b` (which must be empty: `seal_crc` covers
+/// everything after it), with a zero CRC until `seal_crc`.
+pub(crate) fn put_batch_header(b: &mut Vec<u8>, shape: BatchShape) {
+    b.extend_from_slice(&shape.base_offset.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + shape.body_len) as i32).to_be_bytes());
+    b.extend_from_slice(&shape.leader_epoch.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&[0, 0, 0, 0]); // crc, filled by seal_crc
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(shape.records.saturating_sub(1) as i32).to_be_bytes());
+    b.extend_from_slice(&shape.first_timestamp.to_be_bytes());
+    b.extend_from_slice(&shape.max_timestamp.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&(shape.records as i32).to_be_bytes());
+}
+
+/// Fills in the CRC of the one whole batch in `b`.
+pub(crate) fn seal_crc(b: &mut [u8]) {
+    let crc = crc32c::crc32c(&b[ATTRIBUTES..]);
+    b[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Writes a zigzag varint (the record fields' encoding).
+pub(crate) fn put_varlong(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);
         z >>= 7;
     }
     out.push(z as u8);
+}
+
+/// How many bytes `put_varlong` writes for `v`.
+pub(crate) fn varlong_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[cfg(test)]
