@@ -286,6 +286,9 @@ run_rows() {
     for row in "${ROWS[@]}"; do
         id="${row%%|*}"
         rest="${row#*|}"
+        # Each row starts with no dirty pages left by the one before (or by the other
+        # broker's run): their writeback would land in this row's fsyncs.
+        sync
         log "$broker: $id ($rest)"
         # shellcheck disable=SC2086
         if ! RUST_LOG="${RUST_LOG:-warn,lapin=off}" timeout 300 "$BIN" bench-amqp --uri "$uri" \
@@ -451,8 +454,9 @@ Run: {date}, `{command}` (Arctern commit {commit}).
 - RabbitMQ {rmq}, Erlang/{erl}; Arctern default configuration (flush policy `always`).
 - {size}-byte persistent messages (delivery_mode 2), one durable queue per run through the
   default exchange, confirm window {window} per publisher, prefetch {prefetch}; the latency
-  row publishes at {rate} msg/s for {duration} s. Ratios: for msg/s, Arctern ÷ RabbitMQ
-  (higher is better); for latencies, Arctern's p99 ÷ RabbitMQ's (lower is better).
+  row publishes at {rate} msg/s for {duration} s. Every row starts after a `sync`. Ratios:
+  for msg/s, Arctern ÷ RabbitMQ (higher is better); for latencies, Arctern's p99 ÷
+  RabbitMQ's (lower is better).
 
 {table}
 
