@@ -20,6 +20,10 @@ const SCAN_CHUNK: usize = 1 << 20;
 /// With `preallocate`, how far past the last batch the file is kept zero-filled.
 pub(crate) const ZERO_AHEAD: u64 = 256 << 10;
 static ZEROS: [u8; ZERO_AHEAD as usize] = [0; ZERO_AHEAD as usize];
+/// Only an append this small zero-fills ahead. A larger one means a busy log whose group
+/// commits carry many bytes each: there the metadata write the zeros save is small next
+/// to the data, and the zeros would double the bytes each commit flushes.
+pub(crate) const ZERO_AHEAD_MAX_APPEND: usize = 16 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OffsetEntry {
@@ -369,7 +373,8 @@ impl Segment {
     /// once the group commit has synced those zeros, a later write lands in blocks that
     /// are allocated and inside the file size, so its fdatasync has no metadata to write,
     /// only data (on ext4 that saves one synchronous write per fdatasync). The file grows
-    /// once per `ZERO_AHEAD` instead of on every append.
+    /// once per `ZERO_AHEAD` instead of on every append. Only appends up to
+    /// `ZERO_AHEAD_MAX_APPEND` bytes zero-fill.
     pub fn write(&mut self, bytes: &[u8], zero_ahead: bool, limit: u64) -> Result<()> {
         let end = self.size + bytes.len() as u64;
         self.file
@@ -377,7 +382,10 @@ impl Segment {
             .ctx(|| format!("appending to {}", self.log_path.display()))?;
         self.size = end;
         self.zeroed_to = self.zeroed_to.max(end);
-        if zero_ahead && self.zeroed_to < end + ZERO_AHEAD / 2 {
+        if zero_ahead
+            && bytes.len() <= ZERO_AHEAD_MAX_APPEND
+            && self.zeroed_to < end + ZERO_AHEAD / 2
+        {
             let target = (end + ZERO_AHEAD).min(limit.max(end));
             if let Err(e) = self.zero_fill(target) {
                 // The batches are written; without the zeros the next fdatasync only

@@ -444,6 +444,22 @@ fn preallocate_keeps_zeros_past_the_batches_and_recovery_trims_them() {
 }
 
 #[test]
+fn large_appends_do_not_zero_fill() {
+    // A busy log's group commits carry many bytes each: zeros would double them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), preallocating(4 << 20), NOW).unwrap();
+    let big = vec![9u8; 40 << 10];
+    for i in 0..3 {
+        let mut b = build_batch(0, 0, NOW, &[(None, Some(&big[..]), NOW + i)]);
+        log.append_as_leader(&mut b, 3, NOW).expect("append");
+    }
+    assert_eq!(file_len(&active_segment(dir.path())), log.size_bytes());
+    // A small append zero-fills again.
+    append_n(&mut log, 1, 2);
+    assert!(file_len(&active_segment(dir.path())) >= log.size_bytes() + (128 << 10));
+}
+
+#[test]
 fn preallocated_segments_are_trimmed_when_they_roll() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = preallocating(2048);
