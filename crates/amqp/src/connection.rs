@@ -1116,14 +1116,16 @@ impl Conn {
 
     /// Appends routed publishes, each queue's share with one log write; returns every
     /// publish's channel, confirm sequence number and waits for its stores, in order.
-    /// Publishes that all went to one queue are fsynced right after their write, on this
-    /// thread (`Queue::sync_now`), instead of by the flusher: the
-    /// client waits for that sync anyway, and the hand-offs to the flusher and back cost
-    /// more than the sync on a fast disk. Several queues are left to their flushers,
-    /// which sync them in parallel.
+    /// With `client_waits` (confirms or a commit), publishes that all went to one queue
+    /// are fsynced right after their write, on this thread (`Queue::sync_now`), instead
+    /// of by the flusher: the client waits for that sync anyway, and the hand-offs to
+    /// the flusher and back cost more than the sync on a fast disk. Several queues are
+    /// left to their flushers, which sync them in parallel, and so are publishes nobody
+    /// waits for, so that this connection reads on meanwhile.
     fn append_publishes(
         &self,
         mut publishes: Vec<PendingPublish>,
+        client_waits: bool,
     ) -> Vec<(u16, Option<u64>, Vec<StoredWait>)> {
         let mut groups: Vec<(Arc<Queue>, Vec<usize>, Vec<QueuedMessage>)> = Vec::new();
         for (i, p) in publishes.iter_mut().enumerate() {
@@ -1151,7 +1153,7 @@ impl Conn {
         }
         let mut waits: Vec<Vec<StoredWait>> = publishes.iter().map(|_| Vec::new()).collect();
         let failed = |e: AmqpError| Box::pin(async move { Err(e) }) as StoredWait;
-        let sync_now_next = groups.len() == 1;
+        let sync_now_next = client_waits && groups.len() == 1;
         for (q, index, messages) in groups {
             match q.append_many(messages, sync_now_next) {
                 Ok(outcomes) => {
@@ -1197,8 +1199,9 @@ impl Conn {
         }
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
+        let client_waits = pending.iter().any(|p| p.seq.is_some());
         let mut confirms: Vec<(u16, u64, Vec<StoredWait>)> = self
-            .append_publishes(pending)
+            .append_publishes(pending, client_waits)
             .into_iter()
             .filter_map(|(ch, seq, waits)| seq.map(|s| (ch, s, waits)))
             .collect();
@@ -1277,7 +1280,7 @@ impl Conn {
         let routed = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         // A commit into one queue syncs it here (see `append_publishes`).
-        for (_, _, w) in self.append_publishes(routed) {
+        for (_, _, w) in self.append_publishes(routed, true) {
             waits.extend(w);
         }
         let (mut acks, mut requeues, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
