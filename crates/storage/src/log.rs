@@ -566,13 +566,8 @@ impl Log {
 
     /// Flushes everything and marks the log clean, so the next open skips recovery.
     pub fn close(&mut self) -> Result<()> {
-        let active = self.active_mut();
-        // Unconditionally: no bytes past the last batch survive a clean close.
-        active
-            .file
-            .set_len(active.size)
-            .ctx(|| format!("trimming {}", active.log_path.display()))?;
-        active.zeroed_to = active.size;
+        // No bytes past the last batch survive a clean close.
+        self.active_mut().trim()?;
         let active = self.active();
         active.sync()?;
         active.write_indexes(&self.dir)?;

@@ -389,12 +389,10 @@ impl Segment {
             let target = (end + ZERO_AHEAD).min(limit.max(end));
             if let Err(e) = self.zero_fill(target) {
                 // The batches are written; without the zeros the next fdatasync only
-                // costs more. Cut whatever part of them was written (trim does it later
-                // if this fails too).
+                // costs more. Cut whatever part of them was written (if that fails too,
+                // the next trim does it).
                 tracing::debug!(segment = %self.log_path.display(), error = %e, "zero-filling ahead failed; going on without");
-                if self.file.set_len(end).is_ok() {
-                    self.zeroed_to = end;
-                }
+                let _ = self.trim();
             }
         }
         Ok(())
@@ -411,14 +409,13 @@ impl Segment {
         Ok(())
     }
 
-    /// Cuts the file back to its batches (before sealing or a clean close).
+    /// Cuts the file back to its batches: zeros, or anything else, past them go (before
+    /// sealing, on a clean close, after a failed zero-fill).
     pub fn trim(&mut self) -> Result<()> {
-        if self.zeroed_to > self.size {
-            self.file
-                .set_len(self.size)
-                .ctx(|| format!("trimming {}", self.log_path.display()))?;
-            self.zeroed_to = self.size;
-        }
+        self.file
+            .set_len(self.size)
+            .ctx(|| format!("trimming {}", self.log_path.display()))?;
+        self.zeroed_to = self.size;
         Ok(())
     }
 
