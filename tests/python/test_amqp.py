@@ -326,6 +326,36 @@ def test_confirmed_persistent_messages_survive_kill_9_exactly_once(broker):
     conn.close()
 
 
+def test_acks_of_a_burst_are_recorded_without_a_later_frame(broker):
+    # Acks that arrive together are recorded together at the end of the burst: the last
+    # ack must not wait for another frame. The consumer stays connected and silent while
+    # the broker is killed; none of the acked messages may come back.
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("ack-burst", durable=True)
+    ch.confirm_delivery()
+    n = 500
+    for i in range(n):
+        ch.basic_publish("", "ack-burst", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    ch.basic_qos(prefetch_count=n)
+    got = []
+    for m, _, body in ch.consume("ack-burst", inactivity_timeout=5):
+        assert m is not None, f"only {len(got)} of {n} delivered"
+        got.append(m.delivery_tag)
+        if len(got) == n:
+            break
+    for tag in got:
+        ch.basic_ack(tag)
+    conn.process_data_events(time_limit=0)
+    time.sleep(0.5)
+    broker.restart(kill=True)
+    conn = connect(broker)
+    ch = conn.channel()
+    assert ch.queue_declare("ack-burst", durable=True).method.message_count == 0
+    assert ch.basic_get("ack-burst")[0] is None
+    conn.close()
+
+
 def test_durable_exchange_queue_binding_survive_restart_transient_ones_do_not(broker):
     conn = connect(broker)
     ch = conn.channel()
