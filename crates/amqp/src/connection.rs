@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::alarm::AlarmState;
 use crate::codes::*;
 use crate::forward;
-use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, ReadAhead, StoredWait};
+use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait};
 use crate::record::{encode_message, StoredMessage};
 use crate::server::AmqpServerConfig;
 use crate::vhost::{QueueSpec, Route, Vhost};
@@ -35,16 +35,9 @@ const READ_BUFFER: usize = 64 << 10;
 /// bytes or publishes wait.
 const FLUSH_BYTES: usize = 1 << 20;
 const FLUSH_PUBLISHES: usize = 512;
-/// Acks whose settlements are recorded together at most (else at the end of a burst).
-const FLUSH_ACKS: usize = 4096;
 
 /// Deliveries one consumer gets per pump round before others get a turn.
 const PUMP_BATCH: usize = 128;
-/// Bytes of a queue's log one read brings for the deliveries of a pump batch
-/// (`Queue::read_ahead`); what the batch does not deliver is dropped with it.
-const READ_AHEAD_BYTES: u64 = 128 << 10;
-/// Stored bytes of a message beyond its body (record, batch header, routing), roughly.
-const RECORD_OVERHEAD_GUESS: u64 = 160;
 
 /// Bytes queued for the socket per connection: a slow reader stalls deliveries instead of
 /// buffering them (a frame larger than this takes the whole budget).
@@ -316,9 +309,6 @@ struct Conn {
     /// Publishes routed but not appended yet, and their batch bytes.
     pending: Vec<PendingPublish>,
     pending_bytes: usize,
-    /// Deliveries acked (outside transactions) whose settlement is not recorded yet: the
-    /// acks of one burst of frames are recorded together (`record_acks`).
-    pending_acks: Vec<Unacked>,
 }
 
 /// How a frame's handling ended.
@@ -413,7 +403,6 @@ pub async fn run(
         qos_prefetch_size: 0,
         pending: Vec::new(),
         pending_bytes: 0,
-        pending_acks: Vec::new(),
     };
     let heartbeat = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -463,16 +452,12 @@ pub async fn run(
                                 break;
                             }
                             // Publishes that arrived together are stored together; the
-                            // last of a burst (nothing more to read) flushes them. Acks
-                            // likewise.
+                            // last of a burst (nothing more to read) flushes them.
                             if frames.is_empty()
                                 || conn.pending_bytes >= FLUSH_BYTES
                                 || conn.pending.len() >= FLUSH_PUBLISHES
                             {
                                 conn.flush_publishes().await;
-                            }
-                            if frames.is_empty() || conn.pending_acks.len() >= FLUSH_ACKS {
-                                conn.record_acks();
                             }
                         }
                     }
@@ -494,11 +479,7 @@ pub async fn run(
                         }
                     }
                 }
-                // Deliveries wait for the end of a burst, so the credit a burst of acks
-                // frees goes out in one round (one log read, one delivered mark).
-                _ = conn.wake.notified(), if frames.is_empty() || conn.held.is_some() => {
-                    conn.pump().await
-                }
+                _ = conn.wake.notified() => conn.pump().await,
                 Ok(()) = terms.changed() => {
                     if *terms.borrow_and_update() != Some(term) {
                         let e = AmqpError::new(
@@ -874,13 +855,9 @@ impl Conn {
 
     /// Handles one frame from the client; true when the connection is done.
     async fn on_frame(&mut self, frames: &mut FrameSource, frame: AMQPFrame) -> bool {
-        // Anything but the parts of a publish sees every earlier publish stored first,
-        // and anything but an ack every earlier ack recorded.
+        // Anything but the parts of a publish sees every earlier publish stored first.
         if !is_publish_part(&frame) {
             self.flush_publishes().await;
-        }
-        if !is_ack(&frame) {
-            self.record_acks();
         }
         match self.frame(frame).await {
             Ok(Flow::Continue) => false,
@@ -898,7 +875,6 @@ impl Conn {
 
     async fn cleanup(&mut self) {
         self.flush_publishes().await;
-        self.record_acks();
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for ch in ids {
             self.release_channel(ch, true).await;
@@ -1217,14 +1193,6 @@ impl Conn {
             .collect()
     }
 
-    /// Records the settlements of the acks buffered since the last call: one log write
-    /// per queue. Not awaited (see `Queue::settle`).
-    fn record_acks(&mut self) {
-        if !self.pending_acks.is_empty() {
-            apply_settle(std::mem::take(&mut self.pending_acks), Settle::Ack);
-        }
-    }
-
     /// Stores the publishes routed since the last call (see `PendingPublish`) and reports
     /// their confirms as their stores complete.
     async fn flush_publishes(&mut self) {
@@ -1465,7 +1433,6 @@ impl Conn {
                 let mut delivered = Vec::new();
                 let mut settled = Vec::new();
                 let mut queue = None;
-                let mut ahead = ReadAhead::new();
                 for _ in 0..PUMP_BATCH {
                     let Some(c) = self.channels.get_mut(&ch) else {
                         break;
@@ -1483,14 +1450,6 @@ impl Conn {
                         break;
                     }
                     cons.set_active(true);
-                    // How many more this round may deliver: what to read ahead for.
-                    let mut credit = PUMP_BATCH - (delivered.len() + settled.len());
-                    if !cons.no_ack && cons.prefetch > 0 {
-                        credit = credit.min((cons.prefetch as usize).saturating_sub(cons.unacked));
-                    }
-                    if !cons.no_ack && global > 0 {
-                        credit = credit.min((global as usize).saturating_sub(in_flight));
-                    }
                     let priority = cons.priority;
                     let q = Arc::clone(&cons.queue);
                     let no_ack = cons.no_ack;
@@ -1503,11 +1462,7 @@ impl Conn {
                         break;
                     };
                     let redelivered = entry.redelivered;
-                    // Sized by this message: the next ones are likely alike.
-                    let read_bytes = (credit as u64)
-                        .saturating_mul(entry.bytes + RECORD_OVERHEAD_GUESS)
-                        .min(READ_AHEAD_BYTES);
-                    let msg = match q.read_ahead(offset, &mut ahead, read_bytes as usize) {
+                    let msg = match q.read(offset) {
                         Ok(m) => m,
                         Err(e) => {
                             tracing::error!(queue = %q.name, offset, error = %e, "cannot read a queued message; settling it");
@@ -2040,11 +1995,7 @@ impl Conn {
             }
             AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => {
                 let taken = take_unacked(c, a.delivery_tag, a.multiple).map_err(chan_err)?;
-                if c.tx {
-                    settle_or_buffer(c, taken, Settle::Ack);
-                } else {
-                    self.pending_acks.extend(taken.into_iter().map(|(_, u)| u));
-                }
+                settle_or_buffer(c, taken, Settle::Ack);
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
@@ -2142,13 +2093,6 @@ fn is_publish_part(frame: &AMQPFrame) -> bool {
         frame,
         AMQPFrame::Header(..) | AMQPFrame::Body(..) | AMQPFrame::Heartbeat
     ) || is_publish(frame)
-}
-
-fn is_ack(frame: &AMQPFrame) -> bool {
-    matches!(
-        frame,
-        AMQPFrame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Ack(_)))
-    )
 }
 
 fn is_publish(frame: &AMQPFrame) -> bool {

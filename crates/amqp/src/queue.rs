@@ -10,7 +10,7 @@
 //! dead-letters them (when the queue has a dead-letter exchange) and only then records
 //! them settled: a crash in between brings them back, it never loses them.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -153,9 +153,6 @@ pub struct Queue {
     /// listens to the log while it does, so an unconsumed queue's appends wake nobody.
     consumers_present: watch::Sender<bool>,
 }
-
-/// Messages read from a queue's log ahead of their delivery (see `Queue::read_ahead`).
-pub type ReadAhead = VecDeque<(i64, StoredMessage)>;
 
 fn poisoned() -> AmqpError {
     AmqpError::internal("queue lock poisoned")
@@ -513,46 +510,19 @@ impl Queue {
 
     /// Reads one stored message.
     pub fn read(&self, offset: i64) -> Result<StoredMessage, AmqpError> {
-        self.read_ahead(offset, &mut ReadAhead::new(), 1)
-    }
-
-    /// Reads the message at `offset`: from `ahead` when an earlier read brought it, else
-    /// from the log, keeping in `ahead` the messages after it that the same read (up to
-    /// `max_bytes`) returned. Consumers take offsets mostly in order, so one log read
-    /// serves a run of deliveries.
-    pub fn read_ahead(
-        &self,
-        offset: i64,
-        ahead: &mut ReadAhead,
-        max_bytes: usize,
-    ) -> Result<StoredMessage, AmqpError> {
-        while ahead.front().is_some_and(|(o, _)| *o < offset) {
-            ahead.pop_front();
-        }
-        if let Some((o, m)) = ahead.pop_front() {
-            if o == offset {
-                return Ok(m);
-            }
-            ahead.push_front((o, m));
-        }
-        ahead.clear();
         let fetched = self
             .partition
-            .read_to_log_end(offset, max_bytes)
+            .read_to_log_end(offset, 1)
             .map_err(|e| core_error(&e))?;
         let records = decode_batches(fetched.bytes)
             .map_err(|e| AmqpError::internal(format!("queue '{}' log: {e}", self.name)))?;
-        let mut found = None;
-        for (o, r) in records {
-            if let QueueRecord::Message(m) = r {
-                match o.cmp(&offset) {
-                    std::cmp::Ordering::Equal => found = Some(m),
-                    std::cmp::Ordering::Greater => ahead.push_back((o, m)),
-                    std::cmp::Ordering::Less => {}
-                }
-            }
-        }
-        found.ok_or_else(|| AmqpError::internal(format!("no message at offset {offset}")))
+        records
+            .into_iter()
+            .find_map(|(o, r)| match r {
+                QueueRecord::Message(m) if o == offset => Some(m),
+                _ => None,
+            })
+            .ok_or_else(|| AmqpError::internal(format!("no message at offset {offset}")))
     }
 
     /// Puts delivered messages back (redelivered) and wakes consumers. With
@@ -805,74 +775,6 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::encode_message;
-    use arctern_core::TopicSettings;
-    use bytes::Bytes;
-
-    fn lone_queue(dir: &std::path::Path) -> Arc<Queue> {
-        let settings = TopicSettings {
-            log: arctern_storage::LogConfig::default(),
-            flush_messages: 1,
-            flush_ms: i64::MAX,
-            min_insync_replicas: 1,
-            replica_lag_time_max_ms: 30_000,
-            producer_id_expiration_ms: 86_400_000,
-        };
-        let p = Partition::open("q", 0, dir, settings, 1).unwrap();
-        p.become_leader(0, 0, &[1], &[1]).unwrap();
-        let setup = QueueSetup {
-            name: "q".into(),
-            topic: "q".into(),
-            durable: true,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: FieldTable::default(),
-            args: QueueArgs::default(),
-            housekeeping: Arc::new(Notify::new()),
-        };
-        Queue::open(setup, p).unwrap()
-    }
-
-    fn message(i: u8) -> StoredMessage {
-        StoredMessage {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            properties: Bytes::from_static(&[0, 0]),
-            body: Bytes::from(vec![i; 100]),
-            timestamp: 0,
-        }
-    }
-
-    #[tokio::test]
-    async fn read_ahead_serves_later_offsets_from_one_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = lone_queue(dir.path());
-        let mut offsets = Vec::new();
-        for i in 0..5u8 {
-            let batch = encode_message(&message(i), 0);
-            match q.append(batch, 100, None).unwrap() {
-                Enqueued::Stored(a) => offsets.push(a.end_offset - 1),
-                Enqueued::Refused => panic!("not stored"),
-            }
-            if i == 1 {
-                q.settle(&[offsets[0]]); // a control record between messages
-            }
-        }
-        let mut ahead = ReadAhead::new();
-        let first = q.read_ahead(offsets[0], &mut ahead, 1 << 20).unwrap();
-        assert_eq!(first.body[0], 0);
-        let kept: Vec<i64> = ahead.iter().map(|(o, _)| *o).collect();
-        assert_eq!(kept, offsets[1..]);
-        // A skipped offset is dropped; the next comes from memory.
-        let third = q.read_ahead(offsets[2], &mut ahead, 1 << 20).unwrap();
-        assert_eq!(third.body[0], 2);
-        assert_eq!(ahead.len(), 2);
-        // An earlier offset (a redelivery) is read from the log again.
-        let again = q.read_ahead(offsets[1], &mut ahead, 1).unwrap();
-        assert_eq!(again.body[0], 1);
-        assert!(ahead.is_empty(), "a one-byte read brings one batch");
-        assert_eq!(q.read(offsets[4]).unwrap().body[0], 4);
-    }
 
     #[test]
     fn the_shorter_ttl_wins() {
