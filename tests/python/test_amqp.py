@@ -296,14 +296,19 @@ def test_prefetch_size_limits_unacked_body_bytes(broker, global_qos):
     conn.close()
 
 
+def publish_confirmed(ch, queue: str, n: int) -> None:
+    """Declares a durable `queue` and publishes m0..m{n-1} to it, persistent, with confirms."""
+    ch.queue_declare(queue, durable=True)
+    ch.confirm_delivery()
+    for i in range(n):
+        ch.basic_publish("", queue, f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+
+
 def test_confirmed_persistent_messages_survive_kill_9_exactly_once(broker):
     conn = connect(broker)
     ch = conn.channel()
-    ch.queue_declare("durable-q", durable=True)
-    ch.confirm_delivery()
     n = 300
-    for i in range(n):
-        ch.basic_publish("", "durable-q", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    publish_confirmed(ch, "durable-q", n)
     # one delivered but not acked: comes back redelivered after the crash
     m, _, body = ch.basic_get("durable-q")
     assert body == b"m0" and not m.redelivered
@@ -326,17 +331,14 @@ def test_confirmed_persistent_messages_survive_kill_9_exactly_once(broker):
     conn.close()
 
 
-def test_acks_of_a_burst_are_recorded_without_a_later_frame(broker):
-    # Acks that arrive together are recorded together at the end of the burst: the last
-    # ack must not wait for another frame. The consumer stays connected and silent while
-    # the broker is killed; none of the acked messages may come back.
+def test_acks_of_a_silent_consumer_hold_across_kill_9(broker):
+    # A burst of acks is the consumer's last word: no later frame may be needed to record
+    # them. The consumer stays connected and silent while the broker is killed; none of
+    # the acked messages may come back.
     conn = connect(broker)
     ch = conn.channel()
-    ch.queue_declare("ack-burst", durable=True)
-    ch.confirm_delivery()
     n = 500
-    for i in range(n):
-        ch.basic_publish("", "ack-burst", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    publish_confirmed(ch, "ack-burst", n)
     ch.basic_qos(prefetch_count=n)
     got = []
     for m, _, body in ch.consume("ack-burst", inactivity_timeout=5):
