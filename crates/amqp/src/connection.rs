@@ -1124,7 +1124,7 @@ impl Conn {
     /// flusher too: their client keeps sending, and this connection reads on meanwhile
     /// (leading their syncs here doubled the confirm p99 at a fixed rate once fsyncs
     /// turned slow).
-    fn append_publishes(
+    async fn append_publishes(
         &self,
         mut publishes: Vec<PendingPublish>,
         lead_sync: bool,
@@ -1160,6 +1160,7 @@ impl Conn {
             match q.append_many(messages, sync_now_next) {
                 Ok(outcomes) => {
                     if sync_now_next {
+                        self.let_queued_output_go().await;
                         q.sync_now();
                     }
                     for (i, outcome) in index.into_iter().zip(outcomes) {
@@ -1203,6 +1204,7 @@ impl Conn {
         self.pending_bytes = 0;
         let confirms: Vec<(u16, u64, Vec<StoredWait>)> = self
             .append_publishes(pending, false)
+            .await
             .into_iter()
             .filter_map(|(ch, seq, waits)| seq.map(|s| (ch, s, waits)))
             .collect();
@@ -1247,8 +1249,7 @@ impl Conn {
         let routed = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         // A commit into one queue syncs it here (see `append_publishes`).
-        self.let_queued_output_go().await;
-        for (_, _, w) in self.append_publishes(routed, true) {
+        for (_, _, w) in self.append_publishes(routed, true).await {
             waits.extend(w);
         }
         let (mut acks, mut requeues, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
@@ -1301,10 +1302,11 @@ impl Conn {
         Ok(())
     }
 
-    /// Yields once, if frames wait for the writer, before this task may block its worker
-    /// in a caller-led fdatasync: the writer it woke sits in the worker's LIFO slot, which
-    /// no other worker steals, so those frames would otherwise wait out the sync. (Not
-    /// always: a yield costs a wake-up of the other worker, about a tenth of tx-1.)
+    /// Yields once, if frames wait for the writer, right before this task blocks its
+    /// worker in a caller-led fdatasync: the writer it woke sits in the worker's LIFO
+    /// slot, which no other worker steals, so those frames would otherwise wait out the
+    /// sync. Only there, and only with frames queued: a yield costs a wake-up of the
+    /// other worker, about a tenth of tx-1.
     async fn let_queued_output_go(&self) {
         if self.out.capacity() < self.out.max_capacity() {
             tokio::task::yield_now().await;
