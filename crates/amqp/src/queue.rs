@@ -435,6 +435,11 @@ impl Queue {
         }
     }
 
+    /// Whether the high watermark has passed an append (it is durable and replicated).
+    pub fn committed(&self, appended: &Appended) -> bool {
+        self.partition.high_watermark() >= appended.end_offset
+    }
+
     /// The oldest ready message that is committed, taken out of the ready set. Expired
     /// messages met on the way die (TTL is enforced at the head, as RabbitMQ does). A
     /// head whose body is larger than `max_bytes` (room left under `prefetch_size`) stays.
