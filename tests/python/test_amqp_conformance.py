@@ -97,3 +97,71 @@ def test_basic_get_after_a_fanout_publish_sees_it_in_every_queue(shared_broker):
             assert body == f"{i}".encode()
     ch.exchange_delete(x)
     conn.close()
+
+
+# ---------------------------------------------- unbind of what no longer exists answers ok
+
+def test_unbind_naming_missing_queue_exchange_or_binding_is_ok_pika(shared_broker):
+    """RabbitMQ (rabbit_binding:remove): unbinding from or to a queue or exchange that is
+    gone answers unbind-ok, as does a binding that does not exist; the channel stays
+    open. The default exchange stays refused (403)."""
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    x, q, gone = unique("ux"), unique("uq"), unique("gone")
+    ch.exchange_declare(x, "direct")
+    ch.queue_declare(q)
+    ch.queue_bind(q, x, "k")
+    ch.queue_unbind(gone, x, "k")          # missing queue
+    ch.queue_unbind(q, gone, "k")          # missing exchange
+    ch.queue_unbind(gone, gone, "k")       # both missing
+    ch.queue_unbind(q, x, "other-key")     # missing binding
+    ch.exchange_unbind(gone, x, "k")       # missing destination exchange
+    ch.exchange_unbind(x, gone, "k")       # missing source exchange
+    ch.exchange_unbind("amq.direct", x, "k")  # both there, no binding
+    ch.queue_unbind(q, x, "k")             # the real one
+    ch.queue_unbind(q, x, "k")             # again: gone now
+    ch.queue_delete(q)
+    ch.queue_unbind(q, x, "k")             # after the queue was deleted
+    ch.exchange_delete(x)
+    ch.queue_unbind(q, x, "k")             # and its exchange
+    assert ch.is_open
+    # Still a real channel: a declare works.
+    assert ch.queue_declare(q).method.message_count == 0
+    ch.queue_delete(q)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_unbind(q, "", q)
+    assert e.value.reply_code == 403
+    conn.close()
+
+
+def test_unbind_after_auto_delete_queue_and_exchange_are_gone_aiopika(shared_broker):
+    """aio-pika's cleanup pattern: unbind after the (auto-deleted) queue and exchange went."""
+    async def main():
+        conn = await aio_pika.connect(url(shared_broker))
+        ch = await conn.channel()
+        src = await ch.declare_exchange(unique("ap-src"), aio_pika.ExchangeType.TOPIC,
+                                        auto_delete=True)
+        dst = await ch.declare_exchange(unique("ap-dst"), aio_pika.ExchangeType.FANOUT)
+        q = await ch.declare_queue(unique("ap-q"), auto_delete=True, exclusive=True)
+        await q.bind(src, "a.#")
+        await dst.bind(src, "b.#")
+        async def noop(_m):
+            pass
+        consumer = await q.consume(noop)
+        await q.cancel(consumer)            # auto-delete: the queue is gone now
+        await q.unbind(src, "a.#")
+        # aio-pika 10.2's Exchange.unbind is broken (no `channel` attribute): its
+        # aiormq channel sends exchange.unbind.
+        underlay = await ch.get_underlay_channel()
+
+        async def exchange_unbind():
+            await underlay.exchange_unbind(destination=dst.name, source=src.name,
+                                           routing_key="b.#")
+        await exchange_unbind()             # last binding: src auto-deleted
+        await q.unbind(src, "a.#")
+        await exchange_unbind()
+        await dst.delete()
+        await exchange_unbind()
+        assert not ch.is_closed
+        await conn.close()
+    run(main())

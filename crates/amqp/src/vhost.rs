@@ -1024,12 +1024,25 @@ impl Vhost {
         let _order = self.order.lock().await;
         let wait = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
-            let q_durable = if to_exchange {
-                if queue.is_empty() {
-                    return Err(AmqpError::refused(
-                        "operation not permitted on the default exchange",
-                    ));
+            // RabbitMQ refuses the default exchange before looking anything up.
+            if exchange.is_empty() || (to_exchange && queue.is_empty()) {
+                return Err(AmqpError::refused(
+                    "operation not permitted on the default exchange",
+                ));
+            }
+            // As RabbitMQ (rabbit_binding:remove): unbinding from or to a queue or
+            // exchange that is gone succeeds, as does a missing binding.
+            if unbind {
+                let destination = if to_exchange {
+                    st.exchanges.contains_key(queue)
+                } else {
+                    st.queues.contains_key(queue)
+                };
+                if !destination || !st.exchanges.contains_key(exchange) {
+                    return Ok(());
                 }
+            }
+            let q_durable = if to_exchange {
                 st.exchanges
                     .get(queue)
                     .ok_or_else(|| {
@@ -1046,11 +1059,6 @@ impl Vhost {
             let e = st.exchanges.get(exchange).ok_or_else(|| {
                 AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
             })?;
-            if exchange.is_empty() {
-                return Err(AmqpError::refused(
-                    "operation not permitted on the default exchange",
-                ));
-            }
             let durable = q_durable && e.durable;
             let (e_auto, e_durable) = (e.auto_delete, e.durable);
             let b = Binding {
