@@ -165,3 +165,127 @@ def test_unbind_after_auto_delete_queue_and_exchange_are_gone_aiopika(shared_bro
         assert not ch.is_closed
         await conn.close()
     run(main())
+
+
+# ------------------------------------------- connection.close behind unread client frames
+
+def _frame(kind: int, channel: int, payload: bytes) -> bytes:
+    return struct.pack(">BHI", kind, channel, len(payload)) + payload + b"\xce"
+
+
+def _method(channel: int, cls: int, mid: int, args: bytes = b"") -> bytes:
+    return _frame(1, channel, struct.pack(">HH", cls, mid) + args)
+
+
+def _shortstr(s: str) -> bytes:
+    b = s.encode()
+    return bytes([len(b)]) + b
+
+
+def _longstr(b: bytes) -> bytes:
+    return struct.pack(">I", len(b)) + b
+
+
+def _publish(channel: int, queue: str, body: bytes) -> bytes:
+    # basic.publish: reserved short, exchange "", routing key, bits; then header and body.
+    m = _method(channel, 60, 40, struct.pack(">H", 0) + _shortstr("") + _shortstr(queue)
+                + b"\x00")
+    header = _frame(2, channel, struct.pack(">HHQH", 60, 0, len(body), 0))
+    return m + header + _frame(3, channel, body)
+
+
+class RawConn:
+    """A minimal AMQP client over a socket, to put bytes on the wire no client library
+    would send in that order."""
+
+    def __init__(self, port: int):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.buf = b""
+
+    def read_frame(self):
+        while True:
+            if len(self.buf) >= 7:
+                kind, ch, size = struct.unpack(">BHI", self.buf[:7])
+                if len(self.buf) >= 8 + size:
+                    payload = self.buf[7:7 + size]
+                    self.buf = self.buf[8 + size:]
+                    return kind, ch, payload
+            data = self.s.recv(65536)
+            if not data:
+                raise EOFError("server closed the socket")
+            self.buf += data
+
+    def read_method(self):
+        while True:
+            kind, ch, payload = self.read_frame()
+            if kind == 1:
+                cls, mid = struct.unpack(">HH", payload[:4])
+                return ch, cls, mid, payload[4:]
+
+    def open(self):
+        self.s.sendall(b"AMQP\x00\x00\x09\x01")
+        assert self.read_method()[1:3] == (10, 10)          # start
+        self.s.sendall(_method(0, 10, 11, struct.pack(">I", 0) + _shortstr("PLAIN")
+                               + _longstr(b"\x00guest\x00guest") + _shortstr("en_US")))
+        assert self.read_method()[1:3] == (10, 30)          # tune
+        self.s.sendall(_method(0, 10, 31, struct.pack(">HIH", 2047, 131072, 0)))
+        self.s.sendall(_method(0, 10, 40, _shortstr("/") + _shortstr("") + b"\x00"))
+        assert self.read_method()[1:3] == (10, 41)          # open-ok
+        self.s.sendall(_method(1, 20, 10, _shortstr("")))
+        assert self.read_method()[1:3] == (20, 11)          # channel.open-ok
+
+
+def test_close_behind_unread_publishes_gets_close_ok_without_reset(shared_broker):
+    """A publisher writes far ahead of the server, then connection.close, and (as amqplib's
+    frame multiplexer can) a few publish frames after the close. The server handles every
+    frame before the close, answers close-ok, and lets the client close the socket: the
+    client reads close-ok and sees an orderly end, never a reset."""
+    q = unique("close-behind")
+    conn = connect(shared_broker)
+    conn.channel().queue_declare(q, durable=True)
+    conn.close()
+
+    n = 20000
+    before = b"".join(_publish(1, q, b"x" * 200) for _ in range(n))
+    close = _method(0, 10, 50, struct.pack(">H", 200) + _shortstr("bye")
+                    + struct.pack(">HH", 0, 0))
+    # More than the socket buffers hold: the client is still writing when the server
+    # has answered the close.
+    trailing = _publish(1, q, b"t" * 100_000) * 320
+
+    raw = RawConn(shared_broker.amqp_port)
+    raw.open()
+    sent: list[BaseException | None] = []
+
+    def write():
+        try:
+            raw.s.sendall(before + close + trailing)
+            sent.append(None)
+        except BaseException as e:      # noqa: BLE001 - reported by the assert below
+            sent.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    got = raw.read_method()
+    assert got[:3] == (0, 10, 51), f"expected connection.close-ok, got {got[:3]}"
+    writer.join(60)
+    assert sent == [None], f"writing before/after the close failed: {sent}"
+    # The server closes its side after close-ok (EOF), without a reset.
+    raw.s.settimeout(30)
+    assert raw.s.recv(65536) == b""
+    raw.s.close()
+    # Every publish before the close was handled (RabbitMQ's reader processes them in
+    # order); frames after it are discarded (RabbitMQ's closing state).
+    assert ready_count(shared_broker, q) == n
+
+
+def test_pika_close_after_20k_unconfirmed_publishes_completes(shared_broker):
+    q = unique("close-pika")
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    ch.queue_declare(q, durable=True)
+    for i in range(20000):
+        ch.basic_publish("", q, b"y" * 100)
+    conn.close()
+    assert conn.is_closed
+    assert ready_count(shared_broker, q) == 20000

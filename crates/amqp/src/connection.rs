@@ -28,6 +28,11 @@ use crate::wire::{self, FrameError, FRAME_HEADER_LEN, PROTOCOL_HEADER};
 use arctern_core::Appended;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closed connection's input is drained, waiting for the client to close the
+/// socket: the heartbeat interval, at most RabbitMQ's 30 s (`CLOSING_TIMEOUT`); a
+/// connection closed during the handshake waits at least a second.
+const CLOSE_LINGER_MAX: Duration = Duration::from_secs(30);
+const CLOSE_LINGER_MIN: Duration = Duration::from_secs(1);
 /// Most message bytes one transaction may buffer before tx.commit.
 const TX_MAX_BYTES: usize = 64 << 20;
 /// The read buffer: a publish is three small frames, read in one syscall.
@@ -73,6 +78,8 @@ struct FrameSource {
     last_frame: Instant,
     /// After EOF, a read error or a bad frame nothing more is returned.
     done: bool,
+    /// The peer closed its side (or the socket failed): nothing more will arrive.
+    eof: bool,
 }
 
 impl FrameSource {
@@ -83,6 +90,7 @@ impl FrameSource {
             frame_max,
             last_frame: Instant::now(),
             done: false,
+            eof: false,
         }
     }
 
@@ -132,11 +140,31 @@ impl FrameSource {
             match self.r.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => {
                     self.done = true;
+                    self.eof = true;
                     return None;
                 }
                 Ok(_) => {}
             }
         }
+    }
+}
+
+impl FrameSource {
+    /// Reads and drops input until the peer closes (or `limit` passes), so the socket is
+    /// not closed with unread bytes.
+    async fn discard_until_eof(&mut self, limit: Duration) {
+        if self.eof {
+            return;
+        }
+        let mut scratch = vec![0u8; READ_BUFFER];
+        let _ = tokio::time::timeout(limit, async {
+            while let Ok(n) = self.r.read(&mut scratch).await {
+                if n == 0 {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -421,7 +449,17 @@ pub async fn run(
         }
         _ => None,
     };
+    // After the close handshake the socket stays open, its input read and discarded,
+    // until the client closes it (RabbitMQ's closing state): closing with unread input
+    // makes the kernel send a reset, which can destroy the close-ok before the client
+    // reads it (a publisher that wrote far ahead of the server, then closed).
+    let mut linger = CLOSE_LINGER_MIN;
     if let Some(heartbeat) = heartbeat {
+        if heartbeat > 0 {
+            linger = Duration::from_secs(u64::from(heartbeat)).min(CLOSE_LINGER_MAX);
+        } else {
+            linger = CLOSE_LINGER_MAX;
+        }
         frames.frame_max = conn.frame_max;
         let _ = conn.out.send(Out::Heartbeat(heartbeat)).await;
         tracing::debug!(%peer, conn = id, heartbeat, frame_max = conn.frame_max, "AMQP connection open");
@@ -531,6 +569,7 @@ pub async fn run(
                     let silent = frames.last_frame.elapsed();
                     if silent > Duration::from_secs(2 * u64::from(heartbeat)) {
                         tracing::info!(%peer, conn = id, "missed heartbeats from client, closing");
+                        linger = Duration::ZERO;
                         break;
                     }
                 }
@@ -539,8 +578,12 @@ pub async fn run(
     }
     conn.cleanup().await;
     drop(conn);
-    drop(frames);
+    drop(_served);
+    // The writer sends what is queued (close-ok), then FIN.
     let _ = writer_task.await;
+    if !linger.is_zero() {
+        frames.discard_until_eof(linger).await;
+    }
 }
 
 /// How long a new connection waits for a node to serve the vhost (a failover).
