@@ -289,3 +289,33 @@ def test_pika_close_after_20k_unconfirmed_publishes_completes(shared_broker):
     conn.close()
     assert conn.is_closed
     assert ready_count(shared_broker, q) == 20000
+
+
+# ------------------------------------------------------------- connection.update-secret
+
+def test_update_secret_is_answered_and_the_connection_goes_on_pika(shared_broker):
+    q = unique("update-secret")
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    ch.queue_declare(q)
+    conn.update_secret("guest", "token refresh")    # waits for update-secret-ok
+    ch.basic_publish("", q, b"after")
+    m, _, body = None, None, None
+    deadline = time.monotonic() + 10
+    while m is None and time.monotonic() < deadline:
+        m, _, body = ch.basic_get(q, auto_ack=True)
+    assert body == b"after"
+    ch.queue_delete(q)
+    conn.close()
+
+
+def test_update_secret_aiormq(shared_broker):
+    async def main():
+        conn = await aio_pika.connect(url(shared_broker))
+        ok = await conn.transport.connection.update_secret("guest", reason="rotation",
+                                                           timeout=10)
+        assert type(ok).__name__ == "UpdateSecretOk"
+        ch = await conn.channel()
+        await ch.declare_queue(unique("after-update"), auto_delete=True)
+        await conn.close()
+    run(main())

@@ -341,6 +341,8 @@ struct Conn {
     /// Publishes routed but not appended yet, and their batch bytes.
     pending: Vec<PendingPublish>,
     pending_bytes: usize,
+    /// The user that logged in.
+    user: String,
 }
 
 /// How a frame's handling ended.
@@ -435,6 +437,7 @@ pub async fn run(
         qos_prefetch_size: 0,
         pending: Vec::new(),
         pending_bytes: 0,
+        user: String::new(),
     };
     let heartbeat = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -757,6 +760,7 @@ impl Conn {
                 if loopback { "" } else { " (the default user may only connect via localhost)" }
             ))));
         }
+        self.user = user;
         self.reply(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
@@ -950,6 +954,20 @@ impl Conn {
                         Ok(Flow::Closed)
                     }
                     AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Flow::Closed),
+                    AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(u)) => {
+                        // RabbitMQ hands the secret to its auth backends; password
+                        // backends (its internal one, Arctern's guest) keep no expiring
+                        // state and accept it for a connection that logged in already.
+                        tracing::info!(conn = self.id, user = %self.user, reason = %u.reason, "AMQP user updated secret");
+                        self.reply(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                                connection::UpdateSecretOk {},
+                            )),
+                        )
+                        .await;
+                        Ok(Flow::Continue)
+                    }
                     _ => Err(Fail::Connection(
                         AmqpError::new(COMMAND_INVALID, "unexpected method on channel 0"),
                         c,
