@@ -319,3 +319,46 @@ def test_update_secret_aiormq(shared_broker):
         await ch.declare_queue(unique("after-update"), auto_delete=True)
         await conn.close()
     run(main())
+
+
+# ------------------------------------------------------------------------ AMQPLAIN login
+
+def test_amqplain_login_with_py_amqp_and_wrong_password_is_refused(shared_broker):
+    import amqp
+
+    c = amqp.Connection(f"127.0.0.1:{shared_broker.amqp_port}", userid="guest",
+                        password="guest", login_method="AMQPLAIN", connect_timeout=10)
+    c.connect()
+    assert b"AMQPLAIN" in c.mechanisms and b"PLAIN" in c.mechanisms
+    ch = c.channel()
+    q = unique("amqplain")
+    ch.queue_declare(q, auto_delete=False)
+    ch.basic_publish(amqp.Message(b"hi"), routing_key=q)
+    ch.queue_delete(q)
+    c.close()
+
+    bad = amqp.Connection(f"127.0.0.1:{shared_broker.amqp_port}", userid="guest",
+                          password="wrong", login_method="AMQPLAIN", connect_timeout=10)
+    with pytest.raises(amqp.exceptions.AccessRefused) as e:
+        bad.connect()
+    assert e.value.reply_code == 403
+
+
+def test_amqplain_login_through_kombu(shared_broker):
+    from kombu import Connection
+
+    with Connection(f"amqp://guest:guest@127.0.0.1:{shared_broker.amqp_port}//",
+                    login_method="AMQPLAIN", connect_timeout=10) as c:
+        name = unique("kombu-amqplain")
+        sq = c.SimpleQueue(name)
+        sq.put({"n": 1})
+        msg = sq.get(timeout=10)
+        assert msg.payload == {"n": 1}
+        msg.ack()
+        sq.close()
+        c.default_channel.queue_delete(name)
+    with Connection(f"amqp://guest:nope@127.0.0.1:{shared_broker.amqp_port}//",
+                    login_method="AMQPLAIN", connect_timeout=10) as c:
+        with pytest.raises(Exception) as e:
+            c.connect()
+        assert "403" in str(e.value) or "ACCESS_REFUSED" in str(e.value)

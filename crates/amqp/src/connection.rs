@@ -649,18 +649,6 @@ fn close_method(e: &AmqpError, class: u16, method: u16) -> AMQPClass {
     }))
 }
 
-fn plain_credentials(response: &[u8]) -> Option<(String, String)> {
-    // [authzid] NUL authcid NUL passwd
-    let mut parts = response.split(|b| *b == 0);
-    let _authzid = parts.next()?;
-    let user = parts.next()?;
-    let pass = parts.next()?;
-    Some((
-        String::from_utf8_lossy(user).into_owned(),
-        String::from_utf8_lossy(pass).into_owned(),
-    ))
-}
-
 impl Conn {
     async fn send(&self, bytes: Vec<u8>) {
         let want = bytes.len().clamp(1, OUT_BUDGET) as u32;
@@ -727,7 +715,7 @@ impl Conn {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: props,
-                mechanisms: LongString::from("PLAIN"),
+                mechanisms: LongString::from(wire::SASL_MECHANISMS),
                 locales: LongString::from("en_US"),
             })),
         )
@@ -745,18 +733,20 @@ impl Conn {
             Some(AMQPValue::FieldTable(t))
                 if t.inner().get("connection.blocked") == Some(&AMQPValue::Boolean(true))
         );
-        if ok.mechanism.as_str() != "PLAIN" {
+        let mechanism = ok.mechanism.as_str();
+        if !wire::SASL_MECHANISMS.split(' ').any(|m| m == mechanism) {
             return Err(Some(AmqpError::refused(format!(
-                "unsupported authentication mechanism '{}' (only PLAIN)",
-                ok.mechanism
+                "unsupported authentication mechanism '{mechanism}' (offered: {})",
+                wire::SASL_MECHANISMS
             ))));
         }
-        let (user, pass) = plain_credentials(ok.response.as_bytes()).unwrap_or_default();
+        let (user, pass) =
+            wire::sasl_credentials(mechanism, ok.response.as_bytes()).unwrap_or_default();
         let loopback = peer.ip().is_loopback();
         if user != config.default_user || pass != config.default_pass || !loopback {
-            tracing::info!(%peer, user = %user, "AMQP login refused");
+            tracing::info!(%peer, user = %user, mechanism, "AMQP login refused");
             return Err(Some(AmqpError::refused(format!(
-                "Login was refused using authentication mechanism PLAIN. For details see the broker logfile.{}",
+                "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.{}",
                 if loopback { "" } else { " (the default user may only connect via localhost)" }
             ))));
         }

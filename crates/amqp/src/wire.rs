@@ -167,6 +167,47 @@ pub fn decode_properties(b: &[u8]) -> Option<AMQPProperties> {
     }
 }
 
+/// The mechanisms `connection.start` offers, as RabbitMQ does by default.
+pub const SASL_MECHANISMS: &str = "PLAIN AMQPLAIN";
+
+/// User and password from a `connection.start-ok` response, for `mechanism` `PLAIN`
+/// (`[authzid] NUL authcid NUL passwd`, RFC 4616) or `AMQPLAIN` (RabbitMQ's: a field
+/// table without its 4-byte size, holding the long strings `LOGIN` and `PASSWORD`).
+/// `None` for another mechanism or a response without both.
+pub fn sasl_credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
+    match mechanism {
+        "PLAIN" => {
+            let mut parts = response.split(|b| *b == 0);
+            let _authzid = parts.next()?;
+            let user = parts.next()?;
+            let pass = parts.next()?;
+            Some((
+                String::from_utf8_lossy(user).into_owned(),
+                String::from_utf8_lossy(pass).into_owned(),
+            ))
+        }
+        "AMQPLAIN" => {
+            let size = u32::try_from(response.len()).ok()?;
+            let mut table = Vec::with_capacity(response.len() + 4);
+            table.extend_from_slice(&size.to_be_bytes());
+            table.extend_from_slice(response);
+            let (rest, t) = amq_protocol::types::parsing::parse_field_table(&table[..]).ok()?;
+            if !rest.is_empty() {
+                return None;
+            }
+            // RabbitMQ requires long strings (type 'S') for both.
+            let field = |k: &str| match t.inner().get(k) {
+                Some(amq_protocol::types::AMQPValue::LongString(s)) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                _ => None,
+            };
+            Some((field("LOGIN")?, field("PASSWORD")?))
+        }
+        _ => None,
+    }
+}
+
 /// A field table from pairs (tests).
 #[cfg(test)]
 pub(crate) fn field_table(
@@ -182,6 +223,34 @@ pub(crate) fn field_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sasl_plain_and_amqplain_credentials() {
+        assert_eq!(
+            sasl_credentials("PLAIN", b"\0guest\0secret"),
+            Some(("guest".into(), "secret".into()))
+        );
+        assert_eq!(sasl_credentials("PLAIN", b"guest"), None);
+        // py-amqp's AMQPLAIN response: its table encoding minus the size prefix.
+        let mut r = Vec::new();
+        for (k, v) in [("LOGIN", "guest"), ("PASSWORD", "pw")] {
+            r.push(k.len() as u8);
+            r.extend_from_slice(k.as_bytes());
+            r.push(b'S');
+            r.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            r.extend_from_slice(v.as_bytes());
+        }
+        assert_eq!(
+            sasl_credentials("AMQPLAIN", &r),
+            Some(("guest".into(), "pw".into()))
+        );
+        // Missing PASSWORD, a truncated table, a short string value: refused.
+        assert_eq!(sasl_credentials("AMQPLAIN", &r[..16]), None);
+        assert_eq!(sasl_credentials("AMQPLAIN", &r[..r.len() - 1]), None);
+        let short = [&b"\x05LOGINs\x05guest"[..], &b"\x08PASSWORDs\x02pw"[..]].concat();
+        assert_eq!(sasl_credentials("AMQPLAIN", &short), None);
+        assert_eq!(sasl_credentials("EXTERNAL", b""), None);
+    }
 
     #[test]
     fn body_frames_decode_like_the_frame_parser() {
