@@ -134,6 +134,22 @@ def test_unbind_naming_missing_queue_exchange_or_binding_is_ok_pika(shared_broke
     conn.close()
 
 
+def test_unbind_on_another_connections_exclusive_queue(shared_broker):
+    """RabbitMQ checks exclusive access only when there is a binding to remove: a missing
+    binding answers ok, a real one is 405 RESOURCE_LOCKED."""
+    owner = connect(shared_broker)
+    q = owner.channel().queue_declare("", exclusive=True).method.queue
+    owner.channel().queue_bind(q, "amq.direct", "k")
+    other = connect(shared_broker)
+    ch = other.channel()
+    ch.queue_unbind(q, "amq.direct", "not-bound")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_unbind(q, "amq.direct", "k")
+    assert e.value.reply_code == 405
+    other.close()
+    owner.close()
+
+
 def test_unbind_after_auto_delete_queue_and_exchange_are_gone_aiopika(shared_broker):
     """aio-pika's cleanup pattern: unbind after the (auto-deleted) queue and exchange went."""
     async def main():

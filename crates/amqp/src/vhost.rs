@@ -1030,17 +1030,18 @@ impl Vhost {
                     "operation not permitted on the default exchange",
                 ));
             }
+            let b = Binding {
+                exchange: exchange.into(),
+                queue: queue.into(),
+                key: key.into(),
+                arguments: serde_json::to_string(arguments).unwrap_or_else(|_| "{}".into()),
+                to_exchange,
+            };
             // As RabbitMQ (rabbit_binding:remove): unbinding from or to a queue or
-            // exchange that is gone succeeds, as does a missing binding.
-            if unbind {
-                let destination = if to_exchange {
-                    st.exchanges.contains_key(queue)
-                } else {
-                    st.queues.contains_key(queue)
-                };
-                if !destination || !st.exchanges.contains_key(exchange) {
-                    return Ok(());
-                }
+            // exchange that is gone succeeds, as does a missing binding (before the
+            // exclusive-queue check, which only guards a real removal).
+            if unbind && !st.bindings.contains(&b) {
+                return Ok(());
             }
             let q_durable = if to_exchange {
                 st.exchanges
@@ -1061,17 +1062,8 @@ impl Vhost {
             })?;
             let durable = q_durable && e.durable;
             let (e_auto, e_durable) = (e.auto_delete, e.durable);
-            let b = Binding {
-                exchange: exchange.into(),
-                queue: queue.into(),
-                key: key.into(),
-                arguments: serde_json::to_string(arguments).unwrap_or_else(|_| "{}".into()),
-                to_exchange,
-            };
             if unbind {
-                if !st.bindings.remove(&b) {
-                    return Ok(());
-                }
+                st.bindings.remove(&b);
                 let mut waits = Vec::new();
                 if durable {
                     waits.push(self.persist(&DefEvent::Unbind(b))?);
