@@ -77,7 +77,7 @@ pub fn string(v: &AMQPValue) -> Option<String> {
     }
 }
 
-fn type_name(v: &AMQPValue) -> &'static str {
+pub fn type_name(v: &AMQPValue) -> &'static str {
     match v {
         AMQPValue::LongString(_) => "longstr",
         AMQPValue::ShortString(_) => "shortstr",
