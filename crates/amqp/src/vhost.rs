@@ -1231,7 +1231,7 @@ impl Vhost {
                 tracing::debug!(queue = %t.name, "dead-letter cycle; message dropped for this queue");
                 continue;
             }
-            match t.append(batch.clone(), bytes, None) {
+            match t.append(batch.clone(), bytes, None, *marked.priority()) {
                 Ok(Enqueued::Stored(a)) => waits.push(Box::pin(t.stored(a))),
                 Ok(Enqueued::Refused) => {}
                 Err(e) => waits.push(Box::pin(async move { Err(e) })),
