@@ -6,8 +6,10 @@ Each assertion is RabbitMQ's documented behaviour (the "Alternate Exchanges",
 pass against RabbitMQ too."""
 from __future__ import annotations
 
+import asyncio
 import time
 
+import aio_pika
 import pika
 import pytest
 
@@ -282,7 +284,7 @@ def test_priority_queue_consumer_and_order_after_restart(broker):
     ch.queue_declare("prio-d", durable=True, arguments={"x-max-priority": 10})
     publish_mixed(ch, "prio-d")
     conn.close()
-    broker.restart()
+    broker.restart(kill=True)   # confirmed: every message survives SIGKILL, in order
     conn = connect(broker)
     ch = conn.channel()
     assert ch.queue_declare("prio-d", durable=True,
@@ -352,3 +354,32 @@ def test_kombu_priority_queue(broker):
                 except TimeoutError:
                     pass
         assert got == [(9, 2), (3, 1), (3, 3), (1, 4), (0, 0)]
+
+
+def test_aio_pika_alternate_exchange(broker):
+    """aio-pika: a topic exchange declared with an alternate exchange; a publish with
+    mandatory=True that only the alternate routes is not returned."""
+
+    async def main():
+        conn = await aio_pika.connect_robust(
+            f"amqp://guest:guest@127.0.0.1:{broker.amqp_port}/")
+        async with conn:
+            ch = await conn.channel(publisher_confirms=True)
+            ae = await ch.declare_exchange("aio-ae", aio_pika.ExchangeType.FANOUT)
+            x = await ch.declare_exchange("aio-x", aio_pika.ExchangeType.TOPIC,
+                                          arguments={"alternate-exchange": "aio-ae"})
+            routed = await ch.declare_queue("aio-routed")
+            rest = await ch.declare_queue("aio-rest")
+            await routed.bind(x, "orders.*")
+            await rest.bind(ae)
+            await x.publish(aio_pika.Message(b"order"), "orders.new", mandatory=True)
+            await x.publish(aio_pika.Message(b"other"), "audit.new", mandatory=True)
+            got = {}
+            for q in (routed, rest):
+                m = await q.get(timeout=5)
+                await m.ack()
+                got[q.name] = m.body
+            return got
+
+    got = asyncio.run(asyncio.wait_for(main(), 60))
+    assert got == {"aio-routed": b"order", "aio-rest": b"other"}
