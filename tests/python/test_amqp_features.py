@@ -315,6 +315,30 @@ def test_priority_queue_with_max_length_drops_the_head(broker):
     conn.close()
 
 
+def test_priority_queue_ttl_expires_at_the_head(broker):
+    """TTL expires messages at the head, in delivery order: an expired high-priority head
+    goes; an expired low-priority message waits behind a live higher one (RabbitMQ
+    documents that it stays counted), and goes once it reaches the head."""
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("prio-ttl", arguments={"x-max-priority": 5})
+    ch.confirm_delivery()
+    ch.basic_publish("", "prio-ttl", b"high-exp", pika.BasicProperties(priority=5, expiration="50"))
+    ch.basic_publish("", "prio-ttl", b"low-exp", pika.BasicProperties(priority=1, expiration="50"))
+    ch.basic_publish("", "prio-ttl", b"mid-live", pika.BasicProperties(priority=3))
+    deadline = time.monotonic() + 10
+    while ch.queue_declare("prio-ttl", passive=True).method.message_count != 2:
+        assert time.monotonic() < deadline, "the expired head was not removed"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert ch.queue_declare("prio-ttl", passive=True).method.message_count == 2
+    m, _, body = ch.basic_get("prio-ttl", auto_ack=True)
+    assert body == b"mid-live"
+    assert ch.basic_get("prio-ttl")[0] is None, "an expired message was delivered"
+    assert ch.queue_declare("prio-ttl", passive=True).method.message_count == 0
+    conn.close()
+
+
 @pytest.mark.parametrize("value", [-1, 256, "ten"])
 def test_invalid_max_priority_is_406(broker, value):
     conn = connect(broker)

@@ -605,23 +605,16 @@ impl Queue {
         let Ok(mut inner) = self.inner.lock() else {
             return false;
         };
-        // Each priority level expires at its own head (as RabbitMQ's priority queues).
+        // In delivery order, up to the first live message: with priorities, an expired
+        // message waits behind a live one of higher priority (RabbitMQ's priority queues
+        // do the same: their dropwhile stops at the first level with a live head).
         let mut died = false;
-        loop {
-            let expired: Vec<(i64, u8)> = inner
-                .ready
-                .heads()
-                .into_iter()
-                .filter(|(o, e)| *o < hw && e.expired(now))
-                .map(|(o, e)| (o, e.priority))
-                .collect();
-            if expired.is_empty() {
+        while let Some((o, e)) = inner.ready.first_below(hw) {
+            if !e.expired(now) {
                 break;
             }
-            for (o, p) in expired {
-                inner.take(o, p);
-                inner.dead.push((o, DeathReason::Expired));
-            }
+            inner.take(o, e.priority);
+            inner.dead.push((o, DeathReason::Expired));
             died = true;
         }
         died
