@@ -1299,7 +1299,7 @@ fn route_names<'a>(
                 continue;
             }
             let Some(e) = st.exchanges.get(x) else {
-                tracing::warn!(exchange = %x, "alternate exchange does not exist; message unroutable there");
+                warn_missing_alternate(x);
                 continue;
             };
             let mut routed = false;
@@ -1335,6 +1335,21 @@ fn route_names<'a>(
         names.sort_unstable();
         names.dedup();
         names
+    }
+}
+
+/// Logs a missing alternate exchange (as RabbitMQ warns), at most every 10 s: a
+/// publisher hitting it with every message must not flood the log.
+fn warn_missing_alternate(name: &str) {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+    let now = arctern_core::now_ms();
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(exchange = %name, "alternate exchange does not exist; messages it should take are unroutable");
     }
 }
 
