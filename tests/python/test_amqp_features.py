@@ -214,6 +214,36 @@ def test_single_active_consumer_cancel_hands_over_the_rest(broker):
     conn.close()
 
 
+def test_single_active_consumer_higher_priority_takes_over_after_the_pending_settle(broker):
+    """RabbitMQ's quorum queues (3.12+): a consumer registering with a higher x-priority
+    becomes the active one once the active consumer's pending messages are settled; the
+    active one gets nothing more meanwhile."""
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("sac-p", durable=True, arguments={
+        "x-queue-type": "quorum", "x-single-active-consumer": True})
+    publish_n(ch, "sac-p", 6)
+    c1, c2 = connect(broker), connect(broker)
+    ch1, ch2 = c1.channel(), c2.channel()
+    ch1.basic_qos(prefetch_count=2)
+    ch2.basic_qos(prefetch_count=10)
+    low, high = Collector(), Collector()
+    ch1.basic_consume("sac-p", low)
+    assert spin_until([c1], lambda: len(low.got) == 2)
+    ch2.basic_consume("sac-p", high, arguments={"x-priority": 10})
+    ch1.basic_ack(low.got[0][2])
+    spin_all([c1, c2], 0.5)
+    assert [b for b, _, _ in low.got] == [b"m0", b"m1"], "the draining consumer got more"
+    assert high.got == [], "took over before the pending message was settled"
+    ch1.basic_ack(low.got[1][2])
+    assert spin_until([c1, c2], lambda: len(high.got) == 4), high.got
+    assert [b for b, _, _ in high.got] == [b"m2", b"m3", b"m4", b"m5"]
+    assert len(low.got) == 2
+    c1.close()
+    c2.close()
+    conn.close()
+
+
 def test_single_active_consumer_arguments(broker):
     conn = connect(broker)
     ch = conn.channel()

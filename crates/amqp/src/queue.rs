@@ -199,6 +199,9 @@ struct Inner {
     consumers: Vec<ConsumerReg>,
     /// With `x-single-active-consumer`: the consumer that receives (its `active` flag).
     single_active: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Offsets out with the single active consumer and not settled, requeued or rejected
+    /// yet: a consumer of higher priority takes over only once this is empty.
+    active_out: BTreeSet<i64>,
     had_consumer: bool,
     deleted: bool,
     /// Last declare, basic.get or consumer change, for `x-expires`.
@@ -221,7 +224,63 @@ impl Inner {
     }
     fn put(&mut self, offset: i64, e: Entry) {
         self.out.remove(&offset);
+        self.active_out.remove(&offset);
         self.ready.insert(offset, e);
+    }
+
+    /// Offsets the single active consumer no longer holds; true when it now holds none
+    /// (a waiting consumer of higher priority may take over).
+    fn release_active(&mut self, offsets: &[i64]) -> bool {
+        if self.active_out.is_empty() {
+            return false;
+        }
+        for o in offsets {
+            self.active_out.remove(o);
+        }
+        self.active_out.is_empty()
+    }
+
+    /// Single active consumer with priorities (RabbitMQ's quorum queues since 3.12): a
+    /// registered consumer of higher priority than the active one becomes active once the
+    /// active one holds no unsettled message; until then the active one gets no more.
+    /// Returns whether the active consumer changed.
+    fn switch_single_active(&mut self) -> bool {
+        let Some(best) = next_single_active(&self.consumers) else {
+            return false;
+        };
+        let current = self.single_active.as_ref().and_then(|a| {
+            self.consumers
+                .iter()
+                .find(|c| Arc::ptr_eq(&c.active, a))
+                .map(|c| c.priority)
+        });
+        let best_priority = self
+            .consumers
+            .iter()
+            .find(|c| Arc::ptr_eq(&c.active, &best))
+            .map_or(i32::MIN, |c| c.priority);
+        let outranked = current.is_none_or(|p| best_priority > p);
+        if outranked && self.active_out.is_empty() {
+            self.single_active = Some(best);
+            return true;
+        }
+        false
+    }
+
+    /// Whether a consumer of higher priority waits to take over from the active one.
+    fn single_active_outranked(&self) -> bool {
+        let Some(a) = self.single_active.as_ref() else {
+            return false;
+        };
+        let Some(p) = self
+            .consumers
+            .iter()
+            .find(|c| Arc::ptr_eq(&c.active, a))
+            .map(|c| c.priority)
+        else {
+            return false;
+        };
+        self.consumers.iter().any(|c| c.priority > p)
     }
 }
 
@@ -344,6 +403,7 @@ impl Queue {
                 out: BTreeSet::new(),
                 consumers: Vec::new(),
                 single_active: None,
+                active_out: BTreeSet::new(),
                 had_consumer: false,
                 deleted: false,
                 last_used: Instant::now(),
@@ -555,13 +615,20 @@ impl Queue {
         let hw = self.partition.high_watermark();
         let now = arctern_core::now_ms();
         let mut inner = self.inner.lock().ok()?;
+        let mut switched = false;
+        let sac = taker.is_some() && self.args.single_active_consumer;
         if let Some(t) = taker {
-            if self.args.single_active_consumer {
+            if sac {
+                switched = inner.switch_single_active();
                 let mine = inner
                     .single_active
                     .as_ref()
                     .is_some_and(|a| Arc::ptr_eq(a, t.active));
-                if !mine {
+                if !mine || inner.single_active_outranked() {
+                    drop(inner);
+                    if switched {
+                        self.wake_consumers();
+                    }
                     return None;
                 }
             } else {
@@ -588,11 +655,17 @@ impl Queue {
                 inner.put(o, e);
                 break None;
             }
+            if sac {
+                inner.active_out.insert(o);
+            }
             break Some((o, e));
         };
         drop(inner);
         if died {
             self.housekeeping.notify_one();
+        }
+        if switched {
+            self.wake_consumers();
         }
         next
     }
@@ -657,6 +730,7 @@ impl Queue {
                 return;
             }
             for (o, e) in items {
+                inner.active_out.remove(o);
                 let returns = e.returns.saturating_add(1);
                 if self.args.delivery_limit.is_some_and(|l| returns > l) {
                     inner.dead.push((*o, DeathReason::DeliveryLimit));
@@ -686,15 +760,20 @@ impl Queue {
             self.settle(offsets);
             return;
         }
+        let mut released = false;
         if let Ok(mut inner) = self.inner.lock() {
             if inner.deleted {
                 return;
             }
+            released = inner.release_active(offsets);
             inner
                 .dead
                 .extend(offsets.iter().map(|o| (*o, DeathReason::Rejected)));
         }
         self.housekeeping.notify_one();
+        if released {
+            self.wake_consumers();
+        }
     }
 
     /// Records settlements (acks, rejects without requeue) in the log. Not awaited: a
@@ -712,15 +791,21 @@ impl Queue {
         if offsets.is_empty() {
             return;
         }
-        match self.inner.lock() {
+        let released = match self.inner.lock() {
             Ok(mut inner) if !inner.deleted => {
                 if kind == ControlKind::Settled {
                     for o in offsets {
                         inner.out.remove(o);
                     }
+                    inner.release_active(offsets)
+                } else {
+                    false
                 }
             }
             _ => return,
+        };
+        if released {
+            self.wake_consumers();
         }
         match encode_control(kind, offsets, arctern_core::now_ms()) {
             Ok(mut b) => {
@@ -864,7 +949,10 @@ impl Queue {
         });
         inner.consumers.retain(|c| !gone(c));
         if was_active {
+            // The old consumer's unacked deliveries stay with its channel (or were
+            // requeued): they no longer hold up the next one.
             inner.single_active = next_single_active(&inner.consumers);
+            inner.active_out.clear();
         }
         inner.last_used = Instant::now();
         let any = !inner.consumers.is_empty();
@@ -894,6 +982,7 @@ impl Queue {
                 let n = inner.ready.len() as u32;
                 inner.ready.take_all();
                 inner.single_active = None;
+                inner.active_out.clear();
                 inner.dead.clear();
                 self.consumers_present.send_replace(false);
                 (std::mem::take(&mut inner.consumers), n)
@@ -1007,6 +1096,43 @@ mod tests {
         assert!(Arc::ptr_eq(&next, &cs[2].active));
         let next = next_single_active(&cs[..2]).unwrap();
         assert!(Arc::ptr_eq(&next, &cs[0].active));
+    }
+
+    #[test]
+    fn a_higher_priority_consumer_takes_over_once_the_active_one_holds_nothing() {
+        let mut inner = Inner {
+            ready: Ready::default(),
+            dead: Vec::new(),
+            out: BTreeSet::new(),
+            consumers: vec![reg("a", 0)],
+            single_active: None,
+            active_out: BTreeSet::new(),
+            had_consumer: true,
+            deleted: false,
+            last_used: Instant::now(),
+            reclaimed_at: Instant::now(),
+            join_buf: Vec::new(),
+        };
+        let a = Arc::clone(&inner.consumers[0].active);
+        inner.single_active = Some(Arc::clone(&a));
+        inner.active_out.extend([1, 2]);
+        assert!(!inner.switch_single_active(), "nobody outranks a");
+        assert!(!inner.single_active_outranked());
+        inner.consumers.push(reg("b", 5));
+        let b = Arc::clone(&inner.consumers[1].active);
+        // b waits while a holds messages, and a gets no more meanwhile
+        assert!(!inner.switch_single_active());
+        assert!(inner.single_active_outranked());
+        assert!(!inner.release_active(&[1]));
+        inner.put(2, entry(0)); // a requeue releases it too
+        assert!(inner.active_out.is_empty());
+        assert!(inner.switch_single_active());
+        assert!(Arc::ptr_eq(inner.single_active.as_ref().unwrap(), &b));
+        assert!(!inner.single_active_outranked());
+        // an equal priority does not take over
+        inner.consumers.push(reg("c", 5));
+        assert!(!inner.switch_single_active());
+        assert!(Arc::ptr_eq(inner.single_active.as_ref().unwrap(), &b));
     }
 
     #[test]
