@@ -902,7 +902,12 @@ impl Vhost {
                 ));
             }
             for (k, v) in &spec.arguments {
-                if q.arguments.inner().get(k) != Some(v) {
+                if !q
+                    .arguments
+                    .inner()
+                    .get(k)
+                    .is_some_and(|c| arg_equivalent(c, v))
+                {
                     return Err(inequivalent(
                         "queue",
                         name,
@@ -1338,6 +1343,19 @@ fn route_names<'a>(
     }
 }
 
+/// Whether two argument values are equivalent on redeclare: integers of any width by
+/// value, long and short strings by content (RabbitMQ compares by type class, so a
+/// client encoding 10 as a signed 32-bit int and another as a byte agree), others exactly.
+fn arg_equivalent(a: &AMQPValue, b: &AMQPValue) -> bool {
+    if let (Some(x), Some(y)) = (crate::args::integer(a), crate::args::integer(b)) {
+        return x == y;
+    }
+    if let (Some(x), Some(y)) = (crate::args::string(a), crate::args::string(b)) {
+        return x == y;
+    }
+    a == b
+}
+
 /// Logs a missing alternate exchange (as RabbitMQ warns), at most every 10 s: a
 /// publisher hitting it with every message must not flood the log.
 fn warn_missing_alternate(name: &str) {
@@ -1482,6 +1500,21 @@ mod tests {
         // is not used, as in RabbitMQ
         assert!(route_names(&st, "via", "x", None).is_empty());
         assert_eq!(route_names(&st, "via", "y", None), vec!["q-ae2"]);
+    }
+
+    #[test]
+    fn redeclared_arguments_compare_by_type_class() {
+        use AMQPValue::*;
+        assert!(arg_equivalent(&LongInt(10), &ShortShortUInt(10)));
+        assert!(arg_equivalent(&LongLongInt(10), &ShortInt(10)));
+        assert!(!arg_equivalent(&LongInt(10), &LongInt(9)));
+        assert!(arg_equivalent(
+            &LongString("a".into()),
+            &ShortString("a".into())
+        ));
+        assert!(!arg_equivalent(&LongString("10".into()), &LongInt(10)));
+        assert!(arg_equivalent(&Boolean(true), &Boolean(true)));
+        assert!(!arg_equivalent(&Boolean(true), &Boolean(false)));
     }
 
     #[test]
