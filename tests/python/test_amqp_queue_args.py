@@ -235,7 +235,7 @@ def test_unused_queue_expires_and_a_consumed_one_does_not(broker):
     ({"x-max-length": "ten"}, "unacceptable_type"),
     ({"x-overflow": "sometimes"}, "unknown_value"),
     ({"x-dead-letter-routing-key": "k"}, "x-dead-letter-exchange"),
-    ({"x-max-priority": 10}, "not supported"),
+    ({"x-max-priority": 256}, "max_value_exceeded"),
 ])
 def test_invalid_queue_arguments_are_406(broker, args, text):
     conn = connect(broker)

@@ -37,13 +37,24 @@ pub struct QueueArgs {
     /// `x-delivery-limit`: deliveries that may end in a requeue before the message is
     /// dead-lettered (or dropped).
     pub delivery_limit: Option<u32>,
+    /// `x-single-active-consumer`: one consumer at a time receives messages.
+    pub single_active_consumer: bool,
+    /// `x-max-priority`: the queue delivers higher `priority` messages first; a message's
+    /// priority is capped at this. `None`: no priorities (every message counts as 0).
+    pub max_priority: Option<u8>,
+}
+
+impl QueueArgs {
+    /// The priority a message published with `priority` gets in this queue.
+    pub fn priority_of(&self, priority: Option<u8>) -> u8 {
+        self.max_priority
+            .map_or(0, |max| priority.unwrap_or(0).min(max))
+    }
 }
 
 /// Arguments RabbitMQ gives a meaning that Arctern does not implement: refused rather than
 /// silently ignored.
 const UNSUPPORTED: &[&str] = &[
-    "x-max-priority",
-    "x-single-active-consumer",
     "x-quorum-initial-group-size",
     "x-stream-max-segment-size-bytes",
     "x-max-age",
@@ -77,7 +88,7 @@ pub fn string(v: &AMQPValue) -> Option<String> {
     }
 }
 
-fn type_name(v: &AMQPValue) -> &'static str {
+pub fn type_name(v: &AMQPValue) -> &'static str {
     match v {
         AMQPValue::LongString(_) => "longstr",
         AMQPValue::ShortString(_) => "shortstr",
@@ -146,6 +157,22 @@ impl QueueArgs {
                             return Err(invalid(k, format!("{{unknown_value,<<\"{other}\">>}}")))
                         }
                     }
+                }
+                "x-single-active-consumer" => match v {
+                    AMQPValue::Boolean(b) => out.single_active_consumer = *b,
+                    _ => {
+                        return Err(invalid(
+                            k,
+                            format!("{{unacceptable_type,{}}}", type_name(v)),
+                        ))
+                    }
+                },
+                // RabbitMQ accepts 0..=255 (0 is a single level: no ordering by priority).
+                "x-max-priority" => {
+                    let n = number(false)?;
+                    let max = u8::try_from(n)
+                        .map_err(|_| invalid(k, format!("{{max_value_exceeded,{n}}}")))?;
+                    out.max_priority = Some(max);
                 }
                 "x-queue-type" => {
                     let t = text()?;
@@ -233,7 +260,20 @@ mod tests {
             ("x-max-length", s("ten"), "unacceptable_type"),
             ("x-overflow", s("sometimes"), "unknown_value"),
             ("x-queue-type", s("stream"), "x-queue-type"),
-            ("x-max-priority", AMQPValue::LongInt(10), "not supported"),
+            ("x-max-priority", AMQPValue::LongInt(-1), "value_negative"),
+            (
+                "x-max-priority",
+                AMQPValue::LongInt(256),
+                "max_value_exceeded",
+            ),
+            ("x-max-priority", s("10"), "unacceptable_type"),
+            ("x-single-active-consumer", s("true"), "unacceptable_type"),
+            (
+                "x-single-active-consumer",
+                AMQPValue::LongInt(1),
+                "unacceptable_type",
+            ),
+            ("x-max-age", s("1D"), "not supported"),
         ];
         for (k, v, text) in bad {
             let e = QueueArgs::parse("q", &table(&[(k, v)])).unwrap_err();
@@ -243,6 +283,34 @@ mod tests {
         let e =
             QueueArgs::parse("q", &table(&[("x-dead-letter-routing-key", s("k"))])).unwrap_err();
         assert!(e.text.contains("together with x-dead-letter-exchange"));
+    }
+
+    #[test]
+    fn priorities_and_single_active_consumer() {
+        let a = QueueArgs::parse(
+            "q",
+            &table(&[
+                ("x-max-priority", AMQPValue::ShortShortUInt(10)),
+                ("x-single-active-consumer", AMQPValue::Boolean(true)),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(a.max_priority, Some(10));
+        assert!(a.single_active_consumer);
+        assert_eq!(a.priority_of(None), 0);
+        assert_eq!(a.priority_of(Some(3)), 3);
+        assert_eq!(a.priority_of(Some(200)), 10, "capped at the maximum");
+        let edge = QueueArgs::parse("q", &table(&[("x-max-priority", AMQPValue::LongInt(255))]));
+        assert_eq!(edge.unwrap().max_priority, Some(255));
+        let zero = QueueArgs::parse("q", &table(&[("x-max-priority", AMQPValue::LongInt(0))]));
+        assert_eq!(zero.unwrap().priority_of(Some(9)), 0);
+        let plain = QueueArgs::default();
+        assert_eq!(
+            plain.priority_of(Some(9)),
+            0,
+            "no priorities without x-max-priority"
+        );
+        assert!(!plain.single_active_consumer);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::alarm::AlarmState;
 use crate::codes::*;
 use crate::forward;
-use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait};
+use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait, Taker};
 use crate::record::{encode_message, StoredMessage};
 use crate::server::AmqpServerConfig;
 use crate::vhost::{QueueSpec, Route, Vhost};
@@ -273,6 +273,8 @@ struct PendingPublish {
     msg: StoredMessage,
     batch: Vec<u8>,
     own_ttl: Option<i64>,
+    /// The `priority` property (for `x-max-priority` queues).
+    priority: Option<u8>,
 }
 
 struct Publishing {
@@ -1104,6 +1106,7 @@ impl Conn {
         let own_ttl =
             crate::args::message_expiration(props.expiration().as_ref().map(|e| e.as_str()))
                 .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
+        let priority = *props.priority();
         let queues = self
             .vhost
             .route(&exchange, &key, props.headers().as_ref())
@@ -1163,6 +1166,7 @@ impl Conn {
             msg,
             batch,
             own_ttl,
+            priority,
         };
         self.pending_bytes += routed.batch.len();
         self.pending.push(routed);
@@ -1198,6 +1202,7 @@ impl Conn {
                     batch,
                     bytes: p.msg.body.len() as u64,
                     own_ttl: p.own_ttl,
+                    priority: p.priority,
                 };
                 match groups.iter_mut().find(|g| Arc::ptr_eq(&g.0, q)) {
                     Some(g) => {
@@ -1549,7 +1554,11 @@ impl Conn {
                     } else {
                         prefetch_room(c, &tag, cons.prefetch_size)
                     };
-                    let Some((offset, entry)) = q.take_next(room, Some(priority)) else {
+                    let taker = Taker {
+                        priority,
+                        active: &cons.active,
+                    };
+                    let Some((offset, entry)) = q.take_next(room, Some(taker)) else {
                         break;
                     };
                     let redelivered = entry.redelivered;

@@ -1,7 +1,9 @@
 //! One AMQP queue: a single-partition topic of the broker core plus its delivery state.
 //!
 //! The log holds messages and control records (see `record`); memory holds only a small
-//! `Entry` per message not settled and not out with a consumer (`ready`, by offset).
+//! `Entry` per message not settled and not out with a consumer (`ready`, in delivery
+//! order: by priority, highest first, then by offset; without `x-max-priority` every
+//! message has priority 0, so that is log order).
 //! A message is delivered only once the high watermark has passed it (durable and
 //! replicated), so a consumer never sees a message that a crash could take back.
 //!
@@ -10,7 +12,9 @@
 //! dead-letters them (when the queue has a dead-letter exchange) and only then records
 //! them settled: a crash in between brings them back, it never loses them.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +60,8 @@ pub struct Entry {
     /// How often it was requeued after a delivery, for `x-delivery-limit` (counted since
     /// the broker started).
     pub returns: u32,
+    /// Its priority in this queue (`x-max-priority`; 0 without).
+    pub priority: u8,
 }
 
 impl Entry {
@@ -74,6 +80,91 @@ fn expiry(queue_ttl: Option<i64>, message_ttl: Option<i64>, timestamp: i64) -> O
     ttl.map(|t| timestamp.saturating_add(t))
 }
 
+/// The ready messages in delivery order: priority (highest first), then offset (FIFO
+/// within a priority; a requeued message goes back to its place). Without priorities
+/// everything is at level 0, which is log order.
+#[derive(Debug, Default)]
+struct Ready {
+    map: BTreeMap<(Reverse<u8>, i64), Entry>,
+    bytes: u64,
+}
+
+impl Ready {
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Adds (or replaces) a message; keeps the body byte count.
+    fn insert(&mut self, offset: i64, e: Entry) {
+        self.bytes += e.bytes;
+        if let Some(old) = self.map.insert((Reverse(e.priority), offset), e) {
+            self.bytes = self.bytes.saturating_sub(old.bytes);
+        }
+    }
+
+    fn remove(&mut self, offset: i64, priority: u8) -> Option<Entry> {
+        let e = self.map.remove(&(Reverse(priority), offset))?;
+        self.bytes = self.bytes.saturating_sub(e.bytes);
+        Some(e)
+    }
+
+    /// The next message to deliver.
+    fn first(&self) -> Option<(i64, Entry)> {
+        self.map.iter().next().map(|(k, e)| (k.1, *e))
+    }
+
+    /// The oldest message of each priority level, highest level first (at most 256).
+    fn heads(&self) -> Vec<(i64, Entry)> {
+        let mut out = Vec::new();
+        let mut from = Bound::Unbounded;
+        while let Some((&(Reverse(p), o), e)) = self.map.range((from, Bound::Unbounded)).next() {
+            out.push((o, *e));
+            if p == 0 {
+                break;
+            }
+            from = Bound::Included((Reverse(p - 1), i64::MIN));
+        }
+        out
+    }
+
+    /// The next message to deliver among those below `hw` (committed): the head of the
+    /// highest level whose head is committed. Within a level offsets grow, so a level
+    /// whose head is not committed has nothing committed after it either.
+    fn first_below(&self, hw: i64) -> Option<(i64, Entry)> {
+        if let Some((o, e)) = self.first() {
+            if o < hw {
+                return Some((o, e));
+            }
+            if e.priority == 0 {
+                return None;
+            }
+        }
+        self.heads().into_iter().find(|(o, _)| *o < hw)
+    }
+
+    /// The lowest offset held (what the log must keep).
+    fn min_offset(&self) -> Option<i64> {
+        self.heads().into_iter().map(|(o, _)| o).min()
+    }
+
+    /// Empties the set; returns the offsets it held.
+    fn take_all(&mut self) -> Vec<i64> {
+        self.bytes = 0;
+        std::mem::take(&mut self.map)
+            .into_keys()
+            .map(|(_, o)| o)
+            .collect()
+    }
+}
+
+/// Who takes a message from `Queue::take_next`: a consumer's priority and identity (its
+/// shared `active` flag), for consumer priorities and single active consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct Taker<'a> {
+    pub priority: i32,
+    pub active: &'a Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// Resolves once a stored message is durable and replicated (or failed to be).
 pub type StoredWait =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AmqpError>> + Send>>;
@@ -84,6 +175,8 @@ pub struct QueuedMessage {
     pub batch: Vec<u8>,
     pub bytes: u64,
     pub own_ttl: Option<i64>,
+    /// The `priority` property as published (the queue caps it, see `QueueArgs`).
+    pub priority: Option<u8>,
 }
 
 /// The outcome of an append.
@@ -96,14 +189,19 @@ pub enum Enqueued {
 
 #[derive(Debug)]
 struct Inner {
-    ready: BTreeMap<i64, Entry>,
-    ready_bytes: u64,
+    ready: Ready,
     /// Messages that died, waiting to be dead-lettered (or dropped) by housekeeping.
     dead: Vec<(i64, DeathReason)>,
     /// Taken out of `ready` and not settled yet: with a consumer, dying, or being
     /// dead-lettered. With `ready` it bounds what the log must keep.
     out: BTreeSet<i64>,
+    /// In registration order.
     consumers: Vec<ConsumerReg>,
+    /// With `x-single-active-consumer`: the consumer that receives (its `active` flag).
+    single_active: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Offsets out with the single active consumer and not settled, requeued or rejected
+    /// yet: a consumer of higher priority takes over only once this is empty.
+    active_out: BTreeSet<i64>,
     had_consumer: bool,
     deleted: bool,
     /// Last declare, basic.get or consumer change, for `x-expires`.
@@ -119,18 +217,70 @@ struct Inner {
 const JOIN_BUF_KEEP: usize = 2 << 20;
 
 impl Inner {
-    fn take(&mut self, offset: i64) -> Option<Entry> {
-        let e = self.ready.remove(&offset)?;
-        self.ready_bytes = self.ready_bytes.saturating_sub(e.bytes);
+    fn take(&mut self, offset: i64, priority: u8) -> Option<Entry> {
+        let e = self.ready.remove(offset, priority)?;
         self.out.insert(offset);
         Some(e)
     }
     fn put(&mut self, offset: i64, e: Entry) {
         self.out.remove(&offset);
-        self.ready_bytes += e.bytes;
-        if let Some(old) = self.ready.insert(offset, e) {
-            self.ready_bytes = self.ready_bytes.saturating_sub(old.bytes);
+        self.active_out.remove(&offset);
+        self.ready.insert(offset, e);
+    }
+
+    /// Offsets the single active consumer no longer holds; true when it now holds none
+    /// (a waiting consumer of higher priority may take over).
+    fn release_active(&mut self, offsets: &[i64]) -> bool {
+        if self.active_out.is_empty() {
+            return false;
         }
+        for o in offsets {
+            self.active_out.remove(o);
+        }
+        self.active_out.is_empty()
+    }
+
+    /// Single active consumer with priorities (RabbitMQ's quorum queues since 3.12): a
+    /// registered consumer of higher priority than the active one becomes active once the
+    /// active one holds no unsettled message; until then the active one gets no more.
+    /// Returns whether the active consumer changed.
+    fn switch_single_active(&mut self) -> bool {
+        let Some(best) = next_single_active(&self.consumers) else {
+            return false;
+        };
+        let current = self.single_active.as_ref().and_then(|a| {
+            self.consumers
+                .iter()
+                .find(|c| Arc::ptr_eq(&c.active, a))
+                .map(|c| c.priority)
+        });
+        let best_priority = self
+            .consumers
+            .iter()
+            .find(|c| Arc::ptr_eq(&c.active, &best))
+            .map_or(i32::MIN, |c| c.priority);
+        let outranked = current.is_none_or(|p| best_priority > p);
+        if outranked && self.active_out.is_empty() {
+            self.single_active = Some(best);
+            return true;
+        }
+        false
+    }
+
+    /// Whether a consumer of higher priority waits to take over from the active one.
+    fn single_active_outranked(&self) -> bool {
+        let Some(a) = self.single_active.as_ref() else {
+            return false;
+        };
+        let Some(p) = self
+            .consumers
+            .iter()
+            .find(|c| Arc::ptr_eq(&c.active, a))
+            .map(|c| c.priority)
+        else {
+            return false;
+        };
+        self.consumers.iter().any(|c| c.priority > p)
     }
 }
 
@@ -186,7 +336,7 @@ impl Queue {
             housekeeping,
         } = setup;
         let leader_epoch = partition.leader_epoch();
-        let mut ready = BTreeMap::new();
+        let mut ready: BTreeMap<i64, Entry> = BTreeMap::new();
         let mut offset = partition.log_start_offset().map_err(|e| core_error(&e))?;
         let mut delivered = std::collections::HashSet::new();
         let mut settled = std::collections::HashSet::new();
@@ -205,14 +355,20 @@ impl Queue {
             for (o, r) in records {
                 match r {
                     QueueRecord::Message(m) => {
-                        let own_ttl = wire::decode_properties(&m.properties)
+                        let props = wire::decode_properties(&m.properties);
+                        let own_ttl = props
+                            .as_ref()
                             .and_then(|p| p.expiration().clone())
                             .and_then(|e| message_expiration(Some(e.as_str())).ok().flatten());
+                        // The same priority as at publish: the order after a restart is
+                        // the order before it.
+                        let priority = args.priority_of(props.as_ref().and_then(|p| *p.priority()));
                         let entry = Entry {
                             redelivered: false,
                             expires_at: expiry(args.message_ttl, own_ttl, m.timestamp),
                             bytes: m.body.len() as u64,
                             returns: 0,
+                            priority,
                         };
                         ready.insert(o, entry);
                     }
@@ -226,10 +382,11 @@ impl Queue {
             offset = last + 1;
         }
         ready.retain(|o, _| !settled.contains(o));
-        for (o, e) in ready.iter_mut() {
-            e.redelivered = delivered.contains(o);
+        let mut ready_set = Ready::default();
+        for (o, mut e) in ready {
+            e.redelivered = delivered.contains(&o);
+            ready_set.insert(o, e);
         }
-        let ready_bytes = ready.values().map(|e| e.bytes).sum();
         let q = Arc::new(Queue {
             name,
             topic,
@@ -241,11 +398,12 @@ impl Queue {
             partition,
             leader_epoch,
             inner: Mutex::new(Inner {
-                ready,
-                ready_bytes,
+                ready: ready_set,
                 dead: Vec::new(),
                 out: BTreeSet::new(),
                 consumers: Vec::new(),
+                single_active: None,
+                active_out: BTreeSet::new(),
                 had_consumer: false,
                 deleted: false,
                 last_used: Instant::now(),
@@ -303,12 +461,14 @@ impl Queue {
         batch: Vec<u8>,
         bytes: u64,
         own_ttl: Option<i64>,
+        priority: Option<u8>,
     ) -> Result<Enqueued, AmqpError> {
         let mut out = self.append_many(
             vec![QueuedMessage {
                 batch,
                 bytes,
                 own_ttl,
+                priority,
             }],
             false,
         )?;
@@ -338,7 +498,7 @@ impl Queue {
                 || self
                     .args
                     .max_length_bytes
-                    .is_some_and(|m| i.ready_bytes + extra_bytes > m)
+                    .is_some_and(|m| i.ready.bytes + extra_bytes > m)
         };
         let drop_head = self.args.overflow == Overflow::DropHead;
         let (mut n, mut n_bytes) = (0usize, 0u64);
@@ -357,11 +517,18 @@ impl Queue {
             return Ok(messages.iter().map(|_| Enqueued::Refused).collect());
         }
         // One message (the common case) is appended as is; several are joined.
-        let mut kept: Vec<(Vec<u8>, u64, Option<i64>)> = messages
+        let mut kept: Vec<(Vec<u8>, u64, Option<i64>, u8)> = messages
             .into_iter()
             .zip(&accepted)
             .filter(|(_, a)| **a)
-            .map(|(m, _)| (m.batch, m.bytes, m.own_ttl))
+            .map(|(m, _)| {
+                (
+                    m.batch,
+                    m.bytes,
+                    m.own_ttl,
+                    self.args.priority_of(m.priority),
+                )
+            })
             .collect();
         // Several are joined in a buffer the queue keeps: a fresh one of this size would
         // come from the allocator as new pages, which the kernel zeroes first.
@@ -386,7 +553,7 @@ impl Queue {
         let appended = appended.map_err(|e| core_error(&e))?;
         let now = arctern_core::now_ms();
         // Every message is a one-record batch, so they hold consecutive offsets.
-        for (offset, (_, bytes, own_ttl)) in (appended.outcome.base_offset..).zip(&kept) {
+        for (offset, (_, bytes, own_ttl, priority)) in (appended.outcome.base_offset..).zip(&kept) {
             inner.put(
                 offset,
                 Entry {
@@ -394,15 +561,18 @@ impl Queue {
                     expires_at: expiry(self.args.message_ttl, *own_ttl, now),
                     bytes: *bytes,
                     returns: 0,
+                    priority: *priority,
                 },
             );
         }
         let mut died = false;
+        // The head is the next message to deliver: with priorities, the oldest of the
+        // highest priority (as RabbitMQ's priority queues drop).
         while drop_head && over(&inner, 0, 0) {
-            let Some((&o, _)) = inner.ready.iter().next() else {
+            let Some((o, e)) = inner.ready.first() else {
                 break;
             };
-            inner.take(o);
+            inner.take(o, e.priority);
             inner.dead.push((o, DeathReason::MaxLen));
             died = true;
         }
@@ -440,33 +610,47 @@ impl Queue {
         self.partition.high_watermark() >= appended.end_offset
     }
 
-    /// The oldest ready message that is committed, taken out of the ready set. Expired
-    /// messages met on the way die (TTL is enforced at the head, as RabbitMQ does). A
-    /// head whose body is larger than `max_bytes` (room left under `prefetch_size`) stays.
-    /// With a consumer's `priority`, nothing is taken while a consumer of higher priority
-    /// is active (basic.get passes `None`).
-    pub fn take_next(&self, max_bytes: u64, priority: Option<i32>) -> Option<(i64, Entry)> {
+    /// The next ready message that is committed (highest priority, then oldest), taken
+    /// out of the ready set. Expired messages met on the way die (TTL is enforced at the
+    /// head, as RabbitMQ does). A head whose body is larger than `max_bytes` (room left
+    /// under `prefetch_size`) stays. A consumer (`taker`) takes nothing while a consumer
+    /// of higher priority is active, nor, with `x-single-active-consumer`, unless it is
+    /// the active one (basic.get passes `None`).
+    pub fn take_next(&self, max_bytes: u64, taker: Option<Taker<'_>>) -> Option<(i64, Entry)> {
         let hw = self.partition.high_watermark();
         let now = arctern_core::now_ms();
         let mut inner = self.inner.lock().ok()?;
-        if let Some(p) = priority {
-            let outranked = inner
-                .consumers
-                .iter()
-                .any(|c| c.priority > p && c.active.load(std::sync::atomic::Ordering::Acquire));
-            if outranked {
-                return None;
+        let mut switched = false;
+        let sac = taker.is_some() && self.args.single_active_consumer;
+        if let Some(t) = taker {
+            if sac {
+                switched = inner.switch_single_active();
+                let mine = inner
+                    .single_active
+                    .as_ref()
+                    .is_some_and(|a| Arc::ptr_eq(a, t.active));
+                if !mine || inner.single_active_outranked() {
+                    drop(inner);
+                    if switched {
+                        self.wake_consumers();
+                    }
+                    return None;
+                }
+            } else {
+                let outranked = inner.consumers.iter().any(|c| {
+                    c.priority > t.priority && c.active.load(std::sync::atomic::Ordering::Acquire)
+                });
+                if outranked {
+                    return None;
+                }
             }
         }
         let mut died = false;
         let next = loop {
-            let Some((&o, _)) = inner.ready.iter().next() else {
+            let Some((o, head)) = inner.ready.first_below(hw) else {
                 break None;
             };
-            if o >= hw {
-                break None;
-            }
-            let e = inner.take(o)?;
+            let e = inner.take(o, head.priority)?;
             if e.expired(now) {
                 inner.dead.push((o, DeathReason::Expired));
                 died = true;
@@ -476,11 +660,17 @@ impl Queue {
                 inner.put(o, e);
                 break None;
             }
+            if sac {
+                inner.active_out.insert(o);
+            }
             break Some((o, e));
         };
         drop(inner);
         if died {
             self.housekeeping.notify_one();
+        }
+        if switched {
+            self.wake_consumers();
         }
         next
     }
@@ -493,12 +683,15 @@ impl Queue {
         let Ok(mut inner) = self.inner.lock() else {
             return false;
         };
+        // In delivery order, up to the first live message: with priorities, an expired
+        // message waits behind a live one of higher priority (RabbitMQ's priority queues
+        // do the same: their dropwhile stops at the first level with a live head).
         let mut died = false;
-        while let Some((&o, e)) = inner.ready.iter().next() {
-            if o >= hw || !e.expired(now) {
+        while let Some((o, e)) = inner.ready.first_below(hw) {
+            if !e.expired(now) {
                 break;
             }
-            inner.take(o);
+            inner.take(o, e.priority);
             inner.dead.push((o, DeathReason::Expired));
             died = true;
         }
@@ -542,6 +735,7 @@ impl Queue {
                 return;
             }
             for (o, e) in items {
+                inner.active_out.remove(o);
                 let returns = e.returns.saturating_add(1);
                 if self.args.delivery_limit.is_some_and(|l| returns > l) {
                     inner.dead.push((*o, DeathReason::DeliveryLimit));
@@ -571,15 +765,20 @@ impl Queue {
             self.settle(offsets);
             return;
         }
+        let mut released = false;
         if let Ok(mut inner) = self.inner.lock() {
             if inner.deleted {
                 return;
             }
+            released = inner.release_active(offsets);
             inner
                 .dead
                 .extend(offsets.iter().map(|o| (*o, DeathReason::Rejected)));
         }
         self.housekeeping.notify_one();
+        if released {
+            self.wake_consumers();
+        }
     }
 
     /// Records settlements (acks, rejects without requeue) in the log. Not awaited: a
@@ -597,15 +796,21 @@ impl Queue {
         if offsets.is_empty() {
             return;
         }
-        match self.inner.lock() {
+        let released = match self.inner.lock() {
             Ok(mut inner) if !inner.deleted => {
                 if kind == ControlKind::Settled {
                     for o in offsets {
                         inner.out.remove(o);
                     }
+                    inner.release_active(offsets)
+                } else {
+                    false
                 }
             }
             _ => return,
+        };
+        if released {
+            self.wake_consumers();
         }
         match encode_control(kind, offsets, arctern_core::now_ms()) {
             Ok(mut b) => {
@@ -650,8 +855,8 @@ impl Queue {
                     return;
                 }
                 inner.reclaimed_at = Instant::now();
-                let oldest = [inner.ready.keys().next(), inner.out.first()];
-                oldest.into_iter().flatten().fold(hw, |f, &o| f.min(o))
+                let oldest = [inner.ready.min_offset(), inner.out.first().copied()];
+                oldest.into_iter().flatten().fold(hw, |f, o| f.min(o))
             }
             _ => return,
         };
@@ -670,10 +875,7 @@ impl Queue {
     /// returns how many.
     pub fn purge(&self) -> u32 {
         let purged: Vec<i64> = match self.inner.lock() {
-            Ok(mut inner) => {
-                inner.ready_bytes = 0;
-                std::mem::take(&mut inner.ready).into_keys().collect()
-            }
+            Ok(mut inner) => inner.ready.take_all(),
             Err(_) => return 0,
         };
         self.settle(&purged);
@@ -718,11 +920,16 @@ impl Queue {
                 self.name
             )));
         }
-        if c.exclusive && !inner.consumers.is_empty() {
+        // RabbitMQ refuses an exclusive consumer on a single-active-consumer queue the same
+        // way (exclusive_consume_unavailable).
+        if c.exclusive && (!inner.consumers.is_empty() || self.args.single_active_consumer) {
             return Err(AmqpError::refused(format!(
                 "queue '{}' in vhost '/' in exclusive use",
                 self.name
             )));
+        }
+        if self.args.single_active_consumer && inner.single_active.is_none() {
+            inner.single_active = Some(Arc::clone(&c.active));
         }
         inner.consumers.push(c);
         inner.had_consumer = true;
@@ -737,9 +944,21 @@ impl Queue {
         let Ok(mut inner) = self.inner.lock() else {
             return false;
         };
-        inner
-            .consumers
-            .retain(|c| !(c.conn == conn && c.channel == channel && c.tag == tag));
+        let gone = |c: &ConsumerReg| c.conn == conn && c.channel == channel && c.tag == tag;
+        let was_active = inner.consumers.iter().any(|c| {
+            gone(c)
+                && inner
+                    .single_active
+                    .as_ref()
+                    .is_some_and(|a| Arc::ptr_eq(a, &c.active))
+        });
+        inner.consumers.retain(|c| !gone(c));
+        if was_active {
+            // The old consumer's unacked deliveries stay with its channel (or were
+            // requeued): they no longer hold up the next one.
+            inner.single_active = next_single_active(&inner.consumers);
+            inner.active_out.clear();
+        }
         inner.last_used = Instant::now();
         let any = !inner.consumers.is_empty();
         self.consumers_present
@@ -766,8 +985,9 @@ impl Queue {
             Ok(mut inner) => {
                 inner.deleted = true;
                 let n = inner.ready.len() as u32;
-                inner.ready.clear();
-                inner.ready_bytes = 0;
+                inner.ready.take_all();
+                inner.single_active = None;
+                inner.active_out.clear();
                 inner.dead.clear();
                 self.consumers_present.send_replace(false);
                 (std::mem::take(&mut inner.consumers), n)
@@ -777,9 +997,148 @@ impl Queue {
     }
 }
 
+/// The consumer that becomes active when the single active one leaves: the highest
+/// `x-priority`, the earliest registered among equals.
+fn next_single_active(consumers: &[ConsumerReg]) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+    let mut best: Option<&ConsumerReg> = None;
+    for c in consumers {
+        if best.is_none_or(|b| c.priority > b.priority) {
+            best = Some(c);
+        }
+    }
+    best.map(|c| Arc::clone(&c.active))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(priority: u8) -> Entry {
+        Entry {
+            redelivered: false,
+            expires_at: None,
+            bytes: 10,
+            returns: 0,
+            priority,
+        }
+    }
+
+    fn order(r: &Ready) -> Vec<i64> {
+        r.map.keys().map(|k| k.1).collect()
+    }
+
+    #[test]
+    fn ready_set_orders_by_priority_then_offset() {
+        let mut r = Ready::default();
+        for (o, p) in [(0, 0), (1, 5), (2, 1), (3, 5), (4, 0), (5, 9)] {
+            r.insert(o, entry(p));
+        }
+        assert_eq!(order(&r), vec![5, 1, 3, 2, 0, 4]);
+        assert_eq!(r.len(), 6);
+        assert_eq!(r.bytes, 60);
+        assert_eq!(r.first().map(|f| f.0), Some(5));
+        let heads: Vec<i64> = r.heads().iter().map(|h| h.0).collect();
+        assert_eq!(heads, vec![5, 1, 2, 0]);
+        assert_eq!(r.min_offset(), Some(0));
+        // committed below 5: the highest level with a committed head
+        assert_eq!(r.first_below(5).map(|f| f.0), Some(1));
+        assert_eq!(r.first_below(1).map(|f| f.0), Some(0));
+        assert_eq!(r.first_below(0), None);
+        // a requeued message goes back to its place within its level
+        let e = r.remove(1, 5).unwrap();
+        assert_eq!(r.bytes, 50);
+        assert_eq!(r.first_below(5).map(|f| f.0), Some(3));
+        r.insert(
+            1,
+            Entry {
+                redelivered: true,
+                ..e
+            },
+        );
+        assert_eq!(order(&r), vec![5, 1, 3, 2, 0, 4]);
+        assert!(r.remove(1, 0).is_none(), "removal needs the right level");
+        let mut all = r.take_all();
+        all.sort_unstable();
+        assert_eq!(all, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!((r.len(), r.bytes), (0, 0));
+        assert_eq!(r.first_below(i64::MAX), None);
+    }
+
+    #[test]
+    fn without_priorities_the_ready_set_is_log_order() {
+        let mut r = Ready::default();
+        for o in [3, 1, 2] {
+            r.insert(o, entry(0));
+        }
+        assert_eq!(order(&r), vec![1, 2, 3]);
+        assert_eq!(r.first_below(2).map(|f| f.0), Some(1));
+        assert_eq!(r.first_below(1), None);
+        assert_eq!(r.heads().len(), 1);
+        // highest level 255 and lowest 0 both reachable
+        r.insert(9, entry(255));
+        let heads: Vec<i64> = r.heads().iter().map(|h| h.0).collect();
+        assert_eq!(heads, vec![9, 1]);
+    }
+
+    fn reg(tag: &str, priority: i32) -> ConsumerReg {
+        ConsumerReg {
+            conn: 1,
+            channel: 1,
+            tag: tag.into(),
+            exclusive: false,
+            priority,
+            active: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            wake: Arc::new(Notify::new()),
+            cancel: mpsc::unbounded_channel().0,
+        }
+    }
+
+    #[test]
+    fn next_single_active_consumer_is_the_highest_priority_then_the_earliest() {
+        assert!(next_single_active(&[]).is_none());
+        let cs = [reg("a", 0), reg("b", 0), reg("c", 5), reg("d", 5)];
+        let next = next_single_active(&cs).unwrap();
+        assert!(Arc::ptr_eq(&next, &cs[2].active));
+        let next = next_single_active(&cs[..2]).unwrap();
+        assert!(Arc::ptr_eq(&next, &cs[0].active));
+    }
+
+    #[test]
+    fn a_higher_priority_consumer_takes_over_once_the_active_one_holds_nothing() {
+        let mut inner = Inner {
+            ready: Ready::default(),
+            dead: Vec::new(),
+            out: BTreeSet::new(),
+            consumers: vec![reg("a", 0)],
+            single_active: None,
+            active_out: BTreeSet::new(),
+            had_consumer: true,
+            deleted: false,
+            last_used: Instant::now(),
+            reclaimed_at: Instant::now(),
+            join_buf: Vec::new(),
+        };
+        let a = Arc::clone(&inner.consumers[0].active);
+        inner.single_active = Some(Arc::clone(&a));
+        inner.active_out.extend([1, 2]);
+        assert!(!inner.switch_single_active(), "nobody outranks a");
+        assert!(!inner.single_active_outranked());
+        inner.consumers.push(reg("b", 5));
+        let b = Arc::clone(&inner.consumers[1].active);
+        // b waits while a holds messages, and a gets no more meanwhile
+        assert!(!inner.switch_single_active());
+        assert!(inner.single_active_outranked());
+        assert!(!inner.release_active(&[1]));
+        inner.put(2, entry(0)); // a requeue releases it too
+        assert!(inner.active_out.is_empty());
+        assert!(inner.switch_single_active());
+        assert!(Arc::ptr_eq(inner.single_active.as_ref().unwrap(), &b));
+        assert!(!inner.single_active_outranked());
+        // an equal priority does not take over
+        inner.consumers.push(reg("c", 5));
+        assert!(!inner.switch_single_active());
+        assert!(Arc::ptr_eq(inner.single_active.as_ref().unwrap(), &b));
+    }
 
     #[test]
     fn the_shorter_ttl_wins() {

@@ -693,6 +693,20 @@ impl Vhost {
                         "exchange", name, "internal", internal, e.internal,
                     ));
                 }
+                // RabbitMQ compares only this argument on redeclare.
+                let (got, cur) = (
+                    alternate_exchange(&arguments),
+                    alternate_exchange(&e.arguments),
+                );
+                if got != cur {
+                    return Err(inequivalent(
+                        "exchange",
+                        name,
+                        ALTERNATE_EXCHANGE,
+                        got.unwrap_or("none"),
+                        cur.unwrap_or("none"),
+                    ));
+                }
                 return Ok(());
             }
             if passive {
@@ -705,6 +719,7 @@ impl Vhost {
                     "exchange name '{name}' contains reserved prefix 'amq.*'"
                 )));
             }
+            check_exchange_args(name, &arguments)?;
             let e = Exchange {
                 name: name.to_string(),
                 kind: ExchangeKind::parse(kind)?,
@@ -887,7 +902,12 @@ impl Vhost {
                 ));
             }
             for (k, v) in &spec.arguments {
-                if q.arguments.inner().get(k) != Some(v) {
+                if !q
+                    .arguments
+                    .inner()
+                    .get(k)
+                    .is_some_and(|c| arg_equivalent(c, v))
+                {
                     return Err(inequivalent(
                         "queue",
                         name,
@@ -1216,7 +1236,7 @@ impl Vhost {
                 tracing::debug!(queue = %t.name, "dead-letter cycle; message dropped for this queue");
                 continue;
             }
-            match t.append(batch.clone(), bytes, None) {
+            match t.append(batch.clone(), bytes, None, *marked.priority()) {
                 Ok(Enqueued::Stored(a)) => waits.push(Box::pin(t.stored(a))),
                 Ok(Enqueued::Refused) => {}
                 Err(e) => waits.push(Box::pin(async move { Err(e) })),
@@ -1257,7 +1277,25 @@ impl Vhost {
         if exchange.is_empty() {
             return Ok(st.queues.get(key).into_iter().cloned().collect());
         }
-        // Follows exchange-to-exchange bindings; each exchange is visited once (cycles).
+        Ok(route_names(&st, exchange, key, headers)
+            .into_iter()
+            .filter_map(|n| st.queues.get(n).cloned())
+            .collect())
+    }
+}
+
+/// The names of the queues a message published to `exchange` (not the default one)
+/// reaches, sorted and unique. Bindings to queues that no longer exist do not occur
+/// (deleting a queue removes them).
+fn route_names<'a>(
+    st: &'a State,
+    exchange: &'a str,
+    key: &str,
+    headers: Option<&FieldTable>,
+) -> Vec<&'a str> {
+    {
+        // Follows exchange-to-exchange bindings and alternate exchanges; each exchange is
+        // visited once (cycles).
         let mut visited: HashSet<&str> = HashSet::new();
         let mut pending = vec![exchange];
         let mut names: Vec<&str> = Vec::new();
@@ -1266,8 +1304,10 @@ impl Vhost {
                 continue;
             }
             let Some(e) = st.exchanges.get(x) else {
+                warn_missing_alternate(x);
                 continue;
             };
+            let mut routed = false;
             for b in st.bindings.iter().filter(|b| b.exchange == x) {
                 let hit = match e.kind {
                     ExchangeKind::Direct => b.key == key,
@@ -1280,6 +1320,7 @@ impl Vhost {
                     }
                 };
                 if hit {
+                    routed = true;
                     if b.to_exchange {
                         pending.push(b.queue.as_str());
                     } else {
@@ -1287,13 +1328,70 @@ impl Vhost {
                     }
                 }
             }
+            // RabbitMQ's rule: an exchange whose own bindings match nothing hands the
+            // message to its alternate exchange (a match to an exchange that then routes
+            // nowhere does not count as unroutable here; that exchange's own AE applies).
+            if !routed {
+                if let Some(ae) = alternate_exchange(&e.arguments) {
+                    pending.push(ae);
+                }
+            }
         }
         names.sort_unstable();
         names.dedup();
-        Ok(names
-            .into_iter()
-            .filter_map(|n| st.queues.get(n).cloned())
-            .collect())
+        names
+    }
+}
+
+/// Whether two argument values are equivalent on redeclare: integers of any width by
+/// value, long and short strings by content (RabbitMQ compares by type class, so a
+/// client encoding 10 as a signed 32-bit int and another as a byte agree), others exactly.
+fn arg_equivalent(a: &AMQPValue, b: &AMQPValue) -> bool {
+    if let (Some(x), Some(y)) = (crate::args::integer(a), crate::args::integer(b)) {
+        return x == y;
+    }
+    if let (Some(x), Some(y)) = (crate::args::string(a), crate::args::string(b)) {
+        return x == y;
+    }
+    a == b
+}
+
+/// Logs a missing alternate exchange (as RabbitMQ warns), at most every 10 s: a
+/// publisher hitting it with every message must not flood the log.
+fn warn_missing_alternate(name: &str) {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+    let now = arctern_core::now_ms();
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(exchange = %name, "alternate exchange does not exist; messages it should take are unroutable");
+    }
+}
+
+/// The `alternate-exchange` argument of an exchange (checked to be a string at declare).
+fn alternate_exchange(arguments: &FieldTable) -> Option<&str> {
+    match arguments.inner().get(ALTERNATE_EXCHANGE)? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// The exchange argument naming the alternate exchange (RabbitMQ's, no `x-` prefix).
+pub const ALTERNATE_EXCHANGE: &str = "alternate-exchange";
+
+/// Checks an exchange declaration's arguments: `alternate-exchange` must be a string, as
+/// RabbitMQ requires; other arguments are stored as given.
+pub fn check_exchange_args(name: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+    match arguments.inner().get(ALTERNATE_EXCHANGE) {
+        None | Some(AMQPValue::LongString(_)) | Some(AMQPValue::ShortString(_)) => Ok(()),
+        Some(v) => Err(AmqpError::precondition(format!(
+            "invalid arg '{ALTERNATE_EXCHANGE}' for exchange '{name}' in vhost '/': {{unacceptable_type,{}}}",
+            crate::args::type_name(v)
+        ))),
     }
 }
 
@@ -1345,6 +1443,89 @@ mod tests {
     use super::*;
 
     use crate::wire::field_table as table;
+
+    fn exchange(name: &str, kind: ExchangeKind, ae: Option<&str>) -> Exchange {
+        let arguments = match ae {
+            Some(a) => table(&[(ALTERNATE_EXCHANGE, AMQPValue::LongString(a.into()))]),
+            None => FieldTable::default(),
+        };
+        Exchange {
+            name: name.into(),
+            kind,
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            arguments,
+        }
+    }
+
+    fn bind(st: &mut State, exchange: &str, dest: &str, key: &str, to_exchange: bool) {
+        st.bindings.insert(Binding {
+            exchange: exchange.into(),
+            queue: dest.into(),
+            key: key.into(),
+            arguments: "{}".into(),
+            to_exchange,
+        });
+    }
+
+    #[test]
+    fn alternate_exchanges_take_what_an_exchange_cannot_route() {
+        let mut st = State::fresh();
+        for e in [
+            exchange("main", ExchangeKind::Direct, Some("ae1")),
+            exchange("ae1", ExchangeKind::Direct, Some("ae2")),
+            exchange("ae2", ExchangeKind::Fanout, None),
+            // A cycle of alternates ends once every exchange was visited.
+            exchange("loop1", ExchangeKind::Direct, Some("loop2")),
+            exchange("loop2", ExchangeKind::Direct, Some("loop1")),
+            exchange("dangling", ExchangeKind::Direct, Some("missing")),
+            exchange("via", ExchangeKind::Direct, Some("ae2")),
+        ] {
+            st.exchanges.insert(e.name.clone(), e);
+        }
+        bind(&mut st, "main", "q-main", "k", false);
+        bind(&mut st, "ae1", "q-ae1", "k2", false);
+        bind(&mut st, "ae2", "q-ae2", "", false);
+        bind(&mut st, "via", "loop1", "x", true);
+        // routed by the exchange itself: the alternate is not used
+        assert_eq!(route_names(&st, "main", "k", None), vec!["q-main"]);
+        // unroutable: the alternate routes it
+        assert_eq!(route_names(&st, "main", "k2", None), vec!["q-ae1"]);
+        // a chain of alternates is followed
+        assert_eq!(route_names(&st, "main", "other", None), vec!["q-ae2"]);
+        assert!(route_names(&st, "loop1", "k", None).is_empty());
+        assert!(route_names(&st, "dangling", "k", None).is_empty());
+        // "via" matched a binding (to loop1, which routes nowhere): its own alternate
+        // is not used, as in RabbitMQ
+        assert!(route_names(&st, "via", "x", None).is_empty());
+        assert_eq!(route_names(&st, "via", "y", None), vec!["q-ae2"]);
+    }
+
+    #[test]
+    fn redeclared_arguments_compare_by_type_class() {
+        use AMQPValue::*;
+        assert!(arg_equivalent(&LongInt(10), &ShortShortUInt(10)));
+        assert!(arg_equivalent(&LongLongInt(10), &ShortInt(10)));
+        assert!(!arg_equivalent(&LongInt(10), &LongInt(9)));
+        assert!(arg_equivalent(
+            &LongString("a".into()),
+            &ShortString("a".into())
+        ));
+        assert!(!arg_equivalent(&LongString("10".into()), &LongInt(10)));
+        assert!(arg_equivalent(&Boolean(true), &Boolean(true)));
+        assert!(!arg_equivalent(&Boolean(true), &Boolean(false)));
+    }
+
+    #[test]
+    fn alternate_exchange_argument_must_be_a_string() {
+        let ok = table(&[(ALTERNATE_EXCHANGE, AMQPValue::LongString("ae".into()))]);
+        assert!(check_exchange_args("x", &ok).is_ok());
+        let bad = table(&[(ALTERNATE_EXCHANGE, AMQPValue::LongInt(1))]);
+        let e = check_exchange_args("x", &bad).unwrap_err();
+        assert_eq!(e.code, crate::codes::PRECONDITION_FAILED);
+        assert_eq!(alternate_exchange(&ok), Some("ae"));
+    }
 
     #[test]
     fn headers_all_and_any() {
