@@ -22,6 +22,8 @@
 #   RATE, DURATION   latency scenario: msgs/s and seconds (default 5000, 10)
 #   BROKERS          which to run, any of: rabbit-classic rabbit-quorum arctern
 #                    (default all three)
+#   ROWS_ONLY        run only these rows (ids: confirm1 confirmN tx1 tx100 consume1
+#                    consume100 latency); default all. Use with DOC= (print only).
 #   DOC              markdown file to write the table into (default docs/benchmarks.md;
 #                    empty: print only)
 #   KEEP=1           keep the scratch directory (broker logs, every JSON result)
@@ -41,7 +43,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # The exact command, with the knobs the caller set.
-KNOBS="BENCH_DIR MESSAGE_SIZE MESSAGES TX1_MESSAGES TIME_LIMIT PUBLISHERS CONFIRM_WINDOW PREFETCH RATE DURATION BROKERS DOC KEEP SKIP_BUILD ARCTERN_BIN"
+KNOBS="BENCH_DIR MESSAGE_SIZE MESSAGES TX1_MESSAGES TIME_LIMIT PUBLISHERS CONFIRM_WINDOW PREFETCH RATE DURATION BROKERS ROWS_ONLY DOC KEEP SKIP_BUILD ARCTERN_BIN"
 COMMAND=""
 for k in $KNOBS; do
     if [ -n "${!k+x}" ]; then COMMAND+="$k=${!k} "; fi
@@ -286,6 +288,9 @@ run_rows() {
     for row in "${ROWS[@]}"; do
         id="${row%%|*}"
         rest="${row#*|}"
+        if [ -n "${ROWS_ONLY:-}" ]; then
+            case " $ROWS_ONLY " in *" $id "*) ;; *) continue ;; esac
+        fi
         # Each row starts with no dirty pages left by the one before (or by the other
         # broker's run): their writeback would land in this row's fsyncs.
         sync
