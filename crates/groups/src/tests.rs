@@ -593,3 +593,35 @@ async fn an_earlier_commit_acknowledged_late_does_not_overwrite_a_later_one() {
         .unwrap();
     assert_eq!(got[0].offset, 20, "the cache must follow the log order");
 }
+
+#[tokio::test(start_paused = true)]
+async fn commits_are_appended_when_made_not_when_awaited() {
+    // A connection's handler makes the commits in the order sent and awaits them later, in
+    // any order (each in a task of its own): the order of the calls must be the log order.
+    let (c, _log) = coordinator(0);
+    let commit = |o: i64| {
+        let req = CommitRequest {
+            group_id: "s".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        };
+        let off = OffsetToCommit {
+            topic: "t".into(),
+            partition: 0,
+            offset: o,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        c.commit_offsets(req, vec![off])
+    };
+    let pending: Vec<_> = (1..=50).map(commit).collect();
+    // Awaited last-made first: the first-made commit still must not win.
+    for p in pending.into_iter().rev() {
+        assert_eq!(p.await, vec![Ok(())]);
+    }
+    let got = c
+        .fetch_offsets("s", Some(&[("t".into(), vec![0])]))
+        .unwrap();
+    assert_eq!(got[0].offset, 50);
+}

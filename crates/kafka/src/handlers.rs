@@ -1,8 +1,10 @@
 //! Kafka request handlers: typed request in, typed response out, over the broker core.
 //!
-//! Each handler does its side effects immediately (so requests on one connection take
-//! effect in the order sent) and returns either a ready response or a future for the part
-//! that waits: the fsync of a produce, the long poll of a fetch.
+//! Each handler returns either a ready response or a future. Produce, Fetch and
+//! OffsetCommit do their side effects immediately (so requests on one connection take
+//! effect in the order sent) and defer only the part that waits: the fsync and replication
+//! of an append, the long poll of a fetch. Every other request runs alone on its
+//! connection (`runs_alone`), so its future may do anything.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -79,6 +81,20 @@ pub struct KafkaContext {
 pub struct Origin {
     pub peer: std::net::SocketAddr,
     pub client_id: Option<StrBytes>,
+}
+
+/// Whether a request must run alone on its connection: after every earlier request has
+/// completed, and before any later one is handled, as Kafka processes a connection's
+/// requests one at a time. Only requests whose handler makes its change at once and whose
+/// deferred part merely waits (a produce's fsync and replication, a fetch's long poll, an
+/// offset commit's replication) overlap with the requests after them; that keeps
+/// pipelined produces sharing group commits. A request added later runs alone unless
+/// listed here.
+pub fn runs_alone(api_key: ApiKey) -> bool {
+    !matches!(
+        api_key,
+        ApiKey::ApiVersions | ApiKey::Produce | ApiKey::Fetch | ApiKey::OffsetCommit
+    )
 }
 
 pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: Origin) -> Reply {
@@ -161,10 +177,10 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
             version,
         ))),
         RequestKind::OffsetCommit(r) => {
-            let ctx = ctx.clone();
-            Reply::Later(Box::pin(async move {
-                ResponseKind::OffsetCommit(groups::offset_commit(ctx, r, version).await)
-            }))
+            let commit = groups::offset_commit(ctx, r, version);
+            Reply::Later(Box::pin(
+                async move { ResponseKind::OffsetCommit(commit.await) },
+            ))
         }
         RequestKind::OffsetFetch(r) => now(ResponseKind::OffsetFetch(groups::offset_fetch(
             &ctx.groups,
