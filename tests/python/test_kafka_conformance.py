@@ -84,3 +84,134 @@ def test_async_commits_on_one_connection_apply_in_order(gbroker, topic_name):
                 f"round {r}: committed offset {got.offset}, expected {base + per_round}"
         finally:
             c.close()
+
+
+# ------------------------------------------------------------------- fetch size (KIP-74)
+
+BIG = 900 * 1024          # librdkafka 0082: "less than 1 Meg to account for batch overhead"
+
+
+def _produce_big(bs: str, topic: str, partitions: int, per_partition: int) -> dict:
+    """per_partition ~900 KiB messages to each partition (one message per batch, as
+    librdkafka sends them); returns {(partition, offset): payload tag}."""
+    # librdkafka's defaults (message.max.bytes = batch.size = 1000000) put one such
+    # message in each batch.
+    p = Producer({"bootstrap.servers": bs, "log_level": 3, "linger.ms": 5})
+    sent = {}
+    failures = []
+
+    def cb(err, m):
+        if err is not None:
+            failures.append(err)
+        else:
+            sent[(m.partition(), m.offset())] = m.value()[:16]
+
+    for part in range(partitions):
+        for i in range(per_partition):
+            tag = f"p{part:02d}-m{i:04d}-".encode()
+            p.produce(topic, tag + bytes([i % 251]) * (BIG - len(tag)), partition=part,
+                      on_delivery=cb)
+            p.poll(0)
+    assert p.flush(60) == 0, "messages still unsent after 60 s"
+    assert not failures, failures[:3]
+    assert len(sent) == partitions * per_partition
+    return sent
+
+
+def _consume_all(bs: str, topic: str, expect: int, conf: dict, timeout: float = 60) -> dict:
+    c = Consumer({"bootstrap.servers": bs, "group.id": f"{topic}-{time.monotonic_ns()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "log_level": 3, **conf})
+    got = {}
+    errors = []
+    try:
+        c.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        while len(got) < expect and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error() is not None:
+                errors.append(m.error())
+                continue
+            got[(m.partition(), m.offset())] = m.value()[:16]
+    finally:
+        c.close()
+    assert not errors, f"consume errors: {errors[:3]}"
+    return got
+
+
+@pytest.mark.parametrize("conf", [
+    # librdkafka 0082 exactly: a 20 MB partition limit but a 1 MB response limit, and a
+    # receive buffer only 512 bytes above it (a larger response drops the connection).
+    {"fetch.max.bytes": 1_000_000, "max.partition.fetch.bytes": 20_000_000,
+     "receive.message.max.bytes": 1_000_512},
+    # A partition limit smaller than one message: the first batch still comes whole.
+    {"fetch.max.bytes": 1_000_000, "max.partition.fetch.bytes": 10_000,
+     "receive.message.max.bytes": 1_000_512},
+], ids=["fetch-max-bytes", "small-partition-max-bytes"])
+def test_fetch_response_respects_fetch_max_bytes(gbroker, topic_name, conf):
+    """librdkafka 0082 (KIP-74): ~900 KiB messages on 3 partitions, consumed with
+    fetch.max.bytes=1000000. Every message arrives; a response carrying two of them would
+    exceed receive.message.max.bytes and the consumer would never progress."""
+    bs = gbroker.bootstrap
+    kc.create_topic(bs, topic_name, partitions=3)
+    sent = _produce_big(bs, topic_name, partitions=3, per_partition=4)
+    got = _consume_all(bs, topic_name, len(sent), conf)
+    missing = sorted(set(sent) - set(got))
+    assert not missing, f"{len(missing)} of {len(sent)} messages never arrived: {missing[:5]}"
+    assert got == sent
+
+
+def _fetch_v4_multi(corr: int, topic: str, parts: list[tuple[int, int, int]],
+                    max_bytes: int) -> bytes:
+    """Fetch v4 for several (partition, offset, partition_max_bytes) of one topic."""
+    from kwire import array, i8, i32, i64, request, string, API_FETCH
+    body = (i32(-1) + i32(0) + i32(1) + i32(max_bytes) + i8(0)
+            + array([string(topic) + array([i32(p) + i64(o) + i32(pm)
+                                            for p, o, pm in parts])]))
+    return request(API_FETCH, 4, corr, body)
+
+
+def test_fetch_size_bounds_raw(gbroker, topic_name):
+    """KIP-74 on the wire: the record bytes of a response stay within max_bytes, and each
+    partition's within its partition_max_bytes, except that the first non-empty partition
+    returns its first batch whole when it alone is larger than the limits."""
+    import kwire
+    bs = gbroker.bootstrap
+    kc.create_topic(bs, topic_name, partitions=3)
+    _produce_big(bs, topic_name, partitions=3, per_partition=2)
+    with kwire.Conn(bs) as conn:
+        def fetch(parts, max_bytes):
+            r = kwire.parse_fetch_v4(conn.roundtrip(
+                _fetch_v4_multi(7, topic_name, parts, max_bytes)))
+            out = {}
+            for (_, p), d in r["partitions"].items():
+                assert d["error_code"] == 0, (p, d["error_code"])
+                batches = kwire.parse_record_batches(d["records"])
+                assert sum(12 + b["length"] for b in batches) == len(d["records"]), \
+                    "a partial batch was returned"
+                out[p] = batches
+            return out
+
+        def total(out):
+            return sum(12 + b["length"] for bs_ in out.values() for b in bs_)
+
+        # 1 MB response limit, 20 MB partition limits: one batch from partition 0 only.
+        out = fetch([(0, 0, 20_000_000), (1, 0, 20_000_000), (2, 0, 20_000_000)], 1_000_000)
+        assert [len(out[p]) for p in (0, 1, 2)] == [1, 0, 0]
+        assert total(out) <= 1_000_000
+        # A response limit below one batch: the first batch of the first partition anyway.
+        out = fetch([(0, 0, 20_000_000), (1, 0, 20_000_000)], 1000)
+        assert [len(out[p]) for p in (0, 1)] == [1, 0]
+        # Partition limits below one batch: only the first non-empty partition gets one.
+        out = fetch([(0, 2, 1000), (1, 0, 1000), (2, 0, 1000)], 50_000_000)
+        assert [len(out[p]) for p in (0, 1, 2)] == [0, 1, 0], \
+            "partition 0 is empty at offset 2, so partition 1 is the first non-empty one"
+        # Room for three batches in total, at most one per partition by its own limit.
+        out = fetch([(0, 0, 1_000_000), (1, 0, 1_000_000), (2, 0, 1_000_000)], 3_000_000)
+        assert [len(out[p]) for p in (0, 1, 2)] == [1, 1, 1]
+        assert total(out) <= 3_000_000
+        # Room for two and a half: the third partition gets nothing.
+        out = fetch([(0, 0, 2_500_000), (1, 0, 2_500_000), (2, 0, 2_500_000)], 2_500_000)
+        assert [len(out[p]) for p in (0, 1, 2)] == [2, 0, 0]

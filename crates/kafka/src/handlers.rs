@@ -479,8 +479,12 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, boo
                     base.with_error_code(error_code(&e))
                 }
                 Ok(partition) => {
+                    // KIP-74: a partition gets at most its partition_max_bytes and what is
+                    // left of max_bytes, in whole batches; only the first partition that
+                    // returns data may exceed both, by its first batch (so a batch larger
+                    // than the limits cannot stall the consumer).
                     let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
-                    // After the budget is spent, later partitions report offsets only.
+                    let min_one = total == 0;
                     let read = if req.replica_id.0 >= 0 {
                         // A follower: reads to the log end; its fetch offset is its progress.
                         partition
@@ -488,7 +492,8 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, boo
                                 req.replica_id.0,
                                 p.current_leader_epoch,
                                 p.fetch_offset,
-                                limit.max(1),
+                                limit,
+                                min_one,
                             )
                             .map(|(data, recheck_isr)| {
                                 if recheck_isr {
@@ -498,14 +503,15 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, boo
                             })
                     } else if let Err(e) = partition.check_leader(p.current_leader_epoch) {
                         Err(e)
-                    } else if limit == 0 && total > 0 {
+                    } else if limit == 0 && !min_one {
+                        // The budget is spent: later partitions report offsets only.
                         Ok(arctern_core::FetchedData {
                             bytes: Vec::new(),
                             high_watermark: partition.high_watermark(),
                             log_start_offset: partition.log_start_offset().unwrap_or(-1),
                         })
                     } else {
-                        partition.read(p.fetch_offset, limit.max(1))
+                        partition.read_within(p.fetch_offset, limit, min_one)
                     };
                     match read {
                         Ok(d) => {
