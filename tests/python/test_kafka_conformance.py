@@ -215,3 +215,20 @@ def test_fetch_size_bounds_raw(gbroker, topic_name):
         # Room for two and a half: the third partition gets nothing.
         out = fetch([(0, 0, 2_500_000), (1, 0, 2_500_000), (2, 0, 2_500_000)], 2_500_000)
         assert [len(out[p]) for p in (0, 1, 2)] == [2, 0, 0]
+
+
+# ------------------------------------------------------------------------- transactions
+
+def test_transactional_producer_fails_fast(gbroker):
+    """Transactions are not supported: init_transactions() fails at once with a fatal,
+    clearly worded error instead of retrying until its timeout."""
+    p = Producer({"bootstrap.servers": gbroker.bootstrap, "log_level": 3,
+                  "transactional.id": f"txn-{time.monotonic_ns()}"})
+    start = time.monotonic()
+    with pytest.raises(KafkaException) as ei:
+        p.init_transactions(10)
+    elapsed = time.monotonic() - start
+    err = ei.value.args[0]
+    assert elapsed < 5, f"init_transactions() took {elapsed:.1f} s to fail (timeout 10 s)"
+    assert err.fatal(), err
+    assert "transactions are not supported" in err.str().lower(), err.str()

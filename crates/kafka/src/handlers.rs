@@ -877,9 +877,22 @@ async fn alter_configs(
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
+/// What a transactional producer is told: transactions are not implemented.
+const NO_TRANSACTIONS: &str = "transactions are not supported by this broker (Arctern); \
+     use an idempotent producer (enable.idempotence=true) without transactional.id";
+
+/// The answer to a transactional id, in FindCoordinator and InitProducerId, while
+/// transactions are not implemented. Kafka has no code for "transactions unsupported";
+/// clients treat COORDINATOR_NOT_AVAILABLE (or any retriable code) as "retry", so
+/// `init_transactions()` would hang until its timeout. TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+/// is what Kafka answers when the transactional id may not be used, and librdkafka, the Java
+/// client, kafka-python and aiokafka all fail at once on it, as a fatal error (FindCoordinator
+/// v1+ carries `NO_TRANSACTIONS` as its message). See docs/kafka-compatibility.md.
+const NO_TRANSACTIONS_CODE: ResponseError = ResponseError::TransactionalIdAuthorizationFailed;
+
 /// FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
-/// partition (the topic is created on first use). Transactions are not implemented, so a
-/// transactional key gets COORDINATOR_NOT_AVAILABLE.
+/// partition (the topic is created on first use). Transactions are not implemented: a
+/// transactional key gets `NO_TRANSACTIONS_CODE`.
 async fn find_coordinator(
     groups: &arctern_groups::GroupCoordinator,
     req: FindCoordinatorRequest,
@@ -905,10 +918,7 @@ async fn find_coordinator(
                     .with_port(c.port),
                 Err(e) => refused(crate::errors::group_error_code(e), e.to_string()),
             },
-            KEY_TYPE_TRANSACTION => refused(
-                ResponseError::CoordinatorNotAvailable.code(),
-                "transactions are not supported".into(),
-            ),
+            KEY_TYPE_TRANSACTION => refused(NO_TRANSACTIONS_CODE.code(), NO_TRANSACTIONS.into()),
             _ => refused(
                 ResponseError::InvalidRequest.code(),
                 "unknown coordinator key type".into(),
@@ -939,7 +949,7 @@ async fn find_coordinator(
 /// InitProducerId for idempotent producers (KIP-98): a fresh cluster-unique producer id
 /// at epoch 0 every time, as Kafka does without a transactional id (a retried or bumping
 /// request simply gets a new id). Transactions are not implemented: a transactional id
-/// gets COORDINATOR_NOT_AVAILABLE, as FindCoordinator already answers for one.
+/// gets `NO_TRANSACTIONS_CODE`, as FindCoordinator already answers for one.
 async fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let failed = |code: ResponseError| {
         InitProducerIdResponse::default()
@@ -948,7 +958,7 @@ async fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitPr
             .with_producer_epoch(-1)
     };
     if req.transactional_id.is_some() {
-        return failed(ResponseError::CoordinatorNotAvailable);
+        return failed(NO_TRANSACTIONS_CODE);
     }
     match broker.allocate_producer_id().await {
         Ok(id) => {
