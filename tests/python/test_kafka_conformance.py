@@ -7,6 +7,8 @@ wrong, each re-checked here with a real client (confluent-kafka) the way that su
   * a Fetch response stays within the request's max_bytes and each partition within its
     partition_max_bytes, except that the first non-empty partition may return one batch
     larger than the limits so the consumer always progresses (KIP-74; librdkafka 0082);
+  * the offset-commit matrix of librdkafka 0030 (auto / manual commit, auto / manual
+    offset store, sync / async) commits, reports and resumes at the right offsets;
   * a transactional producer fails fast and clearly while transactions are not supported.
 
 Every assertion is what Kafka documents, so these tests pass against Apache Kafka too
@@ -84,6 +86,142 @@ def test_async_commits_on_one_connection_apply_in_order(gbroker, topic_name):
                 f"round {r}: committed offset {got.offset}, expected {base + per_round}"
         finally:
             c.close()
+
+
+OFFSET_MODES = {
+    # name: (enable.auto.commit, enable.auto.offset.store, async commit, subscribe)
+    "auto-commit-auto-store": (True, True, False, True),
+    "manual-async-auto-store": (False, True, True, True),
+    "auto-commit-auto-store-assign": (True, True, False, False),
+    "auto-commit-manual-store": (True, False, False, True),
+    "manual-sync-auto-store": (False, True, False, True),
+    "manual-async-manual-store": (False, False, True, True),
+    "manual-sync-manual-store": (False, False, False, True),
+}
+
+
+@pytest.fixture(scope="module")
+def offsets_topic(gbroker):
+    topic = f"conformance-offsets-{time.monotonic_ns()}"
+    kc.create_topic(gbroker.bootstrap, topic, partitions=1)
+    p = Producer({"bootstrap.servers": gbroker.bootstrap, "log_level": 3})
+    for i in range(100):
+        p.produce(topic, b"m%03d" % i, partition=0)
+    assert p.flush(30) == 0
+    return topic
+
+
+@pytest.mark.parametrize("mode", list(OFFSET_MODES))
+def test_offset_commit_matrix(gbroker, offsets_topic, mode):
+    """librdkafka 0030 do_offset_test: consume half of 100 messages storing and committing
+    as the mode says, then 5 more; every commit callback reports an offset at least the
+    last one (never an older offset re-committed), committed() returns the last stored
+    offset, and a new consumer of the group resumes exactly there."""
+    auto_commit, auto_store, asynchronous, subscribe = OFFSET_MODES[mode]
+    bs, topic, msgcnt, extra = gbroker.bootstrap, offsets_topic, 100, 5
+    state = {"expected": 0, "committed": -1, "errors": []}
+
+    def on_commit(err, parts):
+        if err is not None and err.code() == -168:      # _NO_OFFSET: nothing to commit
+            return
+        if err is not None:
+            state["errors"].append(err)
+            return
+        for tp in parts:
+            if tp.topic != topic:
+                continue
+            if tp.error is not None:
+                state["errors"].append(tp.error)
+            elif tp.offset > state["expected"]:
+                state["errors"].append(f"committed {tp.offset} > expected {state['expected']}")
+            elif tp.offset < state["committed"]:
+                state["errors"].append(f"old offset {tp.offset} committed after "
+                                       f"{state['committed']}")
+            else:
+                state["committed"] = tp.offset
+
+    conf = {"bootstrap.servers": bs, "group.id": f"{topic}-{mode}", "log_level": 3,
+            "session.timeout.ms": 6000, "enable.auto.commit": auto_commit,
+            "enable.auto.offset.store": auto_store, "auto.commit.interval.ms": 500,
+            "auto.offset.reset": "earliest", "on_commit": on_commit}
+
+    def start(c):
+        if subscribe:
+            c.subscribe([topic])
+        else:
+            c.assign([TopicPartition(topic, 0)])
+
+    c = Consumer(conf)
+    start(c)
+    cnt, next_offset = 0, -1
+    deadline = time.monotonic() + 60
+    while cnt - extra < msgcnt // 2:
+        assert time.monotonic() < deadline, f"only {cnt} messages in 60 s"
+        m = c.poll(1.0)
+        if m is None:
+            continue
+        assert m.error() is None, m.error()
+        next_offset = m.offset() + 1
+        if cnt < msgcnt // 2:
+            if not auto_store:
+                c.store_offsets(message=m)
+            state["expected"] = m.offset() + 1
+            if not auto_commit and asynchronous:
+                c.commit(message=m, asynchronous=True)
+            elif not auto_commit:
+                # confluent-kafka returns a synchronous commit's result instead of
+                # calling on_commit (librdkafka's C API calls the callback).
+                on_commit(None, c.commit(message=m, asynchronous=False))
+        elif auto_store and auto_commit:
+            state["expected"] = m.offset() + 1
+        cnt += 1
+    parts = c.assignment()
+    (pos,) = c.position(parts)
+    assert pos.offset == next_offset
+    c.pause(parts)
+    if not auto_commit and not asynchronous:
+        c.poll(0)
+        assert state["committed"] == state["expected"], state
+    else:
+        deadline = time.monotonic() + 30
+        while state["committed"] < state["expected"]:
+            assert time.monotonic() < deadline, f"commits stuck: {state}"
+            c.poll(0.2)
+    assert not state["errors"], state["errors"][:3]
+    (got,) = c.committed([TopicPartition(topic, 0)], timeout=10)
+    assert got.offset == state["expected"]
+    c.close()
+
+    # Phase 2: a new consumer of the group resumes at the committed offset.
+    c = Consumer({k: v for k, v in conf.items() if k != "on_commit"})
+    start(c)
+    expected = state["expected"]
+    deadline = time.monotonic() + 60
+    while cnt < msgcnt:
+        assert time.monotonic() < deadline, f"phase 2: only {cnt} of {msgcnt} in 60 s"
+        m = c.poll(1.0)
+        if m is None:
+            continue
+        assert m.error() is None, m.error()
+        assert m.offset() == expected, f"resumed at {m.offset()}, expected {expected}"
+        expected += 1
+        cnt += 1
+    c.close()
+
+
+def test_commit_to_unknown_topic(gbroker):
+    """librdkafka 0030 do_nonexist_commit: committing offsets of a topic that does not
+    exist fails with UNKNOWN_TOPIC_OR_PART for each partition."""
+    topic = f"no-such-topic-{time.monotonic_ns()}"
+    c = Consumer({"bootstrap.servers": gbroker.bootstrap, "group.id": f"{topic}-g",
+                  "log_level": 3, "session.timeout.ms": 60000})
+    try:
+        with pytest.raises(KafkaException) as ei:
+            c.commit(offsets=[TopicPartition(topic, 0, 123), TopicPartition(topic, 1, 456)],
+                     asynchronous=False)
+        assert ei.value.args[0].code() == 3, ei.value      # UNKNOWN_TOPIC_OR_PART
+    finally:
+        c.close()
 
 
 # ------------------------------------------------------------------- fetch size (KIP-74)
