@@ -301,6 +301,36 @@ def test_fetch_response_respects_fetch_max_bytes(gbroker, topic_name, conf):
     assert got == sent
 
 
+def test_small_fetch_message_max_bytes_still_gets_large_messages(gbroker, topic_name):
+    """librdkafka 0041 (scaled down): small messages, then messages five times
+    fetch.message.max.bytes, on one partition; every message arrives in order (a batch
+    larger than the partition limit comes alone, as the first of its response)."""
+    bs, max_bytes = gbroker.bootstrap, 100_000
+    kc.create_topic(bs, topic_name, partitions=1)
+    p = Producer({"bootstrap.servers": bs, "log_level": 3, "linger.ms": 5})
+    values = [b"s%04d" % i + b"x" * (max_bytes // 10) for i in range(100)]
+    values += [b"L%04d" % i + b"y" * (max_bytes * 5) for i in range(20)]
+    for v in values:
+        p.produce(topic_name, v, partition=0)
+    assert p.flush(60) == 0
+    c = Consumer({"bootstrap.servers": bs, "group.id": f"{topic_name}-g", "log_level": 3,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "fetch.message.max.bytes": max_bytes})
+    got = []
+    try:
+        c.assign([TopicPartition(topic_name, 0, 0)])
+        deadline = time.monotonic() + 60
+        while len(got) < len(values) and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            assert m.error() is None, m.error()
+            got.append((m.offset(), m.value()[:5]))
+    finally:
+        c.close()
+    assert got == [(i, v[:5]) for i, v in enumerate(values)]
+
+
 def _fetch_v4_multi(corr: int, topic: str, parts: list[tuple[int, int, int]],
                     max_bytes: int) -> bytes:
     """Fetch v4 for several (partition, offset, partition_max_bytes) of one topic."""
@@ -353,6 +383,65 @@ def test_fetch_size_bounds_raw(gbroker, topic_name):
         # Room for two and a half: the third partition gets nothing.
         out = fetch([(0, 0, 2_500_000), (1, 0, 2_500_000), (2, 0, 2_500_000)], 2_500_000)
         assert [len(out[p]) for p in (0, 1, 2)] == [2, 0, 0]
+
+
+# ------------------------------------------------------------- a JoinGroup that blocks
+
+def test_blocked_join_does_not_break_the_group(gbroker, topic_name):
+    """librdkafka 0093 (head-of-line blocking): a second consumer's JoinGroup waits ~10 s
+    for the first consumer, which does not poll meanwhile; the join runs alone on its
+    connection (as in Kafka), and with socket.timeout.ms=3000 nothing times out, the
+    rebalances are the expected ones and all 100 messages are consumed."""
+    bs = gbroker.bootstrap
+    kc.create_topic(bs, topic_name, partitions=1)
+    p = Producer({"bootstrap.servers": bs, "log_level": 3})
+    for i in range(100):
+        p.produce(topic_name, b"%d" % i, partition=0)
+    assert p.flush(30) == 0
+    rebalances = [0, 0]
+    consumed = [0, 0]
+
+    def consumer(i):
+        def on_assign(c, parts):
+            rebalances[i] += 1
+
+        def on_revoke(c, parts):
+            rebalances[i] += 1
+        c = Consumer({"bootstrap.servers": bs, "group.id": f"{topic_name}-g", "log_level": 3,
+                      "session.timeout.ms": 6000, "max.poll.interval.ms": 20000,
+                      "socket.timeout.ms": 3000, "auto.offset.reset": "earliest",
+                      "topic.metadata.refresh.interval.ms": 500})
+        return c, on_assign, on_revoke
+
+    def poll(c, i, sleep_s):
+        m = c.poll(0.1 + sleep_s)
+        if m is None:
+            return
+        assert m.error() is None, f"consumer {i}: {m.error()}"
+        consumed[i] += 1
+        if sleep_s:
+            time.sleep(sleep_s)
+
+    c0, a0, r0 = consumer(0)
+    c1, a1, r1 = consumer(1)
+    try:
+        c0.subscribe([topic_name], on_assign=a0, on_revoke=r0)
+        deadline = time.monotonic() + 30
+        while not c0.assignment():
+            assert time.monotonic() < deadline, "consumer 0 got no assignment"
+            poll(c0, 0, 1)
+        poll(c0, 0, 5)
+        c1.subscribe([topic_name], on_assign=a1, on_revoke=r1)
+        poll(c1, 1, 10)   # its join completes only once consumer 0 polls again
+        deadline = time.monotonic() + 60
+        while sum(consumed) < 100:
+            assert time.monotonic() < deadline, f"consumed {consumed} in 60 s"
+            poll(c0, 0, 0)
+            poll(c1, 1, 0)
+        assert rebalances[0] <= 3 and rebalances[1] <= 1, rebalances
+    finally:
+        c0.close()
+        c1.close()
 
 
 # ------------------------------------------------------------------------- transactions
