@@ -88,6 +88,28 @@ def test_async_commits_on_one_connection_apply_in_order(gbroker, topic_name):
             c.close()
 
 
+def test_offset_fetch_sees_the_commits_sent_before_it(gbroker, topic_name):
+    """Requests on a connection take effect in the order sent, also when replies are
+    deferred: committed() (OffsetFetch) sent right after a burst of asynchronous commits,
+    on the same coordinator connection and without waiting for their callbacks, returns
+    the last commit, as from Kafka (which reads a connection's next request only after
+    answering the previous one)."""
+    bs = gbroker.bootstrap
+    kc.create_topic(bs, topic_name, partitions=1)
+    for r in range(5):
+        c = Consumer({"bootstrap.servers": bs, "group.id": f"{topic_name}-g{r}",
+                      "enable.auto.commit": False, "log_level": 3})
+        try:
+            c.assign([TopicPartition(topic_name, 0)])
+            c.committed([TopicPartition(topic_name, 0)], timeout=30)   # coordinator known
+            for i in range(1, 51):
+                c.commit(offsets=[TopicPartition(topic_name, 0, i)], asynchronous=True)
+            (got,) = c.committed([TopicPartition(topic_name, 0)], timeout=30)
+            assert got.offset == 50, f"round {r}: committed() returned {got.offset}"
+        finally:
+            c.close()
+
+
 OFFSET_MODES = {
     # name: (enable.auto.commit, enable.auto.offset.store, async commit, subscribe)
     "auto-commit-auto-store": (True, True, False, True),
