@@ -838,7 +838,7 @@ impl GroupCoordinator {
         let mut results = Vec::new();
         let mut deleted = Vec::new();
         let wait = {
-            let g = handle.lock();
+            let mut g = handle.lock();
             if g.closed {
                 return Err(GroupError::NotCoordinator);
             }
@@ -870,16 +870,22 @@ impl GroupCoordinator {
             if records.is_empty() {
                 return Ok(results);
             }
-            ctx.append(records)
+            // Tombstones are ordered with commits: the same sequence as commit_offsets.
+            g.commit_seq += 1;
+            ctx.append(records).map(|w| (w, g.commit_seq))
         };
         let outcome = match wait {
-            Ok(w) => w.await,
+            Ok((w, seq)) => w.await.map(|()| seq),
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => {
+            Ok(seq) => {
                 let mut g = handle.lock();
                 for key in deleted {
+                    if g.offset_commit_seq.get(&key).is_some_and(|s| *s > seq) {
+                        continue; // a commit appended after the tombstone already landed
+                    }
+                    g.offset_commit_seq.insert(key.clone(), seq);
                     g.offsets.remove(&key);
                 }
                 Ok(results)

@@ -625,3 +625,40 @@ async fn commits_are_appended_when_made_not_when_awaited() {
         .unwrap();
     assert_eq!(got[0].offset, 50);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_tombstone_acknowledged_late_does_not_delete_a_later_commit() {
+    // Log order: commit 5, tombstone, commit 7; the tombstone's ack comes last. A replay
+    // of the log ends at 7, so must the cache.
+    let (c, log) = coordinator(0);
+    let commit = |o: i64| {
+        let req = CommitRequest {
+            group_id: "s".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        };
+        let off = OffsetToCommit {
+            topic: "t".into(),
+            partition: 0,
+            offset: o,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        c.commit_offsets(req, vec![off])
+    };
+    assert_eq!(commit(5).await, vec![Ok(())]);
+    log.ack_delays_ms.lock().unwrap().extend([500, 0]);
+    let deleting = {
+        let c = Arc::clone(&c);
+        tokio::spawn(async move { c.delete_offsets("s", &[("t".into(), vec![0])]).await })
+    };
+    tokio::task::yield_now().await; // the tombstone is appended
+    assert_eq!(commit(7).await, vec![Ok(())]);
+    let res = deleting.await.unwrap().unwrap();
+    assert_eq!(res[0].2, Ok(()));
+    let got = c
+        .fetch_offsets("s", Some(&[("t".into(), vec![0])]))
+        .unwrap();
+    assert_eq!(got[0].offset, 7, "the cache must follow the log order");
+}
