@@ -855,9 +855,15 @@ impl Partition {
 
     /// Whole batches from `offset` for a consumer, never past the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchedData> {
+        self.read_within(offset, max_bytes, true)
+    }
+
+    /// As [`Partition::read`]; with `min_one` false a first batch larger than `max_bytes`
+    /// is not returned (KIP-74: only a fetch's first partition with data may exceed).
+    pub fn read_within(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<FetchedData> {
         let high_watermark = self.high_watermark();
         let log = self.log.read().map_err(|_| lock_poisoned())?;
-        let fetched = log.read(offset, max_bytes, high_watermark)?;
+        let fetched = log.read_within(offset, max_bytes, high_watermark, min_one)?;
         Ok(FetchedData {
             bytes: fetched.bytes,
             high_watermark,
@@ -880,7 +886,8 @@ impl Partition {
     }
 
     /// A follower's fetch on the leader: records its progress (its fetch offset is what it
-    /// holds durably), advances the high watermark, and returns batches up to the log end.
+    /// holds durably), advances the high watermark, and returns batches up to the log end
+    /// (`min_one` as in [`Partition::read_within`]).
     /// Returns whether the ISR should be re-evaluated (the follower may rejoin it).
     pub fn read_for_follower(
         &self,
@@ -888,6 +895,7 @@ impl Partition {
         current_leader_epoch: i32,
         fetch_offset: i64,
         max_bytes: usize,
+        min_one: bool,
     ) -> Result<(FetchedData, bool)> {
         let log_end = self.log_end_offset()?;
         let (hw, recheck_isr) = {
@@ -929,7 +937,7 @@ impl Partition {
             self.set_high_watermark(hw);
         }
         let log = self.log.read().map_err(|_| lock_poisoned())?;
-        let fetched = log.read(fetch_offset, max_bytes, log.log_end_offset())?;
+        let fetched = log.read_within(fetch_offset, max_bytes, log.log_end_offset(), min_one)?;
         Ok((
             FetchedData {
                 bytes: fetched.bytes,

@@ -5,6 +5,7 @@
 //! held across an await.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use crate::api::*;
 use crate::config::GroupConfig;
 use crate::error::GroupError;
 use crate::group::{Ctx, Group, JoinStep, SyncStep};
-use crate::log::{BrokerOffsetsLog, KeyValue, OffsetsLog, OFFSETS_TOPIC};
+use crate::log::{AppendWait, BrokerOffsetsLog, KeyValue, OffsetsLog, OFFSETS_TOPIC};
 use crate::records::{self, OffsetValue, RecordKey};
 
 /// How often leadership is re-checked besides metadata changes (reconcile runs after
@@ -682,16 +683,35 @@ impl GroupCoordinator {
 
     // ---- offsets ----
 
-    /// OffsetCommit: one result per offset, in request order. Answers once the commit is
-    /// replicated to every in-sync replica of the offsets partition.
-    pub async fn commit_offsets(
+    /// OffsetCommit: one result per offset, in request order. The commit is checked and
+    /// appended to the offsets partition now, when this is called, so commits take effect
+    /// in the order they are made (a connection's requests in the order sent); the
+    /// returned future waits until the append is replicated to every in-sync replica,
+    /// then applies it to the cache and answers.
+    pub fn commit_offsets(
         self: &Arc<Self>,
         req: CommitRequest,
         offsets: Vec<OffsetToCommit>,
-    ) -> Vec<Result<(), GroupError>> {
+    ) -> impl Future<Output = Vec<Result<(), GroupError>>> + Send + 'static {
+        let started = self.start_commit(req, offsets);
+        async move {
+            match started {
+                Ok(commit) => commit.finish().await,
+                Err(results) => results,
+            }
+        }
+    }
+
+    /// The immediate part of an OffsetCommit: validation and the append. `Err` holds the
+    /// final results when nothing was appended.
+    fn start_commit(
+        self: &Arc<Self>,
+        req: CommitRequest,
+        offsets: Vec<OffsetToCommit>,
+    ) -> Result<StartedCommit, Vec<Result<(), GroupError>>> {
         let all = |e: GroupError| offsets.iter().map(|_| Err(e)).collect::<Vec<_>>();
         if req.group_id.is_empty() {
-            return all(GroupError::InvalidGroupId);
+            return Err(all(GroupError::InvalidGroupId));
         }
         let found = if req.generation_id < 0 {
             self.get_or_create(&req.group_id).map(|(s, h)| (s, Some(h)))
@@ -700,8 +720,8 @@ impl GroupCoordinator {
         };
         let (shard, handle) = match found {
             Ok((s, Some(h))) => (s, h),
-            Ok((_, None)) => return all(GroupError::IllegalGeneration),
-            Err(e) => return all(e),
+            Ok((_, None)) => return Err(all(GroupError::IllegalGeneration)),
+            Err(e) => return Err(all(e)),
         };
         let ctx = self.ctx(shard.partition, shard.epoch);
         let now_ms = arctern_core::now_ms();
@@ -710,7 +730,7 @@ impl GroupCoordinator {
         let wait = {
             let mut g = handle.lock();
             if g.closed {
-                return all(GroupError::NotCoordinator);
+                return Err(all(GroupError::NotCoordinator));
             }
             if let Err(e) = g.check_commit(
                 Instant::now(),
@@ -718,7 +738,7 @@ impl GroupCoordinator {
                 &req.member_id,
                 req.group_instance_id.as_deref(),
             ) {
-                return all(e);
+                return Err(all(e));
             }
             let mut records = Vec::new();
             for o in &offsets {
@@ -741,37 +761,19 @@ impl GroupCoordinator {
                 results.push(Ok(()));
             }
             if records.is_empty() {
-                return results;
+                return Err(results);
             }
+            // The sequence follows the log order: both are taken under the group's lock.
             g.commit_seq += 1;
             ctx.append(records).map(|w| (w, g.commit_seq))
         };
         handle.wake.notify_one();
-        let outcome = match wait {
-            Ok((w, seq)) => w.await.map(|()| seq),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(seq) => {
-                let mut g = handle.lock();
-                for (topic, partition, value) in written {
-                    let key = (topic, partition);
-                    if g.offset_commit_seq.get(&key).is_some_and(|s| *s > seq) {
-                        continue; // a later commit of this partition already landed
-                    }
-                    g.offset_commit_seq.insert(key.clone(), seq);
-                    g.offsets.insert(key, value);
-                }
-                results
-            }
-            Err(e) => results
-                .into_iter()
-                .map(|r| match r {
-                    Ok(()) => Err(e),
-                    other => other,
-                })
-                .collect(),
-        }
+        Ok(StartedCommit {
+            handle,
+            wait,
+            results,
+            written,
+        })
     }
 
     /// OffsetFetch: `topics` None means every committed partition of the group.
@@ -836,7 +838,7 @@ impl GroupCoordinator {
         let mut results = Vec::new();
         let mut deleted = Vec::new();
         let wait = {
-            let g = handle.lock();
+            let mut g = handle.lock();
             if g.closed {
                 return Err(GroupError::NotCoordinator);
             }
@@ -868,16 +870,22 @@ impl GroupCoordinator {
             if records.is_empty() {
                 return Ok(results);
             }
-            ctx.append(records)
+            // Tombstones are ordered with commits: the same sequence as commit_offsets.
+            g.commit_seq += 1;
+            ctx.append(records).map(|w| (w, g.commit_seq))
         };
         let outcome = match wait {
-            Ok(w) => w.await,
+            Ok((w, seq)) => w.await.map(|()| seq),
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => {
+            Ok(seq) => {
                 let mut g = handle.lock();
                 for key in deleted {
+                    if g.offset_commit_seq.get(&key).is_some_and(|s| *s > seq) {
+                        continue; // a commit appended after the tombstone already landed
+                    }
+                    g.offset_commit_seq.insert(key.clone(), seq);
                     g.offsets.remove(&key);
                 }
                 Ok(results)
@@ -1031,5 +1039,51 @@ async fn group_timer(
             return;
         }
         g.on_timer(&ctx, Instant::now());
+    }
+}
+
+/// An OffsetCommit whose records are appended; what is left is to wait for them.
+struct StartedCommit {
+    handle: Arc<GroupHandle>,
+    wait: Result<(AppendWait, u64), GroupError>,
+    results: Vec<Result<(), GroupError>>,
+    written: Vec<(String, i32, OffsetValue)>,
+}
+
+impl StartedCommit {
+    async fn finish(self) -> Vec<Result<(), GroupError>> {
+        let StartedCommit {
+            handle,
+            wait,
+            results,
+            written,
+        } = self;
+        let outcome = match wait {
+            Ok((w, seq)) => w.await.map(|()| seq),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(seq) => {
+                // Acknowledgements may finish out of order (across connections too); the
+                // cache keeps the commit appended last, as a replay of the log would.
+                let mut g = handle.lock();
+                for (topic, partition, value) in written {
+                    let key = (topic, partition);
+                    if g.offset_commit_seq.get(&key).is_some_and(|s| *s > seq) {
+                        continue; // a later commit of this partition already landed
+                    }
+                    g.offset_commit_seq.insert(key.clone(), seq);
+                    g.offsets.insert(key, value);
+                }
+                results
+            }
+            Err(e) => results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(()) => Err(e),
+                    other => other,
+                })
+                .collect(),
+        }
     }
 }

@@ -593,3 +593,72 @@ async fn an_earlier_commit_acknowledged_late_does_not_overwrite_a_later_one() {
         .unwrap();
     assert_eq!(got[0].offset, 20, "the cache must follow the log order");
 }
+
+#[tokio::test(start_paused = true)]
+async fn commits_are_appended_when_made_not_when_awaited() {
+    // A connection's handler makes the commits in the order sent and awaits them later, in
+    // any order (each in a task of its own): the order of the calls must be the log order.
+    let (c, _log) = coordinator(0);
+    let commit = |o: i64| {
+        let req = CommitRequest {
+            group_id: "s".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        };
+        let off = OffsetToCommit {
+            topic: "t".into(),
+            partition: 0,
+            offset: o,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        c.commit_offsets(req, vec![off])
+    };
+    let pending: Vec<_> = (1..=50).map(commit).collect();
+    // Awaited last-made first: the first-made commit still must not win.
+    for p in pending.into_iter().rev() {
+        assert_eq!(p.await, vec![Ok(())]);
+    }
+    let got = c
+        .fetch_offsets("s", Some(&[("t".into(), vec![0])]))
+        .unwrap();
+    assert_eq!(got[0].offset, 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tombstone_acknowledged_late_does_not_delete_a_later_commit() {
+    // Log order: commit 5, tombstone, commit 7; the tombstone's ack comes last. A replay
+    // of the log ends at 7, so must the cache.
+    let (c, log) = coordinator(0);
+    let commit = |o: i64| {
+        let req = CommitRequest {
+            group_id: "s".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        };
+        let off = OffsetToCommit {
+            topic: "t".into(),
+            partition: 0,
+            offset: o,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        c.commit_offsets(req, vec![off])
+    };
+    assert_eq!(commit(5).await, vec![Ok(())]);
+    log.ack_delays_ms.lock().unwrap().extend([500, 0]);
+    let deleting = {
+        let c = Arc::clone(&c);
+        tokio::spawn(async move { c.delete_offsets("s", &[("t".into(), vec![0])]).await })
+    };
+    tokio::task::yield_now().await; // the tombstone is appended
+    assert_eq!(commit(7).await, vec![Ok(())]);
+    let res = deleting.await.unwrap().unwrap();
+    assert_eq!(res[0].2, Ok(()));
+    let got = c
+        .fetch_offsets("s", Some(&[("t".into(), vec![0])]))
+        .unwrap();
+    assert_eq!(got[0].offset, 7, "the cache must follow the log order");
+}

@@ -3,6 +3,7 @@
 //! calls, wire types out. Version differences are handled here; the semantics live in
 //! `arctern-groups`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -210,11 +211,13 @@ pub fn leave_group(
     }
 }
 
-pub async fn offset_commit(
-    ctx: KafkaContext,
+/// The commit is appended now (requests on a connection take effect in the order sent);
+/// the returned future waits for it to be replicated and builds the response.
+pub fn offset_commit(
+    ctx: &KafkaContext,
     req: OffsetCommitRequest,
     version: i16,
-) -> OffsetCommitResponse {
+) -> impl Future<Output = OffsetCommitResponse> + Send + 'static {
     let cluster = ctx.broker.cluster();
     // (topic index, partition, pre-decided error) in request order.
     let mut slots: Vec<(usize, i32, Option<i16>)> = Vec::new();
@@ -243,25 +246,35 @@ pub async fn offset_commit(
             });
         }
     }
-    let results = if offsets.is_empty() {
-        Vec::new()
-    } else {
-        ctx.groups
-            .commit_offsets(
-                CommitRequest {
-                    group_id: req.group_id.0.to_string(),
-                    generation_id: req.generation_id_or_member_epoch,
-                    member_id: req.member_id.to_string(),
-                    group_instance_id: if version >= 7 {
-                        req.group_instance_id.as_ref().map(|i| i.to_string())
-                    } else {
-                        None
-                    },
+    let pending = (!offsets.is_empty()).then(|| {
+        ctx.groups.commit_offsets(
+            CommitRequest {
+                group_id: req.group_id.0.to_string(),
+                generation_id: req.generation_id_or_member_epoch,
+                member_id: req.member_id.to_string(),
+                group_instance_id: if version >= 7 {
+                    req.group_instance_id.as_ref().map(|i| i.to_string())
+                } else {
+                    None
                 },
-                offsets,
-            )
-            .await
-    };
+            },
+            offsets,
+        )
+    });
+    async move {
+        let results = match pending {
+            Some(commit) => commit.await,
+            None => Vec::new(),
+        };
+        commit_response(&req, slots, results)
+    }
+}
+
+fn commit_response(
+    req: &OffsetCommitRequest,
+    slots: Vec<(usize, i32, Option<i16>)>,
+    results: Vec<Result<(), GroupError>>,
+) -> OffsetCommitResponse {
     let mut results = results.into_iter();
     let mut topics: Vec<OffsetCommitResponseTopic> = req
         .topics

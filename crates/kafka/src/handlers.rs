@@ -1,8 +1,10 @@
 //! Kafka request handlers: typed request in, typed response out, over the broker core.
 //!
-//! Each handler does its side effects immediately (so requests on one connection take
-//! effect in the order sent) and returns either a ready response or a future for the part
-//! that waits: the fsync of a produce, the long poll of a fetch.
+//! Each handler returns either a ready response or a future. Produce, Fetch and
+//! OffsetCommit do their side effects immediately (so requests on one connection take
+//! effect in the order sent) and defer only the part that waits: the fsync and replication
+//! of an append, the long poll of a fetch. Every other request runs alone on its
+//! connection (`runs_alone`), so its future may do anything.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -79,6 +81,20 @@ pub struct KafkaContext {
 pub struct Origin {
     pub peer: std::net::SocketAddr,
     pub client_id: Option<StrBytes>,
+}
+
+/// Whether a request must run alone on its connection: after every earlier request has
+/// completed, and before any later one is handled, as Kafka processes a connection's
+/// requests one at a time. Only requests whose handler makes its change at once and whose
+/// deferred part merely waits (a produce's fsync and replication, a fetch's long poll, an
+/// offset commit's replication) overlap with the requests after them; that keeps
+/// pipelined produces sharing group commits. A request added later runs alone unless
+/// listed here.
+pub fn runs_alone(api_key: ApiKey) -> bool {
+    !matches!(
+        api_key,
+        ApiKey::ApiVersions | ApiKey::Produce | ApiKey::Fetch | ApiKey::OffsetCommit
+    )
 }
 
 pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: Origin) -> Reply {
@@ -161,10 +177,10 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
             version,
         ))),
         RequestKind::OffsetCommit(r) => {
-            let ctx = ctx.clone();
-            Reply::Later(Box::pin(async move {
-                ResponseKind::OffsetCommit(groups::offset_commit(ctx, r, version).await)
-            }))
+            let commit = groups::offset_commit(ctx, r, version);
+            Reply::Later(Box::pin(
+                async move { ResponseKind::OffsetCommit(commit.await) },
+            ))
         }
         RequestKind::OffsetFetch(r) => now(ResponseKind::OffsetFetch(groups::offset_fetch(
             &ctx.groups,
@@ -463,8 +479,12 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, boo
                     base.with_error_code(error_code(&e))
                 }
                 Ok(partition) => {
+                    // KIP-74: a partition gets at most its partition_max_bytes and what is
+                    // left of max_bytes, in whole batches; only the first partition that
+                    // returns data may exceed both, by its first batch (so a batch larger
+                    // than the limits cannot stall the consumer).
                     let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
-                    // After the budget is spent, later partitions report offsets only.
+                    let min_one = total == 0;
                     let read = if req.replica_id.0 >= 0 {
                         // A follower: reads to the log end; its fetch offset is its progress.
                         partition
@@ -472,7 +492,8 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, boo
                                 req.replica_id.0,
                                 p.current_leader_epoch,
                                 p.fetch_offset,
-                                limit.max(1),
+                                limit,
+                                min_one,
                             )
                             .map(|(data, recheck_isr)| {
                                 if recheck_isr {
@@ -482,14 +503,15 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, boo
                             })
                     } else if let Err(e) = partition.check_leader(p.current_leader_epoch) {
                         Err(e)
-                    } else if limit == 0 && total > 0 {
+                    } else if limit == 0 && !min_one {
+                        // The budget is spent: later partitions report offsets only.
                         Ok(arctern_core::FetchedData {
                             bytes: Vec::new(),
                             high_watermark: partition.high_watermark(),
                             log_start_offset: partition.log_start_offset().unwrap_or(-1),
                         })
                     } else {
-                        partition.read(p.fetch_offset, limit.max(1))
+                        partition.read_within(p.fetch_offset, limit, min_one)
                     };
                     match read {
                         Ok(d) => {
@@ -855,9 +877,22 @@ async fn alter_configs(
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
+/// What a transactional producer is told: transactions are not implemented.
+const NO_TRANSACTIONS: &str = "transactions are not supported by this broker (Arctern); \
+     use an idempotent producer (enable.idempotence=true) without transactional.id";
+
+/// The answer to a transactional id, in FindCoordinator and InitProducerId, while
+/// transactions are not implemented. Kafka has no code for "transactions unsupported";
+/// clients treat COORDINATOR_NOT_AVAILABLE (or any retriable code) as "retry", so
+/// `init_transactions()` would hang until its timeout. TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+/// is what Kafka answers when the transactional id may not be used, and librdkafka, the Java
+/// client, kafka-python and aiokafka all fail at once on it, as a fatal error (FindCoordinator
+/// v1+ carries `NO_TRANSACTIONS` as its message). See docs/kafka-compatibility.md.
+const NO_TRANSACTIONS_CODE: ResponseError = ResponseError::TransactionalIdAuthorizationFailed;
+
 /// FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
-/// partition (the topic is created on first use). Transactions are not implemented, so a
-/// transactional key gets COORDINATOR_NOT_AVAILABLE.
+/// partition (the topic is created on first use). Transactions are not implemented: a
+/// transactional key gets `NO_TRANSACTIONS_CODE`.
 async fn find_coordinator(
     groups: &arctern_groups::GroupCoordinator,
     req: FindCoordinatorRequest,
@@ -883,10 +918,7 @@ async fn find_coordinator(
                     .with_port(c.port),
                 Err(e) => refused(crate::errors::group_error_code(e), e.to_string()),
             },
-            KEY_TYPE_TRANSACTION => refused(
-                ResponseError::CoordinatorNotAvailable.code(),
-                "transactions are not supported".into(),
-            ),
+            KEY_TYPE_TRANSACTION => refused(NO_TRANSACTIONS_CODE.code(), NO_TRANSACTIONS.into()),
             _ => refused(
                 ResponseError::InvalidRequest.code(),
                 "unknown coordinator key type".into(),
@@ -917,7 +949,7 @@ async fn find_coordinator(
 /// InitProducerId for idempotent producers (KIP-98): a fresh cluster-unique producer id
 /// at epoch 0 every time, as Kafka does without a transactional id (a retried or bumping
 /// request simply gets a new id). Transactions are not implemented: a transactional id
-/// gets COORDINATOR_NOT_AVAILABLE, as FindCoordinator already answers for one.
+/// gets `NO_TRANSACTIONS_CODE`, as FindCoordinator already answers for one.
 async fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let failed = |code: ResponseError| {
         InitProducerIdResponse::default()
@@ -926,7 +958,7 @@ async fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitPr
             .with_producer_epoch(-1)
     };
     if req.transactional_id.is_some() {
-        return failed(ResponseError::CoordinatorNotAvailable);
+        return failed(NO_TRANSACTIONS_CODE);
     }
     match broker.allocate_producer_id().await {
         Ok(id) => {

@@ -1,11 +1,17 @@
 //! The Kafka listener and the per-connection request pipeline.
 //!
-//! A reader decodes frames and runs each request's handler in arrival order (so side
-//! effects are ordered); waiting parts (fsync, long poll) run as tasks; a writer sends the
+//! A reader decodes frames and runs each request's handler in arrival order, so requests
+//! take effect in the order sent, as Kafka (which reads a connection's next request only
+//! after answering the last) guarantees. Produce, Fetch and OffsetCommit make their change
+//! when handled and only wait afterwards (fsync, replication, long poll): those waits run
+//! as tasks while the reader goes on, so one connection's appends share group commits.
+//! Every other request runs alone: after all earlier requests of the connection have
+//! completed, and before any later one is read (`handlers::runs_alone`). A writer sends the
 //! responses strictly in request order, as Kafka clients require. The number of requests
 //! in flight per connection is bounded, and so is every frame.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use arctern_kafka_wire::kafka_protocol::messages::ApiKey;
 use arctern_kafka_wire::{
@@ -15,9 +21,9 @@ use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, RwLock};
 
-use crate::handlers::{dispatch, KafkaContext, Origin, Reply};
+use crate::handlers::{dispatch, runs_alone, KafkaContext, Origin, Reply};
 
 #[derive(Debug, Clone)]
 pub struct KafkaServerConfig {
@@ -81,6 +87,9 @@ async fn connection(
     let (queue, pending) = mpsc::channel::<Pending>(config.max_in_flight_per_connection.max(1));
     let writer_task = tokio::spawn(write_responses(writer, pending, peer));
     let max = config.socket_request_max_bytes;
+    // Each deferred wait holds a read guard until it completes; a request that runs alone
+    // takes the write lock first, i.e. waits until every earlier request has completed.
+    let in_flight = Arc::new(RwLock::new(()));
     loop {
         let mut prefix = [0u8; 4];
         if let Err(e) = reader.read_exact(&mut prefix).await {
@@ -141,6 +150,12 @@ async fn connection(
             // A refcounted view of the decoded frame: no copy on the produce/fetch path.
             client_id: request.header.client_id.take(),
         };
+        let alone = runs_alone(api_key);
+        let all_done = if alone {
+            Some(in_flight.write().await)
+        } else {
+            None
+        };
         let reply = dispatch(&ctx, request.body, version, origin);
         let (tx, rx) = oneshot::channel();
         match reply {
@@ -154,13 +169,21 @@ async fn connection(
                     peer,
                 ));
             }
+            Reply::Later(fut) if alone => {
+                let body = fut.await;
+                let _ = tx.send(encode(correlation_id, api_key, version, &body, peer));
+            }
             Reply::Later(fut) => {
+                // Never contended: only this task takes the write lock, and not now.
+                let guard = Arc::clone(&in_flight).try_read_owned();
                 tokio::spawn(async move {
                     let body = fut.await;
                     let _ = tx.send(encode(correlation_id, api_key, version, &body, peer));
+                    drop(guard);
                 });
             }
         }
+        drop(all_done);
         if queue.send(rx).await.is_err() {
             break;
         }

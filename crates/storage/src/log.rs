@@ -361,6 +361,19 @@ impl Log {
     /// consumer), never including a batch that ends at or beyond `upper_bound` (the high
     /// watermark). Every batch returned has passed its CRC check.
     pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<FetchedBatches> {
+        self.read_within(offset, max_bytes, upper_bound, true)
+    }
+
+    /// As [`Log::read`], but with `min_one` false a first batch larger than `max_bytes` is
+    /// not returned either (nothing is): KIP-74 lets only the first partition of a fetch
+    /// response with data exceed the limits.
+    pub fn read_within(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one: bool,
+    ) -> Result<FetchedBatches> {
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
         if offset < start || offset > end {
             return Err(StorageError::OffsetOutOfRange {
@@ -384,7 +397,7 @@ impl Log {
             let Some((pos, first)) = seg.find_batch(offset)? else {
                 continue;
             };
-            if first.last_offset() >= upper_bound {
+            if first.last_offset() >= upper_bound || (!min_one && first.size > max_bytes) {
                 return Ok(empty);
             }
             let want = (max_bytes as u64)

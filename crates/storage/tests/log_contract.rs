@@ -92,6 +92,38 @@ fn append_assigns_offsets_and_reads_back_identical_bytes() {
 }
 
 #[test]
+fn read_within_bounds_the_bytes_and_min_one_allows_one_oversized_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
+    let stored = append_n(&mut log, 4, 3);
+    let size = stored[0].len();
+    assert!(stored.iter().all(|b| b.len() == size));
+    // Whole batches only, never past max_bytes.
+    for max in [size, size + 1, 2 * size - 1, 2 * size, 3 * size + size / 2] {
+        for min_one in [true, false] {
+            let f = log.read_within(0, max, i64::MAX, min_one).unwrap();
+            assert_eq!(
+                f.bytes.len(),
+                max / size * size,
+                "max {max} min_one {min_one}"
+            );
+        }
+    }
+    // A first batch larger than max_bytes: served whole only with min_one (KIP-74's first
+    // partition with data), else nothing.
+    let f = log.read_within(0, size - 1, i64::MAX, true).unwrap();
+    assert_eq!(f.bytes, stored[0]);
+    assert_eq!(f.next_offset, 3);
+    let f = log.read_within(3, 0, i64::MAX, true).unwrap();
+    assert_eq!(f.bytes, stored[1]);
+    for max in [0, 1, size - 1] {
+        let f = log.read_within(0, max, i64::MAX, false).unwrap();
+        assert!(f.bytes.is_empty(), "max {max}");
+        assert_eq!(f.next_offset, 0);
+    }
+}
+
+#[test]
 fn clean_reopen_and_unclean_reopen_keep_everything() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
