@@ -296,7 +296,8 @@ async fn list_config_append_and_subtract_follow_kafka() {
         Err(CoreError::InvalidConfig(_))
     ));
     assert!(broker
-        .describe_broker_configs()
+        .describe_broker_configs(&broker.node_id().to_string())
+        .unwrap()
         .iter()
         .any(|c| c.name == "log.retention.ms"));
 }
