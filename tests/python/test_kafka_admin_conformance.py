@@ -512,3 +512,51 @@ def test_kafka_python_describe_cluster(broker):
                 "ALTER_CONFIGS", "IDEMPOTENT_WRITE"} <= ops, d
     finally:
         a.close()
+
+
+# ------------------------------------------------------------------ on a cluster
+
+
+def test_cluster_followers_follow_delete_records_and_broker_defaults(cluster_factory, topic_name):
+    """DeleteRecords on the leader reaches the followers (through the log start in fetch
+    responses), so a new leader keeps it; a cluster-default broker config set on one node
+    is in force on every node."""
+    c = cluster_factory(3)
+    st = c.create_topic(topic_name, rf=3)[0]
+    kc.produce_confluent(c.bootstrap, topic_name, kc.make_messages(10))
+    a = kc.admin_client(c.bootstrap)
+    (f,) = a.delete_records([TopicPartition(topic_name, 0, 6)], request_timeout=15).values()
+    assert f.result(15).low_watermark == 6
+    other = st.followers[0]
+    assert _alter_configs_v0(c.node(other).bootstrap, 4, "",
+                             {"log.cleaner.delete.retention.ms": "4321"}) == 0
+    for nd in c.live_nodes():
+        d = _describe_configs_v1(nd.bootstrap, 4, str(nd.node_id))
+        assert d["log.cleaner.delete.retention.ms"]["value"] == "4321", nd
+        assert d["log.cleaner.delete.retention.ms"]["source"] == \
+            ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
+    time.sleep(2)       # a few follower fetches carry the new log start
+    c.node(st.leader).kill()
+    c.wait_leader(topic_name, 0, not_in=[st.leader], timeout=60)
+    assert kc.watermarks(c.live_bootstrap(), topic_name) == (6, 10)
+
+
+def test_list_offsets_by_time_skips_deleted_records(broker, topic_name):
+    """One batch of 10 records; DeleteRecords inside it; a time lookup older than all of
+    them answers the new log start, not a deleted record."""
+    bs = broker.bootstrap
+    kc.create_topic(bs, topic_name)
+    base = kc.now_ms() - 60_000
+    kc.produce_confluent(bs, topic_name, [kc.Msg(value=b"%d" % i, timestamp=base + i)
+                                          for i in range(10)], conf={"linger.ms": 100})
+    a = kc.admin_client(bs)
+    (f,) = a.delete_records([TopicPartition(topic_name, 0, 5)], request_timeout=15).values()
+    assert f.result(15).low_watermark == 5
+    c = Consumer({"bootstrap.servers": bs, "group.id": "lo-" + topic_name, "log_level": 3})
+    try:
+        (tp,) = c.offsets_for_times([TopicPartition(topic_name, 0, base)], timeout=15)
+        assert tp.offset == 5
+        (tp,) = c.offsets_for_times([TopicPartition(topic_name, 0, base + 7)], timeout=15)
+        assert tp.offset == 7
+    finally:
+        c.close()

@@ -611,6 +611,8 @@ fn offset_for(
                 return Ok((-1, -1, -1));
             };
             let hw = partition.high_watermark();
+            // Records below the log start (DeleteRecords) may share its first batch.
+            let start = partition.log_start_offset()?;
             let mut buf = Bytes::from(bytes);
             let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| {
                 CoreError::Storage(format!(
@@ -621,7 +623,7 @@ fn offset_for(
             let found = set
                 .records
                 .iter()
-                .find(|r| r.timestamp >= ts && r.offset < hw);
+                .find(|r| r.timestamp >= ts && r.offset >= start && r.offset < hw);
             Ok(found.map_or((-1, -1, -1), |r| {
                 (r.offset, r.timestamp, header.partition_leader_epoch)
             }))
