@@ -560,3 +560,19 @@ def test_list_offsets_by_time_skips_deleted_records(broker, topic_name):
         assert tp.offset == 7
     finally:
         c.close()
+
+
+def test_delete_records_on_internal_topic_refused(broker, topic_name):
+    """As Kafka: INVALID_TOPIC_EXCEPTION for internal topics (here __consumer_offsets,
+    created by the first FindCoordinator)."""
+    bs = broker.bootstrap
+    kc.create_topic(bs, topic_name)
+    kc.produce_confluent(bs, topic_name, kc.make_messages(1))
+    _consume_offsets(bs, topic_name, 1)          # a group consumer creates the offsets topic
+    kc.wait_topic(bs, "__consumer_offsets")
+    a = kc.admin_client(bs)
+    (f,) = a.delete_records([TopicPartition("__consumer_offsets", 0, -1)],
+                            request_timeout=15).values()
+    with pytest.raises(KafkaException) as ei:
+        f.result(15)
+    assert _err(ei).code() == KafkaError.TOPIC_EXCEPTION

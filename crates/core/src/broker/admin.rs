@@ -14,6 +14,9 @@ use crate::config::{
 };
 use crate::error::{CoreError, Result};
 
+/// Kafka's internal topics (`Topic.isInternal`).
+const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
 /// Topic configs Arctern sets for its own use, kept when a client replaces a topic's configs.
 const INTERNAL_TOPIC_CONFIGS: &[&str] = &["leader.follows"];
 
@@ -256,8 +259,16 @@ impl Broker {
     /// DeleteRecords: moves the partition's log start offset up to `offset` (-1 = the high
     /// watermark) on its leader and returns the new log start (the low watermark).
     /// Followers follow it from the log start carried in every fetch response.
+    /// Internal topics (group offsets, AMQP queues) are refused, as Kafka refuses its
+    /// internal topics: their owners track what the log holds.
     pub fn delete_records(&self, topic: &str, index: i32, offset: i64) -> Result<i64> {
-        self.partition(topic, index)?.delete_records(offset)
+        let partition = self.partition(topic, index)?;
+        if INTERNAL_TOPICS.contains(&topic) || topic.starts_with("__amqp_") {
+            return Err(CoreError::InvalidTopic(format!(
+                "Cannot delete records of internal topic {topic}"
+            )));
+        }
+        partition.delete_records(offset)
     }
 }
 
