@@ -576,3 +576,31 @@ def test_delete_records_on_internal_topic_refused(broker, topic_name):
     with pytest.raises(KafkaException) as ei:
         f.result(15)
     assert _err(ei).code() == KafkaError.TOPIC_EXCEPTION
+
+
+def test_broker_configs_librdkafka_suite_sets(broker):
+    """What librdkafka's 0081-admin sets on a broker: the legacy AlterConfigs with
+    sasl.kerberos.min.time.before.relogin (per-broker only in Kafka), incremental SET and
+    DELETE of background.threads."""
+    bs = broker.bootstrap
+    a = kc.admin_client(bs)
+    res = ConfigResource(ResourceType.BROKER, "1",
+                         set_config={"sasl.kerberos.min.time.before.relogin": "58000"})
+    (f,) = a.alter_configs([res], request_timeout=15).values()
+    f.result(15)
+    cfg = describe(bs, ResourceType.BROKER, "1")
+    assert cfg["sasl.kerberos.min.time.before.relogin"].value == "58000"
+    assert _src(cfg["sasl.kerberos.min.time.before.relogin"]) == \
+        ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert _alter_configs_v0(bs, 4, "", {"sasl.kerberos.min.time.before.relogin": "1"}) \
+        == KafkaError.INVALID_REQUEST
+    incremental(bs, ResourceType.BROKER, "1", [("background.threads", "9", AlterConfigOpType.SET)])
+    assert describe(bs, ResourceType.BROKER, "1")["background.threads"].value == "9"
+    incremental(bs, ResourceType.BROKER, "1", [("background.threads", None,
+                                               AlterConfigOpType.DELETE)])
+    cfg = describe(bs, ResourceType.BROKER, "1")
+    assert cfg["background.threads"].value == "10"
+    assert _src(cfg["background.threads"]) == ConfigSource.DEFAULT_CONFIG.value
+    # The legacy AlterConfigs above replaced the broker's whole dynamic set; the incremental
+    # calls kept it.
+    assert cfg["sasl.kerberos.min.time.before.relogin"].value == "58000"

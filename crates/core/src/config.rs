@@ -1067,6 +1067,91 @@ const DYNAMIC_BROKER_CONFIGS: &[BrokerConfigDef] = &[
     },
 ];
 
+/// Dynamic broker configs Kafka allows only per broker, never as the cluster default
+/// (`DynamicListenerConfig`'s SASL ones; the listener and TLS ones are left out). Arctern has
+/// no SASL yet: they are stored and reported only.
+const PER_BROKER_CONFIGS: &[BrokerConfigDef] = &[
+    BrokerConfigDef {
+        name: "sasl.enabled.mechanisms",
+        config_type: ConfigType::List,
+        kafka_default: "GSSAPI",
+        check: Check::Any,
+    },
+    BrokerConfigDef {
+        name: "sasl.kerberos.kinit.cmd",
+        config_type: ConfigType::String,
+        kafka_default: "/usr/bin/kinit",
+        check: Check::Any,
+    },
+    BrokerConfigDef {
+        name: "sasl.kerberos.min.time.before.relogin",
+        config_type: ConfigType::Long,
+        kafka_default: "60000",
+        check: Check::Long,
+    },
+    BrokerConfigDef {
+        name: "sasl.kerberos.principal.to.local.rules",
+        config_type: ConfigType::List,
+        kafka_default: "DEFAULT",
+        check: Check::Any,
+    },
+    BrokerConfigDef {
+        name: "sasl.kerberos.service.name",
+        config_type: ConfigType::String,
+        kafka_default: "",
+        check: Check::Any,
+    },
+    BrokerConfigDef {
+        name: "sasl.kerberos.ticket.renew.jitter",
+        config_type: ConfigType::Double,
+        kafka_default: "0.05",
+        check: Check::Double(f64::MIN, f64::MAX),
+    },
+    BrokerConfigDef {
+        name: "sasl.kerberos.ticket.renew.window.factor",
+        config_type: ConfigType::Double,
+        kafka_default: "0.8",
+        check: Check::Double(f64::MIN, f64::MAX),
+    },
+    BrokerConfigDef {
+        name: "sasl.login.refresh.buffer.seconds",
+        config_type: ConfigType::Int,
+        kafka_default: "300",
+        check: Check::Int(0, 3600),
+    },
+    BrokerConfigDef {
+        name: "sasl.login.refresh.min.period.seconds",
+        config_type: ConfigType::Int,
+        kafka_default: "60",
+        check: Check::Int(0, 900),
+    },
+    BrokerConfigDef {
+        name: "sasl.login.refresh.window.factor",
+        config_type: ConfigType::Double,
+        kafka_default: "0.8",
+        check: Check::Double(0.5, 1.0),
+    },
+    BrokerConfigDef {
+        name: "sasl.login.refresh.window.jitter",
+        config_type: ConfigType::Double,
+        kafka_default: "0.05",
+        check: Check::Double(0.0, 0.25),
+    },
+    BrokerConfigDef {
+        name: "sasl.mechanism.inter.broker.protocol",
+        config_type: ConfigType::String,
+        kafka_default: "GSSAPI",
+        check: Check::Any,
+    },
+];
+
+fn broker_config_def(name: &str) -> Option<&'static BrokerConfigDef> {
+    DYNAMIC_BROKER_CONFIGS
+        .iter()
+        .chain(PER_BROKER_CONFIGS)
+        .find(|d| d.name == name)
+}
+
 /// Dynamic broker configs Arctern acts on (the rest are stored and reported only).
 pub const ENFORCED_DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     "log.flush.interval.messages",
@@ -1092,22 +1177,45 @@ fn topic_config_for_broker_config(name: &str) -> Option<&'static TopicConfigDef>
         .find(|d| d.synonyms.first() == Some(&name))
 }
 
+/// The type of a dynamic broker config.
+pub fn dynamic_broker_config_type(name: &str) -> Option<ConfigType> {
+    topic_config_for_broker_config(name)
+        .map(|d| d.config_type)
+        .or_else(|| broker_config_def(name).map(|d| d.config_type))
+}
+
+/// Kafka's default of a dynamic broker config (what APPEND/SUBTRACT start from when unset).
+pub fn dynamic_broker_config_default(name: &str) -> Option<&'static str> {
+    topic_config_for_broker_config(name)
+        .map(|d| d.kafka_default)
+        .or_else(|| broker_config_def(name).map(|d| d.kafka_default))
+}
+
 /// Whether Kafka lets `name` change at runtime.
 pub fn is_dynamic_broker_config(name: &str) -> bool {
-    topic_config_for_broker_config(name).is_some()
-        || DYNAMIC_BROKER_CONFIGS.iter().any(|d| d.name == name)
+    topic_config_for_broker_config(name).is_some() || broker_config_def(name).is_some()
 }
 
 /// Checks a dynamic broker config change as Kafka does: a config that cannot change at
 /// runtime is INVALID_REQUEST ("Cannot update these configs dynamically"), a bad value
 /// INVALID_REQUEST too (Kafka wraps the broker's ConfigException so, KAFKA-13609).
-pub fn validate_dynamic_broker_config(name: &str, value: &str) -> Result<(), CoreError> {
+/// `cluster_level`: the resource is the cluster default ("").
+pub fn validate_dynamic_broker_config(
+    name: &str,
+    value: &str,
+    cluster_level: bool,
+) -> Result<(), CoreError> {
+    if cluster_level && PER_BROKER_CONFIGS.iter().any(|d| d.name == name) {
+        return Err(CoreError::InvalidRequest(format!(
+            "Cannot update these configs at default cluster level, broker id must be specified: Set({name})"
+        )));
+    }
     if let Some(def) = topic_config_for_broker_config(name) {
         return check_value(name, def.check, value)
             .and_then(|()| arctern_refusal(def.name, value))
             .map_err(invalid_request);
     }
-    if let Some(def) = DYNAMIC_BROKER_CONFIGS.iter().find(|d| d.name == name) {
+    if let Some(def) = broker_config_def(name) {
         return check_value(name, def.check, value).map_err(invalid_request);
     }
     Err(CoreError::InvalidRequest(format!(
@@ -1141,6 +1249,7 @@ pub fn describe_dynamic_broker_configs(
     names.extend(
         DYNAMIC_BROKER_CONFIGS
             .iter()
+            .chain(PER_BROKER_CONFIGS)
             .map(|d| (d.name, d.config_type, d.kafka_default)),
     );
     names.sort_by_key(|(n, _, _)| *n);
@@ -1325,8 +1434,18 @@ mod tests {
 
     #[test]
     fn dynamic_broker_config_names_follow_kafka() {
-        assert!(validate_dynamic_broker_config("log.retention.ms", "1000").is_ok());
-        assert!(validate_dynamic_broker_config("num.io.threads", "4").is_ok());
+        assert!(validate_dynamic_broker_config("log.retention.ms", "1000", true).is_ok());
+        assert!(validate_dynamic_broker_config("num.io.threads", "4", false).is_ok());
+        assert!(validate_dynamic_broker_config(
+            "sasl.kerberos.min.time.before.relogin",
+            "58000",
+            false
+        )
+        .is_ok());
+        assert!(matches!(
+            validate_dynamic_broker_config("sasl.kerberos.min.time.before.relogin", "58000", true),
+            Err(CoreError::InvalidRequest(_))
+        ));
         for (k, v) in [
             ("log.retention.ms", "x"),
             ("log.dirs", "/tmp"),
@@ -1336,7 +1455,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    validate_dynamic_broker_config(k, v),
+                    validate_dynamic_broker_config(k, v, false),
                     Err(CoreError::InvalidRequest(_))
                 ),
                 "{k}={v}"

@@ -8,9 +8,9 @@ use arctern_metadata::{ClusterState, CommandResult, MetadataCommand};
 
 use super::{command_error, metadata_error, AlterOp, Broker};
 use crate::config::{
-    describe_dynamic_broker_configs, is_dynamic_broker_config, topic_config_def,
-    validate_dynamic_broker_config, validate_topic_config, ConfigEntry, ConfigSource,
-    ConfigSynonym, ConfigType, TopicDefaults,
+    describe_dynamic_broker_configs, dynamic_broker_config_default, dynamic_broker_config_type,
+    is_dynamic_broker_config, validate_dynamic_broker_config, validate_topic_config, ConfigEntry,
+    ConfigSource, ConfigSynonym, ConfigType, TopicDefaults,
 };
 use crate::error::{CoreError, Result};
 
@@ -139,14 +139,19 @@ impl Broker {
                 }
                 AlterOp::Append(k, v) | AlterOp::Subtract(k, v) => {
                     let append = matches!(op, AlterOp::Append(..));
-                    let joined = edit_list(next.get(k).map_or("", String::as_str), v, append);
+                    let current = next
+                        .get(k)
+                        .map(String::as_str)
+                        .or_else(|| dynamic_broker_config_default(k))
+                        .unwrap_or("");
+                    let joined = edit_list(current, v, append);
                     next.insert(k.clone(), joined);
                 }
             }
         }
         for (k, v) in &next {
             if current.get(k) != Some(v) {
-                validate_dynamic_broker_config(k, v)?;
+                validate_dynamic_broker_config(k, v, name.is_empty())?;
             }
         }
         if validate_only {
@@ -166,7 +171,7 @@ impl Broker {
         self.check_broker_resource(name)?;
         check_no_duplicates(configs)?;
         for (k, v) in configs {
-            validate_dynamic_broker_config(k, v)?;
+            validate_dynamic_broker_config(k, v, name.is_empty())?;
         }
         if validate_only {
             return Ok(());
@@ -306,20 +311,17 @@ pub(super) fn edit_list(current: &str, items: &str, append: bool) -> String {
 
 /// The type DescribeConfigs reports for a broker config.
 fn broker_config_type(name: &str) -> ConfigType {
-    if let Some(def) = crate::config::TOPIC_CONFIGS
-        .iter()
-        .find(|d| d.synonyms.first() == Some(&name))
-    {
-        return def.config_type;
+    if let Some(t) = dynamic_broker_config_type(name) {
+        return t;
     }
     match name {
         "log.dirs" => ConfigType::String,
         "auto.create.topics.enable" | "controlled.shutdown.enable" => ConfigType::Boolean,
-        "node.id" | "num.partitions" | "replica.fetch.max.bytes" | "replica.fetch.wait.max.ms" => {
-            ConfigType::Int
-        }
-        "default.replication.factor" => ConfigType::Int,
-        _ if topic_config_def(name).is_some() => ConfigType::String,
+        "node.id"
+        | "num.partitions"
+        | "replica.fetch.max.bytes"
+        | "replica.fetch.wait.max.ms"
+        | "default.replication.factor" => ConfigType::Int,
         _ => ConfigType::Long,
     }
 }
