@@ -29,6 +29,8 @@ use crate::error::{CoreError, Result};
 use crate::metadata::LegacyTopicStore;
 use crate::partition::Partition;
 
+mod admin;
+
 /// Upper bound on a topic's partitions, so one request cannot open unbounded files.
 const MAX_PARTITIONS: i32 = 100_000;
 
@@ -313,8 +315,9 @@ impl Broker {
             return;
         }
         let mut wanted = BTreeSet::new();
+        let defaults = self.topic_defaults_in(&state);
         for t in state.topics.values() {
-            let settings = self.config.topic_defaults.settings(&t.configs);
+            let settings = defaults.settings(&t.configs);
             for (index, p) in t.partitions.iter().enumerate() {
                 let index = index as i32;
                 if !p.replicas.contains(&me) {
@@ -912,12 +915,11 @@ impl Broker {
         let topic = self
             .topic(name)
             .ok_or_else(|| CoreError::UnknownTopicOrPartition(name.to_string()))?;
-        Ok(self.config.topic_defaults.describe(&topic.configs))
+        Ok(self.topic_defaults().describe(&topic.configs))
     }
 
-    /// DescribeConfigs on the broker resource: the static broker settings, read-only
-    /// (dynamic broker configs are not supported).
-    pub fn describe_broker_configs(&self) -> Vec<ConfigEntry> {
+    /// The broker's static settings by Kafka name (DescribeConfigs on the BROKER resource).
+    fn static_broker_configs(&self) -> Vec<(&'static str, String)> {
         let c = &self.config;
         let d = &c.topic_defaults;
         let entries: [(&str, String); 21] = [
@@ -973,15 +975,7 @@ impl Broker {
                 d.producer_id_expiration_ms.to_string(),
             ),
         ];
-        entries
-            .into_iter()
-            .map(|(name, value)| ConfigEntry {
-                name: name.to_string(),
-                value,
-                source: crate::config::ConfigSource::BrokerDefault,
-                read_only: true,
-            })
-            .collect()
+        entries.into()
     }
 
     /// IncrementalAlterConfigs on a topic: all ops are validated before any is applied.
@@ -1018,7 +1012,7 @@ impl Broker {
                     let current = overrides
                         .get(k)
                         .cloned()
-                        .unwrap_or_else(|| self.config.topic_defaults.default_value(k));
+                        .unwrap_or_else(|| self.topic_defaults().default_value(k));
                     let mut items: Vec<String> = current
                         .split(',')
                         .map(str::trim)

@@ -13,7 +13,10 @@ pub mod producer_state;
 pub mod replica;
 
 pub use broker::{AlterOp, Broker, FollowerFetcher, ReplicaEndpoint, Topic};
-pub use config::{BrokerConfig, ConfigEntry, ConfigSource, TopicDefaults, TopicSettings};
+pub use config::{
+    BrokerConfig, ConfigEntry, ConfigSource, ConfigSynonym, ConfigType, TopicDefaults,
+    TopicSettings,
+};
 pub use error::{CoreError, Result};
 pub use partition::{Acks, Appended, FetchedData, IsrProposal, Partition, ProduceOutcome};
 

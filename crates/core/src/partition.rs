@@ -1103,6 +1103,33 @@ impl Partition {
             .apply_retention(now_ms())?)
     }
 
+    /// DeleteRecords on the leader: the log start moves up to `offset` (-1 = the high
+    /// watermark); beyond the high watermark is OFFSET_OUT_OF_RANGE. Returns the new log
+    /// start offset (the low watermark).
+    pub fn delete_records(&self, offset: i64) -> Result<i64> {
+        self.check_leader(-1)?;
+        let hw = self.high_watermark();
+        let target = if offset == -1 { hw } else { offset };
+        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        if target < 0 || target > hw {
+            return Err(CoreError::OffsetOutOfRange {
+                requested: offset,
+                start: log.log_start_offset(),
+                end: hw,
+            });
+        }
+        Ok(log.advance_log_start(target)?)
+    }
+
+    /// A follower follows its leader's log start (never past its own log end).
+    pub fn follow_log_start(&self, leader_log_start: i64) -> Result<()> {
+        let mut log = self.log.write().map_err(|_| lock_poisoned())?;
+        if leader_log_start > log.log_start_offset() {
+            log.advance_log_start(leader_log_start)?;
+        }
+        Ok(())
+    }
+
     /// Deletes the whole segments below `offset` (see `Log::delete_segments_below`): an
     /// AMQP queue's settled prefix on its leader, the leader's log start on a follower.
     pub fn delete_segments_below(&self, offset: i64) -> Result<usize> {

@@ -296,7 +296,85 @@ async fn list_config_append_and_subtract_follow_kafka() {
         Err(CoreError::InvalidConfig(_))
     ));
     assert!(broker
-        .describe_broker_configs()
+        .describe_broker_configs(&broker.node_id().to_string())
+        .unwrap()
         .iter()
         .any(|c| c.name == "log.retention.ms"));
+}
+
+#[tokio::test]
+async fn dynamic_broker_configs_apply_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (broker, metadata) = open(config(dir.path())).await;
+        broker.create_topic("d", 1, -1, &[], false).await.unwrap();
+        // Another broker's id, a read-only config, a bad value: INVALID_REQUEST, as Kafka.
+        for (name, key, value) in [
+            ("2", "log.retention.ms", "1000"),
+            ("1", "log.dirs", "/x"),
+            ("", "log.retention.ms", "soon"),
+        ] {
+            assert!(matches!(
+                broker
+                    .alter_broker_configs(name, &[AlterOp::Set(key.into(), value.into())], false)
+                    .await,
+                Err(CoreError::InvalidRequest(_))
+            ));
+        }
+        broker
+            .alter_broker_configs(
+                "",
+                &[AlterOp::Set("message.max.bytes".into(), "100".into())],
+                false,
+            )
+            .await
+            .unwrap();
+        let p = broker.partition("d", 0).unwrap();
+        let mut big = build_batch(0, 0, 1, &[(None, Some(&[7u8; 500][..]), 1)]);
+        assert!(matches!(
+            p.append(&mut big, Acks::Leader),
+            Err(CoreError::MessageTooLarge { .. })
+        ));
+        close(broker, metadata, true).await;
+    }
+    let broker = open(config(dir.path())).await.0;
+    let d = broker.topic_defaults();
+    assert_eq!(d.max_message_bytes, 100);
+    let p = broker.partition("d", 0).unwrap();
+    let mut big = build_batch(0, 0, 1, &[(None, Some(&[7u8; 500][..]), 1)]);
+    assert!(p.append(&mut big, Acks::Leader).is_err());
+    // Legacy replace with nothing clears the cluster default.
+    broker.replace_broker_configs("", &[], false).await.unwrap();
+    assert_eq!(broker.topic_defaults().max_message_bytes, 1_048_588);
+}
+
+#[tokio::test]
+async fn delete_records_moves_the_log_start_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (broker, metadata) = open(config(dir.path())).await;
+        broker.create_topic("r", 1, -1, &[], false).await.unwrap();
+        let p = broker.partition("r", 0).unwrap();
+        for i in 0..5 {
+            p.produce(one_record(i), Acks::All).await.unwrap();
+        }
+        assert!(matches!(
+            broker.delete_records("r", 0, 6),
+            Err(CoreError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(broker.delete_records("r", 0, 3).unwrap(), 3);
+        assert_eq!(broker.delete_records("r", 0, 1).unwrap(), 3);
+        assert!(matches!(
+            p.read(2, 1000),
+            Err(CoreError::OffsetOutOfRange { .. })
+        ));
+        close(broker, metadata, false).await;
+    }
+    let broker = open(config(dir.path())).await.0;
+    let p = broker.partition("r", 0).unwrap();
+    assert_eq!(p.log_start_offset().unwrap(), 3);
+    assert_eq!(
+        broker.delete_records("r", 0, -1).unwrap(),
+        p.high_watermark()
+    );
 }

@@ -11,20 +11,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arctern_core::{Acks, AlterOp, Appended, Broker, ConfigSource, CoreError, Partition};
+use arctern_core::{Acks, Appended, Broker, CoreError, Partition};
 use arctern_kafka_wire::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use arctern_kafka_wire::kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use arctern_kafka_wire::kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use arctern_kafka_wire::kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
-};
 use arctern_kafka_wire::kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, PartitionData as FetchResponsePartitionData,
 };
 use arctern_kafka_wire::kafka_protocol::messages::find_coordinator_response::Coordinator;
-use arctern_kafka_wire::kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use arctern_kafka_wire::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -41,6 +37,7 @@ use arctern_kafka_wire::ResponseError;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::admin;
 use crate::errors::error_code;
 use crate::groups;
 
@@ -133,15 +130,29 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
         RequestKind::OffsetForLeaderEpoch(r) => now(ResponseKind::OffsetForLeaderEpoch(
             offset_for_leader_epoch(broker, r),
         )),
-        RequestKind::DescribeConfigs(r) => {
-            now(ResponseKind::DescribeConfigs(describe_configs(broker, r)))
-        }
+        RequestKind::DescribeConfigs(r) => now(ResponseKind::DescribeConfigs(
+            admin::describe_configs(broker, r, version),
+        )),
         RequestKind::IncrementalAlterConfigs(r) => {
             let broker = Arc::clone(broker);
             Reply::Later(Box::pin(async move {
-                ResponseKind::IncrementalAlterConfigs(alter_configs(&broker, r).await)
+                ResponseKind::IncrementalAlterConfigs(
+                    admin::incremental_alter_configs(&broker, r).await,
+                )
             }))
         }
+        RequestKind::AlterConfigs(r) => {
+            let broker = Arc::clone(broker);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::AlterConfigs(admin::alter_configs(&broker, r).await)
+            }))
+        }
+        RequestKind::DeleteRecords(r) => now(ResponseKind::DeleteRecords(admin::delete_records(
+            broker, r,
+        ))),
+        RequestKind::DescribeCluster(r) => now(ResponseKind::DescribeCluster(
+            admin::describe_cluster(broker, r, version, CLUSTER_ID),
+        )),
         RequestKind::FindCoordinator(r) => {
             let groups = Arc::clone(&ctx.groups);
             Reply::Later(Box::pin(async move {
@@ -225,6 +236,17 @@ fn api_versions() -> ApiVersionsResponse {
 async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
     // v0 and a null topic list (v1+) mean "all topics"; v4+ carries the auto-create flag.
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
+    // Authorized operations (v8+; the cluster's only up to v10): everything, until ACLs exist.
+    let topic_ops = if version >= 8 && req.include_topic_authorized_operations {
+        admin::topic_authorized_operations()
+    } else {
+        admin::OPS_NOT_REQUESTED
+    };
+    let cluster_ops = if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        admin::cluster_authorized_operations()
+    } else {
+        admin::OPS_NOT_REQUESTED
+    };
     let requested: Option<Vec<String>> = match req.topics {
         None => None,
         Some(t) if version == 0 && t.is_empty() => None,
@@ -268,7 +290,7 @@ async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> M
             Ok(t) => {
                 // Prefer the freshest view of the partitions.
                 let t = broker.topic(&t.name).unwrap_or(t);
-                topic_metadata(&cluster, &t)
+                topic_metadata(&cluster, &t).with_topic_authorized_operations(topic_ops)
             }
             Err((name, e)) => MetadataResponseTopic::default()
                 .with_name(Some(topic_name(&name)))
@@ -280,6 +302,7 @@ async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> M
         .with_cluster_id(Some(s(CLUSTER_ID)))
         .with_controller_id(BrokerId(broker.controller_id()))
         .with_topics(topics)
+        .with_cluster_authorized_operations(cluster_ops)
 }
 
 fn topic_metadata(
@@ -610,6 +633,8 @@ fn offset_for(
                 return Ok((-1, -1, -1));
             };
             let hw = partition.high_watermark();
+            // Records below the log start (DeleteRecords) may share its first batch.
+            let start = partition.log_start_offset()?;
             let mut buf = Bytes::from(bytes);
             let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| {
                 CoreError::Storage(format!(
@@ -620,7 +645,7 @@ fn offset_for(
             let found = set
                 .records
                 .iter()
-                .find(|r| r.timestamp >= ts && r.offset < hw);
+                .find(|r| r.timestamp >= ts && r.offset >= start && r.offset < hw);
             Ok(found.map_or((-1, -1, -1), |r| {
                 (r.offset, r.timestamp, header.partition_leader_epoch)
             }))
@@ -669,15 +694,15 @@ async fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopic
             match result {
                 Ok(topic) => {
                     let described = broker
-                        .config()
-                        .topic_defaults
-                        .describe(&topic.overrides())
+                        .describe_topic_overrides(&topic.overrides())
                         .into_iter()
                         .map(|c| {
                             CreatableTopicConfigs::default()
                                 .with_name(s(c.name))
                                 .with_value(Some(s(c.value)))
-                                .with_config_source(config_source(c.source))
+                                .with_read_only(c.read_only)
+                                .with_is_sensitive(c.sensitive)
+                                .with_config_source(c.source.kafka_id())
                         })
                         .collect();
                     let partitions = if req.validate_only {
@@ -764,114 +789,6 @@ async fn create_partitions(
         );
     }
     CreatePartitionsResponse::default().with_results(results)
-}
-
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
-
-fn config_source(source: ConfigSource) -> i8 {
-    // Kafka's DescribeConfigs sources: 1 topic, 4 static broker, 5 default.
-    match source {
-        ConfigSource::TopicOverride => 1,
-        ConfigSource::BrokerDefault => 4,
-        ConfigSource::Default => 5,
-    }
-}
-
-fn describe_configs(broker: &Broker, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
-    let results = req
-        .resources
-        .into_iter()
-        .map(|r| {
-            let base = DescribeConfigsResult::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            let entries = match r.resource_type {
-                RESOURCE_TOPIC => broker.describe_configs(&r.resource_name),
-                RESOURCE_BROKER => Ok(broker.describe_broker_configs()),
-                other => Err(CoreError::InvalidRequest(format!(
-                    "unsupported resource type {other}"
-                ))),
-            };
-            match entries {
-                Ok(entries) => {
-                    let wanted = r.configuration_keys.as_ref();
-                    base.with_configs(
-                        entries
-                            .into_iter()
-                            .filter(|e| {
-                                wanted.is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name))
-                            })
-                            .map(|e| {
-                                DescribeConfigsResourceResult::default()
-                                    .with_name(s(e.name))
-                                    .with_value(Some(s(e.value)))
-                                    .with_read_only(e.read_only)
-                                    .with_config_source(config_source(e.source))
-                            })
-                            .collect(),
-                    )
-                }
-                Err(e) => base
-                    .with_error_code(error_code(&e))
-                    .with_error_message(Some(s(e.to_string()))),
-            }
-        })
-        .collect();
-    DescribeConfigsResponse::default().with_results(results)
-}
-
-async fn alter_configs(
-    broker: &Broker,
-    req: IncrementalAlterConfigsRequest,
-) -> IncrementalAlterConfigsResponse {
-    let mut responses = Vec::with_capacity(req.resources.len());
-    for r in req.resources {
-        responses.push({
-            let base = AlterConfigsResourceResponse::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            let result = if r.resource_type != RESOURCE_TOPIC {
-                Err(CoreError::InvalidRequest(format!(
-                    "altering resource type {} is not supported",
-                    r.resource_type
-                )))
-            } else {
-                let ops = r
-                    .configs
-                    .iter()
-                    .map(|c| {
-                        let name = c.name.to_string();
-                        let value = c.value.as_ref().map(|v| v.to_string());
-                        match (c.config_operation, value) {
-                            (0, Some(v)) => Ok(AlterOp::Set(name, v)),
-                            (1, _) => Ok(AlterOp::Delete(name)),
-                            (2, Some(v)) => Ok(AlterOp::Append(name, v)),
-                            (3, Some(v)) => Ok(AlterOp::Subtract(name, v)),
-                            (op, _) => Err(CoreError::InvalidConfig(format!(
-                                "{name}: operation {op} needs a value or is unknown"
-                            ))),
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>();
-                match ops {
-                    Ok(ops) => {
-                        broker
-                            .alter_configs(&r.resource_name, &ops, req.validate_only)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
-            };
-            match result {
-                Ok(()) => base,
-                Err(e) => base
-                    .with_error_code(error_code(&e))
-                    .with_error_message(Some(s(e.to_string()))),
-            }
-        });
-    }
-    IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
 const KEY_TYPE_GROUP: i8 = 0;

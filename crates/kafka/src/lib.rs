@@ -2,6 +2,7 @@
 //! (requests handled concurrently, answered in order), and maps Kafka requests onto the
 //! broker core.
 
+mod admin;
 mod errors;
 mod groups;
 mod handlers;

@@ -557,7 +557,15 @@ impl Controller {
             && now.saturating_duration_since(decider.last_rebalance)
                 >= self.options.leader_imbalance_check_interval;
         let state = self.state.borrow().clone();
-        let actions = partition_actions(&state, self.options.unclean_leader_election, rebalance);
+        // A dynamic cluster-wide `unclean.leader.election.enable` overrides the static one.
+        let default_unclean = state
+            .broker_configs
+            .get("")
+            .and_then(|c| c.get(UNCLEAN_LEADER_ELECTION_CONFIG))
+            .map_or(self.options.unclean_leader_election, |v| {
+                v.trim().eq_ignore_ascii_case("true")
+            });
+        let actions = partition_actions(&state, default_unclean, rebalance);
         let mut all_done = true;
         for a in actions.into_iter().take(MAX_PROPOSALS_PER_TICK) {
             if !a.still_applies(&self.state.borrow()) {

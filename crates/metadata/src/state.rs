@@ -37,6 +37,11 @@ pub struct ClusterState {
     /// queues, bindings between durable ones).
     #[serde(default)]
     pub amqp: AmqpDefinitions,
+    /// Dynamic broker configs (Kafka's IncrementalAlterConfigs/AlterConfigs on the BROKER
+    /// resource), by resource name: "" = the cluster-wide default, "<id>" = one broker.
+    /// Names and values are Kafka's; the broker core validates and interprets them.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The AMQP definitions the metadata keeps. Protocol details stay opaque: argument tables
@@ -238,6 +243,13 @@ pub enum MetadataCommand {
     /// Sets then deletes config overrides.
     AlterTopicConfigs {
         topic: String,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
+    /// Sets then deletes dynamic broker configs of `resource` ("" = cluster default, or a
+    /// broker id); a resource left without configs is removed.
+    AlterBrokerConfigs {
+        resource: String,
         set: BTreeMap<String, String>,
         delete: Vec<String>,
     },
@@ -486,6 +498,22 @@ impl ClusterState {
                 }
                 for k in delete {
                     t.configs.remove(k);
+                }
+            }
+            MetadataCommand::AlterBrokerConfigs {
+                resource,
+                set,
+                delete,
+            } => {
+                let configs = self.broker_configs.entry(resource.clone()).or_default();
+                for (k, v) in set {
+                    configs.insert(k.clone(), v.clone());
+                }
+                for k in delete {
+                    configs.remove(k);
+                }
+                if configs.is_empty() {
+                    self.broker_configs.remove(resource);
                 }
             }
             MetadataCommand::ChangeIsr {
@@ -1392,5 +1420,37 @@ mod tests {
             r#"{"broker_id":1,"host":"h","port":1,"rack":null,"fenced":false,"broker_epoch":3}"#;
         let r: BrokerRegistration = serde_json::from_str(old).expect("old registration");
         assert!(r.incarnation.is_nil());
+    }
+
+    #[test]
+    fn broker_configs_are_set_deleted_and_emptied() {
+        let mut st = ClusterState::default();
+        let set = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let cmd = MetadataCommand::AlterBrokerConfigs {
+            resource: "".into(),
+            set: set(&[("log.retention.ms", "1000"), ("num.io.threads", "4")]),
+            delete: vec![],
+        };
+        assert!(st.apply(&cmd, 1).is_ok());
+        assert_eq!(st.broker_configs[""].len(), 2);
+        let cmd = MetadataCommand::AlterBrokerConfigs {
+            resource: "".into(),
+            set: BTreeMap::new(),
+            delete: vec!["log.retention.ms".into(), "num.io.threads".into()],
+        };
+        assert!(st.apply(&cmd, 2).is_ok());
+        assert!(st.broker_configs.is_empty());
+        // Older snapshots without the field still load.
+        let json = serde_json::to_string(&st)
+            .unwrap()
+            .replace(",\"broker_configs\":{}", "");
+        assert!(!json.contains("broker_configs"));
+        let back: ClusterState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, st);
     }
 }

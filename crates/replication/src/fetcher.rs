@@ -264,10 +264,11 @@ impl Replicator {
             }
         }
         p.update_follower_high_watermark(data.high_watermark);
-        // Follow the leader's log start (an AMQP queue's reclaimed prefix), as Kafka's
-        // followers do, so a follower does not keep what its leader has dropped.
+        // Follow the leader's log start (an AMQP queue's reclaimed prefix, DeleteRecords),
+        // as Kafka's followers do, so a follower does not keep or serve what its leader
+        // has dropped, also after it becomes the leader.
         if data.log_start_offset > p.log_start_offset()? {
-            p.delete_segments_below(data.log_start_offset)?;
+            p.follow_log_start(data.log_start_offset)?;
         }
         Ok(())
     }

@@ -16,6 +16,9 @@ use crate::error::{IoContext, Result, StorageError};
 use crate::segment::{read_new, sync_dir, Segment};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// The log start offset when DeleteRecords moved it inside the first segment (Kafka keeps
+/// it in `log-start-offset-checkpoint`); one decimal number.
+const LOG_START_FILE: &str = "log-start-offset";
 
 /// Per-log settings, with Kafka's topic-config semantics and defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +100,9 @@ pub struct Log {
     /// Sorted by base offset; never empty; the last is the active segment.
     segments: Vec<Segment>,
     epochs: LeaderEpochCache,
+    /// A log start set by DeleteRecords, possibly inside the first segment; the log
+    /// starts at the larger of it and the first segment's base offset.
+    start_floor: i64,
 }
 
 impl Log {
@@ -160,14 +166,23 @@ impl Log {
             fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
             sync_dir(dir)?;
         }
+        let start_floor = read_log_start(dir);
         let mut log = Log {
             dir: dir.to_path_buf(),
             config,
             segments,
             epochs: LeaderEpochCache::load(dir),
+            start_floor: 0,
         };
         let end = log.log_end_offset();
         log.epochs.truncate_from_end(end)?;
+        if start_floor > end {
+            // The log start was moved past what survived (a relaxed flush policy): start
+            // there, as a follower does when its leader's log starts past its end.
+            log.truncate_fully_and_start_at(start_floor)?;
+        } else {
+            log.start_floor = start_floor;
+        }
         tracing::debug!(dir = %dir.display(), clean, start = log.log_start_offset(), end = log.log_end_offset(), "log opened");
         Ok(log)
     }
@@ -185,7 +200,27 @@ impl Log {
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.segments.first().map_or(0, |s| s.base_offset)
+        self.segments
+            .first()
+            .map_or(0, |s| s.base_offset)
+            .max(self.start_floor)
+    }
+
+    /// Moves the log start offset up to `offset` (DeleteRecords; a follower following its
+    /// leader's log start), at most to the log end: records below it are no longer served,
+    /// and whole segments below it are deleted. The new start is persisted before it takes
+    /// effect. Returns the log start offset.
+    pub fn advance_log_start(&mut self, offset: i64) -> Result<i64> {
+        let offset = offset.min(self.log_end_offset());
+        if offset <= self.log_start_offset() {
+            return Ok(self.log_start_offset());
+        }
+        write_log_start(&self.dir, offset)?;
+        self.start_floor = offset;
+        self.delete_segments_below(offset)?;
+        self.epochs.truncate_from_start(self.log_start_offset())?;
+        tracing::info!(dir = %self.dir.display(), log_start_offset = offset, "log start offset advanced");
+        Ok(self.log_start_offset())
     }
 
     pub fn log_end_offset(&self) -> i64 {
@@ -521,6 +556,9 @@ impl Log {
             now,
         )?);
         self.epochs.truncate_from_end(offset)?;
+        // The new first segment's base offset is the log start from now on.
+        self.start_floor = 0;
+        remove_log_start(&self.dir)?;
         Ok(())
     }
 
@@ -592,5 +630,37 @@ impl Log {
     /// Deletes the log and its directory.
     pub fn delete(self) -> Result<()> {
         fs::remove_dir_all(&self.dir).ctx(|| format!("deleting {}", self.dir.display()))
+    }
+}
+
+fn read_log_start(dir: &Path) -> i64 {
+    fs::read_to_string(dir.join(LOG_START_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .unwrap_or(0)
+}
+
+/// Writes the log start file durably (temp file, fsync, rename, fsync dir).
+fn write_log_start(dir: &Path, offset: i64) -> Result<()> {
+    let path = dir.join(LOG_START_FILE);
+    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+        f.write_all(format!("{offset}\n").as_bytes())
+            .ctx(|| format!("writing {}", tmp.display()))?;
+        f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
+    }
+    fs::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
+    sync_dir(dir)
+}
+
+fn remove_log_start(dir: &Path) -> Result<()> {
+    let path = dir.join(LOG_START_FILE);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx(|| format!("removing {}", path.display())),
     }
 }

@@ -517,3 +517,37 @@ fn preallocated_segments_are_trimmed_when_they_roll() {
     assert_eq!(log.log_end_offset(), 180);
     assert_eq!(read_all(&log, 0), stored.concat());
 }
+
+#[test]
+fn advance_log_start_moves_inside_a_segment_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    append_n(&mut log, 300, 2);
+    let segs = log.segment_count();
+    // Below the current start: nothing changes.
+    assert_eq!(log.advance_log_start(0).unwrap(), 0);
+    // Inside the first segment: no segment goes, but offsets below are out of range.
+    assert_eq!(log.advance_log_start(3).unwrap(), 3);
+    assert_eq!(log.segment_count(), segs);
+    assert!(matches!(
+        log.read(2, 100, i64::MAX),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert!(log.read(3, 100, i64::MAX).is_ok());
+    // Further: whole segments below it are deleted.
+    assert_eq!(log.advance_log_start(301).unwrap(), 301);
+    assert!(log.segment_count() < segs);
+    drop(log);
+    // After an unclean stop too (no close): the start is on disk.
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!(log.log_start_offset(), 301);
+    assert!(log.read(300, 100, i64::MAX).is_err());
+    // Never past the log end.
+    assert_eq!(log.advance_log_start(10_000).unwrap(), 600);
+    // A full truncation restarts the log at its offset, with nothing of the old start.
+    log.truncate_fully_and_start_at(50).unwrap();
+    assert_eq!(log.log_start_offset(), 50);
+    log.close().unwrap();
+    let log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (50, 50));
+}
