@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::alarm::AlarmState;
 use crate::codes::*;
 use crate::forward;
+use crate::methods::{MethodId, BASIC_PUBLISH, TX_COMMIT};
 use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait, Taker};
 use crate::record::{encode_message, StoredMessage};
 use crate::server::AmqpServerConfig;
@@ -356,8 +357,8 @@ enum Flow {
 
 /// A connection exception (close the connection) or a channel one.
 enum Fail {
-    Connection(AmqpError, u16, u16),
-    Channel(u16, AmqpError, u16, u16),
+    Connection(AmqpError, MethodId),
+    Channel(u16, AmqpError, MethodId),
 }
 
 pub async fn run(
@@ -449,7 +450,7 @@ pub async fn run(
     {
         Ok(Ok(h)) => Some(h),
         Ok(Err(Some(e))) => {
-            conn.close_connection(&mut frames, e, 0, 0).await;
+            conn.close_connection(&mut frames, e, MethodId::NONE).await;
             None
         }
         _ => None,
@@ -487,7 +488,7 @@ pub async fn run(
                                 FrameError::Malformed(_) => SYNTAX_ERROR,
                                 _ => FRAME_ERROR,
                             };
-                            conn.close_connection(&mut frames, AmqpError::new(code, e.to_string()), 0, 0).await;
+                            conn.close_connection(&mut frames, AmqpError::new(code, e.to_string()), MethodId::NONE).await;
                             break;
                         }
                         Some(Ok(Inbound { frame, prefetch_size })) => {
@@ -533,7 +534,7 @@ pub async fn run(
                             CONNECTION_FORCED,
                             "the node serving this vhost changed; reconnect",
                         );
-                        conn.close_connection(&mut frames, e, 0, 0).await;
+                        conn.close_connection(&mut frames, e, MethodId::NONE).await;
                         break;
                     }
                 }
@@ -565,7 +566,7 @@ pub async fn run(
                         }
                     }
                     if let Err(e) = conn.flush_commits(ch).await {
-                        conn.close_connection(&mut frames, e, 90, 20).await;
+                        conn.close_connection(&mut frames, e, TX_COMMIT).await;
                         break;
                     }
                 }
@@ -642,12 +643,12 @@ async fn route(
     }
 }
 
-fn close_method(e: &AmqpError, class: u16, method: u16) -> AMQPClass {
+fn close_method(e: &AmqpError, cause: MethodId) -> AMQPClass {
     AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
         reply_code: e.code,
         reply_text: e.reply_text().into(),
-        class_id: class,
-        method_id: method,
+        class_id: cause.class,
+        method_id: cause.method,
     }))
 }
 
@@ -809,15 +810,9 @@ impl Conn {
     }
 
     /// Sends connection.close and waits (briefly) for close-ok, discarding other frames.
-    async fn close_connection(
-        &mut self,
-        frames: &mut FrameSource,
-        e: AmqpError,
-        class: u16,
-        method: u16,
-    ) {
+    async fn close_connection(&mut self, frames: &mut FrameSource, e: AmqpError, cause: MethodId) {
         tracing::info!(conn = self.id, code = e.code, text = %e.text, "closing AMQP connection");
-        self.reply(0, close_method(&e, class, method)).await;
+        self.reply(0, close_method(&e, cause)).await;
         let _ =
             tokio::time::timeout(Duration::from_secs(1), async {
                 while let Some(f) = frames.recv().await {
@@ -837,7 +832,7 @@ impl Conn {
             .await;
     }
 
-    async fn close_channel(&mut self, ch: u16, e: AmqpError, class: u16, method: u16) {
+    async fn close_channel(&mut self, ch: u16, e: AmqpError, cause: MethodId) {
         tracing::debug!(conn = self.id, channel = ch, code = e.code, text = %e.text, "closing AMQP channel");
         self.release_channel(ch, false).await;
         if let Some(c) = self.channels.get_mut(&ch) {
@@ -848,8 +843,8 @@ impl Conn {
             AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
                 reply_code: e.code,
                 reply_text: e.reply_text().into(),
-                class_id: class,
-                method_id: method,
+                class_id: cause.class,
+                method_id: cause.method,
             })),
         )
         .await;
@@ -905,12 +900,12 @@ impl Conn {
         match self.frame(frame).await {
             Ok(Flow::Continue) => false,
             Ok(Flow::Closed) => true,
-            Err(Fail::Connection(e, c, m)) => {
-                self.close_connection(frames, e, c, m).await;
+            Err(Fail::Connection(e, cause)) => {
+                self.close_connection(frames, e, cause).await;
                 true
             }
-            Err(Fail::Channel(ch, e, c, m)) => {
-                self.close_channel(ch, e, c, m).await;
+            Err(Fail::Channel(ch, e, cause)) => {
+                self.close_channel(ch, e, cause).await;
                 false
             }
         }
@@ -926,14 +921,15 @@ impl Conn {
     }
 
     async fn frame(&mut self, frame: AMQPFrame) -> Result<Flow, Fail> {
-        let conn_err = |code: u16, text: String| Fail::Connection(AmqpError::new(code, text), 0, 0);
+        let conn_err =
+            |code: u16, text: String| Fail::Connection(AmqpError::new(code, text), MethodId::NONE);
         match frame {
             AMQPFrame::Heartbeat => Ok(Flow::Continue),
             AMQPFrame::ProtocolHeader(_) | AMQPFrame::InvalidHeartbeat(_) => {
                 Err(conn_err(UNEXPECTED_FRAME, "unexpected frame".into()))
             }
             AMQPFrame::Method(0, m) => {
-                let (c, mid) = method_ids(&m);
+                let cause = MethodId::of(&m);
                 match m {
                     AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
                         self.reply(
@@ -962,8 +958,7 @@ impl Conn {
                     }
                     _ => Err(Fail::Connection(
                         AmqpError::new(COMMAND_INVALID, "unexpected method on channel 0"),
-                        c,
-                        mid,
+                        cause,
                     )),
                 }
             }
@@ -978,8 +973,7 @@ impl Conn {
         let Some(c) = self.channels.get_mut(&ch) else {
             return Err(Fail::Connection(
                 AmqpError::new(CHANNEL_ERROR, format!("channel {ch} is not open")),
-                0,
-                0,
+                MethodId::NONE,
             ));
         };
         if c.closing {
@@ -988,8 +982,7 @@ impl Conn {
         let Some(p) = c.publishing.as_mut().filter(|p| p.header.is_none()) else {
             return Err(Fail::Connection(
                 AmqpError::new(UNEXPECTED_FRAME, "content header without basic.publish"),
-                60,
-                40,
+                BASIC_PUBLISH,
             ));
         };
         if h.body_size > max as u64 {
@@ -1000,8 +993,7 @@ impl Conn {
                     "message size {} is larger than configured max size {max}",
                     h.body_size
                 )),
-                60,
-                40,
+                BASIC_PUBLISH,
             ));
         }
         // Allocated by the first body frame unless that frame holds the whole body.
@@ -1018,8 +1010,7 @@ impl Conn {
         let Some(c) = self.channels.get_mut(&ch) else {
             return Err(Fail::Connection(
                 AmqpError::new(CHANNEL_ERROR, format!("channel {ch} is not open")),
-                0,
-                0,
+                MethodId::NONE,
             ));
         };
         if c.closing {
@@ -1032,15 +1023,13 @@ impl Conn {
         else {
             return Err(Fail::Connection(
                 AmqpError::new(UNEXPECTED_FRAME, "content body without a content header"),
-                60,
-                40,
+                BASIC_PUBLISH,
             ));
         };
         if p.body.len() as u64 + b.len() as u64 > size {
             return Err(Fail::Connection(
                 AmqpError::new(FRAME_ERROR, "content body exceeds the declared body size"),
-                60,
-                40,
+                BASIC_PUBLISH,
             ));
         }
         if p.body.is_empty() && b.len() as u64 == size {
@@ -1071,7 +1060,7 @@ impl Conn {
                     p.publish.routing_key.as_str(),
                     props.headers().as_ref(),
                 )
-                .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
+                .map_err(|e| Fail::Channel(ch, e, BASIC_PUBLISH))?;
             let Some(c) = self.channels.get_mut(&ch) else {
                 return Ok(());
             };
@@ -1082,8 +1071,7 @@ impl Conn {
                     AmqpError::precondition(format!(
                         "transaction holds more than {TX_MAX_BYTES} bytes of messages"
                     )),
-                    60,
-                    40,
+                    BASIC_PUBLISH,
                 ));
             }
             c.tx_publishes.push((p.publish, props, p.body));
@@ -1105,12 +1093,12 @@ impl Conn {
         let key = publish.routing_key.as_str().to_string();
         let own_ttl =
             crate::args::message_expiration(props.expiration().as_ref().map(|e| e.as_str()))
-                .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
+                .map_err(|e| Fail::Channel(ch, e, BASIC_PUBLISH))?;
         let priority = *props.priority();
         let queues = self
             .vhost
             .route(&exchange, &key, props.headers().as_ref())
-            .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
+            .map_err(|e| Fail::Channel(ch, e, BASIC_PUBLISH))?;
         let Some(c) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
@@ -1381,7 +1369,7 @@ impl Conn {
             return self
                 .flush_commits(ch)
                 .await
-                .map_err(|e| Fail::Connection(e, 90, 20));
+                .map_err(|e| Fail::Connection(e, TX_COMMIT));
         }
         let tx = self.commit_tx.clone();
         tokio::spawn(async move {
@@ -1506,7 +1494,7 @@ impl Conn {
                 "delivery acknowledgement on channel {ch} timed out. Timeout value used: {} ms. This timeout value can be configured, see consumers doc guide to learn more",
                 timeout.as_millis()
             ));
-            self.close_channel(ch, e, 0, 0).await;
+            self.close_channel(ch, e, MethodId::NONE).await;
         }
     }
 
@@ -1629,8 +1617,7 @@ impl Conn {
                     CHANNEL_ERROR,
                     format!("expected 'channel.open' on channel {ch}"),
                 ),
-                0,
-                0,
+                MethodId::NONE,
             )
         })
     }
@@ -1666,12 +1653,12 @@ impl Conn {
     }
 
     async fn method(&mut self, ch: u16, m: AMQPClass) -> Result<(), Fail> {
-        let (cid, mid) = method_ids(&m);
+        let cause = MethodId::of(&m);
         let chan_err = |e: AmqpError| {
             if is_connection_error(e.code) {
-                Fail::Connection(e, cid, mid)
+                Fail::Connection(e, cause)
             } else {
-                Fail::Channel(ch, e, cid, mid)
+                Fail::Channel(ch, e, cause)
             }
         };
         // Channel open / close first: they are valid on channels in any state.
@@ -1683,8 +1670,7 @@ impl Conn {
                             CHANNEL_ERROR,
                             format!("channel {ch} exceeds channel_max {}", self.channel_max),
                         ),
-                        cid,
-                        mid,
+                        cause,
                     ));
                 }
                 if self.channels.contains_key(&ch) {
@@ -1693,8 +1679,7 @@ impl Conn {
                             CHANNEL_ERROR,
                             format!("second 'channel.open' seen on channel {ch}"),
                         ),
-                        cid,
-                        mid,
+                        cause,
                     ));
                 }
                 self.channels.insert(ch, Channel::default());
@@ -1730,8 +1715,7 @@ impl Conn {
         if c.publishing.is_some() {
             return Err(Fail::Connection(
                 AmqpError::new(UNEXPECTED_FRAME, "expected content header/body"),
-                cid,
-                mid,
+                cause,
             ));
         }
         match m {
@@ -1753,8 +1737,7 @@ impl Conn {
                 if p.immediate {
                     return Err(Fail::Connection(
                         AmqpError::new(NOT_IMPLEMENTED, "immediate=true"),
-                        cid,
-                        mid,
+                        cause,
                     ));
                 }
                 c.publishing = Some(Publishing {
@@ -1979,8 +1962,7 @@ impl Conn {
                             NOT_ALLOWED,
                             format!("attempt to reuse consumer tag '{tag}'"),
                         ),
-                        cid,
-                        mid,
+                        cause,
                     ));
                 }
                 q.add_consumer(ConsumerReg {
@@ -2168,8 +2150,7 @@ impl Conn {
             _ => {
                 return Err(Fail::Connection(
                     AmqpError::new(COMMAND_INVALID, "unexpected method"),
-                    cid,
-                    mid,
+                    cause,
                 ));
             }
         }

@@ -6,6 +6,8 @@ use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::basic::{gen_properties, parse_properties, AMQPProperties};
 use amq_protocol::protocol::{basic, AMQPClass};
 
+use crate::methods::BASIC_CLASS;
+
 /// `AMQP` 0 0 9 1.
 pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
 pub const FRAME_HEADER_LEN: usize = 7;
@@ -15,8 +17,6 @@ pub const FRAME_METHOD: u8 = 1;
 pub const FRAME_CONTENT_HEADER: u8 = 2;
 pub const FRAME_BODY: u8 = 3;
 pub const FRAME_HEARTBEAT: u8 = 8;
-/// The basic class id (content headers).
-pub const BASIC_CLASS: u16 = 60;
 /// Bytes of frame overhead: header + frame-end.
 pub const FRAME_OVERHEAD: usize = FRAME_HEADER_LEN + 1;
 
