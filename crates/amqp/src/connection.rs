@@ -21,6 +21,7 @@ use crate::alarm::AlarmState;
 use crate::codes::*;
 use crate::forward;
 use crate::methods::{MethodId, BASIC_PUBLISH, TX_COMMIT};
+use crate::publish::{self, PublishAssembly};
 use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait, Taker};
 use crate::record::{encode_message, StoredMessage};
 use crate::server::AmqpServerConfig;
@@ -278,16 +279,10 @@ struct PendingPublish {
     priority: Option<u8>,
 }
 
-struct Publishing {
-    publish: basic::Publish,
-    header: Option<AMQPContentHeader>,
-    body: Vec<u8>,
-}
-
 #[derive(Default)]
 struct Channel {
     closing: bool,
-    publishing: Option<Publishing>,
+    publishing: PublishAssembly,
     confirm: bool,
     /// channel.flow active=false from the client: no deliveries until it resumes.
     paused: bool,
@@ -860,7 +855,7 @@ impl Conn {
         // An open transaction is rolled back: its settlements never happened.
         let tx_settles = std::mem::take(&mut c.tx_settles);
         let consumers = std::mem::take(&mut c.consumers);
-        c.publishing = None;
+        c.publishing.abort();
         c.tx_publishes.clear();
         if remove {
             self.channels.remove(&ch);
@@ -963,12 +958,18 @@ impl Conn {
                 }
             }
             AMQPFrame::Method(ch, m) => self.method(ch, m).await.map(|_| Flow::Continue),
-            AMQPFrame::Header(ch, h) => self.content_header(ch, h).await.map(|_| Flow::Continue),
-            AMQPFrame::Body(ch, b) => self.content_body(ch, b).await.map(|_| Flow::Continue),
+            AMQPFrame::Header(ch, h) => self.content(ch, Ok(h)).await.map(|_| Flow::Continue),
+            AMQPFrame::Body(ch, b) => self.content(ch, Err(b)).await.map(|_| Flow::Continue),
         }
     }
 
-    async fn content_header(&mut self, ch: u16, h: AMQPContentHeader) -> Result<(), Fail> {
+    /// A content header or body frame: fed to the channel's publish assembly, and the
+    /// publish stored once complete.
+    async fn content(
+        &mut self,
+        ch: u16,
+        part: Result<AMQPContentHeader, Vec<u8>>,
+    ) -> Result<(), Fail> {
         let max = self.max_message_size;
         let Some(c) = self.channels.get_mut(&ch) else {
             return Err(Fail::Connection(
@@ -979,79 +980,23 @@ impl Conn {
         if c.closing {
             return Ok(());
         }
-        let Some(p) = c.publishing.as_mut().filter(|p| p.header.is_none()) else {
-            return Err(Fail::Connection(
-                AmqpError::new(UNEXPECTED_FRAME, "content header without basic.publish"),
-                BASIC_PUBLISH,
-            ));
+        let step = match part {
+            Ok(h) => c.publishing.header(h, max),
+            Err(b) => c.publishing.body(b),
         };
-        if h.body_size > max as u64 {
-            c.publishing = None;
-            return Err(Fail::Channel(
-                ch,
-                AmqpError::precondition(format!(
-                    "message size {} is larger than configured max size {max}",
-                    h.body_size
-                )),
-                BASIC_PUBLISH,
-            ));
+        match step {
+            Ok(Some(p)) => self.publish_complete(ch, p).await,
+            Ok(None) => Ok(()),
+            Err(e) if e.connection => Err(Fail::Connection(e.error, BASIC_PUBLISH)),
+            Err(e) => Err(Fail::Channel(ch, e.error, BASIC_PUBLISH)),
         }
-        // Allocated by the first body frame unless that frame holds the whole body.
-        p.body = Vec::new();
-        let done = h.body_size == 0;
-        p.header = Some(h);
-        if done {
-            self.publish_complete(ch).await?;
-        }
-        Ok(())
     }
 
-    async fn content_body(&mut self, ch: u16, b: Vec<u8>) -> Result<(), Fail> {
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return Err(Fail::Connection(
-                AmqpError::new(CHANNEL_ERROR, format!("channel {ch} is not open")),
-                MethodId::NONE,
-            ));
-        };
-        if c.closing {
-            return Ok(());
-        }
-        let Some((p, size)) = c
-            .publishing
-            .as_mut()
-            .and_then(|p| p.header.as_ref().map(|h| h.body_size).map(|s| (p, s)))
-        else {
-            return Err(Fail::Connection(
-                AmqpError::new(UNEXPECTED_FRAME, "content body without a content header"),
-                BASIC_PUBLISH,
-            ));
-        };
-        if p.body.len() as u64 + b.len() as u64 > size {
-            return Err(Fail::Connection(
-                AmqpError::new(FRAME_ERROR, "content body exceeds the declared body size"),
-                BASIC_PUBLISH,
-            ));
-        }
-        if p.body.is_empty() && b.len() as u64 == size {
-            // The whole body in one frame (the usual case): keep its buffer, no copy.
-            p.body = b;
-        } else {
-            p.body.extend_from_slice(&b);
-        }
-        if p.body.len() as u64 == size {
-            self.publish_complete(ch).await?;
-        }
-        Ok(())
-    }
-
-    async fn publish_complete(&mut self, ch: u16) -> Result<(), Fail> {
+    async fn publish_complete(&mut self, ch: u16, p: publish::Complete) -> Result<(), Fail> {
         let Some(c) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
-        let Some(p) = c.publishing.take() else {
-            return Ok(());
-        };
-        let props = p.header.map(|h| h.properties).unwrap_or_default();
+        let props = p.properties;
         if c.tx {
             // Routed and stored at tx.commit; the exchange must exist now (as RabbitMQ).
             self.vhost
@@ -1102,11 +1047,6 @@ impl Conn {
         let Some(c) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
-        let p = Publishing {
-            publish,
-            header: None,
-            body,
-        };
         let seq = if c.confirm {
             c.next_publish_seq += 1;
             c.confirms.insert(c.next_publish_seq, None);
@@ -1115,7 +1055,7 @@ impl Conn {
             None
         };
         if queues.is_empty() {
-            if p.publish.mandatory {
+            if publish.mandatory {
                 let m = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                     reply_code: NO_ROUTE,
                     reply_text: "NO_ROUTE".into(),
@@ -1126,7 +1066,7 @@ impl Conn {
                     ch,
                     m,
                     &props,
-                    &p.body,
+                    &body,
                     self.frame_max,
                 ))
                 .await;
@@ -1143,7 +1083,7 @@ impl Conn {
             exchange,
             routing_key: key,
             properties: Bytes::from(wire::encode_properties(&props)),
-            body: Bytes::from(p.body),
+            body: Bytes::from(body),
             timestamp: arctern_core::now_ms(),
         };
         let batch = encode_message(&msg, msg.timestamp);
@@ -1712,7 +1652,7 @@ impl Conn {
             // After channel.close the peer's frames are discarded until close-ok.
             return Ok(());
         }
-        if c.publishing.is_some() {
+        if c.publishing.in_progress() {
             return Err(Fail::Connection(
                 AmqpError::new(UNEXPECTED_FRAME, "expected content header/body"),
                 cause,
@@ -1740,11 +1680,7 @@ impl Conn {
                         cause,
                     ));
                 }
-                c.publishing = Some(Publishing {
-                    publish: p,
-                    header: None,
-                    body: Vec::new(),
-                });
+                c.publishing.start(p);
             }
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
                 if c.tx {

@@ -1,6 +1,6 @@
 //! AMQP 0-9-1 for Arctern.
 //!
-//! Sans-IO parts (`wire`, `codes`, `methods`, `topic`, `record`, `args`, `deadletter`) know the protocol's bytes and do no IO;
+//! Sans-IO parts (`wire`, `codes`, `methods`, `publish`, `topic`, `record`, `args`, `deadletter`) know the protocol's bytes and do no IO;
 //! `vhost` and `queue` hold exchanges, queues and bindings over the broker core;
 //! `connection` and `server` run one task per client connection; `forward` relays a
 //! connection to the node serving the vhost.
@@ -12,6 +12,7 @@ pub mod connection;
 pub mod deadletter;
 pub mod forward;
 pub mod methods;
+pub mod publish;
 pub mod queue;
 pub mod record;
 pub mod server;
