@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::alarm::AlarmState;
 use crate::codes::*;
+use crate::deliveries::{Deliveries, Delivery};
 use crate::forward;
 use crate::methods::{MethodId, BASIC_PUBLISH, TX_COMMIT};
 use crate::publish::{self, PublishAssembly};
@@ -226,13 +227,14 @@ async fn writer(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>) {
     }
 }
 
-struct Unacked {
+/// Where a delivery sits in its queue.
+struct Delivered {
     queue: Arc<Queue>,
     offset: i64,
     entry: Entry,
-    consumer: Option<String>,
-    delivered_at: Instant,
 }
+
+type Unacked = Delivery<Delivered>;
 
 /// How a client settled a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,18 +245,15 @@ enum Settle {
     Reject,
 }
 
-struct Consumer {
+/// A consumer's queue side.
+struct ConsumerLink {
     queue: Arc<Queue>,
-    no_ack: bool,
-    prefetch: u16,
-    prefetch_size: u32,
-    unacked: usize,
     priority: i32,
     /// Shared with the queue's registration (see `ConsumerReg::active`).
     active: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Consumer {
+impl ConsumerLink {
     /// Records whether the consumer has credit; losing it lets lower priorities take over.
     fn set_active(&self, active: bool) {
         let was = self
@@ -298,14 +297,8 @@ struct Channel {
     next_publish_seq: u64,
     /// Confirm outcome per publish sequence number: None while being stored.
     confirms: BTreeMap<u64, Option<bool>>,
-    next_tag: u64,
-    unacked: BTreeMap<u64, Unacked>,
-    consumers: BTreeMap<String, Consumer>,
-    prefetch_consumer: u16,
-    prefetch_global: u16,
-    /// `basic.qos` prefetch-size (body bytes unacked), for new consumers and per channel.
-    prefetch_size_consumer: u32,
-    prefetch_size_global: u32,
+    /// Delivery tags, unacked deliveries, consumers and their prefetch credit.
+    deliveries: Deliveries<Delivered, ConsumerLink>,
     /// This channel's latest append per queue, until the high watermark passes it: a
     /// `basic.get` waits for it, so requests on a channel take effect in order.
     appended: Vec<(Arc<Queue>, Appended)>,
@@ -851,10 +844,10 @@ impl Conn {
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };
-        let unacked = std::mem::take(&mut c.unacked);
+        let unacked = c.deliveries.take_all();
         // An open transaction is rolled back: its settlements never happened.
         let tx_settles = std::mem::take(&mut c.tx_settles);
-        let consumers = std::mem::take(&mut c.consumers);
+        let consumers = c.deliveries.take_consumers();
         c.publishing.abort();
         c.tx_publishes.clear();
         if remove {
@@ -866,8 +859,8 @@ impl Conn {
                 .chain(tx_settles.into_iter().map(|s| s.1)),
         );
         for (tag, cons) in consumers {
-            let auto = cons.queue.remove_consumer(self.id, ch, &tag);
-            self.vhost.consumer_gone(&cons.queue, auto).await;
+            let auto = cons.link.queue.remove_consumer(self.id, ch, &tag);
+            self.vhost.consumer_gone(&cons.link.queue, auto).await;
         }
     }
 
@@ -1397,7 +1390,7 @@ impl Conn {
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };
-        if c.consumers.remove(&tag).is_none() || c.closing {
+        if c.deliveries.remove_consumer(&tag).is_none() || c.closing {
             return;
         }
         self.reply(
@@ -1421,10 +1414,8 @@ impl Conn {
             .iter()
             .filter(|(_, c)| !c.closing)
             .filter(|(_, c)| {
-                c.unacked
-                    .values()
-                    .map(|u| u.delivered_at)
-                    .min()
+                c.deliveries
+                    .oldest_delivery()
                     .is_some_and(|t| t.elapsed() > timeout)
             })
             .map(|(ch, _)| *ch)
@@ -1444,10 +1435,10 @@ impl Conn {
         let mut more = false;
         for ch in ids {
             let tags: Vec<String> = match self.channels.get(&ch) {
-                Some(c) if !c.closing && !c.paused => c.consumers.keys().cloned().collect(),
+                Some(c) if !c.closing && !c.paused => c.deliveries.consumer_tags(),
                 Some(c) => {
-                    for cons in c.consumers.values() {
-                        cons.set_active(false);
+                    for (_, cons) in c.deliveries.consumers() {
+                        cons.link.set_active(false);
                     }
                     continue;
                 }
@@ -1461,30 +1452,19 @@ impl Conn {
                     let Some(c) = self.channels.get_mut(&ch) else {
                         break;
                     };
-                    let global = c.prefetch_global;
-                    let in_flight = c.unacked.len();
-                    let Some(cons) = c.consumers.get(&tag) else {
+                    let Some((cons, room)) = c.deliveries.credit(&tag) else {
                         break;
                     };
-                    if !cons.no_ack
-                        && ((cons.prefetch > 0 && cons.unacked >= cons.prefetch as usize)
-                            || (global > 0 && in_flight >= global as usize))
-                    {
-                        cons.set_active(false);
+                    let Some(room) = room else {
+                        cons.link.set_active(false);
                         break;
-                    }
-                    cons.set_active(true);
-                    let priority = cons.priority;
-                    let q = Arc::clone(&cons.queue);
+                    };
+                    cons.link.set_active(true);
+                    let q = Arc::clone(&cons.link.queue);
                     let no_ack = cons.no_ack;
-                    let room = if no_ack {
-                        u64::MAX
-                    } else {
-                        prefetch_room(c, &tag, cons.prefetch_size)
-                    };
                     let taker = Taker {
-                        priority,
-                        active: &cons.active,
+                        priority: cons.link.priority,
+                        active: &cons.link.active,
                     };
                     let Some((offset, entry)) = q.take_next(room, Some(taker)) else {
                         break;
@@ -1498,24 +1478,21 @@ impl Conn {
                             continue;
                         }
                     };
-                    c.next_tag += 1;
-                    let tag_no = c.next_tag;
+                    let tag_no = c.deliveries.next_tag();
                     if no_ack {
                         settled.push(offset);
                     } else {
-                        c.unacked.insert(
-                            tag_no,
-                            Unacked {
+                        let d = Delivery {
+                            bytes: entry.bytes,
+                            item: Delivered {
                                 queue: Arc::clone(&q),
                                 offset,
                                 entry,
-                                consumer: Some(tag.clone()),
-                                delivered_at: Instant::now(),
                             },
-                        );
-                        if let Some(cons) = c.consumers.get_mut(&tag) {
-                            cons.unacked += 1;
-                        }
+                            consumer: Some(tag.clone()),
+                            delivered_at: Instant::now(),
+                        };
+                        c.deliveries.track(tag_no, d);
                         delivered.push(offset);
                     }
                     let m = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
@@ -1856,13 +1833,7 @@ impl Conn {
             AMQPClass::Basic(basic::AMQPMethod::Qos(q)) => {
                 let size = self.qos_prefetch_size;
                 let c = self.channel(ch)?;
-                if q.global {
-                    c.prefetch_global = q.prefetch_count;
-                    c.prefetch_size_global = size;
-                } else {
-                    c.prefetch_consumer = q.prefetch_count;
-                    c.prefetch_size_consumer = size;
-                }
+                c.deliveries.qos(q.global, q.prefetch_count, size);
                 self.reply(
                     ch,
                     AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
@@ -1892,7 +1863,7 @@ impl Conn {
                 };
                 let active = Arc::new(std::sync::atomic::AtomicBool::new(true));
                 let c = self.channel(ch)?;
-                if c.consumers.contains_key(&tag) {
+                if c.deliveries.has_consumer(&tag) {
                     return Err(Fail::Connection(
                         AmqpError::new(
                             NOT_ALLOWED,
@@ -1913,19 +1884,12 @@ impl Conn {
                 })
                 .map_err(chan_err)?;
                 let c = self.channel(ch)?;
-                let (prefetch, prefetch_size) = (c.prefetch_consumer, c.prefetch_size_consumer);
-                c.consumers.insert(
-                    tag.clone(),
-                    Consumer {
-                        queue: q,
-                        no_ack: b.no_ack,
-                        prefetch,
-                        prefetch_size,
-                        unacked: 0,
-                        priority,
-                        active,
-                    },
-                );
+                let link = ConsumerLink {
+                    queue: q,
+                    priority,
+                    active,
+                };
+                c.deliveries.add_consumer(tag.clone(), b.no_ack, link);
                 if !b.nowait {
                     self.reply(
                         ch,
@@ -1939,9 +1903,9 @@ impl Conn {
             }
             AMQPClass::Basic(basic::AMQPMethod::Cancel(b)) => {
                 let tag = b.consumer_tag.as_str().to_string();
-                if let Some(cons) = c.consumers.remove(&tag) {
-                    let auto = cons.queue.remove_consumer(self.id, ch, &tag);
-                    self.vhost.consumer_gone(&cons.queue, auto).await;
+                if let Some(cons) = c.deliveries.remove_consumer(&tag) {
+                    let auto = cons.link.queue.remove_consumer(self.id, ch, &tag);
+                    self.vhost.consumer_gone(&cons.link.queue, auto).await;
                 }
                 if !b.nowait {
                     self.reply(
@@ -1977,21 +1941,21 @@ impl Conn {
                 };
                 let redelivered = entry.redelivered;
                 let c = self.channel(ch)?;
-                c.next_tag += 1;
-                let tag_no = c.next_tag;
+                let tag_no = c.deliveries.next_tag();
                 if g.no_ack {
                     q.settle(&[offset]);
                 } else {
-                    c.unacked.insert(
-                        tag_no,
-                        Unacked {
+                    let d = Delivery {
+                        bytes: entry.bytes,
+                        item: Delivered {
                             queue: Arc::clone(&q),
                             offset,
                             entry,
-                            consumer: None,
-                            delivered_at: Instant::now(),
                         },
-                    );
+                        consumer: None,
+                        delivered_at: Instant::now(),
+                    };
+                    c.deliveries.track(tag_no, d);
                     q.mark_delivered(&[offset]);
                 }
                 let m = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
@@ -2013,28 +1977,30 @@ impl Conn {
                 .await;
             }
             AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => {
-                let taken = take_unacked(c, a.delivery_tag, a.multiple).map_err(chan_err)?;
+                let taken = c
+                    .deliveries
+                    .take(a.delivery_tag, a.multiple)
+                    .map_err(chan_err)?;
                 settle_or_buffer(c, taken, Settle::Ack);
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
-                let taken = take_unacked(c, n.delivery_tag, n.multiple).map_err(chan_err)?;
+                let taken = c
+                    .deliveries
+                    .take(n.delivery_tag, n.multiple)
+                    .map_err(chan_err)?;
                 settle_or_buffer(c, taken, Settle::rejected(n.requeue));
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Reject(r)) => {
-                let taken = take_unacked(c, r.delivery_tag, false).map_err(chan_err)?;
+                let taken = c.deliveries.take(r.delivery_tag, false).map_err(chan_err)?;
                 settle_or_buffer(c, taken, Settle::rejected(r.requeue));
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Recover(_))
             | AMQPClass::Basic(basic::AMQPMethod::RecoverAsync(_)) => {
                 // Both requeue (RabbitMQ does not implement requeue=false either).
-                let unacked = std::mem::take(&mut c.unacked);
-                for cons in c.consumers.values_mut() {
-                    cons.unacked = 0;
-                }
-                requeue(unacked.into_values());
+                requeue(c.deliveries.take_all().into_values());
                 if matches!(m, AMQPClass::Basic(basic::AMQPMethod::Recover(_))) {
                     self.reply(
                         ch,
@@ -2072,10 +2038,7 @@ impl Conn {
                 c.tx_bytes = 0;
                 // Settlements are undone: those deliveries are unacked again.
                 for (tag, u, _) in std::mem::take(&mut c.tx_settles) {
-                    if let Some(cons) = u.consumer.as_ref().and_then(|t| c.consumers.get_mut(t)) {
-                        cons.unacked += 1;
-                    }
-                    c.unacked.insert(tag, u);
+                    c.deliveries.restore(tag, u);
                 }
                 self.reply(
                     ch,
@@ -2120,36 +2083,6 @@ fn is_publish(frame: &AMQPFrame) -> bool {
     )
 }
 
-/// Removes the deliveries an ack/nack/reject names: one tag, or with `multiple` every tag
-/// up to it (0 = all). An unknown tag is PRECONDITION_FAILED, as RabbitMQ.
-fn take_unacked(
-    c: &mut Channel,
-    tag: u64,
-    multiple: bool,
-) -> Result<Vec<(u64, Unacked)>, AmqpError> {
-    let all = multiple && tag == 0;
-    if !all && !c.unacked.contains_key(&tag) {
-        return Err(AmqpError::precondition(format!(
-            "unknown delivery tag {tag}"
-        )));
-    }
-    let tags: Vec<u64> = match (multiple, tag) {
-        (true, 0) => c.unacked.keys().copied().collect(),
-        (true, _) => c.unacked.range(..=tag).map(|(t, _)| *t).collect(),
-        (false, _) => vec![tag],
-    };
-    let mut out = Vec::new();
-    for t in tags {
-        if let Some(u) = c.unacked.remove(&t) {
-            if let Some(cons) = u.consumer.as_ref().and_then(|tag| c.consumers.get_mut(tag)) {
-                cons.unacked = cons.unacked.saturating_sub(1);
-            }
-            out.push((t, u));
-        }
-    }
-    Ok(out)
-}
-
 /// The wait's outcome if it is already decided.
 fn poll_once(wait: &mut StoredWait) -> Option<Result<(), AmqpError>> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -2185,6 +2118,7 @@ type ByQueue = Vec<(Arc<Queue>, Vec<(i64, Entry)>)>;
 fn group(items: impl Iterator<Item = Unacked>) -> ByQueue {
     let mut by: ByQueue = Vec::new();
     for u in items {
+        let u = u.item;
         match by.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
             Some((_, v)) => v.push((u.offset, u.entry)),
             None => by.push((u.queue, vec![(u.offset, u.entry)])),
@@ -2204,28 +2138,6 @@ fn apply_settle(items: Vec<Unacked>, how: Settle) {
             _ => q.settle(&offsets),
         }
     }
-}
-
-/// Body bytes that may still go out on `c` to consumer `tag` under `prefetch_size` (its
-/// own limit and the channel's); `u64::MAX` without limits. A scope with nothing unacked
-/// takes any one message, so one larger than the limit is not stuck.
-fn prefetch_room(c: &Channel, tag: &str, consumer_limit: u32) -> u64 {
-    let mut room = u64::MAX;
-    if consumer_limit > 0 {
-        let mine = c
-            .unacked
-            .values()
-            .filter(|u| u.consumer.as_deref() == Some(tag));
-        let (n, bytes) = mine.fold((0u64, 0u64), |(n, b), u| (n + 1, b + u.entry.bytes));
-        if n > 0 {
-            room = room.min(u64::from(consumer_limit).saturating_sub(bytes));
-        }
-    }
-    if c.prefetch_size_global > 0 && !c.unacked.is_empty() {
-        let bytes: u64 = c.unacked.values().map(|u| u.entry.bytes).sum();
-        room = room.min(u64::from(c.prefetch_size_global).saturating_sub(bytes));
-    }
-    room
 }
 
 fn requeue(items: impl Iterator<Item = Unacked>) {

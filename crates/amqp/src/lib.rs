@@ -1,6 +1,6 @@
 //! AMQP 0-9-1 for Arctern.
 //!
-//! Sans-IO parts (`wire`, `codes`, `methods`, `publish`, `topic`, `record`, `args`, `deadletter`) know the protocol's bytes and do no IO;
+//! Sans-IO parts (`wire`, `codes`, `methods`, `publish`, `deliveries`, `topic`, `record`, `args`, `deadletter`) know the protocol's bytes and do no IO;
 //! `vhost` and `queue` hold exchanges, queues and bindings over the broker core;
 //! `connection` and `server` run one task per client connection; `forward` relays a
 //! connection to the node serving the vhost.
@@ -10,6 +10,7 @@ pub mod args;
 pub mod codes;
 pub mod connection;
 pub mod deadletter;
+pub mod deliveries;
 pub mod forward;
 pub mod methods;
 pub mod publish;
