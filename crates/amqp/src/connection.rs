@@ -1,7 +1,7 @@
 //! One AMQP connection: frames read by this task (`FrameSource`, bounded by `frame_max`), a writer task
 //! (frames out, heartbeats), and this task's state machine over channels.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::alarm::AlarmState;
 use crate::codes::*;
+use crate::confirms::{Confirm, Confirms};
 use crate::deliveries::{Deliveries, Delivery};
 use crate::forward;
 use crate::methods::{MethodId, BASIC_PUBLISH, TX_COMMIT};
@@ -26,6 +27,7 @@ use crate::publish::{self, PublishAssembly};
 use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait, Taker};
 use crate::record::{encode_message, StoredMessage};
 use crate::server::AmqpServerConfig;
+use crate::transaction::Transaction;
 use crate::vhost::{QueueSpec, Route, Vhost};
 use crate::wire::{self, FrameError, FRAME_HEADER_LEN, PROTOCOL_HEADER};
 use arctern_core::Appended;
@@ -36,8 +38,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection closed during the handshake waits at least a second.
 const CLOSE_LINGER_MAX: Duration = Duration::from_secs(30);
 const CLOSE_LINGER_MIN: Duration = Duration::from_secs(1);
-/// Most message bytes one transaction may buffer before tx.commit.
-const TX_MAX_BYTES: usize = 64 << 20;
 /// The read buffer: a publish is three small frames, read in one syscall.
 const READ_BUFFER: usize = 64 << 10;
 /// Routed publishes are appended at the end of a burst of frames, or once this many
@@ -282,21 +282,13 @@ struct PendingPublish {
 struct Channel {
     closing: bool,
     publishing: PublishAssembly,
-    confirm: bool,
+    /// Publisher confirms (confirm.select).
+    confirms: Confirms,
     /// channel.flow active=false from the client: no deliveries until it resumes.
     paused: bool,
-    /// tx.select was used: publishes and settlements wait for tx.commit.
-    tx: bool,
-    tx_publishes: Vec<(basic::Publish, AMQPProperties, Vec<u8>)>,
-    tx_bytes: usize,
-    /// Settlements taken out of `unacked` (with their tags, to restore on rollback).
-    tx_settles: Vec<(u64, Unacked, Settle)>,
-    next_commit: u64,
-    /// Commit outcome per commit number: None while its publishes are being stored.
-    commits: BTreeMap<u64, Option<bool>>,
-    next_publish_seq: u64,
-    /// Confirm outcome per publish sequence number: None while being stored.
-    confirms: BTreeMap<u64, Option<bool>>,
+    /// tx.select's buffer of publishes and settlements (with their delivery tags, to
+    /// restore on rollback), and the commits awaiting their stores.
+    tx: Transaction<(u64, Unacked, Settle)>,
     /// Delivery tags, unacked deliveries, consumers and their prefetch credit.
     deliveries: Deliveries<Delivered, ConsumerLink>,
     /// This channel's latest append per queue, until the high watermark passes it: a
@@ -533,9 +525,7 @@ pub async fn run(
                     let mut next = Some(first);
                     while let Some((ch, seq, ok)) = next {
                         if let Some(c) = conn.channels.get_mut(&ch) {
-                            if let Some(slot) = c.confirms.get_mut(&seq) {
-                                *slot = Some(ok);
-                            }
+                            c.confirms.decide(seq, ok);
                         }
                         if !touched.contains(&ch) {
                             touched.push(ch);
@@ -549,9 +539,7 @@ pub async fn run(
                 Some((ch, tag)) = cancel_rx.recv() => conn.server_cancel(ch, tag).await,
                 Some((ch, n, ok)) = commit_rx.recv() => {
                     if let Some(c) = conn.channels.get_mut(&ch) {
-                        if let Some(slot) = c.commits.get_mut(&n) {
-                            *slot = Some(ok);
-                        }
+                        c.tx.decide(n, ok);
                     }
                     if let Err(e) = conn.flush_commits(ch).await {
                         conn.close_connection(&mut frames, e, TX_COMMIT).await;
@@ -846,10 +834,9 @@ impl Conn {
         };
         let unacked = c.deliveries.take_all();
         // An open transaction is rolled back: its settlements never happened.
-        let tx_settles = std::mem::take(&mut c.tx_settles);
+        let tx_settles = c.tx.rollback();
         let consumers = c.deliveries.take_consumers();
         c.publishing.abort();
-        c.tx_publishes.clear();
         if remove {
             self.channels.remove(&ch);
         }
@@ -989,33 +976,25 @@ impl Conn {
         let Some(c) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
-        let props = p.properties;
-        if c.tx {
+        if c.tx.active() {
             // Routed and stored at tx.commit; the exchange must exist now (as RabbitMQ).
             self.vhost
                 .route(
                     p.publish.exchange.as_str(),
                     p.publish.routing_key.as_str(),
-                    props.headers().as_ref(),
+                    p.properties.headers().as_ref(),
                 )
                 .map_err(|e| Fail::Channel(ch, e, BASIC_PUBLISH))?;
             let Some(c) = self.channels.get_mut(&ch) else {
                 return Ok(());
             };
-            c.tx_bytes += p.body.len();
-            if c.tx_bytes > TX_MAX_BYTES {
-                return Err(Fail::Channel(
-                    ch,
-                    AmqpError::precondition(format!(
-                        "transaction holds more than {TX_MAX_BYTES} bytes of messages"
-                    )),
-                    BASIC_PUBLISH,
-                ));
-            }
-            c.tx_publishes.push((p.publish, props, p.body));
-            return Ok(());
+            return c
+                .tx
+                .publish(p)
+                .map_err(|e| Fail::Channel(ch, e, BASIC_PUBLISH));
         }
-        self.store_publish(ch, p.publish, props, p.body).await
+        self.store_publish(ch, p.publish, p.properties, p.body)
+            .await
     }
 
     /// Routes one publish and queues it for `flush_publishes` (or a tx.commit), which
@@ -1040,13 +1019,7 @@ impl Conn {
         let Some(c) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
-        let seq = if c.confirm {
-            c.next_publish_seq += 1;
-            c.confirms.insert(c.next_publish_seq, None);
-            Some(c.next_publish_seq)
-        } else {
-            None
-        };
+        let seq = c.confirms.register();
         if queues.is_empty() {
             if publish.mandatory {
                 let m = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
@@ -1066,7 +1039,7 @@ impl Conn {
             }
             if let Some(seq) = seq {
                 if let Some(c) = self.channels.get_mut(&ch) {
-                    c.confirms.insert(seq, Some(true));
+                    c.confirms.decide(seq, true);
                 }
                 self.flush_confirms(ch).await;
             }
@@ -1249,17 +1222,13 @@ impl Conn {
         let Some(c) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
-        let publishes = std::mem::take(&mut c.tx_publishes);
-        let settles = std::mem::take(&mut c.tx_settles);
-        c.tx_bytes = 0;
-        c.next_commit += 1;
-        let n = c.next_commit;
-        c.commits.insert(n, None);
+        let (n, publishes, settles) = c.tx.commit();
         let mut waits = Vec::new();
         // Routed one by one, stored together: one log write per queue for the commit
         // (`on_frame` flushed every earlier publish before this tx.commit).
-        for (publish, props, body) in publishes {
-            self.store_publish(ch, publish, props, body).await?;
+        for p in publishes {
+            self.store_publish(ch, p.publish, p.properties, p.body)
+                .await?;
         }
         let routed = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
@@ -1292,12 +1261,8 @@ impl Conn {
             None => true,
         });
         if waits.is_empty() {
-            if let Some(slot) = self
-                .channels
-                .get_mut(&ch)
-                .and_then(|c| c.commits.get_mut(&n))
-            {
-                *slot = Some(ok);
+            if let Some(c) = self.channels.get_mut(&ch) {
+                c.tx.decide(n, ok);
             }
             return self
                 .flush_commits(ch)
@@ -1335,16 +1300,7 @@ impl Conn {
         let Some(c) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
-        let mut oks = 0;
-        while let Some((&n, &Some(ok))) = c.commits.iter().next() {
-            c.commits.remove(&n);
-            if !ok {
-                return Err(AmqpError::internal(
-                    "a committed publish could not be stored",
-                ));
-            }
-            oks += 1;
-        }
+        let oks = c.tx.decided()?;
         for _ in 0..oks {
             self.reply(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
                 .await;
@@ -1359,28 +1315,20 @@ impl Conn {
             return;
         };
         let mut frames = Vec::new();
-        let mut run: Option<(u64, usize)> = None;
-        while let Some((&seq, &Some(ok))) = c.confirms.iter().next() {
-            c.confirms.remove(&seq);
-            if ok {
-                run = Some((seq, run.map_or(1, |r| r.1 + 1)));
-            } else {
-                if let Some((last, n)) = run.take() {
-                    frames.extend(ack_frame(ch, last, n > 1));
-                }
-                frames.extend(wire::method(
-                    ch,
-                    AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
-                        delivery_tag: seq,
-                        multiple: false,
-                        requeue: false,
-                    })),
-                ));
-            }
-        }
-        if let Some((last, n)) = run {
-            frames.extend(ack_frame(ch, last, n > 1));
-        }
+        c.confirms.drain(|confirm| {
+            let m = match confirm {
+                Confirm::Ack { tag, multiple } => basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag: tag,
+                    multiple,
+                }),
+                Confirm::Nack { tag } => basic::AMQPMethod::Nack(basic::Nack {
+                    delivery_tag: tag,
+                    multiple: false,
+                    requeue: false,
+                }),
+            };
+            frames.extend(wire::method(ch, AMQPClass::Basic(m)));
+        });
         if !frames.is_empty() {
             self.send(frames).await;
         }
@@ -1660,12 +1608,12 @@ impl Conn {
                 c.publishing.start(p);
             }
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
-                if c.tx {
+                if c.tx.active() {
                     return Err(chan_err(AmqpError::precondition(
                         "cannot switch from tx to confirm mode",
                     )));
                 }
-                c.confirm = true;
+                c.confirms.enable();
                 if !s.nowait {
                     self.reply(
                         ch,
@@ -2011,17 +1959,17 @@ impl Conn {
                 self.wake.notify_one();
             }
             AMQPClass::Tx(tx::AMQPMethod::Select(_)) => {
-                if c.confirm {
+                if c.confirms.enabled() {
                     return Err(chan_err(AmqpError::precondition(
                         "cannot switch from confirm to tx mode",
                     )));
                 }
-                c.tx = true;
+                c.tx.select();
                 self.reply(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})))
                     .await;
             }
             AMQPClass::Tx(tx::AMQPMethod::Commit(_)) => {
-                if !c.tx {
+                if !c.tx.active() {
                     return Err(chan_err(AmqpError::precondition(
                         "channel is not transactional",
                     )));
@@ -2029,15 +1977,13 @@ impl Conn {
                 self.tx_commit(ch).await?;
             }
             AMQPClass::Tx(tx::AMQPMethod::Rollback(_)) => {
-                if !c.tx {
+                if !c.tx.active() {
                     return Err(chan_err(AmqpError::precondition(
                         "channel is not transactional",
                     )));
                 }
-                c.tx_publishes.clear();
-                c.tx_bytes = 0;
                 // Settlements are undone: those deliveries are unacked again.
-                for (tag, u, _) in std::mem::take(&mut c.tx_settles) {
+                for (tag, u, _) in c.tx.rollback() {
                     c.deliveries.restore(tag, u);
                 }
                 self.reply(
@@ -2055,16 +2001,6 @@ impl Conn {
         }
         Ok(())
     }
-}
-
-fn ack_frame(ch: u16, tag: u64, multiple: bool) -> Vec<u8> {
-    wire::method(
-        ch,
-        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-            delivery_tag: tag,
-            multiple,
-        })),
-    )
 }
 
 /// A frame of a publish (method, content header, body) or a heartbeat: these do not
@@ -2094,9 +2030,8 @@ fn poll_once(wait: &mut StoredWait) -> Option<Result<(), AmqpError>> {
 
 /// Applies settlements now, or buffers them until tx.commit on a transactional channel.
 fn settle_or_buffer(c: &mut Channel, taken: Vec<(u64, Unacked)>, how: Settle) {
-    if c.tx {
-        c.tx_settles
-            .extend(taken.into_iter().map(|(t, u)| (t, u, how)));
+    if c.tx.active() {
+        c.tx.settle(taken.into_iter().map(|(t, u)| (t, u, how)));
     } else {
         apply_settle(taken.into_iter().map(|(_, u)| u).collect(), how);
     }
