@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
@@ -28,7 +28,7 @@ use crate::confirms::{Confirm, Confirms};
 use crate::deliveries::{Deliveries, Delivery};
 use crate::forward;
 use crate::methods::{MethodId, BASIC_PUBLISH, TX_COMMIT};
-use crate::publish::{self, PublishAssembly};
+use crate::publish::{self, Content, PublishAssembly};
 use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait, Taker};
 use crate::record::{encode_message, StoredMessage};
 use crate::server::AmqpServerConfig;
@@ -949,8 +949,14 @@ impl Conn {
                 }
             }
             AMQPFrame::Method(ch, m) => self.method(ch, m).await.map(|_| Flow::Continue),
-            AMQPFrame::Header(ch, h) => self.content(ch, Ok(h)).await.map(|_| Flow::Continue),
-            AMQPFrame::Body(ch, b) => self.content(ch, Err(b)).await.map(|_| Flow::Continue),
+            AMQPFrame::Header(ch, h) => self
+                .content(ch, Content::Header(h))
+                .await
+                .map(|_| Flow::Continue),
+            AMQPFrame::Body(ch, b) => self
+                .content(ch, Content::Body(b))
+                .await
+                .map(|_| Flow::Continue),
         }
     }
 

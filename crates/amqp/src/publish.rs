@@ -7,6 +7,15 @@ use amq_protocol::protocol::basic::{self, AMQPProperties};
 
 use crate::codes::{AmqpError, FRAME_ERROR, UNEXPECTED_FRAME};
 
+/// A content frame of a publish.
+// Not boxed: boxing the header would allocate once per publish.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Content {
+    Header(AMQPContentHeader),
+    Body(Vec<u8>),
+}
+
 /// A publish whose method, header and whole body arrived.
 #[derive(Debug)]
 pub struct Complete {
@@ -92,6 +101,18 @@ impl PublishAssembly {
         let done = h.body_size == 0;
         p.header = Some(h);
         Ok(if done { self.take() } else { None })
+    }
+
+    /// A content frame: `header` or `body`.
+    pub fn content(
+        &mut self,
+        part: Content,
+        max_message_size: usize,
+    ) -> Result<Option<Complete>, AssemblyError> {
+        match part {
+            Content::Header(h) => self.header(h, max_message_size),
+            Content::Body(b) => self.body(b),
+        }
     }
 
     /// A body frame: complete once the declared size is reached.
@@ -253,6 +274,18 @@ mod tests {
         // At the limit is fine.
         a.start(publish("k"));
         assert!(a.header(header(100), 100).unwrap().is_none());
+    }
+
+    #[test]
+    fn content_dispatches_header_and_body() {
+        let mut a = PublishAssembly::default();
+        a.start(publish("k"));
+        assert!(a
+            .content(Content::Header(header(1)), 100)
+            .unwrap()
+            .is_none());
+        let c = a.content(Content::Body(b"x".to_vec()), 100).unwrap();
+        assert_eq!(c.expect("complete").body, b"x");
     }
 
     #[test]

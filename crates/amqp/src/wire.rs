@@ -273,8 +273,12 @@ mod tests {
 
     #[test]
     fn reads_qos_prefetch_size_from_the_raw_payload() {
-        // class 60, method 10, prefetch-size 2500, prefetch-count 7, global 0, frame end.
-        let mut rest = vec![0, 60, 0, 10];
+        // basic.qos: class, method, prefetch-size 2500, prefetch-count 7, global 0, frame end.
+        let mut rest = [
+            crate::methods::BASIC_QOS.class.to_be_bytes(),
+            crate::methods::BASIC_QOS.method.to_be_bytes(),
+        ]
+        .concat();
         rest.extend_from_slice(&2500u32.to_be_bytes());
         rest.extend_from_slice(&[0, 7, 0, FRAME_END]);
         let size = (rest.len() - 1) as u32;

@@ -7,11 +7,7 @@ use super::*;
 impl Conn {
     /// A content header or body frame: fed to the channel's publish assembly, and the
     /// publish stored once complete.
-    pub(super) async fn content(
-        &mut self,
-        ch: u16,
-        part: Result<AMQPContentHeader, Vec<u8>>,
-    ) -> Result<(), Fail> {
+    pub(super) async fn content(&mut self, ch: u16, part: Content) -> Result<(), Fail> {
         let max = self.max_message_size;
         let Some(c) = self.channels.get_mut(&ch) else {
             return Err(Fail::Connection(
@@ -22,11 +18,7 @@ impl Conn {
         if c.closing {
             return Ok(());
         }
-        let step = match part {
-            Ok(h) => c.publishing.header(h, max),
-            Err(b) => c.publishing.body(b),
-        };
-        match step {
+        match c.publishing.content(part, max) {
             Ok(Some(p)) => self.publish_complete(ch, p).await,
             Ok(None) => Ok(()),
             Err(e) if e.connection => Err(Fail::Connection(e.error, BASIC_PUBLISH)),
