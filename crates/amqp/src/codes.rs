@@ -1,7 +1,5 @@
 //! AMQP reply codes and the one table mapping Arctern's failures to them.
 
-use amq_protocol::protocol::AMQPClass;
-
 pub const REPLY_SUCCESS: u16 = 200;
 pub const NO_ROUTE: u16 = 312;
 pub const ACCESS_REFUSED: u16 = 403;
@@ -123,9 +121,4 @@ pub fn core_error(e: &arctern_core::CoreError) -> AmqpError {
         E::ShuttingDown => AmqpError::new(CONNECTION_FORCED, "broker is shutting down"),
         other => AmqpError::internal(other.to_string()),
     }
-}
-
-/// (class id, method id) of a method, for channel.close / connection.close.
-pub fn method_ids(m: &AMQPClass) -> (u16, u16) {
-    (m.get_amqp_class_id(), m.get_amqp_method_id())
 }

@@ -1,13 +1,18 @@
-//! One AMQP connection: frames read by this task (`FrameSource`, bounded by `frame_max`), a writer task
-//! (frames out, heartbeats), and this task's state machine over channels.
+//! One AMQP connection: the socket (frames read by this task through `FrameSource`,
+//! bounded by `frame_max`; a writer task for frames out and heartbeats), the handshake and
+//! the select loop. A channel's protocol state lives in sans-IO state machines
+//! (`publish::PublishAssembly`, `deliveries::Deliveries`, `confirms::Confirms`,
+//! `transaction::Transaction`); the submodules are the glue that feeds them and performs
+//! the I/O they ask for: `handlers` (channel methods), `publishing` (routing, appends,
+//! confirms, commit-oks), `delivering` (the pump, settlements, ack timeouts).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
@@ -19,13 +24,24 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::alarm::AlarmState;
 use crate::codes::*;
+use crate::confirms::{Confirm, Confirms};
+use crate::deliveries::{Deliveries, Delivery};
 use crate::forward;
+use crate::methods::{MethodId, BASIC_PUBLISH, TX_COMMIT};
+use crate::publish::{self, Content, PublishAssembly};
 use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait, Taker};
 use crate::record::{encode_message, StoredMessage};
 use crate::server::AmqpServerConfig;
+use crate::transaction::Transaction;
 use crate::vhost::{QueueSpec, Route, Vhost};
 use crate::wire::{self, FrameError, FRAME_HEADER_LEN, PROTOCOL_HEADER};
 use arctern_core::Appended;
+
+mod delivering;
+mod handlers;
+mod publishing;
+
+use delivering::{apply_settle, requeue, settle_or_buffer};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closed connection's input is drained, waiting for the client to close the
@@ -33,8 +49,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection closed during the handshake waits at least a second.
 const CLOSE_LINGER_MAX: Duration = Duration::from_secs(30);
 const CLOSE_LINGER_MIN: Duration = Duration::from_secs(1);
-/// Most message bytes one transaction may buffer before tx.commit.
-const TX_MAX_BYTES: usize = 64 << 20;
 /// The read buffer: a publish is three small frames, read in one syscall.
 const READ_BUFFER: usize = 64 << 10;
 /// Routed publishes are appended at the end of a burst of frames, or once this many
@@ -224,13 +238,14 @@ async fn writer(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>) {
     }
 }
 
-struct Unacked {
+/// Where a delivery sits in its queue.
+struct Delivered {
     queue: Arc<Queue>,
     offset: i64,
     entry: Entry,
-    consumer: Option<String>,
-    delivered_at: Instant,
 }
+
+type Unacked = Delivery<Delivered>;
 
 /// How a client settled a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,18 +256,15 @@ enum Settle {
     Reject,
 }
 
-struct Consumer {
+/// A consumer's queue side.
+struct ConsumerLink {
     queue: Arc<Queue>,
-    no_ack: bool,
-    prefetch: u16,
-    prefetch_size: u32,
-    unacked: usize,
     priority: i32,
     /// Shared with the queue's registration (see `ConsumerReg::active`).
     active: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Consumer {
+impl ConsumerLink {
     /// Records whether the consumer has credit; losing it lets lower priorities take over.
     fn set_active(&self, active: bool) {
         let was = self
@@ -277,39 +289,19 @@ struct PendingPublish {
     priority: Option<u8>,
 }
 
-struct Publishing {
-    publish: basic::Publish,
-    header: Option<AMQPContentHeader>,
-    body: Vec<u8>,
-}
-
 #[derive(Default)]
 struct Channel {
     closing: bool,
-    publishing: Option<Publishing>,
-    confirm: bool,
+    publishing: PublishAssembly,
+    /// Publisher confirms (confirm.select).
+    confirms: Confirms,
     /// channel.flow active=false from the client: no deliveries until it resumes.
     paused: bool,
-    /// tx.select was used: publishes and settlements wait for tx.commit.
-    tx: bool,
-    tx_publishes: Vec<(basic::Publish, AMQPProperties, Vec<u8>)>,
-    tx_bytes: usize,
-    /// Settlements taken out of `unacked` (with their tags, to restore on rollback).
-    tx_settles: Vec<(u64, Unacked, Settle)>,
-    next_commit: u64,
-    /// Commit outcome per commit number: None while its publishes are being stored.
-    commits: BTreeMap<u64, Option<bool>>,
-    next_publish_seq: u64,
-    /// Confirm outcome per publish sequence number: None while being stored.
-    confirms: BTreeMap<u64, Option<bool>>,
-    next_tag: u64,
-    unacked: BTreeMap<u64, Unacked>,
-    consumers: BTreeMap<String, Consumer>,
-    prefetch_consumer: u16,
-    prefetch_global: u16,
-    /// `basic.qos` prefetch-size (body bytes unacked), for new consumers and per channel.
-    prefetch_size_consumer: u32,
-    prefetch_size_global: u32,
+    /// tx.select's buffer of publishes and settlements (with their delivery tags, to
+    /// restore on rollback), and the commits awaiting their stores.
+    tx: Transaction<(u64, Unacked, Settle)>,
+    /// Delivery tags, unacked deliveries, consumers and their prefetch credit.
+    deliveries: Deliveries<Delivered, ConsumerLink>,
     /// This channel's latest append per queue, until the high watermark passes it: a
     /// `basic.get` waits for it, so requests on a channel take effect in order.
     appended: Vec<(Arc<Queue>, Appended)>,
@@ -356,8 +348,8 @@ enum Flow {
 
 /// A connection exception (close the connection) or a channel one.
 enum Fail {
-    Connection(AmqpError, u16, u16),
-    Channel(u16, AmqpError, u16, u16),
+    Connection(AmqpError, MethodId),
+    Channel(u16, AmqpError, MethodId),
 }
 
 pub async fn run(
@@ -449,7 +441,7 @@ pub async fn run(
     {
         Ok(Ok(h)) => Some(h),
         Ok(Err(Some(e))) => {
-            conn.close_connection(&mut frames, e, 0, 0).await;
+            conn.close_connection(&mut frames, e, MethodId::NONE).await;
             None
         }
         _ => None,
@@ -487,7 +479,7 @@ pub async fn run(
                                 FrameError::Malformed(_) => SYNTAX_ERROR,
                                 _ => FRAME_ERROR,
                             };
-                            conn.close_connection(&mut frames, AmqpError::new(code, e.to_string()), 0, 0).await;
+                            conn.close_connection(&mut frames, AmqpError::new(code, e.to_string()), MethodId::NONE).await;
                             break;
                         }
                         Some(Ok(Inbound { frame, prefetch_size })) => {
@@ -533,7 +525,7 @@ pub async fn run(
                             CONNECTION_FORCED,
                             "the node serving this vhost changed; reconnect",
                         );
-                        conn.close_connection(&mut frames, e, 0, 0).await;
+                        conn.close_connection(&mut frames, e, MethodId::NONE).await;
                         break;
                     }
                 }
@@ -544,9 +536,7 @@ pub async fn run(
                     let mut next = Some(first);
                     while let Some((ch, seq, ok)) = next {
                         if let Some(c) = conn.channels.get_mut(&ch) {
-                            if let Some(slot) = c.confirms.get_mut(&seq) {
-                                *slot = Some(ok);
-                            }
+                            c.confirms.decide(seq, ok);
                         }
                         if !touched.contains(&ch) {
                             touched.push(ch);
@@ -560,12 +550,10 @@ pub async fn run(
                 Some((ch, tag)) = cancel_rx.recv() => conn.server_cancel(ch, tag).await,
                 Some((ch, n, ok)) = commit_rx.recv() => {
                     if let Some(c) = conn.channels.get_mut(&ch) {
-                        if let Some(slot) = c.commits.get_mut(&n) {
-                            *slot = Some(ok);
-                        }
+                        c.tx.decide(n, ok);
                     }
                     if let Err(e) = conn.flush_commits(ch).await {
-                        conn.close_connection(&mut frames, e, 90, 20).await;
+                        conn.close_connection(&mut frames, e, TX_COMMIT).await;
                         break;
                     }
                 }
@@ -642,12 +630,12 @@ async fn route(
     }
 }
 
-fn close_method(e: &AmqpError, class: u16, method: u16) -> AMQPClass {
+fn close_method(e: &AmqpError, cause: MethodId) -> AMQPClass {
     AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
         reply_code: e.code,
         reply_text: e.reply_text().into(),
-        class_id: class,
-        method_id: method,
+        class_id: cause.class,
+        method_id: cause.method,
     }))
 }
 
@@ -809,15 +797,9 @@ impl Conn {
     }
 
     /// Sends connection.close and waits (briefly) for close-ok, discarding other frames.
-    async fn close_connection(
-        &mut self,
-        frames: &mut FrameSource,
-        e: AmqpError,
-        class: u16,
-        method: u16,
-    ) {
+    async fn close_connection(&mut self, frames: &mut FrameSource, e: AmqpError, cause: MethodId) {
         tracing::info!(conn = self.id, code = e.code, text = %e.text, "closing AMQP connection");
-        self.reply(0, close_method(&e, class, method)).await;
+        self.reply(0, close_method(&e, cause)).await;
         let _ =
             tokio::time::timeout(Duration::from_secs(1), async {
                 while let Some(f) = frames.recv().await {
@@ -837,7 +819,7 @@ impl Conn {
             .await;
     }
 
-    async fn close_channel(&mut self, ch: u16, e: AmqpError, class: u16, method: u16) {
+    async fn close_channel(&mut self, ch: u16, e: AmqpError, cause: MethodId) {
         tracing::debug!(conn = self.id, channel = ch, code = e.code, text = %e.text, "closing AMQP channel");
         self.release_channel(ch, false).await;
         if let Some(c) = self.channels.get_mut(&ch) {
@@ -848,8 +830,8 @@ impl Conn {
             AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
                 reply_code: e.code,
                 reply_text: e.reply_text().into(),
-                class_id: class,
-                method_id: method,
+                class_id: cause.class,
+                method_id: cause.method,
             })),
         )
         .await;
@@ -861,12 +843,11 @@ impl Conn {
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };
-        let unacked = std::mem::take(&mut c.unacked);
+        let unacked = c.deliveries.take_all();
         // An open transaction is rolled back: its settlements never happened.
-        let tx_settles = std::mem::take(&mut c.tx_settles);
-        let consumers = std::mem::take(&mut c.consumers);
-        c.publishing = None;
-        c.tx_publishes.clear();
+        let tx_settles = c.tx.rollback();
+        let consumers = c.deliveries.take_consumers();
+        c.publishing.abort();
         if remove {
             self.channels.remove(&ch);
         }
@@ -876,8 +857,8 @@ impl Conn {
                 .chain(tx_settles.into_iter().map(|s| s.1)),
         );
         for (tag, cons) in consumers {
-            let auto = cons.queue.remove_consumer(self.id, ch, &tag);
-            self.vhost.consumer_gone(&cons.queue, auto).await;
+            let auto = cons.link.queue.remove_consumer(self.id, ch, &tag);
+            self.vhost.consumer_gone(&cons.link.queue, auto).await;
         }
     }
 
@@ -905,12 +886,12 @@ impl Conn {
         match self.frame(frame).await {
             Ok(Flow::Continue) => false,
             Ok(Flow::Closed) => true,
-            Err(Fail::Connection(e, c, m)) => {
-                self.close_connection(frames, e, c, m).await;
+            Err(Fail::Connection(e, cause)) => {
+                self.close_connection(frames, e, cause).await;
                 true
             }
-            Err(Fail::Channel(ch, e, c, m)) => {
-                self.close_channel(ch, e, c, m).await;
+            Err(Fail::Channel(ch, e, cause)) => {
+                self.close_channel(ch, e, cause).await;
                 false
             }
         }
@@ -926,14 +907,15 @@ impl Conn {
     }
 
     async fn frame(&mut self, frame: AMQPFrame) -> Result<Flow, Fail> {
-        let conn_err = |code: u16, text: String| Fail::Connection(AmqpError::new(code, text), 0, 0);
+        let conn_err =
+            |code: u16, text: String| Fail::Connection(AmqpError::new(code, text), MethodId::NONE);
         match frame {
             AMQPFrame::Heartbeat => Ok(Flow::Continue),
             AMQPFrame::ProtocolHeader(_) | AMQPFrame::InvalidHeartbeat(_) => {
                 Err(conn_err(UNEXPECTED_FRAME, "unexpected frame".into()))
             }
             AMQPFrame::Method(0, m) => {
-                let (c, mid) = method_ids(&m);
+                let cause = MethodId::of(&m);
                 match m {
                     AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
                         self.reply(
@@ -962,663 +944,19 @@ impl Conn {
                     }
                     _ => Err(Fail::Connection(
                         AmqpError::new(COMMAND_INVALID, "unexpected method on channel 0"),
-                        c,
-                        mid,
+                        cause,
                     )),
                 }
             }
             AMQPFrame::Method(ch, m) => self.method(ch, m).await.map(|_| Flow::Continue),
-            AMQPFrame::Header(ch, h) => self.content_header(ch, h).await.map(|_| Flow::Continue),
-            AMQPFrame::Body(ch, b) => self.content_body(ch, b).await.map(|_| Flow::Continue),
-        }
-    }
-
-    async fn content_header(&mut self, ch: u16, h: AMQPContentHeader) -> Result<(), Fail> {
-        let max = self.max_message_size;
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return Err(Fail::Connection(
-                AmqpError::new(CHANNEL_ERROR, format!("channel {ch} is not open")),
-                0,
-                0,
-            ));
-        };
-        if c.closing {
-            return Ok(());
-        }
-        let Some(p) = c.publishing.as_mut().filter(|p| p.header.is_none()) else {
-            return Err(Fail::Connection(
-                AmqpError::new(UNEXPECTED_FRAME, "content header without basic.publish"),
-                60,
-                40,
-            ));
-        };
-        if h.body_size > max as u64 {
-            c.publishing = None;
-            return Err(Fail::Channel(
-                ch,
-                AmqpError::precondition(format!(
-                    "message size {} is larger than configured max size {max}",
-                    h.body_size
-                )),
-                60,
-                40,
-            ));
-        }
-        // Allocated by the first body frame unless that frame holds the whole body.
-        p.body = Vec::new();
-        let done = h.body_size == 0;
-        p.header = Some(h);
-        if done {
-            self.publish_complete(ch).await?;
-        }
-        Ok(())
-    }
-
-    async fn content_body(&mut self, ch: u16, b: Vec<u8>) -> Result<(), Fail> {
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return Err(Fail::Connection(
-                AmqpError::new(CHANNEL_ERROR, format!("channel {ch} is not open")),
-                0,
-                0,
-            ));
-        };
-        if c.closing {
-            return Ok(());
-        }
-        let Some((p, size)) = c
-            .publishing
-            .as_mut()
-            .and_then(|p| p.header.as_ref().map(|h| h.body_size).map(|s| (p, s)))
-        else {
-            return Err(Fail::Connection(
-                AmqpError::new(UNEXPECTED_FRAME, "content body without a content header"),
-                60,
-                40,
-            ));
-        };
-        if p.body.len() as u64 + b.len() as u64 > size {
-            return Err(Fail::Connection(
-                AmqpError::new(FRAME_ERROR, "content body exceeds the declared body size"),
-                60,
-                40,
-            ));
-        }
-        if p.body.is_empty() && b.len() as u64 == size {
-            // The whole body in one frame (the usual case): keep its buffer, no copy.
-            p.body = b;
-        } else {
-            p.body.extend_from_slice(&b);
-        }
-        if p.body.len() as u64 == size {
-            self.publish_complete(ch).await?;
-        }
-        Ok(())
-    }
-
-    async fn publish_complete(&mut self, ch: u16) -> Result<(), Fail> {
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return Ok(());
-        };
-        let Some(p) = c.publishing.take() else {
-            return Ok(());
-        };
-        let props = p.header.map(|h| h.properties).unwrap_or_default();
-        if c.tx {
-            // Routed and stored at tx.commit; the exchange must exist now (as RabbitMQ).
-            self.vhost
-                .route(
-                    p.publish.exchange.as_str(),
-                    p.publish.routing_key.as_str(),
-                    props.headers().as_ref(),
-                )
-                .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
-            let Some(c) = self.channels.get_mut(&ch) else {
-                return Ok(());
-            };
-            c.tx_bytes += p.body.len();
-            if c.tx_bytes > TX_MAX_BYTES {
-                return Err(Fail::Channel(
-                    ch,
-                    AmqpError::precondition(format!(
-                        "transaction holds more than {TX_MAX_BYTES} bytes of messages"
-                    )),
-                    60,
-                    40,
-                ));
-            }
-            c.tx_publishes.push((p.publish, props, p.body));
-            return Ok(());
-        }
-        self.store_publish(ch, p.publish, props, p.body).await
-    }
-
-    /// Routes one publish and queues it for `flush_publishes` (or a tx.commit), which
-    /// appends it and reports its confirm.
-    async fn store_publish(
-        &mut self,
-        ch: u16,
-        publish: basic::Publish,
-        props: AMQPProperties,
-        body: Vec<u8>,
-    ) -> Result<(), Fail> {
-        let exchange = publish.exchange.as_str().to_string();
-        let key = publish.routing_key.as_str().to_string();
-        let own_ttl =
-            crate::args::message_expiration(props.expiration().as_ref().map(|e| e.as_str()))
-                .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
-        let priority = *props.priority();
-        let queues = self
-            .vhost
-            .route(&exchange, &key, props.headers().as_ref())
-            .map_err(|e| Fail::Channel(ch, e, 60, 40))?;
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return Ok(());
-        };
-        let p = Publishing {
-            publish,
-            header: None,
-            body,
-        };
-        let seq = if c.confirm {
-            c.next_publish_seq += 1;
-            c.confirms.insert(c.next_publish_seq, None);
-            Some(c.next_publish_seq)
-        } else {
-            None
-        };
-        if queues.is_empty() {
-            if p.publish.mandatory {
-                let m = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
-                    reply_code: NO_ROUTE,
-                    reply_text: "NO_ROUTE".into(),
-                    exchange: exchange.as_str().into(),
-                    routing_key: key.as_str().into(),
-                }));
-                self.send(wire::method_with_content(
-                    ch,
-                    m,
-                    &props,
-                    &p.body,
-                    self.frame_max,
-                ))
-                .await;
-            }
-            if let Some(seq) = seq {
-                if let Some(c) = self.channels.get_mut(&ch) {
-                    c.confirms.insert(seq, Some(true));
-                }
-                self.flush_confirms(ch).await;
-            }
-            return Ok(());
-        }
-        let msg = StoredMessage {
-            exchange,
-            routing_key: key,
-            properties: Bytes::from(wire::encode_properties(&props)),
-            body: Bytes::from(p.body),
-            timestamp: arctern_core::now_ms(),
-        };
-        let batch = encode_message(&msg, msg.timestamp);
-        let routed = PendingPublish {
-            ch,
-            seq,
-            queues,
-            msg,
-            batch,
-            own_ttl,
-            priority,
-        };
-        self.pending_bytes += routed.batch.len();
-        self.pending.push(routed);
-        Ok(())
-    }
-
-    /// Appends routed publishes, each queue's share with one log write; returns every
-    /// publish's channel, confirm sequence number and waits for its stores, in order.
-    /// With `lead_sync` (a tx.commit), publishes that all went to one queue are fsynced
-    /// right after their write, on this thread (`Queue::sync_now`), instead of by the
-    /// flusher: the client sits waiting for that sync, and the hand-offs to the flusher
-    /// and back cost more than the sync on a fast disk. Several queues are left to their
-    /// flushers, which sync them in parallel. Publishes with confirms are left to the
-    /// flusher too: their client keeps sending, and this connection reads on meanwhile
-    /// (leading their syncs here doubled the confirm p99 at a fixed rate once fsyncs
-    /// turned slow).
-    async fn append_publishes(
-        &mut self,
-        mut publishes: Vec<PendingPublish>,
-        lead_sync: bool,
-    ) -> Vec<(u16, Option<u64>, Vec<StoredWait>)> {
-        let mut groups: Vec<(Arc<Queue>, Vec<usize>, Vec<QueuedMessage>)> = Vec::new();
-        for (i, p) in publishes.iter_mut().enumerate() {
-            let last = p.queues.len().saturating_sub(1);
-            for (k, q) in p.queues.iter().enumerate() {
-                // The last queue takes the batch itself: one copy fewer per publish.
-                let batch = if k == last {
-                    std::mem::take(&mut p.batch)
-                } else {
-                    p.batch.clone()
-                };
-                let m = QueuedMessage {
-                    batch,
-                    bytes: p.msg.body.len() as u64,
-                    own_ttl: p.own_ttl,
-                    priority: p.priority,
-                };
-                match groups.iter_mut().find(|g| Arc::ptr_eq(&g.0, q)) {
-                    Some(g) => {
-                        g.1.push(i);
-                        g.2.push(m);
-                    }
-                    None => groups.push((Arc::clone(q), vec![i], vec![m])),
-                }
-            }
-        }
-        let mut waits: Vec<Vec<StoredWait>> = publishes.iter().map(|_| Vec::new()).collect();
-        let failed = |e: AmqpError| Box::pin(async move { Err(e) }) as StoredWait;
-        let sync_now_next = lead_sync && groups.len() == 1;
-        for (q, index, messages) in groups {
-            match q.append_many(messages, sync_now_next) {
-                Ok(outcomes) => {
-                    if sync_now_next {
-                        self.let_queued_output_go().await;
-                        q.sync_now();
-                    }
-                    for (i, outcome) in index.into_iter().zip(outcomes) {
-                        match outcome {
-                            Enqueued::Stored(a) => {
-                                self.note_appended(publishes[i].ch, &q, a);
-                                waits[i].push(Box::pin(q.stored(a)));
-                            }
-                            Enqueued::Refused => {
-                                // x-overflow=reject-publish(-dlx): a full queue refuses
-                                // (basic.nack).
-                                if q.args.overflow == crate::args::Overflow::RejectPublishDlx {
-                                    self.vhost.dead_letter_refused(&q, publishes[i].msg.clone());
-                                }
-                                let e =
-                                    AmqpError::precondition(format!("queue '{}' is full", q.name));
-                                waits[i].push(failed(e));
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(queue = %q.name, error = %e, "publish not stored");
-                    for i in index {
-                        waits[i].push(failed(e.clone()));
-                    }
-                }
-            }
-        }
-        publishes
-            .into_iter()
-            .zip(waits)
-            .map(|(p, w)| (p.ch, p.seq, w))
-            .collect()
-    }
-
-    /// Remembers a channel's latest append to `q` (see `Channel::appended`), dropping
-    /// the ones already committed.
-    fn note_appended(&mut self, ch: u16, q: &Arc<Queue>, a: Appended) {
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return;
-        };
-        c.appended.retain(|(other, seen)| {
-            !Arc::ptr_eq(other, q) && !other.is_deleted() && !other.committed(seen)
-        });
-        c.appended.push((Arc::clone(q), a));
-    }
-
-    /// Waits until this channel's earlier publishes to `q` are committed (durable and
-    /// replicated), so that a `basic.get` after them sees them, as in RabbitMQ, without
-    /// showing anything a crash could take back. A failed store ends the wait too: what
-    /// was not stored is not there to get.
-    async fn await_own_publishes(&mut self, ch: u16, q: &Arc<Queue>) {
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return;
-        };
-        let Some(i) = c.appended.iter().position(|(o, _)| Arc::ptr_eq(o, q)) else {
-            return;
-        };
-        let (_, a) = c.appended.swap_remove(i);
-        if !q.committed(&a) {
-            if let Err(e) = q.stored(a).await {
-                tracing::debug!(queue = %q.name, error = %e, "earlier publish not stored before basic.get");
-            }
-        }
-    }
-
-    /// Stores the publishes routed since the last call (see `PendingPublish`) and reports
-    /// their confirms as their stores complete.
-    async fn flush_publishes(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let pending = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        let confirms: Vec<(u16, u64, Vec<StoredWait>)> = self
-            .append_publishes(pending, false)
-            .await
-            .into_iter()
-            .filter_map(|(ch, seq, waits)| seq.map(|s| (ch, s, waits)))
-            .collect();
-        if confirms.is_empty() {
-            return;
-        }
-        let tx = self.confirm_tx.clone();
-        tokio::spawn(async move {
-            for (ch, seq, waits) in confirms {
-                let mut ok = true;
-                for w in waits {
-                    if let Err(e) = w.await {
-                        tracing::warn!(error = %e, "publish not acknowledged by storage");
-                        ok = false;
-                    }
-                }
-                if tx.send((ch, seq, ok)).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-
-    /// tx.commit: stores the buffered publishes (routed now), applies the buffered
-    /// settlements, and answers commit-ok (in commit order) once every publish is durable.
-    async fn tx_commit(&mut self, ch: u16) -> Result<(), Fail> {
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return Ok(());
-        };
-        let publishes = std::mem::take(&mut c.tx_publishes);
-        let settles = std::mem::take(&mut c.tx_settles);
-        c.tx_bytes = 0;
-        c.next_commit += 1;
-        let n = c.next_commit;
-        c.commits.insert(n, None);
-        let mut waits = Vec::new();
-        // Routed one by one, stored together: one log write per queue for the commit
-        // (`on_frame` flushed every earlier publish before this tx.commit).
-        for (publish, props, body) in publishes {
-            self.store_publish(ch, publish, props, body).await?;
-        }
-        let routed = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        // A commit into one queue syncs it here (see `append_publishes`).
-        for (_, _, w) in self.append_publishes(routed, true).await {
-            waits.extend(w);
-        }
-        let (mut acks, mut requeues, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
-        for (_, u, how) in settles {
-            match how {
-                Settle::Ack => acks.push(u),
-                Settle::Requeue => requeues.push(u),
-                Settle::Reject => rejects.push(u),
-            }
-        }
-        apply_settle(acks, Settle::Ack);
-        apply_settle(requeues, Settle::Requeue);
-        apply_settle(rejects, Settle::Reject);
-        self.wake.notify_one();
-        // Publishes stored and replicated already (a lone replica, after `sync_now`)
-        // are decided now; the rest are awaited off this task.
-        let mut ok = true;
-        waits.retain_mut(|w| match poll_once(w) {
-            Some(Ok(())) => false,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "transaction publish not stored");
-                ok = false;
-                false
-            }
-            None => true,
-        });
-        if waits.is_empty() {
-            if let Some(slot) = self
-                .channels
-                .get_mut(&ch)
-                .and_then(|c| c.commits.get_mut(&n))
-            {
-                *slot = Some(ok);
-            }
-            return self
-                .flush_commits(ch)
+            AMQPFrame::Header(ch, h) => self
+                .content(ch, Content::Header(h))
                 .await
-                .map_err(|e| Fail::Connection(e, 90, 20));
-        }
-        let tx = self.commit_tx.clone();
-        tokio::spawn(async move {
-            for w in waits {
-                if let Err(e) = w.await {
-                    tracing::warn!(error = %e, "transaction publish not stored");
-                    ok = false;
-                }
-            }
-            let _ = tx.send((ch, n, ok));
-        });
-        Ok(())
-    }
-
-    /// Yields once, if frames wait for the writer, right before this task blocks its
-    /// worker in a caller-led fdatasync: the writer it woke sits in the worker's LIFO
-    /// slot, which no other worker steals, so those frames would otherwise wait out the
-    /// sync. Only there, and only with frames queued: a yield costs a wake-up of the
-    /// other worker, about a tenth of tx-1.
-    async fn let_queued_output_go(&self) {
-        if self.out.capacity() < self.out.max_capacity() {
-            tokio::task::yield_now().await;
-        }
-    }
-
-    /// Sends the commit-oks that are decided, in commit order. A commit whose publishes
-    /// could not be stored closes the connection (541), as the client cannot tell which
-    /// of them are there.
-    async fn flush_commits(&mut self, ch: u16) -> Result<(), AmqpError> {
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return Ok(());
-        };
-        let mut oks = 0;
-        while let Some((&n, &Some(ok))) = c.commits.iter().next() {
-            c.commits.remove(&n);
-            if !ok {
-                return Err(AmqpError::internal(
-                    "a committed publish could not be stored",
-                ));
-            }
-            oks += 1;
-        }
-        for _ in 0..oks {
-            self.reply(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
-                .await;
-        }
-        Ok(())
-    }
-
-    /// Sends the confirms that are decided, in order: runs of acks coalesced with
-    /// `multiple`, nacks one by one.
-    async fn flush_confirms(&mut self, ch: u16) {
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return;
-        };
-        let mut frames = Vec::new();
-        let mut run: Option<(u64, usize)> = None;
-        while let Some((&seq, &Some(ok))) = c.confirms.iter().next() {
-            c.confirms.remove(&seq);
-            if ok {
-                run = Some((seq, run.map_or(1, |r| r.1 + 1)));
-            } else {
-                if let Some((last, n)) = run.take() {
-                    frames.extend(ack_frame(ch, last, n > 1));
-                }
-                frames.extend(wire::method(
-                    ch,
-                    AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
-                        delivery_tag: seq,
-                        multiple: false,
-                        requeue: false,
-                    })),
-                ));
-            }
-        }
-        if let Some((last, n)) = run {
-            frames.extend(ack_frame(ch, last, n > 1));
-        }
-        if !frames.is_empty() {
-            self.send(frames).await;
-        }
-    }
-
-    async fn server_cancel(&mut self, ch: u16, tag: String) {
-        let Some(c) = self.channels.get_mut(&ch) else {
-            return;
-        };
-        if c.consumers.remove(&tag).is_none() || c.closing {
-            return;
-        }
-        self.reply(
-            ch,
-            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                consumer_tag: tag.as_str().into(),
-                nowait: true,
-            })),
-        )
-        .await;
-    }
-
-    /// RabbitMQ's `consumer_timeout`: a channel holding a delivery unacknowledged for
-    /// longer is closed with PRECONDITION_FAILED; its deliveries go back to their queues.
-    async fn check_ack_timeouts(&mut self) {
-        let Some(timeout) = self.consumer_timeout else {
-            return;
-        };
-        let expired: Vec<u16> = self
-            .channels
-            .iter()
-            .filter(|(_, c)| !c.closing)
-            .filter(|(_, c)| {
-                c.unacked
-                    .values()
-                    .map(|u| u.delivered_at)
-                    .min()
-                    .is_some_and(|t| t.elapsed() > timeout)
-            })
-            .map(|(ch, _)| *ch)
-            .collect();
-        for ch in expired {
-            let e = AmqpError::precondition(format!(
-                "delivery acknowledgement on channel {ch} timed out. Timeout value used: {} ms. This timeout value can be configured, see consumers doc guide to learn more",
-                timeout.as_millis()
-            ));
-            self.close_channel(ch, e, 0, 0).await;
-        }
-    }
-
-    /// Delivers ready messages to consumers with credit.
-    async fn pump(&mut self) {
-        let ids: Vec<u16> = self.channels.keys().copied().collect();
-        let mut more = false;
-        for ch in ids {
-            let tags: Vec<String> = match self.channels.get(&ch) {
-                Some(c) if !c.closing && !c.paused => c.consumers.keys().cloned().collect(),
-                Some(c) => {
-                    for cons in c.consumers.values() {
-                        cons.set_active(false);
-                    }
-                    continue;
-                }
-                None => continue,
-            };
-            for tag in tags {
-                let mut delivered = Vec::new();
-                let mut settled = Vec::new();
-                let mut queue = None;
-                for _ in 0..PUMP_BATCH {
-                    let Some(c) = self.channels.get_mut(&ch) else {
-                        break;
-                    };
-                    let global = c.prefetch_global;
-                    let in_flight = c.unacked.len();
-                    let Some(cons) = c.consumers.get(&tag) else {
-                        break;
-                    };
-                    if !cons.no_ack
-                        && ((cons.prefetch > 0 && cons.unacked >= cons.prefetch as usize)
-                            || (global > 0 && in_flight >= global as usize))
-                    {
-                        cons.set_active(false);
-                        break;
-                    }
-                    cons.set_active(true);
-                    let priority = cons.priority;
-                    let q = Arc::clone(&cons.queue);
-                    let no_ack = cons.no_ack;
-                    let room = if no_ack {
-                        u64::MAX
-                    } else {
-                        prefetch_room(c, &tag, cons.prefetch_size)
-                    };
-                    let taker = Taker {
-                        priority,
-                        active: &cons.active,
-                    };
-                    let Some((offset, entry)) = q.take_next(room, Some(taker)) else {
-                        break;
-                    };
-                    let redelivered = entry.redelivered;
-                    let msg = match q.read(offset) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::error!(queue = %q.name, offset, error = %e, "cannot read a queued message; settling it");
-                            q.settle(&[offset]);
-                            continue;
-                        }
-                    };
-                    c.next_tag += 1;
-                    let tag_no = c.next_tag;
-                    if no_ack {
-                        settled.push(offset);
-                    } else {
-                        c.unacked.insert(
-                            tag_no,
-                            Unacked {
-                                queue: Arc::clone(&q),
-                                offset,
-                                entry,
-                                consumer: Some(tag.clone()),
-                                delivered_at: Instant::now(),
-                            },
-                        );
-                        if let Some(cons) = c.consumers.get_mut(&tag) {
-                            cons.unacked += 1;
-                        }
-                        delivered.push(offset);
-                    }
-                    let m = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                        consumer_tag: tag.as_str().into(),
-                        delivery_tag: tag_no,
-                        redelivered,
-                        exchange: msg.exchange.as_str().into(),
-                        routing_key: msg.routing_key.as_str().into(),
-                    }));
-                    let props = wire::decode_properties(&msg.properties).unwrap_or_default();
-                    self.send(wire::method_with_content(
-                        ch,
-                        m,
-                        &props,
-                        &msg.body,
-                        self.frame_max,
-                    ))
-                    .await;
-                    queue = Some(q);
-                    if delivered.len() + settled.len() == PUMP_BATCH {
-                        more = true;
-                    }
-                }
-                if let Some(q) = queue {
-                    q.mark_delivered(&delivered);
-                    q.settle(&settled);
-                }
-            }
-        }
-        if more {
-            self.wake.notify_one();
+                .map(|_| Flow::Continue),
+            AMQPFrame::Body(ch, b) => self
+                .content(ch, Content::Body(b))
+                .await
+                .map(|_| Flow::Continue),
         }
     }
 
@@ -1629,562 +967,10 @@ impl Conn {
                     CHANNEL_ERROR,
                     format!("expected 'channel.open' on channel {ch}"),
                 ),
-                0,
-                0,
+                MethodId::NONE,
             )
         })
     }
-
-    /// queue.bind / queue.unbind / exchange.bind / exchange.unbind: `names` is
-    /// (destination, source exchange, routing key), `kind` is (unbind, to an exchange);
-    /// `ok` is sent unless the client asked for nowait.
-    async fn bind_op(
-        &self,
-        ch: u16,
-        names: (&str, &str, &str),
-        arguments: &FieldTable,
-        kind: (bool, bool),
-        ok: Option<AMQPClass>,
-    ) -> Result<(), AmqpError> {
-        let (destination, source, key) = names;
-        let (unbind, to_exchange) = kind;
-        self.vhost
-            .bind(
-                self.id,
-                destination,
-                source,
-                key,
-                arguments,
-                unbind,
-                to_exchange,
-            )
-            .await?;
-        if let Some(ok) = ok {
-            self.reply(ch, ok).await;
-        }
-        Ok(())
-    }
-
-    async fn method(&mut self, ch: u16, m: AMQPClass) -> Result<(), Fail> {
-        let (cid, mid) = method_ids(&m);
-        let chan_err = |e: AmqpError| {
-            if is_connection_error(e.code) {
-                Fail::Connection(e, cid, mid)
-            } else {
-                Fail::Channel(ch, e, cid, mid)
-            }
-        };
-        // Channel open / close first: they are valid on channels in any state.
-        match &m {
-            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
-                if ch > self.channel_max {
-                    return Err(Fail::Connection(
-                        AmqpError::new(
-                            CHANNEL_ERROR,
-                            format!("channel {ch} exceeds channel_max {}", self.channel_max),
-                        ),
-                        cid,
-                        mid,
-                    ));
-                }
-                if self.channels.contains_key(&ch) {
-                    return Err(Fail::Connection(
-                        AmqpError::new(
-                            CHANNEL_ERROR,
-                            format!("second 'channel.open' seen on channel {ch}"),
-                        ),
-                        cid,
-                        mid,
-                    ));
-                }
-                self.channels.insert(ch, Channel::default());
-                self.reply(
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
-                )
-                .await;
-                return Ok(());
-            }
-            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
-                self.channel(ch)?;
-                self.release_channel(ch, true).await;
-                self.reply(
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-                )
-                .await;
-                return Ok(());
-            }
-            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
-                self.channel(ch)?;
-                self.channels.remove(&ch);
-                return Ok(());
-            }
-            _ => {}
-        }
-        let c = self.channel(ch)?;
-        if c.closing {
-            // After channel.close the peer's frames are discarded until close-ok.
-            return Ok(());
-        }
-        if c.publishing.is_some() {
-            return Err(Fail::Connection(
-                AmqpError::new(UNEXPECTED_FRAME, "expected content header/body"),
-                cid,
-                mid,
-            ));
-        }
-        match m {
-            AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
-                // The client asks us to pause (or resume) deliveries on this channel.
-                c.paused = !f.active;
-                if f.active {
-                    self.wake.notify_one();
-                }
-                self.reply(
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
-                        active: f.active,
-                    })),
-                )
-                .await;
-            }
-            AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => {
-                if p.immediate {
-                    return Err(Fail::Connection(
-                        AmqpError::new(NOT_IMPLEMENTED, "immediate=true"),
-                        cid,
-                        mid,
-                    ));
-                }
-                c.publishing = Some(Publishing {
-                    publish: p,
-                    header: None,
-                    body: Vec::new(),
-                });
-            }
-            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
-                if c.tx {
-                    return Err(chan_err(AmqpError::precondition(
-                        "cannot switch from tx to confirm mode",
-                    )));
-                }
-                c.confirm = true;
-                if !s.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
-                    )
-                    .await;
-                }
-            }
-            AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) => {
-                self.vhost
-                    .exchange_declare(
-                        d.exchange.as_str(),
-                        d.kind.as_str(),
-                        d.passive,
-                        d.durable,
-                        d.auto_delete,
-                        d.internal,
-                        d.arguments,
-                    )
-                    .await
-                    .map_err(chan_err)?;
-                if !d.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
-                            exchange::DeclareOk {},
-                        )),
-                    )
-                    .await;
-                }
-            }
-            AMQPClass::Exchange(exchange::AMQPMethod::Delete(d)) => {
-                self.vhost
-                    .exchange_delete(d.exchange.as_str(), d.if_unused)
-                    .await
-                    .map_err(chan_err)?;
-                if !d.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
-                    )
-                    .await;
-                }
-            }
-            AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => {
-                let spec = QueueSpec {
-                    name: d.queue.as_str().to_string(),
-                    passive: d.passive,
-                    durable: d.durable,
-                    exclusive: d.exclusive,
-                    auto_delete: d.auto_delete,
-                    arguments: d.arguments,
-                };
-                let (name, messages, consumers) = self
-                    .vhost
-                    .queue_declare(self.id, spec)
-                    .await
-                    .map_err(chan_err)?;
-                if !d.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
-                            queue: name.as_str().into(),
-                            message_count: messages,
-                            consumer_count: consumers,
-                        })),
-                    )
-                    .await;
-                }
-            }
-            AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
-                let ok = AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {}));
-                let names = (
-                    b.queue.as_str(),
-                    b.exchange.as_str(),
-                    b.routing_key.as_str(),
-                );
-                self.bind_op(
-                    ch,
-                    names,
-                    &b.arguments,
-                    (false, false),
-                    (!b.nowait).then_some(ok),
-                )
-                .await
-                .map_err(chan_err)?;
-            }
-            AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
-                // queue.unbind has no nowait flag: always answered.
-                let ok = AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}));
-                let names = (
-                    b.queue.as_str(),
-                    b.exchange.as_str(),
-                    b.routing_key.as_str(),
-                );
-                self.bind_op(ch, names, &b.arguments, (true, false), Some(ok))
-                    .await
-                    .map_err(chan_err)?;
-            }
-            AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
-                let ok = AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {}));
-                let names = (
-                    b.destination.as_str(),
-                    b.source.as_str(),
-                    b.routing_key.as_str(),
-                );
-                self.bind_op(
-                    ch,
-                    names,
-                    &b.arguments,
-                    (false, true),
-                    (!b.nowait).then_some(ok),
-                )
-                .await
-                .map_err(chan_err)?;
-            }
-            AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
-                let ok = AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}));
-                let names = (
-                    b.destination.as_str(),
-                    b.source.as_str(),
-                    b.routing_key.as_str(),
-                );
-                self.bind_op(
-                    ch,
-                    names,
-                    &b.arguments,
-                    (true, true),
-                    (!b.nowait).then_some(ok),
-                )
-                .await
-                .map_err(chan_err)?;
-            }
-            AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
-                let n = self
-                    .vhost
-                    .queue_purge(self.id, p.queue.as_str())
-                    .map_err(chan_err)?;
-                if !p.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
-                            message_count: n,
-                        })),
-                    )
-                    .await;
-                }
-            }
-            AMQPClass::Queue(queue::AMQPMethod::Delete(d)) => {
-                let n = self
-                    .vhost
-                    .queue_delete(self.id, d.queue.as_str(), d.if_unused, d.if_empty)
-                    .await
-                    .map_err(chan_err)?;
-                if !d.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
-                            message_count: n,
-                        })),
-                    )
-                    .await;
-                }
-            }
-            AMQPClass::Basic(basic::AMQPMethod::Qos(q)) => {
-                let size = self.qos_prefetch_size;
-                let c = self.channel(ch)?;
-                if q.global {
-                    c.prefetch_global = q.prefetch_count;
-                    c.prefetch_size_global = size;
-                } else {
-                    c.prefetch_consumer = q.prefetch_count;
-                    c.prefetch_size_consumer = size;
-                }
-                self.reply(
-                    ch,
-                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
-                )
-                .await;
-                self.wake.notify_one();
-            }
-            AMQPClass::Basic(basic::AMQPMethod::Consume(b)) => {
-                let q = self
-                    .vhost
-                    .queue(self.id, b.queue.as_str())
-                    .map_err(chan_err)?;
-                let tag = if b.consumer_tag.as_str().is_empty() {
-                    format!("amq.ctag-{}", uuid::Uuid::new_v4().simple())
-                } else {
-                    b.consumer_tag.as_str().to_string()
-                };
-                let priority = match b.arguments.inner().get("x-priority") {
-                    None => 0,
-                    Some(v) => crate::args::integer(v)
-                        .and_then(|p| i32::try_from(p).ok())
-                        .ok_or_else(|| {
-                            chan_err(AmqpError::precondition(format!(
-                                "invalid arg 'x-priority' for consumer '{tag}': {v:?}"
-                            )))
-                        })?,
-                };
-                let active = Arc::new(std::sync::atomic::AtomicBool::new(true));
-                let c = self.channel(ch)?;
-                if c.consumers.contains_key(&tag) {
-                    return Err(Fail::Connection(
-                        AmqpError::new(
-                            NOT_ALLOWED,
-                            format!("attempt to reuse consumer tag '{tag}'"),
-                        ),
-                        cid,
-                        mid,
-                    ));
-                }
-                q.add_consumer(ConsumerReg {
-                    conn: self.id,
-                    channel: ch,
-                    tag: tag.clone(),
-                    exclusive: b.exclusive,
-                    priority,
-                    active: Arc::clone(&active),
-                    wake: Arc::clone(&self.wake),
-                    cancel: self.cancel_tx.clone(),
-                })
-                .map_err(chan_err)?;
-                let c = self.channel(ch)?;
-                let (prefetch, prefetch_size) = (c.prefetch_consumer, c.prefetch_size_consumer);
-                c.consumers.insert(
-                    tag.clone(),
-                    Consumer {
-                        queue: q,
-                        no_ack: b.no_ack,
-                        prefetch,
-                        prefetch_size,
-                        unacked: 0,
-                        priority,
-                        active,
-                    },
-                );
-                if !b.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                            consumer_tag: tag.as_str().into(),
-                        })),
-                    )
-                    .await;
-                }
-                self.wake.notify_one();
-            }
-            AMQPClass::Basic(basic::AMQPMethod::Cancel(b)) => {
-                let tag = b.consumer_tag.as_str().to_string();
-                if let Some(cons) = c.consumers.remove(&tag) {
-                    let auto = cons.queue.remove_consumer(self.id, ch, &tag);
-                    self.vhost.consumer_gone(&cons.queue, auto).await;
-                }
-                if !b.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
-                            consumer_tag: tag.as_str().into(),
-                        })),
-                    )
-                    .await;
-                }
-            }
-            AMQPClass::Basic(basic::AMQPMethod::Get(g)) => {
-                let q = self
-                    .vhost
-                    .queue(self.id, g.queue.as_str())
-                    .map_err(chan_err)?;
-                q.touch();
-                self.await_own_publishes(ch, &q).await;
-                let Some((offset, entry)) = q.take_next(u64::MAX, None) else {
-                    self.reply(
-                        ch,
-                        AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
-                    )
-                    .await;
-                    return Ok(());
-                };
-                let msg = match q.read(offset) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        q.requeue(&[(offset, entry)]);
-                        return Err(chan_err(e));
-                    }
-                };
-                let redelivered = entry.redelivered;
-                let c = self.channel(ch)?;
-                c.next_tag += 1;
-                let tag_no = c.next_tag;
-                if g.no_ack {
-                    q.settle(&[offset]);
-                } else {
-                    c.unacked.insert(
-                        tag_no,
-                        Unacked {
-                            queue: Arc::clone(&q),
-                            offset,
-                            entry,
-                            consumer: None,
-                            delivered_at: Instant::now(),
-                        },
-                    );
-                    q.mark_delivered(&[offset]);
-                }
-                let m = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
-                    delivery_tag: tag_no,
-                    redelivered,
-                    exchange: msg.exchange.as_str().into(),
-                    routing_key: msg.routing_key.as_str().into(),
-                    message_count: q.message_count(),
-                }));
-                let props: AMQPProperties =
-                    wire::decode_properties(&msg.properties).unwrap_or_default();
-                self.send(wire::method_with_content(
-                    ch,
-                    m,
-                    &props,
-                    &msg.body,
-                    self.frame_max,
-                ))
-                .await;
-            }
-            AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => {
-                let taken = take_unacked(c, a.delivery_tag, a.multiple).map_err(chan_err)?;
-                settle_or_buffer(c, taken, Settle::Ack);
-                self.wake.notify_one();
-            }
-            AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
-                let taken = take_unacked(c, n.delivery_tag, n.multiple).map_err(chan_err)?;
-                settle_or_buffer(c, taken, Settle::rejected(n.requeue));
-                self.wake.notify_one();
-            }
-            AMQPClass::Basic(basic::AMQPMethod::Reject(r)) => {
-                let taken = take_unacked(c, r.delivery_tag, false).map_err(chan_err)?;
-                settle_or_buffer(c, taken, Settle::rejected(r.requeue));
-                self.wake.notify_one();
-            }
-            AMQPClass::Basic(basic::AMQPMethod::Recover(_))
-            | AMQPClass::Basic(basic::AMQPMethod::RecoverAsync(_)) => {
-                // Both requeue (RabbitMQ does not implement requeue=false either).
-                let unacked = std::mem::take(&mut c.unacked);
-                for cons in c.consumers.values_mut() {
-                    cons.unacked = 0;
-                }
-                requeue(unacked.into_values());
-                if matches!(m, AMQPClass::Basic(basic::AMQPMethod::Recover(_))) {
-                    self.reply(
-                        ch,
-                        AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
-                    )
-                    .await;
-                }
-                self.wake.notify_one();
-            }
-            AMQPClass::Tx(tx::AMQPMethod::Select(_)) => {
-                if c.confirm {
-                    return Err(chan_err(AmqpError::precondition(
-                        "cannot switch from confirm to tx mode",
-                    )));
-                }
-                c.tx = true;
-                self.reply(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})))
-                    .await;
-            }
-            AMQPClass::Tx(tx::AMQPMethod::Commit(_)) => {
-                if !c.tx {
-                    return Err(chan_err(AmqpError::precondition(
-                        "channel is not transactional",
-                    )));
-                }
-                self.tx_commit(ch).await?;
-            }
-            AMQPClass::Tx(tx::AMQPMethod::Rollback(_)) => {
-                if !c.tx {
-                    return Err(chan_err(AmqpError::precondition(
-                        "channel is not transactional",
-                    )));
-                }
-                c.tx_publishes.clear();
-                c.tx_bytes = 0;
-                // Settlements are undone: those deliveries are unacked again.
-                for (tag, u, _) in std::mem::take(&mut c.tx_settles) {
-                    if let Some(cons) = u.consumer.as_ref().and_then(|t| c.consumers.get_mut(t)) {
-                        cons.unacked += 1;
-                    }
-                    c.unacked.insert(tag, u);
-                }
-                self.reply(
-                    ch,
-                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
-                )
-                .await;
-            }
-            _ => {
-                return Err(Fail::Connection(
-                    AmqpError::new(COMMAND_INVALID, "unexpected method"),
-                    cid,
-                    mid,
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn ack_frame(ch: u16, tag: u64, multiple: bool) -> Vec<u8> {
-    wire::method(
-        ch,
-        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-            delivery_tag: tag,
-            multiple,
-        })),
-    )
 }
 
 /// A frame of a publish (method, content header, body) or a heartbeat: these do not
@@ -2201,118 +987,4 @@ fn is_publish(frame: &AMQPFrame) -> bool {
         frame,
         AMQPFrame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Publish(_)))
     )
-}
-
-/// Removes the deliveries an ack/nack/reject names: one tag, or with `multiple` every tag
-/// up to it (0 = all). An unknown tag is PRECONDITION_FAILED, as RabbitMQ.
-fn take_unacked(
-    c: &mut Channel,
-    tag: u64,
-    multiple: bool,
-) -> Result<Vec<(u64, Unacked)>, AmqpError> {
-    let all = multiple && tag == 0;
-    if !all && !c.unacked.contains_key(&tag) {
-        return Err(AmqpError::precondition(format!(
-            "unknown delivery tag {tag}"
-        )));
-    }
-    let tags: Vec<u64> = match (multiple, tag) {
-        (true, 0) => c.unacked.keys().copied().collect(),
-        (true, _) => c.unacked.range(..=tag).map(|(t, _)| *t).collect(),
-        (false, _) => vec![tag],
-    };
-    let mut out = Vec::new();
-    for t in tags {
-        if let Some(u) = c.unacked.remove(&t) {
-            if let Some(cons) = u.consumer.as_ref().and_then(|tag| c.consumers.get_mut(tag)) {
-                cons.unacked = cons.unacked.saturating_sub(1);
-            }
-            out.push((t, u));
-        }
-    }
-    Ok(out)
-}
-
-/// The wait's outcome if it is already decided.
-fn poll_once(wait: &mut StoredWait) -> Option<Result<(), AmqpError>> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match wait.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(r) => Some(r),
-        std::task::Poll::Pending => None,
-    }
-}
-
-/// Applies settlements now, or buffers them until tx.commit on a transactional channel.
-fn settle_or_buffer(c: &mut Channel, taken: Vec<(u64, Unacked)>, how: Settle) {
-    if c.tx {
-        c.tx_settles
-            .extend(taken.into_iter().map(|(t, u)| (t, u, how)));
-    } else {
-        apply_settle(taken.into_iter().map(|(_, u)| u).collect(), how);
-    }
-}
-
-impl Settle {
-    fn rejected(requeue: bool) -> Settle {
-        if requeue {
-            Settle::Requeue
-        } else {
-            Settle::Reject
-        }
-    }
-}
-
-/// Deliveries grouped by their queue.
-type ByQueue = Vec<(Arc<Queue>, Vec<(i64, Entry)>)>;
-
-fn group(items: impl Iterator<Item = Unacked>) -> ByQueue {
-    let mut by: ByQueue = Vec::new();
-    for u in items {
-        match by.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
-            Some((_, v)) => v.push((u.offset, u.entry)),
-            None => by.push((u.queue, vec![(u.offset, u.entry)])),
-        }
-    }
-    by
-}
-
-fn apply_settle(items: Vec<Unacked>, how: Settle) {
-    if how == Settle::Requeue {
-        return requeue(items.into_iter());
-    }
-    for (q, taken) in group(items.into_iter()) {
-        let offsets: Vec<i64> = taken.iter().map(|t| t.0).collect();
-        match how {
-            Settle::Reject => q.reject(&offsets),
-            _ => q.settle(&offsets),
-        }
-    }
-}
-
-/// Body bytes that may still go out on `c` to consumer `tag` under `prefetch_size` (its
-/// own limit and the channel's); `u64::MAX` without limits. A scope with nothing unacked
-/// takes any one message, so one larger than the limit is not stuck.
-fn prefetch_room(c: &Channel, tag: &str, consumer_limit: u32) -> u64 {
-    let mut room = u64::MAX;
-    if consumer_limit > 0 {
-        let mine = c
-            .unacked
-            .values()
-            .filter(|u| u.consumer.as_deref() == Some(tag));
-        let (n, bytes) = mine.fold((0u64, 0u64), |(n, b), u| (n + 1, b + u.entry.bytes));
-        if n > 0 {
-            room = room.min(u64::from(consumer_limit).saturating_sub(bytes));
-        }
-    }
-    if c.prefetch_size_global > 0 && !c.unacked.is_empty() {
-        let bytes: u64 = c.unacked.values().map(|u| u.entry.bytes).sum();
-        room = room.min(u64::from(c.prefetch_size_global).saturating_sub(bytes));
-    }
-    room
-}
-
-fn requeue(items: impl Iterator<Item = Unacked>) {
-    for (q, taken) in group(items) {
-        q.requeue(&taken);
-    }
 }

@@ -1,6 +1,7 @@
 //! AMQP 0-9-1 for Arctern.
 //!
-//! Sans-IO parts (`wire`, `codes`, `topic`, `record`, `args`, `deadletter`) know the protocol's bytes and do no IO;
+//! Sans-IO parts (`wire`, `codes`, `methods`, `publish`, `deliveries`, `confirms`,
+//! `transaction`, `topic`, `record`, `args`, `deadletter`) know the protocol's bytes and do no IO;
 //! `vhost` and `queue` hold exchanges, queues and bindings over the broker core;
 //! `connection` and `server` run one task per client connection; `forward` relays a
 //! connection to the node serving the vhost.
@@ -8,13 +9,18 @@
 pub mod alarm;
 pub mod args;
 pub mod codes;
+pub mod confirms;
 pub mod connection;
 pub mod deadletter;
+pub mod deliveries;
 pub mod forward;
+pub mod methods;
+pub mod publish;
 pub mod queue;
 pub mod record;
 pub mod server;
 pub mod topic;
+pub mod transaction;
 pub mod vhost;
 pub mod wire;
 

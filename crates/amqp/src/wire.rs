@@ -6,6 +6,8 @@ use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::basic::{gen_properties, parse_properties, AMQPProperties};
 use amq_protocol::protocol::{basic, AMQPClass};
 
+use crate::methods::BASIC_CLASS;
+
 /// `AMQP` 0 0 9 1.
 pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
 pub const FRAME_HEADER_LEN: usize = 7;
@@ -15,8 +17,6 @@ pub const FRAME_METHOD: u8 = 1;
 pub const FRAME_CONTENT_HEADER: u8 = 2;
 pub const FRAME_BODY: u8 = 3;
 pub const FRAME_HEARTBEAT: u8 = 8;
-/// The basic class id (content headers).
-pub const BASIC_CLASS: u16 = 60;
 /// Bytes of frame overhead: header + frame-end.
 pub const FRAME_OVERHEAD: usize = FRAME_HEADER_LEN + 1;
 
@@ -273,8 +273,12 @@ mod tests {
 
     #[test]
     fn reads_qos_prefetch_size_from_the_raw_payload() {
-        // class 60, method 10, prefetch-size 2500, prefetch-count 7, global 0, frame end.
-        let mut rest = vec![0, 60, 0, 10];
+        // basic.qos: class, method, prefetch-size 2500, prefetch-count 7, global 0, frame end.
+        let mut rest = [
+            crate::methods::BASIC_QOS.class.to_be_bytes(),
+            crate::methods::BASIC_QOS.method.to_be_bytes(),
+        ]
+        .concat();
         rest.extend_from_slice(&2500u32.to_be_bytes());
         rest.extend_from_slice(&[0, 7, 0, FRAME_END]);
         let size = (rest.len() - 1) as u32;

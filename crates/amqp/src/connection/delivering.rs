@@ -1,0 +1,200 @@
+//! Delivering glue: the pump that takes messages from queues to consumers with credit
+//! (`Deliveries`), settlements applied to queues, ack timeouts and server-side cancels.
+
+use super::*;
+
+impl Conn {
+    pub(super) async fn server_cancel(&mut self, ch: u16, tag: String) {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        if c.deliveries.remove_consumer(&tag).is_none() || c.closing {
+            return;
+        }
+        self.reply(
+            ch,
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                consumer_tag: tag.as_str().into(),
+                nowait: true,
+            })),
+        )
+        .await;
+    }
+
+    /// RabbitMQ's `consumer_timeout`: a channel holding a delivery unacknowledged for
+    /// longer is closed with PRECONDITION_FAILED; its deliveries go back to their queues.
+    pub(super) async fn check_ack_timeouts(&mut self) {
+        let Some(timeout) = self.consumer_timeout else {
+            return;
+        };
+        let expired: Vec<u16> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .filter(|(_, c)| {
+                c.deliveries
+                    .oldest_delivery()
+                    .is_some_and(|t| t.elapsed() > timeout)
+            })
+            .map(|(ch, _)| *ch)
+            .collect();
+        for ch in expired {
+            let e = AmqpError::precondition(format!(
+                "delivery acknowledgement on channel {ch} timed out. Timeout value used: {} ms. This timeout value can be configured, see consumers doc guide to learn more",
+                timeout.as_millis()
+            ));
+            self.close_channel(ch, e, MethodId::NONE).await;
+        }
+    }
+
+    /// Delivers ready messages to consumers with credit.
+    pub(super) async fn pump(&mut self) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        let mut more = false;
+        for ch in ids {
+            let tags: Vec<String> = match self.channels.get(&ch) {
+                Some(c) if !c.closing && !c.paused => c.deliveries.consumer_tags(),
+                Some(c) => {
+                    for (_, cons) in c.deliveries.consumers() {
+                        cons.link.set_active(false);
+                    }
+                    continue;
+                }
+                None => continue,
+            };
+            for tag in tags {
+                let mut delivered = Vec::new();
+                let mut settled = Vec::new();
+                let mut queue = None;
+                for _ in 0..PUMP_BATCH {
+                    let Some(c) = self.channels.get_mut(&ch) else {
+                        break;
+                    };
+                    let Some((cons, room)) = c.deliveries.credit(&tag) else {
+                        break;
+                    };
+                    let Some(room) = room else {
+                        cons.link.set_active(false);
+                        break;
+                    };
+                    cons.link.set_active(true);
+                    let q = Arc::clone(&cons.link.queue);
+                    let no_ack = cons.no_ack;
+                    let taker = Taker {
+                        priority: cons.link.priority,
+                        active: &cons.link.active,
+                    };
+                    let Some((offset, entry)) = q.take_next(room, Some(taker)) else {
+                        break;
+                    };
+                    let redelivered = entry.redelivered;
+                    let msg = match q.read(offset) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::error!(queue = %q.name, offset, error = %e, "cannot read a queued message; settling it");
+                            q.settle(&[offset]);
+                            continue;
+                        }
+                    };
+                    let tag_no = c.deliveries.next_tag();
+                    if no_ack {
+                        settled.push(offset);
+                    } else {
+                        let d = Delivery {
+                            bytes: entry.bytes,
+                            item: Delivered {
+                                queue: Arc::clone(&q),
+                                offset,
+                                entry,
+                            },
+                            consumer: Some(tag.clone()),
+                            delivered_at: Instant::now(),
+                        };
+                        c.deliveries.track(tag_no, d);
+                        delivered.push(offset);
+                    }
+                    let m = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                        consumer_tag: tag.as_str().into(),
+                        delivery_tag: tag_no,
+                        redelivered,
+                        exchange: msg.exchange.as_str().into(),
+                        routing_key: msg.routing_key.as_str().into(),
+                    }));
+                    let props = wire::decode_properties(&msg.properties).unwrap_or_default();
+                    self.send(wire::method_with_content(
+                        ch,
+                        m,
+                        &props,
+                        &msg.body,
+                        self.frame_max,
+                    ))
+                    .await;
+                    queue = Some(q);
+                    if delivered.len() + settled.len() == PUMP_BATCH {
+                        more = true;
+                    }
+                }
+                if let Some(q) = queue {
+                    q.mark_delivered(&delivered);
+                    q.settle(&settled);
+                }
+            }
+        }
+        if more {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Applies settlements now, or buffers them until tx.commit on a transactional channel.
+pub(super) fn settle_or_buffer(c: &mut Channel, taken: Vec<(u64, Unacked)>, how: Settle) {
+    if c.tx.active() {
+        c.tx.settle(taken.into_iter().map(|(t, u)| (t, u, how)));
+    } else {
+        apply_settle(taken.into_iter().map(|(_, u)| u).collect(), how);
+    }
+}
+
+impl Settle {
+    pub(super) fn rejected(requeue: bool) -> Settle {
+        if requeue {
+            Settle::Requeue
+        } else {
+            Settle::Reject
+        }
+    }
+}
+
+pub(super) fn group(items: impl Iterator<Item = Unacked>) -> ByQueue {
+    let mut by: ByQueue = Vec::new();
+    for u in items {
+        let u = u.item;
+        match by.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+            Some((_, v)) => v.push((u.offset, u.entry)),
+            None => by.push((u.queue, vec![(u.offset, u.entry)])),
+        }
+    }
+    by
+}
+
+pub(super) fn apply_settle(items: Vec<Unacked>, how: Settle) {
+    if how == Settle::Requeue {
+        return requeue(items.into_iter());
+    }
+    for (q, taken) in group(items.into_iter()) {
+        let offsets: Vec<i64> = taken.iter().map(|t| t.0).collect();
+        match how {
+            Settle::Reject => q.reject(&offsets),
+            _ => q.settle(&offsets),
+        }
+    }
+}
+
+pub(super) fn requeue(items: impl Iterator<Item = Unacked>) {
+    for (q, taken) in group(items) {
+        q.requeue(&taken);
+    }
+}
+
+/// Deliveries grouped by their queue.
+type ByQueue = Vec<(Arc<Queue>, Vec<(i64, Entry)>)>;
