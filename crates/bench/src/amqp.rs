@@ -96,6 +96,17 @@ pub struct AmqpBenchArgs {
     /// Print one JSON line with the results on stdout (the human summary goes to stderr).
     #[arg(long)]
     pub json: bool,
+
+    /// The client library of the consumer (consume): a second client shows whether the
+    /// client is the bound. The fill always uses lapin.
+    #[arg(long, value_enum, default_value_t = ConsumerClient::Lapin)]
+    pub consumer_client: ConsumerClient,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerClient {
+    Lapin,
+    Amqprs,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -556,6 +567,11 @@ async fn consume(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
     let fill_seconds = fill_start.elapsed().as_secs_f64();
     let total = fill.messages;
 
+    if args.consumer_client == ConsumerClient::Amqprs {
+        let mut stats = consume_amqprs(args, queue, total).await?;
+        stats.fill_seconds = Some(fill_seconds);
+        return Ok(stats);
+    }
     let conn = connect(&args.uri).await?;
     let ch = conn.create_channel().await.context("opening a channel")?;
     ch.basic_qos(args.prefetch, BasicQosOptions::default())
@@ -600,6 +616,77 @@ async fn consume(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
     stats.body_bytes = bytes;
     stats.elapsed = elapsed;
     stats.fill_seconds = Some(fill_seconds);
+    Ok(stats)
+}
+
+/// `amqp://user:pass@host:port/vhost` (vhost percent-encoded, `%2f` = `/`) as amqprs's
+/// connection arguments.
+fn amqprs_args(uri: &str) -> Result<amqprs::connection::OpenConnectionArguments> {
+    let rest = uri
+        .strip_prefix("amqp://")
+        .ok_or_else(|| anyhow!("only amqp:// URIs: {uri}"))?;
+    let (auth, rest) = rest.split_once('@').unwrap_or(("guest:guest", rest));
+    let (user, pass) = auth.split_once(':').unwrap_or((auth, ""));
+    let (hostport, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().context("port")?),
+        None => (hostport, 5672),
+    };
+    let vhost = match vhost {
+        "" | "%2f" | "%2F" => "/".to_string(),
+        v => v.replace("%2f", "/").replace("%2F", "/"),
+    };
+    let mut a = amqprs::connection::OpenConnectionArguments::new(host, port, user, pass);
+    a.virtual_host(&vhost);
+    Ok(a)
+}
+
+/// The consume loop of `consume` with amqprs: the same prefetch and acks as lapin's.
+async fn consume_amqprs(args: &AmqpBenchArgs, queue: &str, total: u64) -> Result<AmqpStats> {
+    use amqprs::channel::{BasicAckArguments, BasicConsumeArguments, BasicQosArguments};
+    let conn = amqprs::connection::Connection::open(&amqprs_args(&args.uri)?)
+        .await
+        .map_err(|e| anyhow!("amqprs connect: {e}"))?;
+    let ch = conn
+        .open_channel(None)
+        .await
+        .map_err(|e| anyhow!("amqprs channel: {e}"))?;
+    ch.basic_qos(BasicQosArguments::new(0, args.prefetch, false))
+        .await
+        .map_err(|e| anyhow!("basic.qos: {e}"))?;
+    let start = Instant::now();
+    let (_tag, mut rx) = ch
+        .basic_consume_rx(BasicConsumeArguments::new(queue, ""))
+        .await
+        .map_err(|e| anyhow!("basic.consume: {e}"))?;
+    let mut got = 0u64;
+    let mut bytes = 0u64;
+    while got < total {
+        let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .map_err(|_| anyhow!("no delivery for 30 s after {got} of {total} messages"))?
+            .ok_or_else(|| anyhow!("the consumer ended after {got} of {total} messages"))?;
+        let Some(deliver) = msg.deliver else {
+            continue;
+        };
+        got += 1;
+        bytes += msg.content.map_or(0, |c| c.len() as u64);
+        if got.is_multiple_of(args.ack_every) || got == total {
+            ch.basic_ack(BasicAckArguments::new(
+                deliver.delivery_tag(),
+                args.ack_every > 1,
+            ))
+            .await
+            .map_err(|e| anyhow!("basic.ack: {e}"))?;
+        }
+    }
+    let elapsed = start.elapsed();
+    let _ = ch.close().await;
+    let _ = conn.close().await;
+    let mut stats = AmqpStats::new();
+    stats.messages = got;
+    stats.body_bytes = bytes;
+    stats.elapsed = elapsed;
     Ok(stats)
 }
 
