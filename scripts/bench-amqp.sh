@@ -23,7 +23,7 @@
 #   BROKERS          which to run, any of: rabbit-classic rabbit-quorum arctern
 #                    (default all three)
 #   ROWS_ONLY        run only these rows (ids: confirm1 confirmN tx1 tx100 consume1
-#                    consume100 latency); default all. Use with DOC= (print only).
+#                    consume100 consume1r latency); default all. Use with DOC= (print only).
 #   DOC              markdown file to write the table into (default docs/benchmarks.md;
 #                    empty: print only)
 #   KEEP=1           keep the scratch directory (broker logs, every JSON result)
@@ -279,6 +279,7 @@ ROWS=(
     "tx100|--scenario tx --tx-size 100 --publishers 1 --messages $MESSAGES --time-limit $TIME_LIMIT"
     "consume1|--scenario consume --ack-every 1 --publishers $PUBLISHERS --messages $MESSAGES"
     "consume100|--scenario consume --ack-every 100 --publishers $PUBLISHERS --messages $MESSAGES"
+    "consume1r|--scenario consume --ack-every 1 --consumer-client amqprs --publishers $PUBLISHERS --messages $MESSAGES"
     "latency|--scenario latency --rate $RATE --duration $DURATION"
 )
 
@@ -372,6 +373,7 @@ metrics = [
     ("  commit latency p50 / p99 (ms)", "tx100", ["commit_latency_ms"], "lat2", False),
     (f"consume, prefetch {prefetch}, ack each: msg/s", "consume1", ["msgs_per_sec"], "{:,.0f}", True),
     (f"consume, prefetch {prefetch}, multiple ack every 100: msg/s", "consume100", ["msgs_per_sec"], "{:,.0f}", True),
+    (f"consume, prefetch {prefetch}, ack each, amqprs consumer: msg/s", "consume1r", ["msgs_per_sec"], "{:,.0f}", True),
     (f"latency at {rate} msg/s: confirm p50 / p99 / p99.9 (ms)", "latency", ["confirm_latency_ms"], "lat3c", False),
     ("  end-to-end p50 / p99 (ms)", "latency", ["e2e_latency_ms"], "lat2", False),
     ("  achieved publish rate (msg/s)", "latency", ["msgs_per_sec"], "{:,.0f}", True),
@@ -440,6 +442,15 @@ def tgt():
         out.append(f"| per-message transactions ≥ 2x RabbitMQ | " +
                    ", ".join(f"{x:.2f}x {names[r].split()[1]}" for x, r in zip(rs, rabbits)) +
                    f" | {'MET' if min(rs) >= 2 else 'NOT MET'} |")
+    for row, label in (("consume1", "lapin"), ("consume1r", "amqprs")):
+        a, q = get("arctern", row, ["msgs_per_sec"]), get("rabbit-quorum", row, ["msgs_per_sec"])
+        if a and q:
+            out.append(f"| consume, ack each ≥ 1.5x RabbitMQ quorum ({label} consumer) | {a / q:.2f}x | "
+                       f"{'MET' if a / q >= 1.5 else 'NOT MET'} |")
+    a, q = get("arctern", "tx100", ["msgs_per_sec"]), get("rabbit-quorum", "tx100", ["msgs_per_sec"])
+    if a and q:
+        out.append(f"| tx of 100 messages ≥ 1.5x RabbitMQ quorum | {a / q:.2f}x | "
+                   f"{'MET' if a / q >= 1.5 else 'NOT MET'} |")
     p = {b: get(b, "latency", ["confirm_latency_ms"]) for b in rabbits + ["arctern"]}
     if all(p.values()):
         out.append(f"| confirm p99 at {rate} msg/s below RabbitMQ's | Arctern {p['arctern']['p99']:.2f} ms; " +

@@ -64,6 +64,9 @@ const PUMP_BATCH: usize = 128;
 const OUT_BUDGET: usize = 4 << 20;
 /// The writer joins queued frames into one write up to this many bytes.
 const WRITE_COALESCE: usize = 256 << 10;
+/// How long the client must be quiet before a consumer held back for a batched refill
+/// (`Deliveries::should_wait_for_refill`) is sent what it has credit for.
+const REFILL_IDLE: Duration = Duration::from_millis(1);
 
 enum Out {
     /// Frames and the share of the output budget they hold until written.
@@ -312,6 +315,8 @@ struct Conn {
     vhost: Arc<Vhost>,
     out: mpsc::Sender<Out>,
     out_budget: Arc<tokio::sync::Semaphore>,
+    /// A consumer with credit was held back by the last pump (batched refill).
+    withheld: bool,
     frame_max: usize,
     channel_max: u16,
     channels: HashMap<u16, Channel>,
@@ -414,6 +419,7 @@ pub async fn run(
         vhost,
         out,
         out_budget: Arc::new(tokio::sync::Semaphore::new(OUT_BUDGET)),
+        withheld: false,
         frame_max: config.frame_max as usize,
         channel_max: config.channel_max,
         channels: HashMap::new(),
@@ -518,7 +524,9 @@ pub async fn run(
                         }
                     }
                 }
-                _ = conn.wake.notified() => conn.pump().await,
+                _ = conn.wake.notified() => conn.pump(false).await,
+                // Made anew by every other event, so it fires once the client is quiet.
+                _ = tokio::time::sleep(REFILL_IDLE), if conn.withheld => conn.pump(true).await,
                 Ok(()) = terms.changed() => {
                     if *terms.borrow_and_update() != Some(term) {
                         let e = AmqpError::new(

@@ -38,6 +38,15 @@ impl<C> Consumer<C> {
     }
 }
 
+/// Most free prefetch a saturated consumer waits for before it is refilled.
+pub const REFILL_MAX: usize = 64;
+
+/// Free prefetch a saturated consumer waits for: a quarter of its prefetch, at most
+/// `REFILL_MAX` (1, i.e. no waiting, for a prefetch below 8).
+pub fn refill_threshold(prefetch: u16) -> usize {
+    (usize::from(prefetch) / 4).clamp(1, REFILL_MAX)
+}
+
 #[derive(Debug)]
 pub struct Deliveries<T, C> {
     next_tag: u64,
@@ -125,6 +134,21 @@ impl<T, C> Deliveries<T, C> {
             return Some((cons, None));
         }
         Some((cons, Some(self.prefetch_room(tag, cons.prefetch_size))))
+    }
+
+    /// Whether consumer `tag`, still holding most of its prefetch, should wait for more
+    /// acks before it is sent more: its free prefetch count is below `refill_threshold`.
+    /// With one ack per delivery this turns one write per ack into one per batch (the
+    /// caller sends anyway once the client goes quiet, so nothing waits for long).
+    pub fn should_wait_for_refill(&self, tag: &str) -> bool {
+        let Some(cons) = self.consumers.get(tag) else {
+            return false;
+        };
+        if cons.no_ack || cons.prefetch == 0 {
+            return false;
+        }
+        let free = usize::from(cons.prefetch).saturating_sub(cons.unacked);
+        free > 0 && free < refill_threshold(cons.prefetch)
     }
 
     /// Body bytes that may still go out to consumer `tag` under prefetch-size (its own
@@ -289,6 +313,31 @@ mod tests {
         d.take(t, false).unwrap();
         assert_eq!(d.credit("a").unwrap().1, Some(u64::MAX));
         assert!(d.credit("missing").is_none());
+    }
+
+    #[test]
+    fn a_saturated_consumer_waits_for_a_batch_of_acks() {
+        assert_eq!(refill_threshold(1), 1);
+        assert_eq!(refill_threshold(7), 1);
+        assert_eq!(refill_threshold(100), 25);
+        assert_eq!(refill_threshold(1000), REFILL_MAX);
+        let mut d = D::default();
+        d.qos(false, 100, 0);
+        d.add_consumer("a".into(), false, ());
+        d.add_consumer("auto".into(), true, ());
+        // Nothing unacked: full credit, no waiting.
+        assert!(!d.should_wait_for_refill("a"));
+        let tags: Vec<u64> = (0..100).map(|_| deliver(&mut d, Some("a"), 1)).collect();
+        // At the limit there is no credit at all (not a wait: `credit` says None).
+        assert!(!d.should_wait_for_refill("a"));
+        for (acked, t) in tags.iter().enumerate().take(24) {
+            d.take(*t, false).unwrap();
+            assert!(d.should_wait_for_refill("a"), "after {} acks", acked + 1);
+        }
+        d.take(tags[24], false).unwrap();
+        assert!(!d.should_wait_for_refill("a"));
+        assert!(!d.should_wait_for_refill("auto"));
+        assert!(!d.should_wait_for_refill("missing"));
     }
 
     #[test]

@@ -150,6 +150,76 @@ pub fn method_with_content(
     out
 }
 
+/// The `basic.deliver` method id (class 60, method 60).
+const BASIC_DELIVER: u16 = 60;
+
+/// What `append_delivery` writes: a `basic.deliver` and its message as stored.
+pub struct Delivery<'a> {
+    pub channel: u16,
+    pub consumer_tag: &'a str,
+    pub delivery_tag: u64,
+    pub redelivered: bool,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    /// The content properties in their wire encoding (flags + fields), as stored; empty
+    /// means none.
+    pub properties: &'a [u8],
+    pub body: &'a [u8],
+}
+
+/// Appends a `basic.deliver` with its content header and body frames to `out`: the same
+/// bytes as `method_with_content`, written straight from the stored property bytes and
+/// body (no decode and re-encode of the properties, no per-frame buffers), so many
+/// deliveries share one buffer and one write. False (nothing written) if a short string
+/// is over 255 bytes; the caller then uses `method_with_content`, which reports it.
+pub fn append_delivery(out: &mut Vec<u8>, d: &Delivery<'_>, frame_max: usize) -> bool {
+    if d.consumer_tag.len() > 255 || d.exchange.len() > 255 || d.routing_key.len() > 255 {
+        return false;
+    }
+    let short = |out: &mut Vec<u8>, s: &str| {
+        out.push(s.len() as u8);
+        out.extend_from_slice(s.as_bytes());
+    };
+    // Method frame; its size is patched in once the arguments are written.
+    let start = out.len();
+    out.push(FRAME_METHOD);
+    out.extend_from_slice(&d.channel.to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&BASIC_CLASS.to_be_bytes());
+    out.extend_from_slice(&BASIC_DELIVER.to_be_bytes());
+    short(out, d.consumer_tag);
+    out.extend_from_slice(&d.delivery_tag.to_be_bytes());
+    out.push(u8::from(d.redelivered));
+    short(out, d.exchange);
+    short(out, d.routing_key);
+    let size = (out.len() - start - FRAME_HEADER_LEN) as u32;
+    out[start + 3..start + FRAME_HEADER_LEN].copy_from_slice(&size.to_be_bytes());
+    out.push(FRAME_END);
+    // Content header: class, weight 0, body size, then the stored properties.
+    let props: &[u8] = if d.properties.is_empty() {
+        &[0, 0]
+    } else {
+        d.properties
+    };
+    out.push(FRAME_CONTENT_HEADER);
+    out.extend_from_slice(&d.channel.to_be_bytes());
+    out.extend_from_slice(&((12 + props.len()) as u32).to_be_bytes());
+    out.extend_from_slice(&BASIC_CLASS.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&(d.body.len() as u64).to_be_bytes());
+    out.extend_from_slice(props);
+    out.push(FRAME_END);
+    let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1);
+    for part in d.body.chunks(chunk) {
+        out.push(FRAME_BODY);
+        out.extend_from_slice(&d.channel.to_be_bytes());
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+        out.push(FRAME_END);
+    }
+    true
+}
+
 pub fn heartbeat() -> Vec<u8> {
     vec![FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]
 }
@@ -290,6 +360,68 @@ mod tests {
     }
     use amq_protocol::protocol::basic;
     use amq_protocol::types::{AMQPValue, FieldTable};
+
+    #[test]
+    fn append_delivery_writes_what_method_with_content_writes() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-n".into(), AMQPValue::LongInt(7));
+        let rich = AMQPProperties::default()
+            .with_content_type("text/plain".into())
+            .with_delivery_mode(2)
+            .with_priority(9)
+            .with_headers(headers);
+        let big = vec![7u8; 300];
+        for (props, body, frame_max) in [
+            (AMQPProperties::default(), &b"hello"[..], 131_072),
+            (rich.clone(), &b""[..], 131_072),
+            (rich, &big[..], 100),
+            (AMQPProperties::default(), &big[..], 4096),
+        ] {
+            for raw in [encode_properties(&props), Vec::new()] {
+                let expected_props = if raw.is_empty() {
+                    AMQPProperties::default()
+                } else {
+                    props.clone()
+                };
+                let m = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                    consumer_tag: "ctag-1".into(),
+                    delivery_tag: 0x0102_0304_0506,
+                    redelivered: true,
+                    exchange: "ex".into(),
+                    routing_key: "rk.1".into(),
+                }));
+                let expected = method_with_content(3, m, &expected_props, body, frame_max);
+                let mut out = b"prefix".to_vec();
+                let d = Delivery {
+                    channel: 3,
+                    consumer_tag: "ctag-1",
+                    delivery_tag: 0x0102_0304_0506,
+                    redelivered: true,
+                    exchange: "ex",
+                    routing_key: "rk.1",
+                    properties: &raw,
+                    body,
+                };
+                assert!(append_delivery(&mut out, &d, frame_max));
+                assert_eq!(&out[..6], b"prefix");
+                assert_eq!(out[6..], expected[..]);
+            }
+        }
+        let long = "k".repeat(256);
+        let d = Delivery {
+            channel: 1,
+            consumer_tag: "c",
+            delivery_tag: 1,
+            redelivered: false,
+            exchange: "",
+            routing_key: &long,
+            properties: &[],
+            body: b"x",
+        };
+        let mut out = Vec::new();
+        assert!(!append_delivery(&mut out, &d, 4096));
+        assert!(out.is_empty());
+    }
 
     #[test]
     fn properties_round_trip() {

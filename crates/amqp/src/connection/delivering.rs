@@ -48,9 +48,15 @@ impl Conn {
     }
 
     /// Delivers ready messages to consumers with credit.
-    pub(super) async fn pump(&mut self) {
+    /// Delivers ready messages to every consumer with credit, all of a round in one
+    /// buffer (one hand-off to the writer). Without `force`, a consumer that still holds
+    /// most of its prefetch waits for more acks (`Deliveries::should_wait_for_refill`) and
+    /// `withheld` is set, so the connection pumps with `force` once the client is quiet.
+    pub(super) async fn pump(&mut self, force: bool) {
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         let mut more = false;
+        self.withheld = false;
+        let mut out = Vec::new();
         for ch in ids {
             let tags: Vec<String> = match self.channels.get(&ch) {
                 Some(c) if !c.closing && !c.paused => c.deliveries.consumer_tags(),
@@ -66,10 +72,14 @@ impl Conn {
                 let mut delivered = Vec::new();
                 let mut settled = Vec::new();
                 let mut queue = None;
-                for _ in 0..PUMP_BATCH {
+                for round in 0..PUMP_BATCH {
                     let Some(c) = self.channels.get_mut(&ch) else {
                         break;
                     };
+                    if round == 0 && !force && c.deliveries.should_wait_for_refill(&tag) {
+                        self.withheld = true;
+                        break;
+                    }
                     let Some((cons, room)) = c.deliveries.credit(&tag) else {
                         break;
                     };
@@ -113,22 +123,37 @@ impl Conn {
                         c.deliveries.track(tag_no, d);
                         delivered.push(offset);
                     }
-                    let m = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                        consumer_tag: tag.as_str().into(),
+                    let d = wire::Delivery {
+                        channel: ch,
+                        consumer_tag: &tag,
                         delivery_tag: tag_no,
                         redelivered,
-                        exchange: msg.exchange.as_str().into(),
-                        routing_key: msg.routing_key.as_str().into(),
-                    }));
-                    let props = wire::decode_properties(&msg.properties).unwrap_or_default();
-                    self.send(wire::method_with_content(
-                        ch,
-                        m,
-                        &props,
-                        &msg.body,
-                        self.frame_max,
-                    ))
-                    .await;
+                        exchange: &msg.exchange,
+                        routing_key: &msg.routing_key,
+                        properties: &msg.properties,
+                        body: &msg.body,
+                    };
+                    if !wire::append_delivery(&mut out, &d, self.frame_max) {
+                        let m = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                            consumer_tag: tag.as_str().into(),
+                            delivery_tag: tag_no,
+                            redelivered,
+                            exchange: msg.exchange.as_str().into(),
+                            routing_key: msg.routing_key.as_str().into(),
+                        }));
+                        let props = wire::decode_properties(&msg.properties).unwrap_or_default();
+                        out.extend(wire::method_with_content(
+                            ch,
+                            m,
+                            &props,
+                            &msg.body,
+                            self.frame_max,
+                        ));
+                    }
+                    // A large round is not held back in memory.
+                    if out.len() >= WRITE_COALESCE {
+                        self.send(std::mem::take(&mut out)).await;
+                    }
                     queue = Some(q);
                     if delivered.len() + settled.len() == PUMP_BATCH {
                         more = true;
@@ -139,6 +164,9 @@ impl Conn {
                     q.settle(&settled);
                 }
             }
+        }
+        if !out.is_empty() {
+            self.send(out).await;
         }
         if more {
             self.wake.notify_one();
