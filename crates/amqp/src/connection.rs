@@ -55,6 +55,8 @@ const READ_BUFFER: usize = 64 << 10;
 /// bytes or publishes wait.
 const FLUSH_BYTES: usize = 1 << 20;
 const FLUSH_PUBLISHES: usize = 512;
+/// Acks recorded at the latest after this many (else at the end of a read burst).
+const FLUSH_ACKS: usize = 1024;
 
 /// Deliveries one consumer gets per pump round before others get a turn.
 const PUMP_BATCH: usize = 128;
@@ -340,6 +342,9 @@ struct Conn {
     /// Publishes routed but not appended yet, and their batch bytes.
     pending: Vec<PendingPublish>,
     pending_bytes: usize,
+    /// Acked deliveries whose settlement is not recorded yet: the acks of one read burst
+    /// share one settlement record per queue (`flush_acks`).
+    acked: Vec<Unacked>,
     /// The user that logged in.
     user: String,
 }
@@ -437,6 +442,7 @@ pub async fn run(
         qos_prefetch_size: 0,
         pending: Vec::new(),
         pending_bytes: 0,
+        acked: Vec::new(),
         user: String::new(),
     };
     let heartbeat = match tokio::time::timeout(
@@ -503,6 +509,9 @@ pub async fn run(
                                 || conn.pending.len() >= FLUSH_PUBLISHES
                             {
                                 conn.flush_publishes().await;
+                            }
+                            if frames.is_empty() || conn.acked.len() >= FLUSH_ACKS {
+                                conn.flush_acks();
                             }
                         }
                     }
@@ -907,6 +916,7 @@ impl Conn {
 
     async fn cleanup(&mut self) {
         self.flush_publishes().await;
+        self.flush_acks();
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for ch in ids {
             self.release_channel(ch, true).await;

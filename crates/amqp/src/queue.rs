@@ -723,6 +723,29 @@ impl Queue {
             .ok_or_else(|| AmqpError::internal(format!("no message at offset {offset}")))
     }
 
+    /// The messages stored from `offset` on, as far as one read of about `max_bytes`
+    /// reaches (at least the batch at `offset`): a consumer taking messages in log order
+    /// reads many with one read instead of one read each.
+    pub fn read_ahead(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<(i64, StoredMessage)>, AmqpError> {
+        let fetched = self
+            .partition
+            .read_to_log_end(offset, max_bytes)
+            .map_err(|e| core_error(&e))?;
+        let records = decode_batches(fetched.bytes)
+            .map_err(|e| AmqpError::internal(format!("queue '{}' log: {e}", self.name)))?;
+        Ok(records
+            .into_iter()
+            .filter_map(|(o, r)| match r {
+                QueueRecord::Message(m) if o >= offset => Some((o, m)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Puts delivered messages back (redelivered) and wakes consumers. With
     /// `x-delivery-limit`, a message requeued more often than the limit dies instead.
     pub fn requeue(&self, items: &[(i64, Entry)]) {

@@ -72,6 +72,11 @@ impl Conn {
                 let mut delivered = Vec::new();
                 let mut settled = Vec::new();
                 let mut queue = None;
+                // Messages read ahead of the one delivered (log order), for the rest of
+                // this consumer's round; its first message is read alone, so a round of
+                // one (a consumer keeping up) reads no more than it sends.
+                let mut ahead: std::collections::VecDeque<(i64, StoredMessage)> =
+                    Default::default();
                 for round in 0..PUMP_BATCH {
                     let Some(c) = self.channels.get_mut(&ch) else {
                         break;
@@ -98,7 +103,17 @@ impl Conn {
                         break;
                     };
                     let redelivered = entry.redelivered;
-                    let msg = match q.read(offset) {
+                    let read = match take_ahead(&mut ahead, offset) {
+                        Some(m) => Ok(m),
+                        None if round == 0 => q.read(offset),
+                        None => q.read_ahead(offset, READ_AHEAD_BYTES).and_then(|v| {
+                            ahead = v.into();
+                            take_ahead(&mut ahead, offset).ok_or_else(|| {
+                                AmqpError::internal(format!("no message at offset {offset}"))
+                            })
+                        }),
+                    };
+                    let msg = match read {
                         Ok(m) => m,
                         Err(e) => {
                             tracing::error!(queue = %q.name, offset, error = %e, "cannot read a queued message; settling it");
@@ -171,6 +186,33 @@ impl Conn {
         if more {
             self.wake.notify_one();
         }
+    }
+}
+
+impl Conn {
+    /// Records the settlements of the acks buffered since the last call (one record per
+    /// queue). Not awaited, as every settlement: one lost to a crash means a redelivery.
+    pub(super) fn flush_acks(&mut self) {
+        if !self.acked.is_empty() {
+            apply_settle(std::mem::take(&mut self.acked), Settle::Ack);
+        }
+    }
+}
+
+/// Bytes one read-ahead asks the log for (a pump round delivers at most `PUMP_BATCH`).
+const READ_AHEAD_BYTES: usize = 128 << 10;
+
+/// The message at `offset` from what was read ahead, dropping what lies before it.
+fn take_ahead(
+    ahead: &mut std::collections::VecDeque<(i64, StoredMessage)>,
+    offset: i64,
+) -> Option<StoredMessage> {
+    while ahead.front().is_some_and(|(o, _)| *o < offset) {
+        ahead.pop_front();
+    }
+    match ahead.front() {
+        Some((o, _)) if *o == offset => ahead.pop_front().map(|(_, m)| m),
+        _ => None,
     }
 }
 

@@ -446,7 +446,12 @@ impl Conn {
                     .deliveries
                     .take(a.delivery_tag, a.multiple)
                     .map_err(chan_err)?;
-                settle_or_buffer(c, taken, Settle::Ack);
+                if c.tx.active() {
+                    settle_or_buffer(c, taken, Settle::Ack);
+                } else {
+                    // Recorded with the rest of the burst (`flush_acks`).
+                    self.acked.extend(taken.into_iter().map(|(_, u)| u));
+                }
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
