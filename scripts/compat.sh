@@ -87,7 +87,7 @@ suite_ref() {
 }
 how_to_get() {
     local s="$1"
-    printf '  %-10s obtain a checkout of github.com/%s at %s\n             and put it at %s/%s\n' \
+    printf '  %-10s obtain a checkout of the GitHub repository %s at %s\n             and put it at %s/%s\n' \
         "$s" "$(suite_repo "$s")" "$(suite_ref "$s")" "$COMPAT_SRC" "$s"
 }
 
@@ -538,8 +538,9 @@ rdk_run_one() {
         stop_arctern
         return 1
     fi
-    rdk_parse "$logf" "$rc" "$((t1 - t0))" "$@" >>"$RESULTS"
-    log "librdkafka $n: $(grep -P "^librdkafka\tarctern\t${n}_" "$RESULTS" | cut -f3,4 | tr '\t\n' ': ')($((t1 - t0)) s)"
+    rdk_parse "$logf" "$rc" "$((t1 - t0))" "$@" >"$logf.result"
+    cat "$logf.result" >>"$RESULTS"
+    log "librdkafka $n: $(cut -f3,4 "$logf.result" | tr '\t\n' ': ')($((t1 - t0)) s)"
 }
 
 # rdk_parse LOG RC SECONDS NAMES...: one result line per test from the runner's summary table
