@@ -23,7 +23,8 @@
 #   COMPAT_VENV       venv for the Python suites (default: .compat-venv, git-ignored), created
 #                     from scripts/compat-requirements.txt (pinned) when missing or stale
 #   RDK_TESTS         librdkafka test numbers to run (default: every test in tests/test.c)
-#   RDK_TEST_TIMEOUT  seconds one librdkafka test may take before it is killed (default 600)
+#   RDK_TEST_TIMEOUT  seconds one librdkafka test number may take before it is killed
+#                     (default 900; 0113_cooperative_rebalance takes about 10 minutes)
 #   RDK_KAFKA_VERSION TEST_KAFKA_VERSION for librdkafka (default 2.8.0: the API versions
 #                     Arctern advertises)
 #   RDK_NODES         Arctern nodes for librdkafka (default 1; 3 = a cluster like the suite's
@@ -60,7 +61,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="${ARCTERN_BIN:-$TARGET_DIR/release/arctern}"
 COMPAT_OUT="${COMPAT_OUT:-$TARGET_DIR/compat-$(date -u +%Y%m%dT%H%M%SZ)}"
 COMPAT_VENV="${COMPAT_VENV:-$ROOT/.compat-venv}"
-RDK_TEST_TIMEOUT="${RDK_TEST_TIMEOUT:-600}"
+RDK_TEST_TIMEOUT="${RDK_TEST_TIMEOUT:-900}"
 RDK_KAFKA_VERSION="${RDK_KAFKA_VERSION:-2.8.0}"
 RDK_NODES="${RDK_NODES:-1}"
 PY_TEST_TIMEOUT="${PY_TEST_TIMEOUT:-60}"
@@ -609,14 +610,14 @@ commits=""
 for s in "${SUITES[@]}"; do
     commits+="$s=$(git -C "$COMPAT_SRC/$s" rev-parse HEAD 2>/dev/null || echo unknown)@$(git -C "$COMPAT_SRC/$s" describe --tags 2>/dev/null || echo '?') "
 done
-python3 - "$RESULTS" "$commits" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF' | tee "$COMPAT_OUT/summary.txt"
+python3 - "$RESULTS" "$commits" "$BIN (this checkout: $(git rev-parse --short HEAD 2>/dev/null || echo unknown))" <<'EOF' | tee "$COMPAT_OUT/summary.txt"
 import collections, sys
 path, commits, arctern_commit = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 by = collections.defaultdict(dict)           # (suite, target) -> test -> (outcome, reason)
 for suite, target, name, outcome, reason in rows:
     by[(suite, target)][name] = (outcome, reason)
-print(f"\nArctern commit {arctern_commit}; suites: {commits}")
+print(f"\nArctern binary {arctern_commit}; suites: {commits}")
 print(f"\n{'suite':<12} {'target':<9} {'passed':>7} {'failed':>7} {'skipped':>8}")
 suites = []
 for (suite, target) in by:
