@@ -97,14 +97,14 @@ pub struct AmqpBenchArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// The client library of the consumer (consume): a second client shows whether the
-    /// client is the bound. The fill always uses lapin.
-    #[arg(long, value_enum, default_value_t = ConsumerClient::Lapin)]
-    pub consumer_client: ConsumerClient,
+    /// The client library of the consumer (consume) or of the publishers (tx): a second
+    /// client shows whether the client is the bound. The consume fill always uses lapin.
+    #[arg(long, value_enum, default_value_t = ClientLib::Lapin)]
+    pub client: ClientLib,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsumerClient {
+pub enum ClientLib {
     Lapin,
     Amqprs,
 }
@@ -495,6 +495,9 @@ async fn close_all(pubs: Vec<Publisher>) {
 }
 
 async fn tx(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
+    if args.client == ClientLib::Amqprs {
+        return tx_amqprs(args, queue).await;
+    }
     let pubs = open_publishers(args, PublishMode::Transactions).await?;
     let start = Instant::now();
     let deadline = run_deadline(args, start);
@@ -567,7 +570,7 @@ async fn consume(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
     let fill_seconds = fill_start.elapsed().as_secs_f64();
     let total = fill.messages;
 
-    if args.consumer_client == ConsumerClient::Amqprs {
+    if args.client == ClientLib::Amqprs {
         let mut stats = consume_amqprs(args, queue, total).await?;
         stats.fill_seconds = Some(fill_seconds);
         return Ok(stats);
@@ -616,6 +619,77 @@ async fn consume(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
     stats.body_bytes = bytes;
     stats.elapsed = elapsed;
     stats.fill_seconds = Some(fill_seconds);
+    Ok(stats)
+}
+
+/// `tx` with amqprs publishers: the same transactions as lapin's.
+async fn tx_amqprs(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
+    use amqprs::channel::BasicPublishArguments;
+    let conn_args = amqprs_args(&args.uri)?;
+    let start = Instant::now();
+    let deadline = run_deadline(args, start);
+    let mut tasks = Vec::new();
+    for i in 0..args.publishers {
+        let conn_args = conn_args.clone();
+        let queue = queue.to_string();
+        let (size, count, k) = (
+            args.message_size,
+            share(args.messages, args.publishers, i),
+            args.tx_size,
+        );
+        tasks.push(tokio::spawn(async move {
+            let conn = amqprs::connection::Connection::open(&conn_args)
+                .await
+                .map_err(|e| anyhow!("amqprs connect: {e}"))?;
+            let ch = conn
+                .open_channel(None)
+                .await
+                .map_err(|e| anyhow!("amqprs channel: {e}"))?;
+            ch.tx_select()
+                .await
+                .map_err(|e| anyhow!("tx.select: {e}"))?;
+            let props = amqprs::BasicProperties::default()
+                .with_delivery_mode(2)
+                .finish();
+            let mut hist = new_histogram()?;
+            let mut body = vec![b'x'; size];
+            let (mut sent, mut txs) = (0u64, 0u64);
+            while sent < count && deadline.is_none_or(|d| Instant::now() < d) {
+                let n = k.min(count - sent);
+                for j in 0..n {
+                    encode_stamp(&mut body, sent + j, 0);
+                    ch.basic_publish(
+                        props.clone(),
+                        body.clone(),
+                        BasicPublishArguments::new("", &queue),
+                    )
+                    .await
+                    .map_err(|e| anyhow!("basic.publish: {e}"))?;
+                }
+                let t0 = Instant::now();
+                ch.tx_commit()
+                    .await
+                    .map_err(|e| anyhow!("tx.commit: {e}"))?;
+                let _ = hist.record(micros(t0.elapsed()));
+                sent += n;
+                txs += 1;
+            }
+            let _ = ch.close().await;
+            let _ = conn.close().await;
+            anyhow::Ok((sent, txs, hist))
+        }));
+    }
+    let mut stats = AmqpStats::new();
+    let mut hist = new_histogram()?;
+    for t in tasks {
+        let (sent, txs, h) = t.await.context("publisher panicked")??;
+        stats.messages += sent;
+        stats.transactions += txs;
+        hist.add(&h).context("merging histograms")?;
+    }
+    stats.elapsed = start.elapsed();
+    stats.body_bytes = stats.messages * args.message_size as u64;
+    stats.commit_us = Some(hist);
     Ok(stats)
 }
 
