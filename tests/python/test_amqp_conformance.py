@@ -150,6 +150,30 @@ def test_unbind_on_another_connections_exclusive_queue(shared_broker):
     owner.close()
 
 
+def test_unbind_to_an_auto_deleted_destination_exchange_is_ok_pika(shared_broker):
+    """aio-pika's test_simple_publish_and_receive_to_bound_exchange cleanup: an auto-delete
+    exchange bound to another goes when its own last binding goes, and the bindings to it go
+    with it (as on exchange.delete), so unbinding it from its source afterwards is ok."""
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    src, dst, q = unique("src"), unique("dst"), unique("q")
+    ch.exchange_declare(src, "direct", auto_delete=True)
+    ch.exchange_declare(dst, "direct", auto_delete=True)
+    ch.queue_declare(q, exclusive=True)
+    ch.queue_bind(q, dst, "k")
+    ch.exchange_bind(destination=dst, source=src, routing_key="k")
+    ch.basic_publish(src, "k", b"through")
+    _, _, body = ch.basic_get(q, auto_ack=True)   # same channel: sees its own publish
+    assert body == b"through"
+    ch.queue_unbind(q, dst, "k")            # dst's last binding: dst is auto-deleted
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        conn.channel().exchange_declare(dst, passive=True)
+    assert e.value.reply_code == 404
+    ch.exchange_unbind(destination=dst, source=src, routing_key="k")
+    assert ch.is_open
+    conn.close()
+
+
 def test_unbind_after_auto_delete_queue_and_exchange_are_gone_aiopika(shared_broker):
     """aio-pika's cleanup pattern: unbind after the (auto-deleted) queue and exchange went."""
     async def main():

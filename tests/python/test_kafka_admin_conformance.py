@@ -498,6 +498,24 @@ def test_describe_topics_authorized_operations(broker, topic_name):
     assert topic_name in a.list_topics(timeout=15).topics
 
 
+def test_describe_groups_authorized_operations(broker, topic_name):
+    bs = broker.bootstrap
+    kc.create_topic(bs, topic_name, partitions=1)
+    group = f"g-{topic_name}"
+    c = Consumer({"bootstrap.servers": bs, "group.id": group, "enable.auto.commit": False})
+    try:
+        c.commit(offsets=[TopicPartition(topic_name, 0, 1)], asynchronous=False)
+    finally:
+        c.close()
+    a = kc.admin_client(bs)
+    (f,) = a.describe_consumer_groups([group], include_authorized_operations=True,
+                                      request_timeout=15).values()
+    assert set(f.result(15).authorized_operations) == {AclOperation.READ, AclOperation.DESCRIBE,
+                                                       AclOperation.DELETE}
+    (f,) = a.describe_consumer_groups([group], request_timeout=15).values()
+    assert not f.result(15).authorized_operations
+
+
 def test_kafka_python_describe_cluster(broker):
     a = kafka_python_admin(broker.bootstrap)
     try:

@@ -1089,7 +1089,11 @@ impl Vhost {
                     waits.push(self.persist(&DefEvent::Unbind(b))?);
                 }
                 if e_auto && !st.bindings.iter().any(|b| b.exchange == exchange) {
+                    // As an explicit delete (and the replicated definitions): the bindings
+                    // to the exchange go with it, so a later unbind of them is a no-op.
                     st.exchanges.remove(exchange);
+                    st.bindings
+                        .retain(|b| !(b.to_exchange && b.queue == exchange));
                     if e_durable {
                         waits.push(self.persist(&DefEvent::DeleteExchange {
                             name: exchange.into(),

@@ -67,6 +67,11 @@ pub(crate) fn cluster_authorized_operations() -> i32 {
     ])
 }
 
+/// Every operation Kafka defines on a consumer group (`AclEntry.supportedOperations(GROUP)`).
+pub(crate) fn group_authorized_operations() -> i32 {
+    bits(&[OP_READ, OP_DESCRIBE, OP_DELETE])
+}
+
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
@@ -363,5 +368,6 @@ mod tests {
         // Kafka's bitfields for "everything allowed" on a topic and on the cluster.
         assert_eq!(topic_authorized_operations(), 0b1101_1111_1000);
         assert_eq!(cluster_authorized_operations(), 0b1_1111_1010_0000);
+        assert_eq!(group_authorized_operations(), 0b1_0100_1000);
     }
 }

@@ -458,7 +458,10 @@ pub fn describe_groups(
         .iter()
         .map(|id| {
             let base = DescribedGroup::default().with_group_id(id.clone());
-            let base = if version >= 3 {
+            // Asked for (v3+): everything Kafka defines on a group (no ACLs yet).
+            let base = if version >= 3 && req.include_authorized_operations {
+                base.with_authorized_operations(crate::admin::group_authorized_operations())
+            } else if version >= 3 {
                 base.with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
             } else {
                 base
