@@ -537,6 +537,16 @@ async fn tx(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
             anyhow::Ok((sent, txs, hist))
         }));
     }
+    let stats = tx_stats(tasks, start, args.message_size).await;
+    close_all(pubs).await;
+    stats
+}
+
+/// What a transaction publisher task returns: messages, transactions, commit latencies.
+type TxTask = tokio::task::JoinHandle<Result<(u64, u64, Histogram<u64>)>>;
+
+/// Adds up the publishers of a `tx` run (lapin's or amqprs's).
+async fn tx_stats(tasks: Vec<TxTask>, start: Instant, message_size: usize) -> Result<AmqpStats> {
     let mut stats = AmqpStats::new();
     let mut hist = new_histogram()?;
     for t in tasks {
@@ -546,9 +556,8 @@ async fn tx(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
         hist.add(&h).context("merging histograms")?;
     }
     stats.elapsed = start.elapsed();
-    stats.body_bytes = stats.messages * args.message_size as u64;
+    stats.body_bytes = stats.messages * message_size as u64;
     stats.commit_us = Some(hist);
-    close_all(pubs).await;
     Ok(stats)
 }
 
@@ -679,18 +688,7 @@ async fn tx_amqprs(args: &AmqpBenchArgs, queue: &str) -> Result<AmqpStats> {
             anyhow::Ok((sent, txs, hist))
         }));
     }
-    let mut stats = AmqpStats::new();
-    let mut hist = new_histogram()?;
-    for t in tasks {
-        let (sent, txs, h) = t.await.context("publisher panicked")??;
-        stats.messages += sent;
-        stats.transactions += txs;
-        hist.add(&h).context("merging histograms")?;
-    }
-    stats.elapsed = start.elapsed();
-    stats.body_bytes = stats.messages * args.message_size as u64;
-    stats.commit_us = Some(hist);
-    Ok(stats)
+    tx_stats(tasks, start, args.message_size).await
 }
 
 /// `amqp://user:pass@host:port/vhost` (vhost percent-encoded, `%2f` = `/`) as amqprs's
