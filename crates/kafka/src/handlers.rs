@@ -9,6 +9,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use arctern_security::Principal;
 use std::time::Duration;
 
 use arctern_core::{Acks, Appended, Broker, CoreError, Partition};
@@ -73,11 +75,16 @@ pub struct KafkaContext {
     pub groups: Arc<arctern_groups::GroupCoordinator>,
 }
 
-/// Who sent a request (group membership records the client id and host).
+/// Who sent a request (group membership records the client id and host; authorization
+/// looks at the principal).
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub peer: std::net::SocketAddr,
     pub client_id: Option<StrBytes>,
+    /// Who the connection authenticated as (`Anonymous` until SASL or a client
+    /// certificate says otherwise).
+    #[allow(dead_code)] // read by the authorizer
+    pub principal: Arc<Principal>,
 }
 
 /// Whether a request must run alone on its connection: after every earlier request has

@@ -17,6 +17,7 @@ use arctern_kafka_wire::kafka_protocol::messages::ApiKey;
 use arctern_kafka_wire::{
     decode_request, encode_response, frame_length, unsupported_api_versions_response, DecodeError,
 };
+use arctern_security::Principal;
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -90,6 +91,7 @@ async fn connection(
     // Each deferred wait holds a read guard until it completes; a request that runs alone
     // takes the write lock first, i.e. waits until every earlier request has completed.
     let in_flight = Arc::new(RwLock::new(()));
+    let principal = Arc::new(Principal::Anonymous);
     loop {
         let mut prefix = [0u8; 4];
         if let Err(e) = reader.read_exact(&mut prefix).await {
@@ -149,6 +151,7 @@ async fn connection(
             peer,
             // A refcounted view of the decoded frame: no copy on the produce/fetch path.
             client_id: request.header.client_id.take(),
+            principal: Arc::clone(&principal),
         };
         let alone = runs_alone(api_key);
         let all_done = if alone {
