@@ -1,6 +1,8 @@
 //! `arctern`: the broker binary.
 
 mod admin_conn;
+#[allow(dead_code)] // the client half serves the user, vhost and permission tools
+mod admin_socket;
 mod cluster_status;
 mod groups_cli;
 mod settings;
@@ -238,6 +240,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
         server_config,
         stopped,
     ));
+    let admin = match admin_socket::start(
+        &broker.config().data_dir,
+        Arc::clone(&metadata),
+        stop.subscribe(),
+    ) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            // The broker works without it; only the local admin tools need it.
+            tracing::warn!(error = %format!("{e:#}"), "admin socket unavailable");
+            None
+        }
+    };
     let alarm =
         arctern_amqp::alarm::start(settings::alarm_config(&file, &broker.config().data_dir)?);
     let amqp_server = tokio::spawn(arctern_amqp::serve(
@@ -256,6 +270,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let _ = stop.send(true);
     let _ = server.await;
     let _ = amqp_server.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     drop(groups);
     broker.shutdown();
     drop(broker);
