@@ -236,6 +236,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         arctern_kafka::KafkaContext {
             broker: Arc::clone(&broker),
             groups: Arc::clone(&groups),
+            cluster_secret: None,
         },
         server_config,
         stopped,

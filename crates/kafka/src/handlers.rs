@@ -73,6 +73,9 @@ fn now(response: ResponseKind) -> Reply {
 pub struct KafkaContext {
     pub broker: Arc<Broker>,
     pub groups: Arc<arctern_groups::GroupCoordinator>,
+    /// `cluster.secret`: when set, other nodes prove membership with it (SASL mechanism
+    /// ARCTERN-CLUSTER) and replica fetches need that proof.
+    pub cluster_secret: Option<Arc<arctern_security::ClusterSecret>>,
 }
 
 /// Who sent a request (group membership records the client id and host; authorization

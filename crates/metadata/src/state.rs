@@ -42,6 +42,34 @@ pub struct ClusterState {
     /// Names and values are Kafka's; the broker core validates and interprets them.
     #[serde(default)]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The one user database of both protocols: Kafka SASL and AMQP logins check it.
+    #[serde(default)]
+    pub users: BTreeMap<String, UserRecord>,
+}
+
+/// A user. Never a password: a salted hash for PLAIN-style logins and SCRAM credentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// RabbitMQ's `rabbit_password_hashing_sha256` form:
+    /// base64(salt (4 bytes) ++ sha256(salt ++ password)). `None`: only SCRAM credentials
+    /// (a user made with Kafka's AlterUserScramCredentials).
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// SCRAM credentials by mechanism ("SCRAM-SHA-256", "SCRAM-SHA-512"), RFC 5802.
+    #[serde(default)]
+    pub scram: BTreeMap<String, ScramCredential>,
+    /// RabbitMQ user tags (administrator, monitoring, management, ...).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// RFC 5802's stored form: salt, iteration count, StoredKey and ServerKey.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredential {
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
 }
 
 /// The AMQP definitions the metadata keeps. Protocol details stay opaque: argument tables
@@ -284,6 +312,28 @@ pub enum MetadataCommand {
     AmqpDefine {
         change: AmqpChange,
     },
+    /// Creates or replaces a user.
+    PutUser {
+        name: String,
+        user: UserRecord,
+    },
+    /// Removes a user; [`CommandResult::UnknownUser`] if there is none.
+    DeleteUser {
+        name: String,
+    },
+    /// Kafka's AlterUserScramCredentials for one user: sets then removes SCRAM credentials
+    /// by mechanism. Creates the user if needed; a user left with no credential and no
+    /// password hash is removed.
+    AlterUserScram {
+        name: String,
+        upsert: BTreeMap<String, ScramCredential>,
+        delete: Vec<String>,
+    },
+    /// Replaces a user's tags; [`CommandResult::UnknownUser`] if there is none.
+    SetUserTags {
+        name: String,
+        tags: Vec<String>,
+    },
 }
 
 /// Outcome of applying one command. Errors are results, not failures: the command was
@@ -334,6 +384,9 @@ pub enum CommandResult {
     NotAReplica {
         broker_id: BrokerId,
     },
+    UnknownUser {
+        name: String,
+    },
     /// The block `[first, first + count)` now belongs to the proposing broker.
     ProducerIds {
         first: i64,
@@ -378,6 +431,39 @@ impl ClusterState {
             // Has a result of its own; see `apply`.
             MetadataCommand::AllocateProducerIds { .. } => {}
             MetadataCommand::AmqpDefine { change } => self.amqp.apply(change),
+            MetadataCommand::PutUser { name, user } => {
+                if name.is_empty() {
+                    return Err(invalid("a user name must not be empty".to_string()));
+                }
+                self.users.insert(name.clone(), user.clone());
+            }
+            MetadataCommand::DeleteUser { name } => {
+                if self.users.remove(name).is_none() {
+                    return Err(CommandResult::UnknownUser { name: name.clone() });
+                }
+            }
+            MetadataCommand::AlterUserScram {
+                name,
+                upsert,
+                delete,
+            } => {
+                if name.is_empty() {
+                    return Err(invalid("a user name must not be empty".to_string()));
+                }
+                let user = self.users.entry(name.clone()).or_default();
+                user.scram
+                    .extend(upsert.iter().map(|(m, c)| (m.clone(), c.clone())));
+                for m in delete {
+                    user.scram.remove(m);
+                }
+                if user.scram.is_empty() && user.password_hash.is_none() {
+                    self.users.remove(name);
+                }
+            }
+            MetadataCommand::SetUserTags { name, tags } => match self.users.get_mut(name) {
+                Some(user) => user.tags = tags.clone(),
+                None => return Err(CommandResult::UnknownUser { name: name.clone() }),
+            },
             MetadataCommand::RegisterBroker {
                 broker_id,
                 host,
