@@ -2,6 +2,7 @@
 //! cluster's own nodes prove that they are members. No I/O here: the transports and the
 //! protocol sessions use these types.
 
+pub mod acl;
 pub mod cluster;
 
 pub use cluster::{ClusterSecret, MembershipError};
