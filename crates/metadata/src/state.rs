@@ -45,6 +45,9 @@ pub struct ClusterState {
     /// The one user database of both protocols: Kafka SASL and AMQP logins check it.
     #[serde(default)]
     pub users: BTreeMap<String, UserRecord>,
+    /// Kafka ACLs (CreateAcls/DeleteAcls), checked when an authorizer is configured.
+    #[serde(default)]
+    pub acls: BTreeSet<arctern_security::acl::AclBinding>,
 }
 
 /// A user. Never a password: a salted hash for PLAIN-style logins and SCRAM credentials.
@@ -334,6 +337,16 @@ pub enum MetadataCommand {
         name: String,
         tags: Vec<String>,
     },
+    /// Adds Kafka ACLs (an existing one is kept once). Every binding must pass
+    /// `acl::validate_new`, or nothing is added ([`CommandResult::InvalidRequest`]).
+    CreateAcls {
+        bindings: Vec<arctern_security::acl::AclBinding>,
+    },
+    /// Removes exactly these Kafka ACLs (the proposer resolved its filters against its
+    /// state); absent ones are ignored.
+    DeleteAcls {
+        bindings: Vec<arctern_security::acl::AclBinding>,
+    },
 }
 
 /// Outcome of applying one command. Errors are results, not failures: the command was
@@ -458,6 +471,17 @@ impl ClusterState {
                 }
                 if user.scram.is_empty() && user.password_hash.is_none() {
                     self.users.remove(name);
+                }
+            }
+            MetadataCommand::CreateAcls { bindings } => {
+                for b in bindings {
+                    arctern_security::acl::validate_new(b).map_err(invalid)?;
+                }
+                self.acls.extend(bindings.iter().cloned());
+            }
+            MetadataCommand::DeleteAcls { bindings } => {
+                for b in bindings {
+                    self.acls.remove(b);
                 }
             }
             MetadataCommand::SetUserTags { name, tags } => match self.users.get_mut(name) {
@@ -1536,6 +1560,56 @@ mod tests {
             .unwrap()
             .replace(",\"broker_configs\":{}", "");
         assert!(!json.contains("broker_configs"));
+        let back: ClusterState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, st);
+    }
+
+    #[test]
+    fn acls_are_created_once_deleted_exactly_and_validated() {
+        use arctern_security::acl::{
+            AclBinding, AclOperation, PatternType, PermissionType, ResourceType,
+        };
+        let mut st = ClusterState::default();
+        let b = AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: "t".into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: AclOperation::Read,
+            permission_type: PermissionType::Allow,
+        };
+        let create = MetadataCommand::CreateAcls {
+            bindings: vec![b.clone(), b.clone()],
+        };
+        assert!(st.apply(&create, 1).is_ok());
+        assert_eq!(st.acls.len(), 1);
+        let bad = AclBinding {
+            principal: "alice".into(),
+            ..b.clone()
+        };
+        let other = AclBinding {
+            resource_name: "u".into(),
+            ..b.clone()
+        };
+        let create = MetadataCommand::CreateAcls {
+            bindings: vec![other.clone(), bad],
+        };
+        assert!(matches!(
+            st.apply(&create, 2),
+            CommandResult::InvalidRequest { .. }
+        ));
+        assert_eq!(st.acls.len(), 1);
+        let delete = MetadataCommand::DeleteAcls {
+            bindings: vec![b, other],
+        };
+        assert!(st.apply(&delete, 3).is_ok());
+        assert!(st.acls.is_empty());
+        // Older snapshots without the field still load.
+        let json = serde_json::to_string(&st)
+            .unwrap()
+            .replace(",\"acls\":[]", "");
+        assert!(!json.contains("acls"));
         let back: ClusterState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, st);
     }
