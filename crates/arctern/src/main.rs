@@ -132,6 +132,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let mut config = settings::broker_config(&file, data_dir)?;
     let group_config = settings::group_config(&file)?;
+    let authorizer_config = settings::authorizer_config(&file)?;
     // Bound before the Kafka listener: whoever waits for the Kafka port to accept
     // connections may then connect to AMQP too (served once the vhost is loaded).
     let amqp_listen = args
@@ -237,6 +238,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             broker: Arc::clone(&broker),
             groups: Arc::clone(&groups),
             cluster_secret: None,
+            authorizer: authorizer_config.map(|c| {
+                tracing::info!(super_users = ?c.super_users, allow_everyone_if_no_acl_found = c.allow_everyone_if_no_acl_found, "Kafka ACL authorizer on");
+                Arc::new(arctern_kafka::Authorizer::new(c, Arc::clone(&metadata)))
+            }),
         },
         server_config,
         stopped,

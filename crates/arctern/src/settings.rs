@@ -104,6 +104,14 @@ pub struct FileConfig {
     /// `segment.bytes` of queue logs, the unit in which settled messages are reclaimed.
     #[serde(rename = "amqp.queue_segment_bytes")]
     pub amqp_queue_segment_bytes: Option<i64>,
+    /// Kafka ACLs are checked when set (Kafka's StandardAuthorizer or AclAuthorizer name).
+    #[serde(rename = "authorizer.class.name")]
+    pub authorizer_class_name: Option<String>,
+    /// `User:a;User:b`: principals the authorizer allows everything.
+    #[serde(rename = "super.users")]
+    pub super_users: Option<String>,
+    #[serde(rename = "allow.everyone.if.no.acl.found")]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
 }
 
 /// Every key the file accepts, for the environment overlay.
@@ -152,6 +160,9 @@ const KEYS: &[&str] = &[
     "amqp.disk_free_limit",
     "amqp.vm_memory_high_watermark",
     "amqp.queue_segment_bytes",
+    "authorizer.class.name",
+    "super.users",
+    "allow.everyone.if.no.acl.found",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -411,6 +422,43 @@ pub fn controller_options(file: &FileConfig) -> Result<arctern_metadata::Control
     Ok(o)
 }
 
+/// The class names Kafka users configure; either turns on Arctern's ACL authorizer, which
+/// decides as both do.
+const AUTHORIZER_CLASSES: &[&str] = &[
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "kafka.security.authorizer.AclAuthorizer",
+];
+
+/// The Kafka authorizer's settings, or `None` (nothing is checked) without
+/// `authorizer.class.name`.
+pub fn authorizer_config(
+    file: &FileConfig,
+) -> Result<Option<arctern_security::acl::AuthorizerConfig>> {
+    let name = match file.authorizer_class_name.as_deref().map(str::trim) {
+        None | Some("") => {
+            if file.super_users.is_some() || file.allow_everyone_if_no_acl_found.is_some() {
+                tracing::warn!(
+                    "super.users/allow.everyone.if.no.acl.found are ignored without authorizer.class.name"
+                );
+            }
+            return Ok(None);
+        }
+        Some(n) => n,
+    };
+    if !AUTHORIZER_CLASSES.contains(&name) {
+        bail!(
+            "authorizer.class.name {name} is not supported; use {}",
+            AUTHORIZER_CLASSES.join(" or ")
+        );
+    }
+    Ok(Some(arctern_security::acl::AuthorizerConfig {
+        super_users: arctern_security::acl::AuthorizerConfig::parse_super_users(
+            file.super_users.as_deref().unwrap_or(""),
+        ),
+        allow_everyone_if_no_acl_found: file.allow_everyone_if_no_acl_found.unwrap_or(false),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,6 +513,26 @@ mod tests {
             arctern_groups::GroupConfig::default(),
             "the example documents the defaults"
         );
+    }
+
+    #[test]
+    fn authorizer_settings() {
+        assert_eq!(authorizer_config(&FileConfig::default()).unwrap(), None);
+        let file = FileConfig {
+            authorizer_class_name: Some(
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+            ),
+            super_users: Some("User:admin;User:ops".into()),
+            ..FileConfig::default()
+        };
+        let c = authorizer_config(&file).unwrap().unwrap();
+        assert_eq!(c.super_users, vec!["User:admin", "User:ops"]);
+        assert!(!c.allow_everyone_if_no_acl_found);
+        let file = FileConfig {
+            authorizer_class_name: Some("com.example.MyAuthorizer".into()),
+            ..FileConfig::default()
+        };
+        assert!(authorizer_config(&file).is_err());
     }
 
     #[test]

@@ -15,62 +15,32 @@ use arctern_kafka_wire::kafka_protocol::messages::incremental_alter_configs_resp
 use arctern_kafka_wire::kafka_protocol::messages::*;
 use arctern_kafka_wire::kafka_protocol::protocol::StrBytes;
 
+use crate::authz::Authz;
 use crate::errors::error_code;
+use arctern_kafka_wire::ResponseError;
+use arctern_security::acl::{AclOperation, ResourceType};
+
+/// Kafka's check for a config resource: `op` on the topic (TOPIC_AUTHORIZATION_FAILED) or on
+/// the cluster for a broker (CLUSTER_AUTHORIZATION_FAILED). `None` when allowed (or when the
+/// resource type is unknown: the handler refuses that itself).
+fn config_refusal(
+    authz: &Authz,
+    op: AclOperation,
+    resource_type: i8,
+    name: &str,
+) -> Option<ResponseError> {
+    match resource_type {
+        RESOURCE_TOPIC if !authz.topic(op, name) => Some(ResponseError::TopicAuthorizationFailed),
+        RESOURCE_BROKER if !authz.cluster(op) => Some(ResponseError::ClusterAuthorizationFailed),
+        _ => None,
+    }
+}
 
 pub(crate) const RESOURCE_TOPIC: i8 = 2;
 pub(crate) const RESOURCE_BROKER: i8 = 4;
 
 /// Kafka's "authorized operations not requested" value.
 pub(crate) const OPS_NOT_REQUESTED: i32 = i32::MIN;
-
-// Kafka's AclOperation codes.
-const OP_READ: i32 = 3;
-const OP_WRITE: i32 = 4;
-const OP_CREATE: i32 = 5;
-const OP_DELETE: i32 = 6;
-const OP_ALTER: i32 = 7;
-const OP_DESCRIBE: i32 = 8;
-const OP_CLUSTER_ACTION: i32 = 9;
-const OP_DESCRIBE_CONFIGS: i32 = 10;
-const OP_ALTER_CONFIGS: i32 = 11;
-const OP_IDEMPOTENT_WRITE: i32 = 12;
-
-fn bits(ops: &[i32]) -> i32 {
-    ops.iter().fold(0, |acc, op| acc | (1 << op))
-}
-
-/// Every operation Kafka defines on a topic (`AclEntry.supportedOperations(TOPIC)`): with
-/// no ACLs yet, a client may do all of them.
-pub(crate) fn topic_authorized_operations() -> i32 {
-    bits(&[
-        OP_READ,
-        OP_WRITE,
-        OP_CREATE,
-        OP_DESCRIBE,
-        OP_DELETE,
-        OP_ALTER,
-        OP_DESCRIBE_CONFIGS,
-        OP_ALTER_CONFIGS,
-    ])
-}
-
-/// Every operation Kafka defines on the cluster (`AclEntry.supportedOperations(CLUSTER)`).
-pub(crate) fn cluster_authorized_operations() -> i32 {
-    bits(&[
-        OP_CREATE,
-        OP_CLUSTER_ACTION,
-        OP_DESCRIBE_CONFIGS,
-        OP_ALTER_CONFIGS,
-        OP_IDEMPOTENT_WRITE,
-        OP_ALTER,
-        OP_DESCRIBE,
-    ])
-}
-
-/// Every operation Kafka defines on a consumer group (`AclEntry.supportedOperations(GROUP)`).
-pub(crate) fn group_authorized_operations() -> i32 {
-    bits(&[OP_READ, OP_DESCRIBE, OP_DELETE])
-}
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -109,6 +79,7 @@ pub(crate) fn describe_configs(
     broker: &Broker,
     req: DescribeConfigsRequest,
     version: i16,
+    authz: &Authz,
 ) -> DescribeConfigsResponse {
     let synonyms = req.include_synonyms;
     let results = req
@@ -118,6 +89,16 @@ pub(crate) fn describe_configs(
             let base = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
+            if let Some(e) = config_refusal(
+                authz,
+                AclOperation::DescribeConfigs,
+                r.resource_type,
+                &r.resource_name,
+            ) {
+                return base
+                    .with_error_code(e.code())
+                    .with_error_message(Some(s(e.to_string())));
+            }
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => broker.describe_configs(&r.resource_name),
                 RESOURCE_BROKER => broker.describe_broker_configs(&r.resource_name),
@@ -155,6 +136,7 @@ fn duplicated(resources: &[(i8, String)], i: usize) -> bool {
 pub(crate) async fn incremental_alter_configs(
     broker: &Broker,
     req: IncrementalAlterConfigsRequest,
+    authz: &Authz,
 ) -> IncrementalAlterConfigsResponse {
     let keys: Vec<(i8, String)> = req
         .resources
@@ -166,6 +148,18 @@ pub(crate) async fn incremental_alter_configs(
         let base = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
+        if let Some(e) = config_refusal(
+            authz,
+            AclOperation::AlterConfigs,
+            r.resource_type,
+            &r.resource_name,
+        ) {
+            responses.push(
+                base.with_error_code(e.code())
+                    .with_error_message(Some(s(e.to_string()))),
+            );
+            continue;
+        }
         let result = if duplicated(&keys, i) {
             Err(CoreError::InvalidRequest(
                 "Each resource must appear at most once.".into(),
@@ -237,6 +231,7 @@ fn incremental_ops(
 pub(crate) async fn alter_configs(
     broker: &Broker,
     req: AlterConfigsRequest,
+    authz: &Authz,
 ) -> AlterConfigsResponse {
     let keys: Vec<(i8, String)> = req
         .resources
@@ -248,6 +243,18 @@ pub(crate) async fn alter_configs(
         let base = LegacyResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
+        if let Some(e) = config_refusal(
+            authz,
+            AclOperation::AlterConfigs,
+            r.resource_type,
+            &r.resource_name,
+        ) {
+            responses.push(
+                base.with_error_code(e.code())
+                    .with_error_message(Some(s(e.to_string()))),
+            );
+            continue;
+        }
         let configs: Result<Vec<(String, String)>, CoreError> = r
             .configs
             .iter()
@@ -293,17 +300,27 @@ pub(crate) async fn alter_configs(
 
 /// DeleteRecords (key 21): each partition's log start moves up to the requested offset
 /// (-1 = the high watermark) on its leader; the response carries the new low watermark.
-pub(crate) fn delete_records(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub(crate) fn delete_records(
+    broker: &Broker,
+    req: DeleteRecordsRequest,
+    authz: &Authz,
+) -> DeleteRecordsResponse {
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
+            let deletable = authz.topic(AclOperation::Delete, &t.name.0);
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let base =
                         DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+                    if !deletable {
+                        return base
+                            .with_low_watermark(-1)
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     match broker.delete_records(&t.name.0, p.partition_index, p.offset) {
                         Ok(low) => base.with_low_watermark(low),
                         Err(e) => {
@@ -327,6 +344,7 @@ pub(crate) fn describe_cluster(
     req: DescribeClusterRequest,
     version: i16,
     cluster_id: &str,
+    authz: &Authz,
 ) -> DescribeClusterResponse {
     let base = DescribeClusterResponse::default().with_cluster_id(s(cluster_id));
     // endpoint_type 2 (controllers) is for KIP-919 clients talking to controllers.
@@ -349,25 +367,15 @@ pub(crate) fn describe_cluster(
                 .with_rack(b.rack.clone().map(s))
         })
         .collect();
-    let ops = if req.include_cluster_authorized_operations {
-        cluster_authorized_operations()
-    } else {
+    // As Kafka: the principal's operations, or 0 without DESCRIBE on the cluster.
+    let ops = if !req.include_cluster_authorized_operations {
         OPS_NOT_REQUESTED
+    } else if authz.cluster(AclOperation::Describe) {
+        authz.operations(ResourceType::Cluster, arctern_security::acl::CLUSTER_NAME)
+    } else {
+        0
     };
     base.with_controller_id(BrokerId(broker.controller_id()))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(ops)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn authorized_operations_match_kafka() {
-        // Kafka's bitfields for "everything allowed" on a topic and on the cluster.
-        assert_eq!(topic_authorized_operations(), 0b1101_1111_1000);
-        assert_eq!(cluster_authorized_operations(), 0b1_1111_1010_0000);
-        assert_eq!(group_authorized_operations(), 0b1_0100_1000);
-    }
 }

@@ -30,8 +30,14 @@ use arctern_kafka_wire::kafka_protocol::messages::offset_fetch_response::{
 use arctern_kafka_wire::kafka_protocol::messages::*;
 use arctern_kafka_wire::kafka_protocol::protocol::StrBytes;
 
+use crate::authz::Authz;
 use crate::errors::group_error_code;
 use crate::handlers::{KafkaContext, Origin};
+use arctern_kafka_wire::ResponseError;
+use arctern_security::acl::{AclOperation, ResourceType};
+
+const GROUP_AUTHORIZATION_FAILED: i16 = ResponseError::GroupAuthorizationFailed.code();
+const TOPIC_AUTHORIZATION_FAILED: i16 = ResponseError::TopicAuthorizationFailed.code();
 
 /// Kafka's "authorized operations not requested/available" value.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -50,6 +56,20 @@ fn code(r: Result<(), GroupError>) -> i16 {
 fn client_host(peer: &SocketAddr) -> String {
     // Kafka reports the client's address as InetAddress.toString(): "/1.2.3.4".
     format!("/{}", peer.ip())
+}
+
+/// A JoinGroup refused before reaching the coordinator (Kafka's `getErrorResponse`).
+pub fn join_group_refused(version: i16, error: i16) -> JoinGroupResponse {
+    let resp = JoinGroupResponse::default()
+        .with_error_code(error)
+        .with_generation_id(-1)
+        .with_leader(s(""))
+        .with_member_id(s(""));
+    if version >= 7 {
+        resp.with_protocol_name(None)
+    } else {
+        resp.with_protocol_name(Some(s("")))
+    }
 }
 
 pub async fn join_group(
@@ -217,13 +237,26 @@ pub fn offset_commit(
     ctx: &KafkaContext,
     req: OffsetCommitRequest,
     version: i16,
+    authz: &Authz,
 ) -> impl Future<Output = OffsetCommitResponse> + Send + 'static {
     let cluster = ctx.broker.cluster();
+    // Kafka: READ on the group (else every partition fails), then READ on each topic.
+    let group_ok = authz.group(AclOperation::Read, &req.group_id.0);
     // (topic index, partition, pre-decided error) in request order.
     let mut slots: Vec<(usize, i32, Option<i16>)> = Vec::new();
     let mut offsets = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
+        let topic_ok = group_ok && authz.topic(AclOperation::Read, &t.name.0);
         for p in &t.partitions {
+            if !topic_ok {
+                let code = if group_ok {
+                    TOPIC_AUTHORIZATION_FAILED
+                } else {
+                    GROUP_AUTHORIZATION_FAILED
+                };
+                slots.push((ti, p.partition_index, Some(code)));
+                continue;
+            }
             if cluster.partition(&t.name.0, p.partition_index).is_none() {
                 slots.push((
                     ti,
@@ -300,19 +333,54 @@ fn commit_response(
 /// One group's fetch: (group error, topics as (name, [(partition, offset, epoch, metadata, error)])).
 type FetchedTopics = Vec<(String, Vec<(i32, i64, i32, String, i16)>)>;
 
+/// Kafka's checks: DESCRIBE on the group (else the group's error), then DESCRIBE on each
+/// topic: a named topic without it gets TOPIC_AUTHORIZATION_FAILED on each partition, and
+/// "all topics" leaves it out. Errors are Kafka codes.
 fn fetch_group(
     groups: &GroupCoordinator,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<FetchedTopics, GroupError> {
-    let fetched = groups.fetch_offsets(group_id, topics.as_deref())?;
+    authz: &Authz,
+) -> Result<FetchedTopics, i16> {
+    if !authz.group(AclOperation::Describe, group_id) {
+        return Err(GROUP_AUTHORIZATION_FAILED);
+    }
+    let (topics, refused): (Option<Vec<(String, Vec<i32>)>>, Vec<(String, Vec<i32>)>) = match topics
+    {
+        None => (None, Vec::new()),
+        Some(ts) => {
+            let (ok, refused) = ts
+                .into_iter()
+                .partition(|(t, _)| authz.topic(AclOperation::Describe, t));
+            (Some(ok), refused)
+        }
+    };
+    let fetched = if topics.as_ref().is_some_and(|t| t.is_empty()) && !refused.is_empty() {
+        Vec::new()
+    } else {
+        groups
+            .fetch_offsets(group_id, topics.as_deref())
+            .map_err(group_error_code)?
+    };
     let mut out: FetchedTopics = Vec::new();
     for o in fetched {
+        if !authz.topic(AclOperation::Describe, &o.topic) {
+            continue;
+        }
         let entry = (o.partition, o.offset, o.leader_epoch, o.metadata, 0);
         match out.iter_mut().find(|(t, _)| *t == o.topic) {
             Some((_, parts)) => parts.push(entry),
             None => out.push((o.topic, vec![entry])),
         }
+    }
+    for (topic, partitions) in refused {
+        out.push((
+            topic,
+            partitions
+                .into_iter()
+                .map(|p| (p, -1, -1, String::new(), TOPIC_AUTHORIZATION_FAILED))
+                .collect(),
+        ));
     }
     Ok(out)
 }
@@ -321,6 +389,7 @@ pub fn offset_fetch(
     groups: &GroupCoordinator,
     req: OffsetFetchRequest,
     version: i16,
+    authz: &Authz,
 ) -> OffsetFetchResponse {
     if version >= 8 {
         let results = req
@@ -333,8 +402,8 @@ pub fn offset_fetch(
                         .collect()
                 });
                 let base = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match fetch_group(groups, &g.group_id.0, topics) {
-                    Err(e) => base.with_error_code(group_error_code(e)),
+                match fetch_group(groups, &g.group_id.0, topics, authz) {
+                    Err(e) => base.with_error_code(e),
                     Ok(topics) => base.with_topics(
                         topics
                             .into_iter()
@@ -393,14 +462,12 @@ pub fn offset_fetch(
             })
             .collect()
     };
-    match fetch_group(groups, &req.group_id.0, requested.clone()) {
+    match fetch_group(groups, &req.group_id.0, requested.clone(), authz) {
         Ok(topics) => OffsetFetchResponse::default().with_topics(to_topics(topics)),
-        Err(e) if version >= 2 => {
-            OffsetFetchResponse::default().with_error_code(group_error_code(e))
-        }
+        Err(e) if version >= 2 => OffsetFetchResponse::default().with_error_code(e),
         // v1 has no top-level error: every requested partition carries it.
         Err(e) => {
-            let c = group_error_code(e);
+            let c = e;
             let topics = requested
                 .unwrap_or_default()
                 .into_iter()
@@ -422,7 +489,10 @@ pub fn list_groups(
     groups: &GroupCoordinator,
     req: ListGroupsRequest,
     version: i16,
+    authz: &Authz,
 ) -> ListGroupsResponse {
+    // Kafka: every group with DESCRIBE on the cluster, else those with DESCRIBE on them.
+    let all = authz.cluster(AclOperation::Describe);
     let states: Vec<String> = if version >= 4 {
         req.states_filter.iter().map(|s| s.to_string()).collect()
     } else {
@@ -434,6 +504,7 @@ pub fn list_groups(
         .with_groups(
             listed
                 .into_iter()
+                .filter(|g| all || authz.group(AclOperation::Describe, &g.group_id))
                 .map(|g| {
                     let l = ListedGroup::default()
                         .with_group_id(GroupId(s(g.group_id)))
@@ -452,15 +523,28 @@ pub fn describe_groups(
     groups: &GroupCoordinator,
     req: DescribeGroupsRequest,
     version: i16,
+    authz: &Authz,
 ) -> DescribeGroupsResponse {
     let described = req
         .groups
         .iter()
         .map(|id| {
             let base = DescribedGroup::default().with_group_id(id.clone());
-            // Asked for (v3+): everything Kafka defines on a group (no ACLs yet).
+            if !authz.group(AclOperation::Describe, &id.0) {
+                let base = base
+                    .with_error_code(GROUP_AUTHORIZATION_FAILED)
+                    .with_group_state(s(""))
+                    .with_protocol_type(s(""))
+                    .with_protocol_data(s(""));
+                return if version >= 3 {
+                    base.with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+                } else {
+                    base
+                };
+            }
+            // Asked for (v3+): what the principal may do on the group.
             let base = if version >= 3 && req.include_authorized_operations {
-                base.with_authorized_operations(crate::admin::group_authorized_operations())
+                base.with_authorized_operations(authz.operations(ResourceType::Group, &id.0))
             } else if version >= 3 {
                 base.with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
             } else {
@@ -499,14 +583,19 @@ pub fn describe_groups(
 pub async fn delete_groups(
     groups: Arc<GroupCoordinator>,
     req: DeleteGroupsRequest,
+    authz: &Authz,
 ) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
-        let r = groups.delete_group(&id.0).await;
+        let error = if authz.group(AclOperation::Delete, &id.0) {
+            code(groups.delete_group(&id.0).await)
+        } else {
+            GROUP_AUTHORIZATION_FAILED
+        };
         results.push(
             arctern_kafka_wire::kafka_protocol::messages::delete_groups_response::DeletableGroupResult::default()
                 .with_group_id(id)
-                .with_error_code(code(r)),
+                .with_error_code(error),
         );
     }
     DeleteGroupsResponse::default().with_results(results)
@@ -515,8 +604,13 @@ pub async fn delete_groups(
 pub async fn offset_delete(
     groups: Arc<GroupCoordinator>,
     req: OffsetDeleteRequest,
+    authz: &Authz,
 ) -> OffsetDeleteResponse {
-    let topics: Vec<(String, Vec<i32>)> = req
+    // Kafka: DELETE on the group, then READ on each topic.
+    if !authz.group(AclOperation::Delete, &req.group_id.0) {
+        return OffsetDeleteResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED);
+    }
+    let (topics, refused): (Vec<(String, Vec<i32>)>, Vec<(String, Vec<i32>)>) = req
         .topics
         .iter()
         .map(|t| {
@@ -525,11 +619,32 @@ pub async fn offset_delete(
                 t.partitions.iter().map(|p| p.partition_index).collect(),
             )
         })
-        .collect();
-    match groups.delete_offsets(&req.group_id.0, &topics).await {
+        .partition(|(t, _)| authz.topic(AclOperation::Read, t));
+    let deleted = if topics.is_empty() && !refused.is_empty() {
+        Ok(Vec::new())
+    } else {
+        groups.delete_offsets(&req.group_id.0, &topics).await
+    };
+    match deleted {
         Err(e) => OffsetDeleteResponse::default().with_error_code(group_error_code(e)),
         Ok(results) => {
             let mut out: Vec<OffsetDeleteResponseTopic> = Vec::new();
+            for (topic, partitions) in refused {
+                out.push(
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(TopicName(s(topic)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetDeleteResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                                })
+                                .collect(),
+                        ),
+                );
+            }
             for (topic, partition, r) in results {
                 let part = OffsetDeleteResponsePartition::default()
                     .with_partition_index(partition)

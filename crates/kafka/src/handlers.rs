@@ -40,8 +40,10 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::admin;
+use crate::authz::{self, Authz};
 use crate::errors::error_code;
 use crate::groups;
+use arctern_security::acl::{AclOperation, ResourceType};
 
 pub type Deferred = Pin<Box<dyn Future<Output = ResponseKind> + Send>>;
 
@@ -76,6 +78,8 @@ pub struct KafkaContext {
     /// `cluster.secret`: when set, other nodes prove membership with it (SASL mechanism
     /// ARCTERN-CLUSTER) and replica fetches need that proof.
     pub cluster_secret: Option<Arc<arctern_security::ClusterSecret>>,
+    /// `authorizer.class.name`: when set, requests are checked against the Kafka ACLs.
+    pub authorizer: Option<Arc<crate::authz::Authorizer>>,
 }
 
 /// Who sent a request (group membership records the client id and host; authorization
@@ -86,7 +90,6 @@ pub struct Origin {
     pub client_id: Option<StrBytes>,
     /// Who the connection authenticated as (`Anonymous` until SASL or a client
     /// certificate says otherwise).
-    #[allow(dead_code)] // read by the authorizer
     pub principal: Arc<Principal>,
 }
 
@@ -106,99 +109,128 @@ pub fn runs_alone(api_key: ApiKey) -> bool {
 
 pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: Origin) -> Reply {
     let broker = &ctx.broker;
+    let authz = Authz::new(ctx, &origin);
     match request {
         RequestKind::ApiVersions(_) => now(ResponseKind::ApiVersions(api_versions())),
         RequestKind::Metadata(r) => {
             let broker = Arc::clone(broker);
             Reply::Later(Box::pin(async move {
-                ResponseKind::Metadata(metadata(&broker, r, version).await)
+                ResponseKind::Metadata(metadata(&broker, r, version, &authz).await)
             }))
         }
-        RequestKind::Produce(r) => produce(broker, r),
-        RequestKind::Fetch(r) => Reply::Later(Box::pin(fetch(Arc::clone(broker), r))),
-        RequestKind::ListOffsets(r) => {
-            now(ResponseKind::ListOffsets(list_offsets(broker, r, version)))
-        }
+        RequestKind::Produce(r) => produce(broker, r, &authz),
+        RequestKind::Fetch(r) => fetch_authorized(Arc::clone(broker), r, &authz),
+        RequestKind::ListOffsets(r) => now(ResponseKind::ListOffsets(list_offsets(
+            broker, r, version, &authz,
+        ))),
         RequestKind::CreateTopics(r) => {
             let broker = Arc::clone(broker);
             Reply::Later(Box::pin(async move {
-                ResponseKind::CreateTopics(create_topics(&broker, r).await)
+                ResponseKind::CreateTopics(create_topics(&broker, r, &authz).await)
             }))
         }
         RequestKind::DeleteTopics(r) => {
             let broker = Arc::clone(broker);
             Reply::Later(Box::pin(async move {
-                ResponseKind::DeleteTopics(delete_topics(&broker, r).await)
+                ResponseKind::DeleteTopics(delete_topics(&broker, r, &authz).await)
             }))
         }
         RequestKind::CreatePartitions(r) => {
             let broker = Arc::clone(broker);
             Reply::Later(Box::pin(async move {
-                ResponseKind::CreatePartitions(create_partitions(&broker, r).await)
+                ResponseKind::CreatePartitions(create_partitions(&broker, r, &authz).await)
             }))
         }
         RequestKind::OffsetForLeaderEpoch(r) => now(ResponseKind::OffsetForLeaderEpoch(
-            offset_for_leader_epoch(broker, r),
+            offset_for_leader_epoch(broker, r, &authz),
         )),
         RequestKind::DescribeConfigs(r) => now(ResponseKind::DescribeConfigs(
-            admin::describe_configs(broker, r, version),
+            admin::describe_configs(broker, r, version, &authz),
         )),
         RequestKind::IncrementalAlterConfigs(r) => {
             let broker = Arc::clone(broker);
             Reply::Later(Box::pin(async move {
                 ResponseKind::IncrementalAlterConfigs(
-                    admin::incremental_alter_configs(&broker, r).await,
+                    admin::incremental_alter_configs(&broker, r, &authz).await,
                 )
             }))
         }
         RequestKind::AlterConfigs(r) => {
             let broker = Arc::clone(broker);
             Reply::Later(Box::pin(async move {
-                ResponseKind::AlterConfigs(admin::alter_configs(&broker, r).await)
+                ResponseKind::AlterConfigs(admin::alter_configs(&broker, r, &authz).await)
             }))
         }
         RequestKind::DeleteRecords(r) => now(ResponseKind::DeleteRecords(admin::delete_records(
-            broker, r,
+            broker, r, &authz,
         ))),
         RequestKind::DescribeCluster(r) => now(ResponseKind::DescribeCluster(
-            admin::describe_cluster(broker, r, version, CLUSTER_ID),
+            admin::describe_cluster(broker, r, version, CLUSTER_ID, &authz),
         )),
         RequestKind::FindCoordinator(r) => {
             let groups = Arc::clone(&ctx.groups);
             Reply::Later(Box::pin(async move {
-                ResponseKind::FindCoordinator(find_coordinator(&groups, r, version).await)
+                ResponseKind::FindCoordinator(find_coordinator(&groups, r, version, &authz).await)
             }))
         }
         RequestKind::JoinGroup(r) => {
+            if !authz.group(AclOperation::Read, &r.group_id.0) {
+                return now(ResponseKind::JoinGroup(groups::join_group_refused(
+                    version,
+                    ResponseError::GroupAuthorizationFailed.code(),
+                )));
+            }
             let groups = Arc::clone(&ctx.groups);
             Reply::Later(Box::pin(async move {
                 ResponseKind::JoinGroup(groups::join_group(groups, r, version, origin).await)
             }))
         }
         RequestKind::SyncGroup(r) => {
+            if !authz.group(AclOperation::Read, &r.group_id.0) {
+                return now(ResponseKind::SyncGroup(
+                    SyncGroupResponse::default()
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+                ));
+            }
             let groups = Arc::clone(&ctx.groups);
             Reply::Later(Box::pin(async move {
                 ResponseKind::SyncGroup(groups::sync_group(groups, r, version).await)
             }))
         }
-        RequestKind::Heartbeat(r) => now(ResponseKind::Heartbeat(groups::heartbeat(
-            &ctx.groups,
-            r,
-            version,
-        ))),
+        RequestKind::Heartbeat(r) => {
+            if !authz.group(AclOperation::Read, &r.group_id.0) {
+                return now(ResponseKind::Heartbeat(
+                    HeartbeatResponse::default()
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+                ));
+            }
+            now(ResponseKind::Heartbeat(groups::heartbeat(
+                &ctx.groups,
+                r,
+                version,
+            )))
+        }
         RequestKind::InitProducerId(r) => {
             let broker = Arc::clone(&ctx.broker);
             Reply::Later(Box::pin(async move {
-                ResponseKind::InitProducerId(init_producer_id(&broker, r).await)
+                ResponseKind::InitProducerId(init_producer_id(&broker, r, &authz).await)
             }))
         }
-        RequestKind::LeaveGroup(r) => now(ResponseKind::LeaveGroup(groups::leave_group(
-            &ctx.groups,
-            r,
-            version,
-        ))),
+        RequestKind::LeaveGroup(r) => {
+            if !authz.group(AclOperation::Read, &r.group_id.0) {
+                return now(ResponseKind::LeaveGroup(
+                    LeaveGroupResponse::default()
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+                ));
+            }
+            now(ResponseKind::LeaveGroup(groups::leave_group(
+                &ctx.groups,
+                r,
+                version,
+            )))
+        }
         RequestKind::OffsetCommit(r) => {
-            let commit = groups::offset_commit(ctx, r, version);
+            let commit = groups::offset_commit(ctx, r, version, &authz);
             Reply::Later(Box::pin(
                 async move { ResponseKind::OffsetCommit(commit.await) },
             ))
@@ -207,27 +239,38 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
             &ctx.groups,
             r,
             version,
+            &authz,
         ))),
         RequestKind::ListGroups(r) => now(ResponseKind::ListGroups(groups::list_groups(
             &ctx.groups,
             r,
             version,
+            &authz,
         ))),
         RequestKind::DescribeGroups(r) => now(ResponseKind::DescribeGroups(
-            groups::describe_groups(&ctx.groups, r, version),
+            groups::describe_groups(&ctx.groups, r, version, &authz),
         )),
         RequestKind::DeleteGroups(r) => {
             let groups = Arc::clone(&ctx.groups);
             Reply::Later(Box::pin(async move {
-                ResponseKind::DeleteGroups(groups::delete_groups(groups, r).await)
+                ResponseKind::DeleteGroups(groups::delete_groups(groups, r, &authz).await)
             }))
         }
         RequestKind::OffsetDelete(r) => {
             let groups = Arc::clone(&ctx.groups);
             Reply::Later(Box::pin(async move {
-                ResponseKind::OffsetDelete(groups::offset_delete(groups, r).await)
+                ResponseKind::OffsetDelete(groups::offset_delete(groups, r, &authz).await)
             }))
         }
+        RequestKind::CreateAcls(r) => Reply::Later(Box::pin(async move {
+            ResponseKind::CreateAcls(authz::create_acls(authz, r).await)
+        })),
+        RequestKind::DescribeAcls(r) => {
+            now(ResponseKind::DescribeAcls(authz::describe_acls(&authz, r)))
+        }
+        RequestKind::DeleteAcls(r) => Reply::Later(Box::pin(async move {
+            ResponseKind::DeleteAcls(authz::delete_acls(authz, r).await)
+        })),
         // The wire layer only lets advertised APIs through; this is a safety net.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "request type without a handler");
@@ -243,17 +286,23 @@ fn api_versions() -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(arctern_kafka_wire::advertised_versions())
 }
 
-async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+async fn metadata(
+    broker: &Arc<Broker>,
+    req: MetadataRequest,
+    version: i16,
+    authz: &Authz,
+) -> MetadataResponse {
     // v0 and a null topic list (v1+) mean "all topics"; v4+ carries the auto-create flag.
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
-    // Authorized operations (v8+; the cluster's only up to v10): everything, until ACLs exist.
-    let topic_ops = if version >= 8 && req.include_topic_authorized_operations {
-        admin::topic_authorized_operations()
-    } else {
-        admin::OPS_NOT_REQUESTED
-    };
+    // Authorized operations (v8+; the cluster's only up to v10): what the principal may do
+    // (everything without an authorizer); the cluster's are 0 without DESCRIBE on it.
+    let want_topic_ops = version >= 8 && req.include_topic_authorized_operations;
     let cluster_ops = if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
-        admin::cluster_authorized_operations()
+        if authz.cluster(AclOperation::Describe) {
+            authz.operations(ResourceType::Cluster, arctern_security::acl::CLUSTER_NAME)
+        } else {
+            0
+        }
     } else {
         admin::OPS_NOT_REQUESTED
     };
@@ -267,14 +316,34 @@ async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> M
         ),
     };
     let mut topics = Vec::new();
+    // Named topics the principal may not see (or not auto-create): TOPIC_AUTHORIZATION_FAILED,
+    // without disclosing whether they exist.
+    let mut refused = Vec::new();
     match requested {
         None => {
+            // Kafka leaves the topics the principal may not DESCRIBE out of a full listing.
             for t in broker.topics() {
-                topics.push(Ok(t));
+                if authz.topic(AclOperation::Describe, &t.name) {
+                    topics.push(Ok(t));
+                }
             }
         }
         Some(names) => {
+            let auto_create = allow_auto_create && broker.config().auto_create_topics;
             for name in names {
+                if !authz.topic(AclOperation::Describe, &name) {
+                    refused.push(name);
+                    continue;
+                }
+                if auto_create
+                    && authz.is_enabled()
+                    && broker.topic(&name).is_none()
+                    && !authz.cluster(AclOperation::Create)
+                    && !authz.topic(AclOperation::Create, &name)
+                {
+                    refused.push(name);
+                    continue;
+                }
                 let t = broker.topic_or_auto_create(&name, allow_auto_create).await;
                 topics.push(t.map_err(|e| (name, e)));
             }
@@ -294,18 +363,31 @@ async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> M
                 .with_rack(b.rack.clone().map(s))
         })
         .collect();
+    let topic_ops = |name: &str| {
+        if want_topic_ops {
+            authz.operations(ResourceType::Topic, name)
+        } else {
+            admin::OPS_NOT_REQUESTED
+        }
+    };
     let topics = topics
         .into_iter()
         .map(|t| match t {
             Ok(t) => {
                 // Prefer the freshest view of the partitions.
                 let t = broker.topic(&t.name).unwrap_or(t);
-                topic_metadata(&cluster, &t).with_topic_authorized_operations(topic_ops)
+                let ops = topic_ops(&t.name);
+                topic_metadata(&cluster, &t).with_topic_authorized_operations(ops)
             }
             Err((name, e)) => MetadataResponseTopic::default()
                 .with_name(Some(topic_name(&name)))
                 .with_error_code(error_code(&e)),
         })
+        .chain(refused.into_iter().map(|name| {
+            MetadataResponseTopic::default()
+                .with_name(Some(topic_name(&name)))
+                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+        }))
         .collect();
     MetadataResponse::default()
         .with_brokers(brokers)
@@ -354,9 +436,10 @@ fn topic_metadata(
 }
 
 /// A partition's part of a produce request: written (awaiting ack) or failed.
-type PendingAppend = (i32, Result<(Arc<Partition>, Appended), CoreError>);
+/// A refusal is (error code, message).
+type PendingAppend = (i32, Result<(Arc<Partition>, Appended), (i16, String)>);
 
-fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> Reply {
+fn produce(broker: &Arc<Broker>, req: ProduceRequest, authz: &Authz) -> Reply {
     let acks = req.acks;
     if !(-1..=1).contains(&acks) {
         let responses = req
@@ -385,7 +468,13 @@ fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> Reply {
     let mut pending: Vec<(TopicName, Vec<PendingAppend>)> = Vec::new();
     for topic in req.topic_data {
         let mut parts = Vec::with_capacity(topic.partition_data.len());
+        let writable = authz.topic(AclOperation::Write, &topic.name.0);
         for p in topic.partition_data {
+            if !writable {
+                let e = ResponseError::TopicAuthorizationFailed;
+                parts.push((p.index, Err((e.code(), e.to_string()))));
+                continue;
+            }
             let result = broker
                 .partition(&topic.name.0, p.index)
                 .and_then(|partition| {
@@ -397,7 +486,7 @@ fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> Reply {
             if let Err(e) = &result {
                 tracing::debug!(topic = %topic.name.0, partition = p.index, error = %e, "produce rejected");
             }
-            parts.push((p.index, result));
+            parts.push((p.index, result.map_err(|e| (error_code(&e), e.to_string()))));
         }
         pending.push((topic.name, parts));
     }
@@ -433,9 +522,9 @@ fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> Reply {
                                 .with_base_offset(-1),
                         }
                     }
-                    Err(e) => resp
-                        .with_error_code(error_code(&e))
-                        .with_error_message(Some(s(e.to_string())))
+                    Err((code, message)) => resp
+                        .with_error_code(code)
+                        .with_error_message(Some(s(message)))
                         .with_base_offset(-1)
                         .with_log_start_offset(-1),
                 };
@@ -448,6 +537,61 @@ fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> Reply {
             );
         }
         ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
+    }))
+}
+
+/// Fetch with Kafka's checks: a follower (replica_id >= 0) needs CLUSTER_ACTION on the
+/// cluster, a consumer READ on each topic. Refused partitions get TOPIC_AUTHORIZATION_FAILED
+/// and take no part in the fetch (nor in its long poll).
+fn fetch_authorized(broker: Arc<Broker>, mut req: FetchRequest, authz: &Authz) -> Reply {
+    if !authz.is_enabled() {
+        return Reply::Later(Box::pin(fetch(broker, req)));
+    }
+    let denied: Vec<_> = if req.replica_id.0 >= 0 {
+        if authz.cluster(AclOperation::ClusterAction) {
+            Vec::new()
+        } else {
+            std::mem::take(&mut req.topics)
+        }
+    } else {
+        let (allowed, denied) = std::mem::take(&mut req.topics)
+            .into_iter()
+            .partition(|t| authz.topic(AclOperation::Read, &t.topic.0));
+        req.topics = allowed;
+        denied
+    };
+    if denied.is_empty() {
+        return Reply::Later(Box::pin(fetch(broker, req)));
+    }
+    let refused: Vec<FetchableTopicResponse> = denied
+        .into_iter()
+        .map(|t| {
+            FetchableTopicResponse::default()
+                .with_topic(t.topic)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            FetchResponsePartitionData::default()
+                                .with_partition_index(p.partition)
+                                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                                .with_high_watermark(-1)
+                                .with_last_stable_offset(-1)
+                                .with_log_start_offset(-1)
+                                .with_preferred_read_replica(BrokerId(-1))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Reply::Later(Box::pin(async move {
+        match fetch(broker, req).await {
+            ResponseKind::Fetch(mut r) => {
+                r.responses.extend(refused);
+                ResponseKind::Fetch(r)
+            }
+            other => other,
+        }
     }))
 }
 
@@ -583,11 +727,32 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, boo
     )
 }
 
-fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+fn list_offsets(
+    broker: &Broker,
+    req: ListOffsetsRequest,
+    version: i16,
+    authz: &Authz,
+) -> ListOffsetsResponse {
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
+            if !authz.topic(AclOperation::Describe, &t.name.0) {
+                let parts = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                            .with_timestamp(-1)
+                            .with_offset(-1)
+                    })
+                    .collect();
+                return ListOffsetsTopicResponse::default()
+                    .with_name(t.name)
+                    .with_partitions(parts);
+            }
             let parts = t
                 .partitions
                 .iter()
@@ -666,9 +831,30 @@ fn offset_for(
     }
 }
 
-async fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopicsResponse {
+async fn create_topics(
+    broker: &Broker,
+    req: CreateTopicsRequest,
+    authz: &Authz,
+) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
+    // Kafka: CREATE on the cluster, or else on each topic.
+    let cluster_create = authz.cluster(AclOperation::Create);
     for t in req.topics {
+        if !cluster_create && !authz.topic(AclOperation::Create, &t.name.0) {
+            let e = ResponseError::TopicAuthorizationFailed;
+            results.push(
+                CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(e.code())
+                    .with_error_message(Some(s(e.to_string())))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_topic_config_error_code(e.code()),
+            );
+            continue;
+        }
+        // The created topic's configs are shown only with DESCRIBE_CONFIGS on it.
+        let show_configs = authz.topic(AclOperation::DescribeConfigs, &t.name.0);
         results.push({
             let name = t.name.0.to_string();
             let configs: Vec<(String, String)> = t
@@ -726,10 +912,17 @@ async fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopic
                     } else {
                         topic.partition_count()
                     };
-                    base.with_topic_id(topic.id)
+                    let base = base
+                        .with_topic_id(topic.id)
                         .with_num_partitions(partitions)
-                        .with_replication_factor(topic.replication_factor)
-                        .with_configs(Some(described))
+                        .with_replication_factor(topic.replication_factor);
+                    if show_configs {
+                        base.with_configs(Some(described))
+                    } else {
+                        base.with_topic_config_error_code(
+                            ResponseError::TopicAuthorizationFailed.code(),
+                        )
+                    }
                 }
                 Err(e) => base
                     .with_error_code(error_code(&e))
@@ -742,7 +935,11 @@ async fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopic
     CreateTopicsResponse::default().with_topics(results)
 }
 
-async fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+async fn delete_topics(
+    broker: &Broker,
+    req: DeleteTopicsRequest,
+    authz: &Authz,
+) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6 in `topics` by name or id.
     let mut targets: Vec<(Option<String>, uuid::Uuid)> = req
         .topic_names
@@ -767,6 +964,9 @@ async fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopic
                 .with_topic_id(id);
             match name {
                 None => base.with_error_code(ResponseError::UnknownTopicId.code()),
+                Some(name) if !authz.topic(AclOperation::Delete, &name) => {
+                    base.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                }
                 Some(name) => match broker.delete_topic(&name).await {
                     Ok(id) => base.with_topic_id(id),
                     Err(e) => base
@@ -782,10 +982,19 @@ async fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopic
 async fn create_partitions(
     broker: &Broker,
     req: CreatePartitionsRequest,
+    authz: &Authz,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if !authz.topic(AclOperation::Alter, &t.name.0) {
+            let e = ResponseError::TopicAuthorizationFailed;
+            results.push(
+                base.with_error_code(e.code())
+                    .with_error_message(Some(s(e.to_string()))),
+            );
+            continue;
+        }
         results.push(
             match broker
                 .create_partitions(&t.name.0, t.count, req.validate_only)
@@ -824,6 +1033,7 @@ async fn find_coordinator(
     groups: &arctern_groups::GroupCoordinator,
     req: FindCoordinatorRequest,
     version: i16,
+    authz: &Authz,
 ) -> FindCoordinatorResponse {
     let key_type = req.key_type;
     let answer = |key: StrBytes| async move {
@@ -837,6 +1047,10 @@ async fn find_coordinator(
                 .with_error_message(Some(s(msg)))
         };
         match key_type {
+            KEY_TYPE_GROUP if !authz.group(AclOperation::Describe, &key) => {
+                let e = ResponseError::GroupAuthorizationFailed;
+                refused(e.code(), e.to_string())
+            }
             KEY_TYPE_GROUP => match groups.find_coordinator(&key).await {
                 Ok(c) => Coordinator::default()
                     .with_key(key.clone())
@@ -877,7 +1091,11 @@ async fn find_coordinator(
 /// at epoch 0 every time, as Kafka does without a transactional id (a retried or bumping
 /// request simply gets a new id). Transactions are not implemented: a transactional id
 /// gets `NO_TRANSACTIONS_CODE`, as FindCoordinator already answers for one.
-async fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+async fn init_producer_id(
+    broker: &Broker,
+    req: InitProducerIdRequest,
+    authz: &Authz,
+) -> InitProducerIdResponse {
     let failed = |code: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(code.code())
@@ -886,6 +1104,12 @@ async fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitPr
     };
     if req.transactional_id.is_some() {
         return failed(NO_TRANSACTIONS_CODE);
+    }
+    // Kafka 3.x: IDEMPOTENT_WRITE on the cluster, or WRITE on at least one topic.
+    if !authz.cluster(AclOperation::IdempotentWrite)
+        && !authz.any_of_type(AclOperation::Write, ResourceType::Topic)
+    {
+        return failed(ResponseError::ClusterAuthorizationFailed);
     }
     match broker.allocate_producer_id().await {
         Ok(id) => {
@@ -907,7 +1131,10 @@ async fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitPr
 fn offset_for_leader_epoch(
     broker: &Broker,
     req: OffsetForLeaderEpochRequest,
+    authz: &Authz,
 ) -> OffsetForLeaderEpochResponse {
+    // Followers have CLUSTER_ACTION; consumers (KIP-320) need DESCRIBE on the topic.
+    let cluster_action = authz.cluster(AclOperation::ClusterAction);
     use arctern_kafka_wire::kafka_protocol::messages::offset_for_leader_epoch_response::{
         EpochEndOffset, OffsetForLeaderTopicResult,
     };
@@ -920,6 +1147,12 @@ fn offset_for_leader_epoch(
                 .iter()
                 .map(|p| {
                     let base = EpochEndOffset::default().with_partition(p.partition);
+                    if !cluster_action && !authz.topic(AclOperation::Describe, &t.topic.0) {
+                        return base
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1);
+                    }
                     let result = broker.partition(&t.topic.0, p.partition).and_then(|part| {
                         part.end_offset_for_epoch(p.current_leader_epoch, p.leader_epoch)
                     });

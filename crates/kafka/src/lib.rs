@@ -3,10 +3,12 @@
 //! broker core.
 
 mod admin;
+pub mod authz;
 mod errors;
 mod groups;
 mod handlers;
 mod server;
 
-pub use handlers::KafkaContext;
+pub use authz::Authorizer;
+pub use handlers::{KafkaContext, Origin};
 pub use server::{serve, KafkaServerConfig};
