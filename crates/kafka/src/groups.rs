@@ -330,6 +330,9 @@ fn commit_response(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// Topics with their partitions, as named in a request.
+type TopicPartitions = Vec<(String, Vec<i32>)>;
+
 /// One group's fetch: (group error, topics as (name, [(partition, offset, epoch, metadata, error)])).
 type FetchedTopics = Vec<(String, Vec<(i32, i64, i32, String, i16)>)>;
 
@@ -345,8 +348,7 @@ fn fetch_group(
     if !authz.group(AclOperation::Describe, group_id) {
         return Err(GROUP_AUTHORIZATION_FAILED);
     }
-    let (topics, refused): (Option<Vec<(String, Vec<i32>)>>, Vec<(String, Vec<i32>)>) = match topics
-    {
+    let (topics, refused): (Option<TopicPartitions>, TopicPartitions) = match topics {
         None => (None, Vec::new()),
         Some(ts) => {
             let (ok, refused) = ts
@@ -610,7 +612,7 @@ pub async fn offset_delete(
     if !authz.group(AclOperation::Delete, &req.group_id.0) {
         return OffsetDeleteResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED);
     }
-    let (topics, refused): (Vec<(String, Vec<i32>)>, Vec<(String, Vec<i32>)>) = req
+    let (topics, refused): (TopicPartitions, TopicPartitions) = req
         .topics
         .iter()
         .map(|t| {

@@ -306,7 +306,7 @@ impl AuthorizerConfig {
             Principal::Node(_) => true,
             p => {
                 let name = p.kafka_name();
-                self.super_users.iter().any(|s| *s == name)
+                self.super_users.contains(&name)
             }
         }
     }
