@@ -49,7 +49,8 @@ def _drop_admins():
 def admin(bs: str):
     """One AdminClient per broker, kept alive (a collected client fails its futures)."""
     if bs not in _ADMINS:
-        _ADMINS[bs] = kc.admin_client(bs)
+        from confluent_kafka.admin import AdminClient
+        _ADMINS[bs] = AdminClient({"bootstrap.servers": bs, "log_level": 0})
     return _ADMINS[bs]
 
 
@@ -386,3 +387,64 @@ def test_idempotent_producer_needs_idempotent_write_or_write_on_a_topic(secured)
             fatal = e.args[0]
     assert fatal is not None and fatal.fatal()
     assert fatal.code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+
+
+def commit_one(bs: str, group: str, topic: str, offset: int = 1):
+    """Commit an offset for partition 0 without joining (a simple consumer's commit)."""
+    from confluent_kafka import TopicPartition
+    c = Consumer({"bootstrap.servers": bs, "group.id": group, "log_level": 0,
+                  "enable.auto.commit": False})
+    try:
+        return c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+    finally:
+        c.close()
+
+
+def test_offset_commit_needs_read_on_the_group_and_the_topic(secured):
+    bs = secured.bootstrap
+    open_t, closed_t = uniq("oc-open-"), uniq("oc-closed-")
+    kc.create_topic(bs, open_t)
+    kc.create_topic(bs, closed_t)
+    group = uniq("oc-group-")
+    create(bs, [binding(ResourceType.TOPIC, closed_t, AclOperation.READ, allow=False)])
+    (tp,) = commit_one(bs, group, open_t)
+    assert tp.error is None
+    with pytest.raises(KafkaException) as e:
+        commit_one(bs, group, closed_t)
+    assert err(e).code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    denied_group = uniq("oc-denied-")
+    # DESCRIBE stays allowed, so FindCoordinator answers and the OffsetCommit is refused.
+    create(bs, [binding(ResourceType.GROUP, denied_group, AclOperation.READ, allow=False),
+                binding(ResourceType.GROUP, denied_group, AclOperation.DESCRIBE)])
+    with pytest.raises(KafkaException) as e:
+        commit_one(bs, denied_group, open_t)
+    assert err(e).code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+
+
+def test_list_and_delete_groups(secured):
+    bs = secured.bootstrap
+    t = uniq("lg-")
+    kc.create_topic(bs, t)
+    seen, hidden = uniq("lg-seen-"), uniq("lg-hidden-")
+    for g in (seen, hidden):
+        commit_one(bs, g, t)
+    a = admin(bs)
+
+    def listed():
+        r = a.list_consumer_groups(request_timeout=TIMEOUT).result(TIMEOUT)
+        return {g.group_id for g in r.valid}
+
+    create(bs, [binding(ResourceType.GROUP, hidden, AclOperation.DESCRIBE, allow=False),
+                binding(ResourceType.GROUP, hidden, AclOperation.DELETE, allow=False)])
+    # DESCRIBE on the cluster (the fixture grants it) lists every group ...
+    assert {seen, hidden} <= listed()
+    # ... without it, only the groups the principal may DESCRIBE.
+    create(bs, [binding(ResourceType.BROKER, "kafka-cluster", AclOperation.DESCRIBE,
+                        allow=False)])
+    got = listed()
+    assert seen in got and hidden not in got
+    fs = a.delete_consumer_groups([hidden, seen], request_timeout=TIMEOUT)
+    with pytest.raises(KafkaException) as e:
+        fs[hidden].result(TIMEOUT)
+    assert err(e).code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+    fs[seen].result(TIMEOUT)
