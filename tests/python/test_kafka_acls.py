@@ -448,3 +448,21 @@ def test_list_and_delete_groups(secured):
         fs[hidden].result(TIMEOUT)
     assert err(e).code() == KafkaError.GROUP_AUTHORIZATION_FAILED
     fs[seen].result(TIMEOUT)
+
+
+@pytest.mark.replication
+def test_acls_replicate_to_every_node(cluster_factory):
+    """The ACLs live in the replicated metadata: created through one node, every node
+    enforces them. Replica fetches (CLUSTER_ACTION) pass while the cluster resource has no
+    ACL under allow.everyone.if.no.acl.found (the nodes connect as ANONYMOUS until the
+    cluster secret authenticates them)."""
+    c = cluster_factory(3, config={"authorizer.class.name": STANDARD,
+                                   "allow.everyone.if.no.acl.found": True})
+    t = uniq("repl-acl-")
+    c.create_topic(t, rf=3)
+    kc.produce_confluent(c.bootstrap, t, kc.make_messages(5))     # acks=all: followers fetch
+    create(c.node(1).bootstrap,
+           [binding(ResourceType.TOPIC, t, AclOperation.DESCRIBE, allow=False)])
+    for nd in c.live_nodes():
+        c.wait_until(lambda: nd.raw_metadata([t])["topics"][t]["error_code"] == 29, 15,
+                     f"node {nd.node_id} refuses DESCRIBE on {t}")
