@@ -3,8 +3,11 @@
 //! protocol sessions use these types.
 
 pub mod cluster;
+pub mod password;
+pub mod scram;
 
 pub use cluster::{ClusterSecret, MembershipError};
+pub use scram::{ScramCredential, ScramMechanism};
 
 /// Who a connection acts for once it is set up.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
