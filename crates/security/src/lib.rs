@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod password;
+pub mod ratelimit;
 pub mod scram;
 
 pub use cluster::{ClusterSecret, MembershipError};
