@@ -549,7 +549,15 @@ def test_cluster_followers_follow_delete_records_and_broker_defaults(cluster_fac
     assert _alter_configs_v0(c.node(other).bootstrap, 4, "",
                              {"log.cleaner.delete.retention.ms": "4321"}) == 0
     for nd in c.live_nodes():
-        d = _describe_configs_v1(nd.bootstrap, 4, str(nd.node_id))
+        # Committed on the quorum when answered; each node applies it when its copy of
+        # the metadata log catches up (Kafka's brokers lag their controller the same way).
+        deadline = time.monotonic() + 10
+        while True:
+            d = _describe_configs_v1(nd.bootstrap, 4, str(nd.node_id))
+            if d["log.cleaner.delete.retention.ms"]["value"] == "4321" \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert d["log.cleaner.delete.retention.ms"]["value"] == "4321", nd
         assert d["log.cleaner.delete.retention.ms"]["source"] == \
             ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value

@@ -212,6 +212,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .context("socket.request.max.bytes must not be negative")?,
         ..KafkaServerConfig::default()
     };
+    tokio::spawn(initialize_defaults(
+        Arc::clone(&metadata),
+        amqp_config.default_user.clone(),
+        amqp_config.default_pass.clone(),
+    ));
     let groups = arctern_groups::GroupCoordinator::start(Arc::clone(&broker), group_config);
     let amqp_bound = amqp_listener
         .local_addr()
@@ -288,6 +293,38 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The first start of a cluster creates the vhost "/" and the default user (RabbitMQ's
+/// `default_user`/`default_pass`, administrator, all permissions on "/"). Every node
+/// proposes it; the metadata applies it once.
+async fn initialize_defaults(
+    metadata: Arc<arctern_metadata::MetadataNode>,
+    user: String,
+    pass: String,
+) {
+    use arctern_metadata::{MetadataCommand, Permission, UserRecord, DEFAULT_VHOST};
+    let cmd = MetadataCommand::Initialize {
+        users: [(
+            user.clone(),
+            UserRecord::with_password(&pass, vec!["administrator".to_string()]),
+        )]
+        .into(),
+        permissions: [(
+            DEFAULT_VHOST.to_string(),
+            [(user, Permission::full())].into(),
+        )]
+        .into(),
+    };
+    while !metadata.state().borrow().initialized {
+        match metadata.propose(cmd.clone()).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "initializing defaults; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -48,6 +48,81 @@ pub struct ClusterState {
     /// Kafka ACLs (CreateAcls/DeleteAcls), checked when an authorizer is configured.
     #[serde(default)]
     pub acls: BTreeSet<arctern_security::acl::AclBinding>,
+    /// AMQP virtual hosts. "/" is created by [`MetadataCommand::Initialize`] and cannot be
+    /// deleted.
+    #[serde(default)]
+    pub vhosts: BTreeMap<String, VhostRecord>,
+    /// RabbitMQ permissions: vhost -> user -> configure/write/read patterns.
+    #[serde(default)]
+    pub permissions: BTreeMap<String, BTreeMap<String, Permission>>,
+    /// Whether the first start's defaults (the default user, "/") were applied.
+    #[serde(default)]
+    pub initialized: bool,
+}
+
+pub use arctern_security::ScramCredential;
+
+/// The vhost every node has.
+pub const DEFAULT_VHOST: &str = "/";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VhostRecord {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// RabbitMQ's three permission regexes of one user in one vhost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+impl Permission {
+    /// `.*` for all three.
+    pub fn full() -> Permission {
+        Permission {
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        }
+    }
+}
+
+impl UserRecord {
+    /// A user with `password`: RabbitMQ's hash plus SCRAM-SHA-256 and SCRAM-SHA-512
+    /// credentials, so it logs in over either protocol with any mechanism.
+    pub fn with_password(password: &str, tags: Vec<String>) -> UserRecord {
+        use arctern_security::scram::{ScramMechanism, DEFAULT_ITERATIONS};
+        UserRecord {
+            password_hash: Some(arctern_security::password::hash_password(password)),
+            scram: ScramMechanism::ALL
+                .iter()
+                .map(|m| {
+                    (
+                        m.name().to_string(),
+                        m.derive_fresh(password, DEFAULT_ITERATIONS),
+                    )
+                })
+                .collect(),
+            tags,
+        }
+    }
+
+    /// Whether `password` is this user's: against the password hash if there is one, else
+    /// against any SCRAM credential.
+    pub fn check_password(&self, password: &str) -> bool {
+        if let Some(hash) = &self.password_hash {
+            return arctern_security::password::verify_password(hash, password);
+        }
+        self.scram.iter().any(|(name, cred)| {
+            arctern_security::ScramMechanism::parse(name)
+                .is_some_and(|m| m.verify_password(cred, password))
+        })
+    }
 }
 
 /// A user. Never a password: a salted hash for PLAIN-style logins and SCRAM credentials.
@@ -64,15 +139,6 @@ pub struct UserRecord {
     /// RabbitMQ user tags (administrator, monitoring, management, ...).
     #[serde(default)]
     pub tags: Vec<String>,
-}
-
-/// RFC 5802's stored form: salt, iteration count, StoredKey and ServerKey.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScramCredential {
-    pub salt: Vec<u8>,
-    pub iterations: u32,
-    pub stored_key: Vec<u8>,
-    pub server_key: Vec<u8>,
 }
 
 /// The AMQP definitions the metadata keeps. Protocol details stay opaque: argument tables
@@ -347,6 +413,32 @@ pub enum MetadataCommand {
     DeleteAcls {
         bindings: Vec<arctern_security::acl::AclBinding>,
     },
+    /// The first start's defaults: creates "/" and, unless a user database exists, these
+    /// users and permissions. Applied once; later proposals are no-ops.
+    Initialize {
+        users: BTreeMap<String, UserRecord>,
+        permissions: BTreeMap<String, BTreeMap<String, Permission>>,
+    },
+    /// Creates or updates a vhost.
+    PutVhost {
+        name: String,
+        record: VhostRecord,
+    },
+    /// Deletes a vhost and every permission in it ("/" cannot be deleted).
+    DeleteVhost {
+        name: String,
+    },
+    /// Sets a user's permissions in a vhost (both must exist).
+    SetPermissions {
+        vhost: String,
+        user: String,
+        permission: Permission,
+    },
+    /// Removes a user's permissions in a vhost.
+    ClearPermissions {
+        vhost: String,
+        user: String,
+    },
 }
 
 /// Outcome of applying one command. Errors are results, not failures: the command was
@@ -398,6 +490,9 @@ pub enum CommandResult {
         broker_id: BrokerId,
     },
     UnknownUser {
+        name: String,
+    },
+    UnknownVhost {
         name: String,
     },
     /// The block `[first, first + count)` now belongs to the proposing broker.
@@ -453,6 +548,68 @@ impl ClusterState {
             MetadataCommand::DeleteUser { name } => {
                 if self.users.remove(name).is_none() {
                     return Err(CommandResult::UnknownUser { name: name.clone() });
+                }
+                for users in self.permissions.values_mut() {
+                    users.remove(name);
+                }
+            }
+            MetadataCommand::Initialize { users, permissions } => {
+                if self.initialized {
+                    return Ok(());
+                }
+                self.initialized = true;
+                self.vhosts.entry(DEFAULT_VHOST.to_string()).or_default();
+                if self.users.is_empty() {
+                    self.users.extend(users.clone());
+                    for (vhost, perms) in permissions {
+                        if self.vhosts.contains_key(vhost) {
+                            self.permissions
+                                .entry(vhost.clone())
+                                .or_default()
+                                .extend(perms.clone());
+                        }
+                    }
+                }
+            }
+            MetadataCommand::PutVhost { name, record } => {
+                if name.is_empty() {
+                    return Err(invalid("a vhost name must not be empty".to_string()));
+                }
+                self.vhosts.insert(name.clone(), record.clone());
+            }
+            MetadataCommand::DeleteVhost { name } => {
+                if name == DEFAULT_VHOST {
+                    return Err(invalid("the vhost \"/\" cannot be deleted".to_string()));
+                }
+                if self.vhosts.remove(name).is_none() {
+                    return Err(CommandResult::UnknownVhost { name: name.clone() });
+                }
+                self.permissions.remove(name);
+            }
+            MetadataCommand::SetPermissions {
+                vhost,
+                user,
+                permission,
+            } => {
+                if !self.vhosts.contains_key(vhost) {
+                    return Err(CommandResult::UnknownVhost {
+                        name: vhost.clone(),
+                    });
+                }
+                if !self.users.contains_key(user) {
+                    return Err(CommandResult::UnknownUser { name: user.clone() });
+                }
+                self.permissions
+                    .entry(vhost.clone())
+                    .or_default()
+                    .insert(user.clone(), permission.clone());
+            }
+            MetadataCommand::ClearPermissions { vhost, user } => {
+                if let Some(users) = self.permissions.get_mut(vhost) {
+                    users.remove(user);
+                    if users.is_empty() {
+                        self.permissions.remove(vhost);
+                    }
                 }
             }
             MetadataCommand::AlterUserScram {

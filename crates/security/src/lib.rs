@@ -4,8 +4,12 @@
 
 pub mod acl;
 pub mod cluster;
+pub mod password;
+pub mod ratelimit;
+pub mod scram;
 
 pub use cluster::{ClusterSecret, MembershipError};
+pub use scram::{ScramCredential, ScramMechanism};
 
 /// Who a connection acts for once it is set up.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
