@@ -115,7 +115,12 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
             }))
         }
         RequestKind::Produce(r) => produce(broker, r),
-        RequestKind::Fetch(r) => Reply::Later(Box::pin(fetch(Arc::clone(broker), r))),
+        RequestKind::Fetch(r) => {
+            match crate::cluster_sasl::refuse_fetch(ctx.cluster_secret.as_ref(), &origin, &r) {
+                Some(refused) => now(ResponseKind::Fetch(refused)),
+                None => Reply::Later(Box::pin(fetch(Arc::clone(broker), r))),
+            }
+        }
         RequestKind::ListOffsets(r) => {
             now(ResponseKind::ListOffsets(list_offsets(broker, r, version)))
         }
@@ -138,7 +143,12 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
             }))
         }
         RequestKind::OffsetForLeaderEpoch(r) => now(ResponseKind::OffsetForLeaderEpoch(
-            offset_for_leader_epoch(broker, r),
+            crate::cluster_sasl::refuse_offset_for_leader_epoch(
+                ctx.cluster_secret.as_ref(),
+                &origin,
+                &r,
+            )
+            .unwrap_or_else(|| offset_for_leader_epoch(broker, r)),
         )),
         RequestKind::DescribeConfigs(r) => now(ResponseKind::DescribeConfigs(
             admin::describe_configs(broker, r, version),

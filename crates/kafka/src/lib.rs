@@ -3,6 +3,7 @@
 //! broker core.
 
 mod admin;
+mod cluster_sasl;
 mod errors;
 mod groups;
 mod handlers;
