@@ -234,7 +234,7 @@ mod tests {
             Outcome::ReplyAndClose(b) => (true, b),
         };
         let mut b = b.split_off(4).freeze();
-        ResponseHeader::decode(&mut b, 2).unwrap();
+        ResponseHeader::decode(&mut b, 1).unwrap();
         let r = SaslAuthenticateResponse::decode(&mut b, 2).unwrap();
         (close, r.error_code)
     }
