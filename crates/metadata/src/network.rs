@@ -218,25 +218,21 @@ pub(crate) async fn serve(
 }
 
 /// Checks a connection's first frame, the caller's membership proof, and answers with this
-/// node's own. `Err` (already logged) means: close the connection.
+/// node's own. `Err(Some(reason))`: refuse (the caller logs it); `Err(None)`: the peer left.
 async fn accept_member(
     stream: &mut TcpStream,
-    peer: SocketAddr,
     membership: &Membership,
-) -> Result<NodeId, ()> {
-    let refuse = |reason: &str| {
-        tracing::warn!(%peer, reason, "refused metadata rpc connection: no valid cluster membership proof");
-    };
+) -> Result<NodeId, Option<String>> {
     let body = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(stream)).await {
         Ok(Ok(Some(body))) => body,
-        Ok(Ok(None)) => return Err(()),
-        Ok(Err(e)) => return Err(refuse(&e.to_string())),
-        Err(_) => return Err(refuse("no membership proof in time")),
+        Ok(Ok(None)) => return Err(None),
+        Ok(Err(e)) => return Err(Some(e.to_string())),
+        Err(_) => return Err(Some("no membership proof in time".into())),
     };
     let hello = match serde_json::from_slice::<RpcRequest>(&body) {
         Ok(RpcRequest::Hello(h)) => h,
-        Ok(_) => return Err(refuse("first frame is not a membership proof")),
-        Err(_) => return Err(refuse("first frame is not a metadata rpc frame")),
+        Ok(_) => return Err(Some("first frame is not a membership proof".into())),
+        Err(_) => return Err(Some("first frame is not a metadata rpc frame".into())),
     };
     match membership.check(&hello.token, PURPOSE, hello.node_id) {
         Ok(id) => {
@@ -244,19 +240,18 @@ async fn accept_member(
                 node_id: membership.local,
                 token: membership.prove(ACK_PURPOSE),
             }));
-            let frame = encode_frame(&ack).map_err(|_| ())?;
-            stream.write_all(&frame).await.map_err(|_| ())?;
+            let frame = encode_frame(&ack).map_err(|e| Some(e.to_string()))?;
+            stream.write_all(&frame).await.map_err(|_| None)?;
             Ok(id)
         }
         Err(reason) => {
-            refuse(&reason);
             // Tell an honest but misconfigured node why; the reason names no secret.
             if let Ok(frame) = encode_frame(&RpcResponse::Hello(Err(
                 "membership proof refused".to_string()
             ))) {
                 let _ = stream.write_all(&frame).await;
             }
-            Err(())
+            Err(Some(reason))
         }
     }
 }
@@ -270,9 +265,13 @@ async fn serve_conn(
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     if let Some(m) = membership {
-        match accept_member(&mut stream, peer, m).await {
+        match accept_member(&mut stream, m).await {
             Ok(id) => tracing::debug!(%peer, node = id, "metadata rpc connection from a member"),
-            Err(()) => return Ok(()),
+            Err(None) => return Ok(()),
+            Err(Some(reason)) => {
+                tracing::warn!(%peer, reason, "refused metadata rpc connection: no valid cluster membership proof");
+                return Ok(());
+            }
         }
     }
     while let Some(body) = read_frame(&mut stream).await? {
