@@ -4,7 +4,8 @@ A three-node cluster with a secret forms and replicates (acks=all, followers in 
 with confluent-kafka; a raw replica Fetch / OffsetsForLeaderEpoch (replica_id >= 0) from a
 connection that did not prove membership is refused as Kafka refuses a follower without
 CLUSTER_ACTION, and changes nothing; a stranger on the Raft port is closed and logged.
-AMQP: pika through the non-home node still works (the forwarding carries a proof); a
+The secret comes from `cluster.secret.file` in one test and `ARCTERN_CLUSTER_SECRET` in
+the other. AMQP: pika through the non-home node still works (the forwarding carries a proof); a
 forged PROXY line to the home is refused and logged. Without a secret, a multi-node
 cluster warns once at start."""
 from __future__ import annotations
@@ -87,8 +88,15 @@ def wait_log(node, needle: str, timeout: float = 10.0) -> str:
         time.sleep(0.2)
 
 
-def test_secret_cluster_replicates_and_refuses_unproven_replicas(cluster_factory, topic_name):
-    c = cluster_factory(3, config={"cluster.secret": SECRET})
+def test_secret_cluster_replicates_and_refuses_unproven_replicas(cluster_factory, topic_name,
+                                                                 tmp_path):
+    # The secret from a file (as advised), left world-readable here to see the warning.
+    secret_file = tmp_path / "cluster.secret"
+    secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o644)
+    c = cluster_factory(3, config={"cluster.secret.file": str(secret_file)})
+    for n in c.live_nodes():
+        assert "cluster.secret.file is readable by group or others" in log_text(n)
     c.create_topic(topic_name, rf=3, config={"min.insync.replicas": "3"})
 
     # acks=all with min.insync.replicas=3: only succeeds if both followers replicate.
@@ -192,7 +200,8 @@ def refused(node, data: bytes) -> bool:
 
 
 def test_amqp_forwarding_carries_a_proof(cluster_factory):
-    c = cluster_factory(2, config={"cluster.secret": SECRET, "default.replication.factor": 2})
+    c = cluster_factory(2, config={"default.replication.factor": 2},
+                        env={"ARCTERN_CLUSTER_SECRET": SECRET})
     first = connect_retrying(c.node(1))          # the first client creates the home
     home = home_of(c)
     other = 2 if home == 1 else 1
