@@ -378,10 +378,23 @@ pub async fn run(
         Ok(Ok(_)) => {}
         _ => return,
     }
+    let mut proven = None;
+    if forward::is_proof_line(&header) {
+        let start = header;
+        let secret = vhost.cluster_secret();
+        proven = forward::accept_proof(&mut stream, &start, &mut header, secret, peer).await;
+        if proven.is_none() {
+            return;
+        }
+    }
     let forwarded = forward::is_proxy_line(&header);
+    if proven.is_some() && !forwarded {
+        tracing::warn!(%peer, "cluster membership line without a PROXY line; closing");
+        return;
+    }
     if forwarded {
-        if !vhost.trusts_forwarder(peer.ip()) {
-            tracing::warn!(%peer, "PROXY header from a peer that is no cluster node; closing");
+        if !vhost.trusts_forwarder(peer.ip(), proven) {
+            tracing::warn!(%peer, "PROXY header from a peer that is no proven cluster node; closing");
             return;
         }
         let line = tokio::time::timeout(
@@ -627,7 +640,8 @@ async fn route(
             Some(Route::Here(term)) => return Some((stream, term)),
             Some(Route::Forward(endpoint)) => {
                 let local = stream.local_addr().ok()?;
-                match forward::connect(&endpoint, peer, local, header).await {
+                match forward::connect(&endpoint, peer, local, header, vhost.forward_proof()).await
+                {
                     Ok(up) => {
                         tracing::debug!(%peer, %endpoint, "forwarding AMQP connection to the node serving the vhost");
                         forward::relay(stream, up).await;

@@ -4,16 +4,88 @@
 //! endpoint, after a HAProxy PROXY protocol v1 line naming the client's address: the home
 //! applies its rules (the default user only from loopback) to the real client, and accepts
 //! that line only from loopback or from a node of the cluster.
+//!
+//! With `cluster.secret`, the forwarding node first sends a line proving its membership,
+//! `ARCTERN-CLUSTER <token>\r\n` (a token for purpose "amqp-forward"), and the home accepts
+//! a PROXY line only after a valid one, from whatever address: the address check alone
+//! would trust anything that can connect from a node's host.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use arctern_security::cluster::now_ms;
+use arctern_security::ClusterSecret;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A PROXY v1 line is at most 107 bytes, CRLF included.
 const PROXY_LINE_MAX: usize = 107;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The membership line: 8 bytes of prefix (what the home reads first), then the token.
+const PROOF_PREFIX: &[u8; 8] = b"ARCTERN-";
+const PROOF_LINE_START: &str = "ARCTERN-CLUSTER ";
+/// A token is about 150 bytes; anything much longer is not one.
+const PROOF_LINE_MAX: usize = 512;
+const PROOF_TIMEOUT: Duration = Duration::from_secs(10);
+/// Token purpose of forwarded AMQP connections.
+pub const PURPOSE: &str = "amqp-forward";
+
+/// Whether the first bytes of a connection start a membership line.
+pub fn is_proof_line(first: &[u8]) -> bool {
+    first.starts_with(PROOF_PREFIX)
+}
+
+/// Reads the rest of a membership line whose first bytes (`start`) were read, checks its
+/// token, and reads the next 8 bytes (the PROXY line's start) into `next`. Returns the
+/// proven node id; on any failure it logs why (naming the peer) and returns `None`.
+pub async fn accept_proof<R: AsyncRead + Unpin>(
+    r: &mut R,
+    start: &[u8],
+    next: &mut [u8; 8],
+    secret: Option<&ClusterSecret>,
+    peer: SocketAddr,
+) -> Option<i32> {
+    let Some(secret) = secret else {
+        tracing::warn!(%peer, "refused forwarded AMQP connection: it carries a cluster membership proof but this node has no cluster.secret");
+        return None;
+    };
+    let read = async {
+        let mut line = start.to_vec();
+        while !line.ends_with(b"\r\n") {
+            if line.len() >= PROOF_LINE_MAX {
+                return Ok(None);
+            }
+            line.push(r.read_u8().await?);
+        }
+        Ok::<_, std::io::Error>(Some(line))
+    };
+    let line = match tokio::time::timeout(PROOF_TIMEOUT, read).await {
+        Ok(Ok(Some(line))) => line,
+        _ => {
+            tracing::warn!(%peer, "refused forwarded AMQP connection: bad cluster membership line");
+            return None;
+        }
+    };
+    let token = std::str::from_utf8(&line)
+        .ok()
+        .and_then(|l| l.strip_suffix("\r\n"))
+        .and_then(|l| l.strip_prefix(PROOF_LINE_START));
+    let node = match token.map(|t| secret.verify(t, PURPOSE, now_ms())) {
+        Some(Ok(node)) => node,
+        Some(Err(e)) => {
+            tracing::warn!(%peer, reason = %e, "refused forwarded AMQP connection: invalid cluster membership proof");
+            return None;
+        }
+        None => {
+            tracing::warn!(%peer, "refused forwarded AMQP connection: bad cluster membership line");
+            return None;
+        }
+    };
+    match tokio::time::timeout(PROOF_TIMEOUT, r.read_exact(next)).await {
+        Ok(Ok(_)) => Some(node),
+        _ => None,
+    }
+}
 
 /// Whether the first bytes of a connection start a PROXY v1 line.
 pub fn is_proxy_line(first: &[u8]) -> bool {
@@ -79,12 +151,17 @@ pub async fn connect(
     client: SocketAddr,
     local: SocketAddr,
     prefix: &[u8],
+    proof: Option<String>,
 ) -> std::io::Result<TcpStream> {
     let mut up = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = up.set_nodelay(true);
-    let mut hello = proxy_line(client, local).into_bytes();
+    let mut hello = match proof {
+        Some(token) => format!("{PROOF_LINE_START}{token}\r\n").into_bytes(),
+        None => Vec::new(),
+    };
+    hello.extend_from_slice(proxy_line(client, local).as_bytes());
     hello.extend_from_slice(prefix);
     up.write_all(&hello).await?;
     Ok(up)
@@ -117,6 +194,48 @@ mod tests {
         ] {
             assert_eq!(parse_proxy_line(bad.as_bytes()), None, "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn membership_lines_are_checked() {
+        let secret = ClusterSecret::new(b"0123456789abcdef-amqp").unwrap();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let token = secret.prove(2, PURPOSE, now_ms());
+        let wire = format!("{PROOF_LINE_START}{token}\r\nPROXY TCP4 1.2.3.4 1.2.3.4 1 2\r\n");
+        let (start, rest) = wire.as_bytes().split_at(8);
+        assert!(is_proof_line(start));
+        let mut next = [0u8; 8];
+        let mut r = rest;
+        let got = accept_proof(&mut r, start, &mut next, Some(&secret), peer).await;
+        assert_eq!(got, Some(2));
+        assert_eq!(&next, b"PROXY TC");
+        // The same line again (a replay), another secret's, no secret here, garbage.
+        let mut r = rest;
+        assert_eq!(
+            accept_proof(&mut r, start, &mut next, Some(&secret), peer).await,
+            None
+        );
+        let other = ClusterSecret::new(b"another-secret-of-16+").unwrap();
+        let forged = format!(
+            "{PROOF_LINE_START}{}\r\n",
+            other.prove(2, PURPOSE, now_ms())
+        );
+        let mut r = &forged.as_bytes()[8..];
+        assert_eq!(
+            accept_proof(&mut r, start, &mut next, Some(&secret), peer).await,
+            None
+        );
+        let mut r = rest;
+        assert_eq!(
+            accept_proof(&mut r, start, &mut next, None, peer).await,
+            None
+        );
+        let junk = [b'x'; 600];
+        let mut r = &junk[..];
+        assert_eq!(
+            accept_proof(&mut r, start, &mut next, Some(&secret), peer).await,
+            None
+        );
     }
 
     #[tokio::test]

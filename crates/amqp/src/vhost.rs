@@ -168,6 +168,9 @@ pub struct VhostConfig {
     pub queue_segment_bytes: u64,
     /// Where other nodes reach this node's AMQP listener (`host:port`).
     pub endpoint: String,
+    /// `cluster.secret`: when set, forwarded connections carry a membership proof and the
+    /// home accepts a PROXY line only after a valid one.
+    pub cluster_secret: Option<Arc<arctern_security::ClusterSecret>>,
 }
 
 #[derive(Debug)]
@@ -480,8 +483,25 @@ impl Vhost {
         ConnectionGuard(Arc::clone(self))
     }
 
-    /// Whether `ip` may send a PROXY header: loopback, or a node of this cluster.
-    pub fn trusts_forwarder(&self, ip: std::net::IpAddr) -> bool {
+    /// The cluster secret, if configured.
+    pub fn cluster_secret(&self) -> Option<&arctern_security::ClusterSecret> {
+        self.config.cluster_secret.as_deref()
+    }
+
+    /// A fresh membership proof for forwarding a connection to the home (with a secret).
+    pub fn forward_proof(&self) -> Option<String> {
+        let secret = self.config.cluster_secret.as_ref()?;
+        let now = arctern_security::cluster::now_ms();
+        Some(secret.prove(self.broker.config().node_id, crate::forward::PURPOSE, now))
+    }
+
+    /// Whether a connection from `ip` may send a PROXY header. With a cluster secret: only
+    /// after a valid membership proof (`proven` names the node). Without: from loopback or
+    /// from a node of this cluster's address.
+    pub fn trusts_forwarder(&self, ip: std::net::IpAddr, proven: Option<i32>) -> bool {
+        if self.config.cluster_secret.is_some() {
+            return proven.is_some();
+        }
         if ip.is_loopback() {
             return true;
         }

@@ -180,6 +180,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .cloned()
             .with_context(|| format!("node.id {node_id} is not among controller.quorum.voters"))?
     };
+    let cluster_secret = settings::cluster_secret(&file)?.map(Arc::new);
+    if cluster_secret.is_none() && voters.len() > 1 {
+        tracing::warn!("no cluster.secret: cluster traffic (Raft, follower fetches, AMQP forwarding) is unauthenticated; anyone reaching these ports can act as a node");
+    }
     let metadata_config = arctern_metadata::MetadataConfig {
         node_id,
         voters,
@@ -191,15 +195,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ..arctern_metadata::NodeOptions::default()
     };
     let metadata = Arc::new(
-        arctern_metadata::MetadataNode::start_with(metadata_config, options)
-            .await
-            .context("starting the metadata quorum member")?,
+        arctern_metadata::MetadataNode::start_secured(
+            metadata_config,
+            options,
+            cluster_secret.clone(),
+        )
+        .await
+        .context("starting the metadata quorum member")?,
     );
     let fetcher = Arc::new(arctern_replication::KafkaFollowerFetcher::new(
         arctern_replication::FetcherConfig {
             local_id: config.node_id,
             max_bytes: config.replica_fetch_max_bytes,
             max_wait_ms: config.replica_fetch_wait_max_ms,
+            cluster_secret: cluster_secret.clone(),
         },
     ));
     let broker = Broker::start(config, Arc::clone(&metadata), fetcher)
@@ -234,6 +243,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             max_message_size: amqp_config.max_message_size,
             queue_segment_bytes: amqp_config.queue_segment_bytes,
             endpoint: amqp_endpoint,
+            cluster_secret: cluster_secret.clone(),
         },
     );
     let (stop, stopped) = watch::channel(false);
@@ -242,7 +252,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         arctern_kafka::KafkaContext {
             broker: Arc::clone(&broker),
             groups: Arc::clone(&groups),
-            cluster_secret: None,
+            cluster_secret: cluster_secret.clone(),
             authorizer: authorizer_config.map(|c| {
                 tracing::info!(super_users = ?c.super_users, allow_everyone_if_no_acl_found = c.allow_everyone_if_no_acl_found, "Kafka ACL authorizer on");
                 Arc::new(arctern_kafka::Authorizer::new(c, Arc::clone(&metadata)))

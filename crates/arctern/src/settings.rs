@@ -112,6 +112,12 @@ pub struct FileConfig {
     pub super_users: Option<String>,
     #[serde(rename = "allow.everyone.if.no.acl.found")]
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// The shared secret cluster members prove membership with (at least 16 bytes).
+    #[serde(rename = "cluster.secret")]
+    pub cluster_secret: Option<String>,
+    /// A file holding `cluster.secret` (kept out of the config file; mode 0600).
+    #[serde(rename = "cluster.secret.file")]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// Every key the file accepts, for the environment overlay.
@@ -163,7 +169,12 @@ const KEYS: &[&str] = &[
     "authorizer.class.name",
     "super.users",
     "allow.everyone.if.no.acl.found",
+    "cluster.secret",
+    "cluster.secret.file",
 ];
+
+/// Keys whose environment value is always a string (a secret may be all digits).
+const STRING_KEYS: &[&str] = &["cluster.secret", "cluster.secret.file"];
 
 pub fn env_name(key: &str) -> String {
     format!("ARCTERN_{}", key.to_ascii_uppercase().replace('.', "_"))
@@ -183,7 +194,9 @@ impl FileConfig {
         };
         for key in KEYS {
             if let Ok(raw) = std::env::var(env_name(key)) {
-                let value = if let Ok(n) = raw.parse::<i64>() {
+                let value = if STRING_KEYS.contains(key) {
+                    toml::Value::String(raw)
+                } else if let Ok(n) = raw.parse::<i64>() {
                     toml::Value::Integer(n)
                 } else if let Ok(f) = raw.parse::<f64>() {
                     toml::Value::Float(f)
@@ -459,6 +472,51 @@ pub fn authorizer_config(
     }))
 }
 
+/// `cluster.secret` or `cluster.secret.file` (or `ARCTERN_CLUSTER_SECRET[_FILE]`), if set.
+pub fn cluster_secret(file: &FileConfig) -> Result<Option<arctern_security::ClusterSecret>> {
+    let inline = file.cluster_secret.as_deref().filter(|s| !s.is_empty());
+    let path = file
+        .cluster_secret_file
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty());
+    let bytes = match (inline, path) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => bail!("set cluster.secret or cluster.secret.file, not both"),
+        (Some(s), None) => s.as_bytes().to_vec(),
+        (None, Some(p)) => {
+            warn_if_shared(p);
+            std::fs::read(p)
+                .with_context(|| format!("reading cluster.secret.file {}", p.display()))?
+        }
+    };
+    arctern_security::ClusterSecret::new(&bytes)
+        .map(Some)
+        .with_context(|| {
+            format!(
+                "cluster.secret must be at least {} bytes",
+                arctern_security::cluster::MIN_SECRET_LEN
+            )
+        })
+}
+
+/// A secret file others can read is a secret no longer (ssh refuses such keys; we warn).
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o044 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "cluster.secret.file is readable by group or others; chmod 600 it"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +591,39 @@ mod tests {
             ..FileConfig::default()
         };
         assert!(authorizer_config(&file).is_err());
+    }
+
+    #[test]
+    fn cluster_secret_inline_file_or_none() {
+        let none = FileConfig::default();
+        assert!(cluster_secret(&none).unwrap().is_none());
+        let short = FileConfig {
+            cluster_secret: Some("too-short".into()),
+            ..FileConfig::default()
+        };
+        assert!(cluster_secret(&short).is_err());
+        let inline = FileConfig {
+            cluster_secret: Some("0123456789abcdef".into()),
+            ..FileConfig::default()
+        };
+        let s = cluster_secret(&inline).unwrap().expect("a secret");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "0123456789abcdef\n").unwrap();
+        let from_file = FileConfig {
+            cluster_secret_file: Some(path.clone()),
+            ..FileConfig::default()
+        };
+        let f = cluster_secret(&from_file).unwrap().expect("a secret");
+        // The same secret either way (the file's trailing newline is not part of it).
+        let now = arctern_security::cluster::now_ms();
+        assert_eq!(f.verify(&s.prove(2, "raft", now), "raft", now), Ok(2));
+        let both = FileConfig {
+            cluster_secret: Some("0123456789abcdef".into()),
+            cluster_secret_file: Some(path),
+            ..FileConfig::default()
+        };
+        assert!(cluster_secret(&both).is_err());
     }
 
     #[test]

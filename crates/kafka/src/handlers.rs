@@ -119,7 +119,12 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
             }))
         }
         RequestKind::Produce(r) => produce(broker, r, &authz),
-        RequestKind::Fetch(r) => fetch_authorized(Arc::clone(broker), r, &authz),
+        RequestKind::Fetch(r) => {
+            match crate::cluster_sasl::refuse_fetch(ctx.cluster_secret.as_ref(), &origin, &r) {
+                Some(refused) => now(ResponseKind::Fetch(refused)),
+                None => fetch_authorized(Arc::clone(broker), r, &authz),
+            }
+        }
         RequestKind::ListOffsets(r) => now(ResponseKind::ListOffsets(list_offsets(
             broker, r, version, &authz,
         ))),
@@ -142,7 +147,12 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
             }))
         }
         RequestKind::OffsetForLeaderEpoch(r) => now(ResponseKind::OffsetForLeaderEpoch(
-            offset_for_leader_epoch(broker, r, &authz),
+            crate::cluster_sasl::refuse_offset_for_leader_epoch(
+                ctx.cluster_secret.as_ref(),
+                &origin,
+                &r,
+            )
+            .unwrap_or_else(|| offset_for_leader_epoch(broker, r, &authz)),
         )),
         RequestKind::DescribeConfigs(r) => now(ResponseKind::DescribeConfigs(
             admin::describe_configs(broker, r, version, &authz),

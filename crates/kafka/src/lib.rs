@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod authz;
+mod cluster_sasl;
 mod errors;
 mod groups;
 mod handlers;

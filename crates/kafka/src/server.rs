@@ -91,7 +91,8 @@ async fn connection(
     // Each deferred wait holds a read guard until it completes; a request that runs alone
     // takes the write lock first, i.e. waits until every earlier request has completed.
     let in_flight = Arc::new(RwLock::new(()));
-    let principal = Arc::new(Principal::Anonymous);
+    let mut principal = Arc::new(Principal::Anonymous);
+    let mut cluster_sasl = crate::cluster_sasl::Session::default();
     loop {
         let mut prefix = [0u8; 4];
         if let Err(e) = reader.read_exact(&mut prefix).await {
@@ -124,7 +125,23 @@ async fn connection(
                 }
             }
         }
-        let mut request = match decode_request(frame.freeze()) {
+        let frame = frame.freeze();
+        if let Some(secret) = &ctx.cluster_secret {
+            use crate::cluster_sasl::{intercept, Outcome};
+            if let Some(out) = intercept(&frame, secret, &mut cluster_sasl, &mut principal, peer) {
+                let (resp, close) = match out {
+                    Outcome::Reply(b) => (b, false),
+                    Outcome::ReplyAndClose(b) => (b, true),
+                };
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Some(resp));
+                if queue.send(rx).await.is_err() || close {
+                    break;
+                }
+                continue;
+            }
+        }
+        let mut request = match decode_request(frame) {
             Ok(r) => r,
             Err(DecodeError::UnsupportedApiVersionsVersion {
                 version,

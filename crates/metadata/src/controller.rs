@@ -209,7 +209,11 @@ impl HeartbeatSender {
             }
             Some(l) => {
                 let addr = addr.ok_or(HeartbeatError::NoAddress(l))?;
-                match self.client.heartbeat(&addr, hb.clone(), self.ttl).await? {
+                match self
+                    .client
+                    .heartbeat(&addr, l, hb.clone(), self.ttl)
+                    .await?
+                {
                     Ok(()) => Ok(()),
                     Err(ForwardError::NotLeader { leader_id }) => {
                         Err(HeartbeatError::NotLeader(leader_id))

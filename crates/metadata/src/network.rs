@@ -5,11 +5,22 @@
 //! (replication stream, vote round), each with its own pooled connection. Any I/O failure drops
 //! the connection and becomes an `RPCError` that openraft retries; nothing here panics on
 //! network input.
+//!
+//! With a cluster secret ([`Membership`]), every connection opens with a `Hello` frame
+//! carrying a membership token (purpose "raft") and the caller's node id. The server checks
+//! it (signature, freshness, replay, and that the id is a voter) before it reads any RPC,
+//! and answers with its own token (purpose "raft-ack") that the caller checks in turn, so
+//! neither side talks to an impostor. A refused connection is logged and closed; nothing
+//! from it reaches openraft, the proposal path or the controller.
 
+use std::collections::BTreeSet;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arctern_security::cluster::now_ms;
+use arctern_security::ClusterSecret;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -29,6 +40,53 @@ use crate::{BasicNode, CommandResult, MetadataCommand, NodeId, TypeConfig};
 
 /// Bound on a frame's declared length; the largest frame is a snapshot chunk, far smaller.
 const MAX_FRAME: usize = 64 << 20;
+/// How long a server waits for a connection's membership proof.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Token purposes on the Raft port.
+const PURPOSE: &str = "raft";
+const ACK_PURPOSE: &str = "raft-ack";
+
+/// This node's means to prove membership on the Raft port and to check others' proofs.
+#[derive(Clone)]
+pub(crate) struct Membership {
+    pub secret: Arc<ClusterSecret>,
+    pub local: NodeId,
+    /// Only voters may talk to the metadata quorum.
+    pub voters: Arc<BTreeSet<NodeId>>,
+}
+
+impl Membership {
+    /// The node id `token` proves for `purpose`, if it is a voter and the one `claimed`.
+    fn check(&self, token: &str, purpose: &str, claimed: NodeId) -> Result<NodeId, String> {
+        let id = self
+            .secret
+            .verify(token, purpose, now_ms())
+            .map_err(|e| e.to_string())?;
+        let id = NodeId::try_from(id).map_err(|_| format!("node id {id} is negative"))?;
+        if id != claimed {
+            return Err(format!(
+                "token proves node {id}, frame claims node {claimed}"
+            ));
+        }
+        if !self.voters.contains(&id) {
+            return Err(format!("node {id} is not a voter"));
+        }
+        Ok(id)
+    }
+
+    fn prove(&self, purpose: &str) -> String {
+        // Node ids are node.id values, which main.rs keeps within i32.
+        let id = i32::try_from(self.local).unwrap_or(i32::MAX);
+        self.secret.prove(id, purpose, now_ms())
+    }
+}
+
+/// A node's membership proof, the first frame each way on a connection (with a secret).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Hello {
+    node_id: NodeId,
+    token: String,
+}
 
 #[derive(Serialize, Deserialize)]
 enum RpcRequest {
@@ -39,6 +97,8 @@ enum RpcRequest {
     Propose(MetadataCommand),
     /// A broker's liveness heartbeat to the leader (the controller).
     Heartbeat(BrokerHeartbeat),
+    /// The caller's membership proof; first frame of a connection when a secret is set.
+    Hello(Hello),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,6 +110,8 @@ enum RpcResponse {
     ),
     Propose(Result<ForwardedWrite, ForwardError>),
     Heartbeat(Result<(), ForwardError>),
+    /// The server's own proof, or why the caller's was refused.
+    Hello(Result<Hello, String>),
 }
 
 /// The leader's answer to a forwarded proposal.
@@ -124,7 +186,12 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Vec<u8
 
 /// Accepts peers' connections and serves them until the task is aborted (which also aborts
 /// every connection task, as they live in the JoinSet).
-pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, liveness: Arc<Liveness>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    liveness: Arc<Liveness>,
+    membership: Option<Membership>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -132,8 +199,9 @@ pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, liveness: Arc<
                 Ok((stream, peer)) => {
                     let raft = raft.clone();
                     let liveness = liveness.clone();
+                    let membership = membership.clone();
                     conns.spawn(async move {
-                        if let Err(e) = serve_conn(stream, raft, &liveness).await {
+                        if let Err(e) = serve_conn(stream, peer, raft, &liveness, membership.as_ref()).await {
                             tracing::debug!(%peer, error = %e, "metadata rpc connection closed");
                         }
                     });
@@ -149,16 +217,74 @@ pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, liveness: Arc<
     }
 }
 
+/// Checks a connection's first frame, the caller's membership proof, and answers with this
+/// node's own. `Err(Some(reason))`: refuse (the caller logs it); `Err(None)`: the peer left.
+async fn accept_member(
+    stream: &mut TcpStream,
+    membership: &Membership,
+) -> Result<NodeId, Option<String>> {
+    let body = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(stream)).await {
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return Err(None),
+        Ok(Err(e)) => return Err(Some(e.to_string())),
+        Err(_) => return Err(Some("no membership proof in time".into())),
+    };
+    let hello = match serde_json::from_slice::<RpcRequest>(&body) {
+        Ok(RpcRequest::Hello(h)) => h,
+        Ok(_) => return Err(Some("first frame is not a membership proof".into())),
+        Err(_) => return Err(Some("first frame is not a metadata rpc frame".into())),
+    };
+    match membership.check(&hello.token, PURPOSE, hello.node_id) {
+        Ok(id) => {
+            let ack = RpcResponse::Hello(Ok(Hello {
+                node_id: membership.local,
+                token: membership.prove(ACK_PURPOSE),
+            }));
+            let frame = encode_frame(&ack).map_err(|e| Some(e.to_string()))?;
+            stream.write_all(&frame).await.map_err(|_| None)?;
+            Ok(id)
+        }
+        Err(reason) => {
+            // Tell an honest but misconfigured node why; the reason names no secret.
+            if let Ok(frame) = encode_frame(&RpcResponse::Hello(Err(
+                "membership proof refused".to_string()
+            ))) {
+                let _ = stream.write_all(&frame).await;
+            }
+            Err(Some(reason))
+        }
+    }
+}
+
 async fn serve_conn(
     mut stream: TcpStream,
+    peer: SocketAddr,
     raft: Raft<TypeConfig>,
     liveness: &Liveness,
+    membership: Option<&Membership>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    if let Some(m) = membership {
+        match accept_member(&mut stream, m).await {
+            Ok(id) => tracing::debug!(%peer, node = id, "metadata rpc connection from a member"),
+            Err(None) => return Ok(()),
+            Err(Some(reason)) => {
+                tracing::warn!(%peer, reason, "refused metadata rpc connection: no valid cluster membership proof");
+                return Ok(());
+            }
+        }
+    }
     while let Some(body) = read_frame(&mut stream).await? {
         let req: RpcRequest = serde_json::from_slice(&body)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let resp = match req {
+            RpcRequest::Hello(_) => {
+                // A node with a secret calling one without: it would refuse our answer anyway.
+                tracing::warn!(%peer, "refused metadata rpc connection: the peer sends a cluster membership proof but this node has no cluster.secret");
+                let refused = RpcResponse::Hello(Err("no cluster secret configured here".into()));
+                stream.write_all(&encode_frame(&refused)?).await?;
+                return Ok(());
+            }
             RpcRequest::AppendEntries(r) => {
                 RpcResponse::AppendEntries(raft.append_entries(r).await)
             }
@@ -201,9 +327,47 @@ pub async fn propose_local(
 struct Peer {
     addr: String,
     conn: Option<TcpStream>,
+    membership: Option<Membership>,
+    /// The node expected at `addr`, when known: its proof must be for that node.
+    expect: Option<NodeId>,
 }
 
 impl Peer {
+    fn new(addr: &str, membership: Option<Membership>, expect: Option<NodeId>) -> Peer {
+        Peer {
+            addr: addr.to_string(),
+            conn: None,
+            membership,
+            expect,
+        }
+    }
+
+    /// Proves membership on a fresh connection and checks the server's proof.
+    async fn hello(&self, stream: &mut TcpStream, m: &Membership) -> Result<(), String> {
+        let hello = RpcRequest::Hello(Hello {
+            node_id: m.local,
+            token: m.prove(PURPOSE),
+        });
+        let frame = encode_frame(&hello).map_err(|e| e.to_string())?;
+        stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+        let body = read_frame(stream)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the peer closed the connection: it refused our membership proof")?;
+        let ack = match serde_json::from_slice::<RpcResponse>(&body) {
+            Ok(RpcResponse::Hello(Ok(ack))) => ack,
+            Ok(RpcResponse::Hello(Err(reason))) => {
+                return Err(format!("the peer refused: {reason}"))
+            }
+            _ => return Err("the peer answered no membership proof".into()),
+        };
+        let id = m.check(&ack.token, ACK_PURPOSE, ack.node_id)?;
+        match self.expect {
+            Some(want) if want != id => Err(format!("expected node {want}, proof is for {id}")),
+            _ => Ok(()),
+        }
+    }
+
     async fn call(&mut self, req: &RpcRequest, ttl: Duration) -> Result<RpcResponse, CallError> {
         let frame = encode_frame(req).map_err(|source| CallError::Io {
             addr: self.addr.clone(),
@@ -240,6 +404,17 @@ impl Peer {
                     addr: addr.clone(),
                     source,
                 })?;
+                let mut s = s;
+                if let Some(m) = &self.membership {
+                    if let Err(reason) = self.hello(&mut s, m).await {
+                        tracing::warn!(%addr, expected = ?self.expect, reason, "metadata peer failed the cluster membership check");
+                        // Nothing of the request was sent: callers may retry.
+                        return Err(CallError::Connect {
+                            addr: addr.clone(),
+                            source: io::Error::new(io::ErrorKind::PermissionDenied, reason),
+                        });
+                    }
+                }
                 self.conn.insert(s)
             }
         };
@@ -258,15 +433,14 @@ impl Peer {
 }
 
 /// Sends one proposal to the leader at `addr` on a fresh connection.
-pub async fn forward(
+pub(crate) async fn forward(
     addr: &str,
+    leader: NodeId,
+    membership: Option<&Membership>,
     cmd: MetadataCommand,
     ttl: Duration,
 ) -> Result<Result<ForwardedWrite, ForwardError>, CallError> {
-    let mut peer = Peer {
-        addr: addr.to_string(),
-        conn: None,
-    };
+    let mut peer = Peer::new(addr, membership.cloned(), Some(leader));
     match peer.call(&RpcRequest::Propose(cmd), ttl).await? {
         RpcResponse::Propose(r) => Ok(r),
         _ => Err(CallError::Unexpected {
@@ -276,25 +450,32 @@ pub async fn forward(
 }
 
 /// A client for repeated calls to whichever node leads, keeping one connection to it.
-#[derive(Default)]
-pub struct RpcClient {
+pub(crate) struct RpcClient {
     peer: Option<Peer>,
+    membership: Option<Membership>,
 }
 
 impl RpcClient {
+    pub fn new(membership: Option<Membership>) -> RpcClient {
+        RpcClient {
+            peer: None,
+            membership,
+        }
+    }
+
     pub async fn heartbeat(
         &mut self,
         addr: &str,
+        leader: NodeId,
         hb: BrokerHeartbeat,
         ttl: Duration,
     ) -> Result<Result<(), ForwardError>, CallError> {
         // The pooled connection is kept only while the leader stays the same.
         let peer = match self.peer.take() {
-            Some(p) if p.addr == addr => self.peer.insert(p),
-            _ => self.peer.insert(Peer {
-                addr: addr.to_string(),
-                conn: None,
-            }),
+            Some(p) if p.addr == addr && p.expect == Some(leader) => self.peer.insert(p),
+            _ => self
+                .peer
+                .insert(Peer::new(addr, self.membership.clone(), Some(leader))),
         };
         match peer.call(&RpcRequest::Heartbeat(hb), ttl).await? {
             RpcResponse::Heartbeat(r) => Ok(r),
@@ -306,8 +487,9 @@ impl RpcClient {
 }
 
 /// Creates one [`PeerClient`] per openraft replication stream or vote round.
-pub struct NetworkFactory {
+pub(crate) struct NetworkFactory {
     pub local: NodeId,
+    pub membership: Option<Membership>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -317,15 +499,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerClient {
             local: self.local,
             target,
-            peer: Peer {
-                addr: node.addr.clone(),
-                conn: None,
-            },
+            peer: Peer::new(&node.addr, self.membership.clone(), Some(target)),
         }
     }
 }
 
-pub struct PeerClient {
+pub(crate) struct PeerClient {
     local: NodeId,
     target: NodeId,
     peer: Peer,
@@ -446,7 +625,7 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         drop(l);
         let cmd = MetadataCommand::DeleteTopic { name: "t".into() };
-        let err = forward(&addr, cmd, Duration::from_secs(5))
+        let err = forward(&addr, 1, None, cmd, Duration::from_secs(5))
             .await
             .unwrap_err();
         assert!(matches!(err, CallError::Connect { .. }), "{err}");

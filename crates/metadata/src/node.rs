@@ -13,12 +13,13 @@
 //! while running, [`MetadataNode::controlled_shutdown`] before stopping. Every node runs the
 //! controller task ([`crate::controller`]), which acts only while its node leads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arctern_security::ClusterSecret;
 use openraft::error::{InitializeError, RaftError};
 use openraft::metrics::WaitError;
 use openraft::{Config, Raft, RaftMetrics, SnapshotPolicy};
@@ -33,7 +34,7 @@ use crate::controller::{
     Liveness, ShutdownRequests,
 };
 use crate::log_store::LogStore;
-use crate::network::{self, CallError, ForwardError, NetworkFactory, RpcClient};
+use crate::network::{self, CallError, ForwardError, Membership, NetworkFactory, RpcClient};
 use crate::state_machine::StateMachineStore;
 use crate::{
     BasicNode, BrokerId, ClusterState, CommandResult, MetadataCommand, MetadataError, NodeId,
@@ -121,6 +122,8 @@ pub struct MetadataNode {
     /// Dropped (or sent) when the node stops: heartbeat loops end with it.
     stop: watch::Sender<()>,
     options: NodeOptions,
+    /// With `cluster.secret`: how this node proves membership and checks others'.
+    membership: Option<Membership>,
 }
 
 impl MetadataNode {
@@ -131,6 +134,17 @@ impl MetadataNode {
     pub async fn start_with(
         cfg: MetadataConfig,
         options: NodeOptions,
+    ) -> Result<MetadataNode, MetadataError> {
+        Self::start_secured(cfg, options, None).await
+    }
+
+    /// Like [`start_with`](Self::start_with); with `secret`, every connection on the Raft
+    /// port (Raft RPCs, forwarded proposals, broker heartbeats) must open with a proof of
+    /// membership from a voter, and this node proves itself to the peers it calls.
+    pub async fn start_secured(
+        cfg: MetadataConfig,
+        options: NodeOptions,
+        secret: Option<Arc<ClusterSecret>>,
     ) -> Result<MetadataNode, MetadataError> {
         let id = cfg.node_id;
         let mut voters = cfg.voters.clone();
@@ -144,6 +158,11 @@ impl MetadataNode {
             )));
         }
         let alone = voters.len() == 1;
+        let membership = secret.map(|secret| Membership {
+            secret,
+            local: id,
+            voters: Arc::new(voters.keys().copied().collect::<BTreeSet<_>>()),
+        });
         if cfg.listen.is_empty() && !alone {
             return Err(MetadataError::Config(
                 "listen address is required with more than one voter".into(),
@@ -202,15 +221,24 @@ impl MetadataNode {
         let raft = Raft::new(
             id,
             Arc::new(config),
-            NetworkFactory { local: id },
+            NetworkFactory {
+                local: id,
+                membership: membership.clone(),
+            },
             log_store,
             sm,
         )
         .await
         .map_err(|e| MetadataError::Raft(format!("start raft node {id}: {e}")))?;
         let liveness = Arc::new(Liveness::default());
-        let server =
-            listener.map(|l| tokio::spawn(network::serve(l, raft.clone(), liveness.clone())));
+        let server = listener.map(|l| {
+            tokio::spawn(network::serve(
+                l,
+                raft.clone(),
+                liveness.clone(),
+                membership.clone(),
+            ))
+        });
         let controller = Controller {
             node_id: id,
             raft: raft.clone(),
@@ -230,6 +258,7 @@ impl MetadataNode {
             shutdown_requests: Arc::default(),
             stop: watch::channel(()).0,
             options,
+            membership,
         };
 
         if voters.keys().next() == Some(&id) && !node.is_initialized().await? {
@@ -296,7 +325,9 @@ impl MetadataNode {
                         )));
                     };
                     let ttl = deadline.saturating_duration_since(Instant::now());
-                    match network::forward(&addr, cmd.clone(), ttl).await {
+                    match network::forward(&addr, l, self.membership.as_ref(), cmd.clone(), ttl)
+                        .await
+                    {
                         Ok(Ok(w)) => {
                             self.wait_applied(w.log_id.index, deadline, timeout).await?;
                             return Ok(w.result);
@@ -495,7 +526,7 @@ impl MetadataNode {
             node_id: self.id,
             metrics: self.raft.metrics(),
             liveness: self.liveness.clone(),
-            client: RpcClient::default(),
+            client: RpcClient::new(self.membership.clone()),
             // One interval: a slower answer is useless, the next heartbeat is due.
             ttl: self
                 .options

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use arctern_kafka_wire::{decode_response, encode_request};
+use arctern_security::cluster::now_ms;
+use arctern_security::ClusterSecret;
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -12,6 +15,9 @@ use tokio::net::TcpStream;
 /// Largest response frame accepted: a fetch response is bounded by the max bytes asked for;
 /// this only guards against a corrupt length.
 const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// The SASL mechanism cluster nodes authenticate each other with on Kafka listeners.
+pub const CLUSTER_MECHANISM: &str = "ARCTERN-CLUSTER";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -72,6 +78,39 @@ impl KafkaConnection {
             addr: self.addr.clone(),
             source,
         }
+    }
+
+    /// Proves this node's cluster membership on the connection: SASL mechanism
+    /// ARCTERN-CLUSTER (SaslHandshake v1, then SaslAuthenticate v2 whose bytes are a
+    /// membership token for purpose "kafka"). The leader then treats the connection as
+    /// node `node_id` and serves its replica fetches.
+    pub async fn authenticate_as_node(
+        &mut self,
+        secret: &ClusterSecret,
+        node_id: i32,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let hs = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(CLUSTER_MECHANISM));
+        let r = self.call(&hs, 1, timeout).await?;
+        if r.error_code != 0 {
+            return Err(self.protocol(format!(
+                "SASL mechanism {CLUSTER_MECHANISM} refused (error {}; enabled: {:?})",
+                r.error_code,
+                r.mechanisms.iter().map(|m| m.as_str()).collect::<Vec<_>>()
+            )));
+        }
+        let token = secret.prove(node_id, "kafka", now_ms());
+        let auth = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let r = self.call(&auth, 2, timeout).await?;
+        if r.error_code != 0 {
+            return Err(self.protocol(format!(
+                "cluster membership proof refused (error {}: {})",
+                r.error_code,
+                r.error_message.as_ref().map_or("", |m| m.as_str())
+            )));
+        }
+        Ok(())
     }
 
     /// Sends `req` at `version` and waits (at most `timeout`) for its response.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arctern_core::{CoreError, FollowerFetcher, Partition, ReplicaEndpoint};
+use arctern_security::ClusterSecret;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
@@ -21,6 +22,8 @@ const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 /// Pause after an error before trying again.
 const BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Bound on the membership proof exchange of a new connection.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct FetcherConfig {
@@ -30,6 +33,9 @@ pub struct FetcherConfig {
     pub max_bytes: i32,
     /// `replica.fetch.wait.max.ms`
     pub max_wait_ms: i32,
+    /// `cluster.secret`: when set, each connection to a leader first proves this node's
+    /// membership (SASL mechanism ARCTERN-CLUSTER); leaders refuse replica fetches without.
+    pub cluster_secret: Option<Arc<ClusterSecret>>,
 }
 
 /// [`FollowerFetcher`] over the Kafka protocol.
@@ -106,7 +112,7 @@ impl Replicator {
             }
             let c = match conn.as_mut() {
                 Some(c) => c,
-                None => match KafkaConnection::connect(&self.addr(), &client_id).await {
+                None => match self.connect(&client_id).await {
                     Ok(c) => conn.insert(c),
                     Err(e) => {
                         tracing::debug!(error = %e, "replica fetcher cannot reach leader");
@@ -137,6 +143,20 @@ impl Replicator {
                 }
             }
         }
+    }
+
+    async fn connect(&self, client_id: &str) -> Result<KafkaConnection, ClientError> {
+        let mut c = KafkaConnection::connect(&self.addr(), client_id).await?;
+        if let Some(secret) = &self.config.cluster_secret {
+            if let Err(e) = c
+                .authenticate_as_node(secret, self.config.local_id, CALL_TIMEOUT)
+                .await
+            {
+                tracing::warn!(leader = self.leader.id, addr = %self.addr(), error = %e, "leader refused this node's cluster membership proof");
+                return Err(e);
+            }
+        }
+        Ok(c)
     }
 
     fn topic_name(&self) -> TopicName {
