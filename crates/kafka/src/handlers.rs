@@ -76,6 +76,12 @@ pub struct KafkaContext {
     /// `cluster.secret`: when set, other nodes prove membership with it (SASL mechanism
     /// ARCTERN-CLUSTER) and replica fetches need that proof.
     pub cluster_secret: Option<Arc<arctern_security::ClusterSecret>>,
+    /// `sasl.enabled.mechanisms` and the SASL server's own keys.
+    pub sasl: Arc<crate::sasl::SaslConfig>,
+    /// Failed logins per source address, shared with the AMQP listener.
+    pub login_limiter: Arc<arctern_security::ratelimit::LoginLimiter>,
+    /// The metadata quorum member, for the user database's admin APIs.
+    pub metadata: crate::scram_admin::MetadataHandle,
 }
 
 /// Who sent a request (group membership records the client id and host; authorization
@@ -227,6 +233,23 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
             Reply::Later(Box::pin(async move {
                 ResponseKind::OffsetDelete(groups::offset_delete(groups, r).await)
             }))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            // AUTHORIZATION (helper "acl"): ALTER on CLUSTER for `origin.principal` goes here.
+            let metadata = Arc::clone(&ctx.metadata.0);
+            let broker = Arc::clone(broker);
+            Reply::Later(Box::pin(async move {
+                let state = broker.cluster();
+                ResponseKind::AlterUserScramCredentials(
+                    crate::scram_admin::alter(&metadata, &state, r).await,
+                )
+            }))
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            // AUTHORIZATION (helper "acl"): DESCRIBE on CLUSTER for `origin.principal` goes here.
+            now(ResponseKind::DescribeUserScramCredentials(
+                crate::scram_admin::describe(&broker.cluster(), r),
+            ))
         }
         // The wire layer only lets advertised APIs through; this is a safety net.
         other => {

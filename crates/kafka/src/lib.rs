@@ -6,6 +6,9 @@ mod admin;
 mod errors;
 mod groups;
 mod handlers;
+pub mod sasl;
+mod scram_admin;
+pub use scram_admin::MetadataHandle;
 mod server;
 
 pub use handlers::KafkaContext;
