@@ -207,9 +207,7 @@ pub fn parse_listener_protocol(s: &str) -> Result<(SecurityProtocol, String)> {
             Some(p @ (SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext)) => {
                 Ok((p, rest.to_string()))
             }
-            _ => bail!(
-                "listener protocol {proto} is not supported (PLAINTEXT or SASL_PLAINTEXT)"
-            ),
+            _ => bail!("listener protocol {proto} is not supported (PLAINTEXT or SASL_PLAINTEXT)"),
         },
         None => Ok((SecurityProtocol::Plaintext, s.to_string())),
     }
@@ -514,7 +512,10 @@ mod tests {
         assert!(parse_listener("SSL://x:1").is_err());
         assert_eq!(
             parse_listener_protocol("SASL_PLAINTEXT://127.0.0.1:9093").unwrap(),
-            (SecurityProtocol::SaslPlaintext, "127.0.0.1:9093".to_string())
+            (
+                SecurityProtocol::SaslPlaintext,
+                "127.0.0.1:9093".to_string()
+            )
         );
         let file = FileConfig {
             sasl_enabled_mechanisms: Some("scram-sha-512, PLAIN".into()),

@@ -325,9 +325,7 @@ impl ScramServer {
         if nonce != sent.nonce {
             return Err(self.generic_failure());
         }
-        let proof = B64
-            .decode(proof_b64)
-            .map_err(|_| self.generic_failure())?;
+        let proof = B64.decode(proof_b64).map_err(|_| self.generic_failure())?;
         let Some(cred) = sent.credential else {
             return Err(self.generic_failure());
         };
@@ -450,7 +448,10 @@ pub enum Gate {
 enum SessionState {
     Initial,
     /// After a successful handshake; `raw` for SaslHandshake v0 (unframed tokens follow).
-    Exchanging { exchange: Exchange, raw: bool },
+    Exchanging {
+        exchange: Exchange,
+        raw: bool,
+    },
     Authenticated,
 }
 
@@ -667,7 +668,9 @@ mod tests {
 
     #[test]
     fn plain() {
-        assert!(matches!(run("PLAIN", b"\0alice\0secret"), Step::Done { principal: Principal::User(u), .. } if u == "alice"));
+        assert!(
+            matches!(run("PLAIN", b"\0alice\0secret"), Step::Done { principal: Principal::User(u), .. } if u == "alice")
+        );
         assert!(matches!(
             run("PLAIN", b"alice\0alice\0secret"),
             Step::Done { .. }
@@ -681,7 +684,10 @@ mod tests {
             run("PLAIN", b"mallory\0alice\0secret"),
             Step::Failed { .. }
         ));
-        assert!(matches!(run("PLAIN", b"alice\0secret"), Step::Failed { .. }));
+        assert!(matches!(
+            run("PLAIN", b"alice\0secret"),
+            Step::Failed { .. }
+        ));
         assert!(matches!(run("PLAIN", b"\0alice\0"), Step::Failed { .. }));
         assert!(matches!(
             run("PLAIN", &vec![b'a'; MAX_TOKEN_BYTES + 1]),

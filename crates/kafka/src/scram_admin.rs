@@ -101,7 +101,11 @@ fn plan(
                         ),
                     );
                 } else {
-                    changes.entry(name).or_default().delete.push(m.name().into());
+                    changes
+                        .entry(name)
+                        .or_default()
+                        .delete
+                        .push(m.name().into());
                 }
             }
         }

@@ -206,7 +206,10 @@ async fn connection(
                         let body = SaslHandshakeResponse::default()
                             .with_error_code(a.error_code)
                             .with_mechanisms(
-                                a.mechanisms.into_iter().map(StrBytes::from_string).collect(),
+                                a.mechanisms
+                                    .into_iter()
+                                    .map(StrBytes::from_string)
+                                    .collect(),
                             );
                         (ResponseKind::SaslHandshake(body), a.close)
                     }
@@ -303,7 +306,11 @@ fn sasl_authenticate(
         throttled,
     );
     if answer.error_code == 58 {
-        ctx.login_limiter.failed(peer.ip(), now);
+        // A refused (throttled) attempt does not extend the wait: a client retrying
+        // gets in once the back-off has passed.
+        if !throttled {
+            ctx.login_limiter.failed(peer.ip(), now);
+        }
         tracing::warn!(%peer, mechanism, throttled, reason = answer.error_message.as_deref().unwrap_or(""), "SASL authentication failed; closing connection");
     } else if answer.error_code != 0 {
         tracing::warn!(%peer, mechanism, reason = answer.error_message.as_deref().unwrap_or(""), "SASL request out of order");
