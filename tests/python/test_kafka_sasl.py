@@ -466,3 +466,19 @@ def test_plaintext_listener_unchanged(broker_factory):
         assert err == ILLEGAL_SASL_STATE
         md = kwire.parse_metadata_v4(c.roundtrip(kwire.metadata_v4(5, None)))
         assert md["brokers"]
+
+
+def test_handshake_v0_raw_tokens(own_broker):
+    """SaslHandshake v0: the SASL tokens follow as bare size-prefixed frames."""
+    b = own_broker()
+    with kwire.Conn(b.bootstrap) as c:
+        assert handshake(c, "PLAIN", version=0)[0] == 0
+        token = b"\0guest\0guest"
+        assert c.roundtrip(struct.pack(">i", len(token)) + token) == b""
+        md = kwire.parse_metadata_v4(c.roundtrip(kwire.metadata_v4(5, None)))
+        assert md["brokers"]
+    with kwire.Conn(b.bootstrap) as c:
+        assert handshake(c, "PLAIN", version=0)[0] == 0
+        token = b"\0guest\0nope"
+        c.send(struct.pack(">i", len(token)) + token)
+        assert c.closed_by_peer()

@@ -276,3 +276,93 @@ pub fn describe(
         .collect();
     DescribeUserScramCredentialsResponse::default().with_results(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arctern_kafka_wire::kafka_protocol::messages::alter_user_scram_credentials_request::{
+        ScramCredentialDeletion, ScramCredentialUpsertion,
+    };
+    use arctern_kafka_wire::kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+    use arctern_metadata::UserRecord;
+
+    fn state() -> ClusterState {
+        let mut st = ClusterState::default();
+        st.users
+            .insert("alice".into(), UserRecord::with_password("pw", vec![]));
+        st
+    }
+
+    fn upsert(name: &str, mechanism: i8, iterations: i32) -> ScramCredentialUpsertion {
+        ScramCredentialUpsertion::default()
+            .with_name(s(name))
+            .with_mechanism(mechanism)
+            .with_iterations(iterations)
+            .with_salt(bytes::Bytes::from_static(b"salt"))
+            .with_salted_password(bytes::Bytes::from(
+                ScramMechanism::Sha256.salted_password(b"pw", b"salt", 4096),
+            ))
+    }
+
+    fn delete(name: &str, mechanism: i8) -> ScramCredentialDeletion {
+        ScramCredentialDeletion::default()
+            .with_name(s(name))
+            .with_mechanism(mechanism)
+    }
+
+    #[test]
+    fn alter_validation_matches_kafka() {
+        let req = AlterUserScramCredentialsRequest::default()
+            .with_deletions(vec![
+                delete("alice", 1),
+                delete("nobody", 2),
+                delete("", 1),
+                delete("bob", 9),
+            ])
+            .with_upsertions(vec![
+                upsert("alice", 2, 4096),
+                upsert("carol", 1, 4095),
+                upsert("dave", 1, 16385),
+                upsert("erin", 1, 8192),
+                upsert("erin", 2, 8192),
+                upsert("frank", 1, 4096),
+            ]);
+        let (changes, errors) = plan(&state(), &req);
+        let code = |n: &str| errors.get(n).map(|e| e.0);
+        assert_eq!(code("alice"), Some(92)); // deleted and upserted in one request
+        assert_eq!(code("nobody"), Some(91));
+        assert_eq!(code(""), Some(93));
+        assert_eq!(code("bob"), Some(33));
+        assert_eq!(code("carol"), Some(93));
+        assert_eq!(code("dave"), Some(93));
+        assert_eq!(code("erin"), Some(92));
+        assert_eq!(changes.keys().collect::<Vec<_>>(), vec!["frank"]);
+        // StoredKey/ServerKey are derived as from the password itself.
+        let cred = &changes["frank"].upsert["SCRAM-SHA-256"];
+        assert_eq!(*cred, ScramMechanism::Sha256.derive("pw", b"salt", 4096));
+    }
+
+    #[test]
+    fn describe_matches_kafka() {
+        let st = state();
+        let all = describe(&st, DescribeUserScramCredentialsRequest::default());
+        assert_eq!(all.results.len(), 1);
+        assert_eq!(all.results[0].credential_infos.len(), 2);
+        let req = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+            UserName::default().with_name(s("alice")),
+            UserName::default().with_name(s("zed")),
+            UserName::default().with_name(s("zed")),
+            UserName::default().with_name(s("nobody")),
+        ]));
+        let r = describe(&st, req);
+        let code = |n: &str| {
+            r.results
+                .iter()
+                .find(|x| x.user.as_str() == n)
+                .map(|x| x.error_code)
+        };
+        assert_eq!(code("alice"), Some(0));
+        assert_eq!(code("zed"), Some(92));
+        assert_eq!(code("nobody"), Some(91));
+    }
+}
