@@ -132,7 +132,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .or(file.listeners.as_deref())
             .unwrap_or("127.0.0.1:9092"),
     )?;
-    let sasl_mechanisms = settings::sasl_enabled_mechanisms(&file)?;
+    let sasl_config = settings::sasl_config(&file)?;
     let mut config = settings::broker_config(&file, data_dir)?;
     let group_config = settings::group_config(&file)?;
     // Bound before the Kafka listener: whoever waits for the Kafka port to accept
@@ -249,7 +249,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             broker: Arc::clone(&broker),
             groups: Arc::clone(&groups),
             cluster_secret: None,
-            sasl: Arc::new(arctern_kafka::sasl::SaslConfig::new(sasl_mechanisms)),
+            sasl: Arc::new(sasl_config),
             // sasl helper: one limiter for every login; the AMQP listener should share it.
             login_limiter: Arc::clone(&login_limiter),
             metadata: arctern_kafka::MetadataHandle(Arc::clone(&metadata)),

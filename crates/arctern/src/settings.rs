@@ -23,6 +23,10 @@ pub struct FileConfig {
     /// Kafka's `sasl.enabled.mechanisms` (comma-separated): what a SASL listener offers.
     #[serde(rename = "sasl.enabled.mechanisms")]
     pub sasl_enabled_mechanisms: Option<String>,
+    /// Kafka's `connections.max.reauth.ms`: SASL sessions last this long unless the
+    /// client re-authenticates (KIP-368); 0 (the default) disables it.
+    #[serde(rename = "connections.max.reauth.ms")]
+    pub connections_max_reauth_ms: Option<i64>,
     #[serde(rename = "auto.create.topics.enable")]
     pub auto_create_topics_enable: Option<bool>,
     #[serde(rename = "num.partitions")]
@@ -117,6 +121,7 @@ const KEYS: &[&str] = &[
     "listeners",
     "advertised.listeners",
     "sasl.enabled.mechanisms",
+    "connections.max.reauth.ms",
     "auto.create.topics.enable",
     "num.partitions",
     "default.replication.factor",
@@ -211,6 +216,15 @@ pub fn parse_listener_protocol(s: &str) -> Result<(SecurityProtocol, String)> {
         },
         None => Ok((SecurityProtocol::Plaintext, s.to_string())),
     }
+}
+
+/// The Kafka SASL settings: `sasl.enabled.mechanisms`, `connections.max.reauth.ms`.
+pub fn sasl_config(file: &FileConfig) -> Result<arctern_kafka::sasl::SaslConfig> {
+    let mut config = arctern_kafka::sasl::SaslConfig::new(sasl_enabled_mechanisms(file)?);
+    if let Some(v) = file.connections_max_reauth_ms {
+        config.reauth_ms = non_negative("connections.max.reauth.ms", v)?;
+    }
+    Ok(config)
 }
 
 /// `sasl.enabled.mechanisms` (default PLAIN,SCRAM-SHA-256,SCRAM-SHA-512).

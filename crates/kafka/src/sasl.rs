@@ -14,6 +14,7 @@ use arctern_security::{ClusterSecret, Principal, ScramCredential, ScramMechanism
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rand::{Rng, RngCore};
+use std::time::Instant;
 
 pub const PLAIN: &str = "PLAIN";
 pub const CLUSTER: &str = "ARCTERN-CLUSTER";
@@ -32,6 +33,8 @@ pub const CLUSTER_PURPOSE: &str = "kafka";
 #[derive(Debug, Clone)]
 pub struct SaslConfig {
     pub enabled: Vec<String>,
+    /// `connections.max.reauth.ms`: 0 (Kafka's default) disables re-authentication.
+    pub reauth_ms: u64,
     fake_salt_key: [u8; 32],
 }
 
@@ -52,6 +55,7 @@ impl SaslConfig {
         rand::thread_rng().fill_bytes(&mut fake_salt_key);
         SaslConfig {
             enabled,
+            reauth_ms: 0,
             fake_salt_key,
         }
     }
@@ -451,8 +455,16 @@ enum SessionState {
     Exchanging {
         exchange: Exchange,
         raw: bool,
+        /// Re-authentication (KIP-368): the principal must stay the same.
+        reauth: Option<Principal>,
     },
-    Authenticated,
+    Authenticated {
+        principal: Principal,
+        mechanism: &'static str,
+        /// `connections.max.reauth.ms` after authentication; later requests close the
+        /// connection unless the client re-authenticates first.
+        expires: Option<Instant>,
+    },
 }
 
 /// The answer to a SaslHandshake.
@@ -474,6 +486,8 @@ pub struct AuthAnswer {
     /// Set once the exchange succeeded: the connection acts for this principal from now on.
     pub principal: Option<Principal>,
     pub close: bool,
+    /// SaslAuthenticate v1+ `session_lifetime_ms` (0: no re-authentication needed).
+    pub session_lifetime_ms: i64,
 }
 
 const ILLEGAL_SASL_STATE: i16 = 34;
@@ -487,27 +501,30 @@ const SASL_AUTHENTICATION_FAILED: i16 = 58;
 pub struct SaslSession {
     required: bool,
     offered: Vec<String>,
+    /// `connections.max.reauth.ms` (0: sessions last as long as the connection).
+    reauth_ms: u64,
     state: SessionState,
 }
 
 impl SaslSession {
     /// `required`: a SASL_PLAINTEXT/SASL_SSL listener. `offered`: see [`SaslConfig::offered`].
-    pub fn new(required: bool, offered: Vec<String>) -> SaslSession {
+    pub fn new(required: bool, offered: Vec<String>, reauth_ms: u64) -> SaslSession {
         SaslSession {
             required,
             offered,
+            reauth_ms,
             state: SessionState::Initial,
         }
     }
 
     pub fn authenticated(&self) -> bool {
-        matches!(self.state, SessionState::Authenticated)
+        matches!(self.state, SessionState::Authenticated { .. })
     }
 
     /// Whether the connection still has to authenticate before ordinary requests.
     pub fn pending(&self) -> bool {
         match self.state {
-            SessionState::Authenticated => false,
+            SessionState::Authenticated { .. } => false,
             SessionState::Exchanging { .. } => true,
             SessionState::Initial => self.required,
         }
@@ -525,11 +542,19 @@ impl SaslSession {
         }
     }
 
-    pub fn gate(&self, api_key: arctern_kafka_wire::kafka_protocol::messages::ApiKey) -> Gate {
+    pub fn gate(
+        &self,
+        api_key: arctern_kafka_wire::kafka_protocol::messages::ApiKey,
+        now: Instant,
+    ) -> Gate {
         use arctern_kafka_wire::kafka_protocol::messages::ApiKey;
         let sasl = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
         match self.state {
             _ if sasl => Gate::Sasl,
+            // Kafka closes a connection whose session expired without re-authentication.
+            SessionState::Authenticated {
+                expires: Some(t), ..
+            } if now >= t => Gate::Close("SASL session expired (connections.max.reauth.ms)"),
             SessionState::Exchanging { .. } => {
                 Gate::Close("unexpected request during SASL authentication")
             }
@@ -549,8 +574,31 @@ impl SaslSession {
         match self.state {
             // A second handshake mid-exchange: Kafka answers and closes.
             SessionState::Exchanging { .. } => answer(ILLEGAL_SASL_STATE, true),
-            // No re-authentication (KIP-368): Kafka's request handler answers this.
-            SessionState::Authenticated => answer(ILLEGAL_SASL_STATE, false),
+            // Without `connections.max.reauth.ms` there is no re-authentication (KIP-368):
+            // Kafka's request handler answers this.
+            SessionState::Authenticated { .. } if self.reauth_ms == 0 => {
+                answer(ILLEGAL_SASL_STATE, false)
+            }
+            SessionState::Authenticated {
+                ref principal,
+                mechanism: previous,
+                ..
+            } => {
+                if mechanism != previous {
+                    return answer(UNSUPPORTED_SASL_MECHANISM, true);
+                }
+                match Exchange::start(mechanism, &self.offered) {
+                    None => answer(UNSUPPORTED_SASL_MECHANISM, true),
+                    Some(exchange) => {
+                        self.state = SessionState::Exchanging {
+                            exchange,
+                            raw: false,
+                            reauth: Some(principal.clone()),
+                        };
+                        answer(0, false)
+                    }
+                }
+            }
             // Not a SASL listener and no cluster secret: nothing to negotiate.
             SessionState::Initial if self.offered.is_empty() => answer(ILLEGAL_SASL_STATE, false),
             SessionState::Initial => match Exchange::start(mechanism, &self.offered) {
@@ -559,6 +607,7 @@ impl SaslSession {
                     self.state = SessionState::Exchanging {
                         exchange,
                         raw: version == 0,
+                        reauth: None,
                     };
                     answer(0, false)
                 }
@@ -575,6 +624,7 @@ impl SaslSession {
         config: &SaslConfig,
         secret: Option<&ClusterSecret>,
         throttled: bool,
+        now: Instant,
     ) -> AuthAnswer {
         let fail = |code, message: String, close| AuthAnswer {
             error_code: code,
@@ -582,6 +632,7 @@ impl SaslSession {
             auth_bytes: Vec::new(),
             principal: None,
             close,
+            session_lifetime_ms: 0,
         };
         let exchange = match &mut self.state {
             SessionState::Initial => {
@@ -591,7 +642,7 @@ impl SaslSession {
                     true,
                 )
             }
-            SessionState::Authenticated => {
+            SessionState::Authenticated { .. } => {
                 return fail(
                     ILLEGAL_SASL_STATE,
                     "the connection has already authenticated".into(),
@@ -618,18 +669,46 @@ impl SaslSession {
                 auth_bytes: bytes,
                 principal: None,
                 close: false,
+                session_lifetime_ms: 0,
             },
             Step::Done {
                 response,
                 principal,
             } => {
-                self.state = SessionState::Authenticated;
+                let (mechanism, reauth) = match &self.state {
+                    SessionState::Exchanging {
+                        exchange, reauth, ..
+                    } => (exchange.mechanism(), reauth.clone()),
+                    _ => (PLAIN, None),
+                };
+                if let Some(previous) = reauth {
+                    if previous != principal {
+                        self.state = SessionState::Initial;
+                        return fail(
+                            SASL_AUTHENTICATION_FAILED,
+                            format!(
+                                "Cannot change principals during re-authentication from {}: {}",
+                                previous.kafka_name(),
+                                principal.kafka_name()
+                            ),
+                            true,
+                        );
+                    }
+                }
+                let expires = (self.reauth_ms > 0)
+                    .then(|| now + std::time::Duration::from_millis(self.reauth_ms));
+                self.state = SessionState::Authenticated {
+                    principal: principal.clone(),
+                    mechanism,
+                    expires,
+                };
                 AuthAnswer {
                     error_code: 0,
                     error_message: None,
                     auth_bytes: response,
                     principal: Some(principal),
                     close: false,
+                    session_lifetime_ms: i64::try_from(self.reauth_ms).unwrap_or(i64::MAX),
                 }
             }
             Step::Failed { message } => {
@@ -699,12 +778,22 @@ mod tests {
     fn session_rules() {
         use arctern_kafka_wire::kafka_protocol::messages::ApiKey;
         let c = SaslConfig::default();
-        let mut s = SaslSession::new(true, c.offered(true, false));
-        assert_eq!(s.gate(ApiKey::ApiVersions), Gate::Serve);
-        assert!(matches!(s.gate(ApiKey::Metadata), Gate::Close(_)));
-        assert_eq!(s.gate(ApiKey::SaslAuthenticate), Gate::Sasl);
+        let mut s = SaslSession::new(true, c.offered(true, false), 0);
+        assert_eq!(s.gate(ApiKey::ApiVersions, Instant::now()), Gate::Serve);
+        assert!(matches!(
+            s.gate(ApiKey::Metadata, Instant::now()),
+            Gate::Close(_)
+        ));
+        assert_eq!(s.gate(ApiKey::SaslAuthenticate, Instant::now()), Gate::Sasl);
         // SaslAuthenticate before a handshake.
-        let a = s.authenticate(b"\0alice\0secret", &users(), &c, None, false);
+        let a = s.authenticate(
+            b"\0alice\0secret",
+            &users(),
+            &c,
+            None,
+            false,
+            Instant::now(),
+        );
         assert_eq!((a.error_code, a.close), (34, true));
         // Unknown mechanism.
         let h = s.handshake("GSSAPI", 1);
@@ -712,31 +801,76 @@ mod tests {
         assert_eq!(h.mechanisms, c.enabled);
         let h = s.handshake("PLAIN", 1);
         assert_eq!(h.error_code, 0);
-        assert!(matches!(s.gate(ApiKey::ApiVersions), Gate::Close(_)));
+        assert!(matches!(
+            s.gate(ApiKey::ApiVersions, Instant::now()),
+            Gate::Close(_)
+        ));
         // Throttled: refused without a credential check.
-        let mut t = SaslSession::new(true, c.offered(true, false));
+        let mut t = SaslSession::new(true, c.offered(true, false), 0);
         t.handshake("PLAIN", 1);
-        let a = t.authenticate(b"\0alice\0secret", &users(), &c, None, true);
+        let a = t.authenticate(b"\0alice\0secret", &users(), &c, None, true, Instant::now());
         assert_eq!((a.error_code, a.close), (58, true));
-        let a = s.authenticate(b"\0alice\0secret", &users(), &c, None, false);
+        let a = s.authenticate(
+            b"\0alice\0secret",
+            &users(),
+            &c,
+            None,
+            false,
+            Instant::now(),
+        );
         assert_eq!(a.principal, Some(Principal::User("alice".into())));
         assert!(s.authenticated() && !s.pending());
-        assert_eq!(s.gate(ApiKey::Metadata), Gate::Serve);
+        assert_eq!(s.gate(ApiKey::Metadata, Instant::now()), Gate::Serve);
         let h = s.handshake("PLAIN", 1);
         assert_eq!((h.error_code, h.close), (34, false));
         // A second handshake mid-exchange closes.
-        let mut m = SaslSession::new(true, c.offered(true, false));
+        let mut m = SaslSession::new(true, c.offered(true, false), 0);
         m.handshake("SCRAM-SHA-256", 1);
         let h = m.handshake("SCRAM-SHA-256", 1);
         assert_eq!((h.error_code, h.close), (34, true));
         // PLAINTEXT listener without a cluster secret: everything is served, no SASL.
-        let mut p = SaslSession::new(false, c.offered(false, false));
-        assert_eq!(p.gate(ApiKey::Metadata), Gate::Serve);
+        let mut p = SaslSession::new(false, c.offered(false, false), 0);
+        assert_eq!(p.gate(ApiKey::Metadata, Instant::now()), Gate::Serve);
         assert_eq!(p.handshake("PLAIN", 1).error_code, 34);
         // v0 handshake: raw tokens follow.
-        let mut r = SaslSession::new(true, c.offered(true, false));
+        let mut r = SaslSession::new(true, c.offered(true, false), 0);
         r.handshake("PLAIN", 0);
         assert!(r.expects_raw());
+    }
+
+    #[test]
+    fn reauthentication() {
+        use arctern_kafka_wire::kafka_protocol::messages::ApiKey;
+        use std::time::Duration;
+        let c = SaslConfig::default();
+        let t0 = Instant::now();
+        let mut s = SaslSession::new(true, c.offered(true, false), 1000);
+        s.handshake("PLAIN", 1);
+        let a = s.authenticate(b"\0alice\0secret", &users(), &c, None, false, t0);
+        assert_eq!(a.session_lifetime_ms, 1000);
+        assert_eq!(s.gate(ApiKey::Metadata, t0), Gate::Serve);
+        assert!(matches!(
+            s.gate(ApiKey::Metadata, t0 + Duration::from_millis(1000)),
+            Gate::Close(_)
+        ));
+        // Re-authenticating as the same user renews the session.
+        assert_eq!(s.handshake("PLAIN", 1).error_code, 0);
+        let t1 = t0 + Duration::from_millis(900);
+        let a = s.authenticate(b"\0alice\0secret", &users(), &c, None, false, t1);
+        assert_eq!(a.error_code, 0);
+        assert_eq!(
+            s.gate(ApiKey::Metadata, t0 + Duration::from_millis(1500)),
+            Gate::Serve
+        );
+        // Another mechanism, or another principal, is refused.
+        let h = s.handshake("SCRAM-SHA-256", 1);
+        assert_eq!((h.error_code, h.close), (33, true));
+        let mut s = SaslSession::new(true, c.offered(true, false), 1000);
+        s.handshake("PLAIN", 1);
+        s.authenticate(b"\0alice\0secret", &users(), &c, None, false, t0);
+        s.handshake("PLAIN", 1);
+        let a = s.authenticate(b"\0bob\0pw", &users(), &c, None, false, t0);
+        assert_eq!((a.error_code, a.close), (58, true));
     }
 
     #[test]

@@ -106,6 +106,7 @@ async fn connection(
             config.security_protocol.uses_sasl(),
             ctx.cluster_secret.is_some(),
         ),
+        ctx.sasl.reauth_ms,
     );
     loop {
         let mut prefix = [0u8; 4];
@@ -188,7 +189,7 @@ async fn connection(
         let version = request.header.request_api_version;
         let api_key = request.api_key;
         tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
-        match sasl.gate(api_key) {
+        match sasl.gate(api_key, std::time::Instant::now()) {
             Gate::Serve => {}
             Gate::Close(why) => {
                 tracing::warn!(%peer, ?api_key, "closing connection: {why}");
@@ -218,10 +219,13 @@ async fn connection(
                         if let Some(p) = a.principal {
                             principal = Arc::new(p);
                         }
-                        let body = SaslAuthenticateResponse::default()
+                        let mut body = SaslAuthenticateResponse::default()
                             .with_error_code(a.error_code)
                             .with_error_message(a.error_message.map(StrBytes::from_string))
                             .with_auth_bytes(a.auth_bytes.into());
+                        if version >= 1 {
+                            body.session_lifetime_ms = a.session_lifetime_ms;
+                        }
                         (ResponseKind::SaslAuthenticate(body), a.close)
                     }
                     _ => break,
@@ -304,6 +308,7 @@ fn sasl_authenticate(
         &ctx.sasl,
         ctx.cluster_secret.as_deref(),
         throttled,
+        now,
     );
     if answer.error_code == 58 {
         // A refused (throttled) attempt does not extend the wait: a client retrying
