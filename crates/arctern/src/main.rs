@@ -71,7 +71,7 @@ struct ServeArgs {
     /// Data directory [default: ./arctern-data, or `log.dirs` from the config]
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Kafka listener address [default: 127.0.0.1:9092, or `listeners` from the config]
+    /// Kafka listener `host:port` or `SASL_PLAINTEXT://host:port` [default: 127.0.0.1:9092, or `listeners` from the config]
     #[arg(long)]
     kafka_listen: Option<String>,
     /// AMQP 0-9-1 listener address [default: 127.0.0.1:5672, or `amqp.listen` from the config]
@@ -126,10 +126,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .data_dir
         .or_else(|| file.log_dirs.clone())
         .unwrap_or_else(|| PathBuf::from("arctern-data"));
-    let listen = match args.kafka_listen {
-        Some(l) => l,
-        None => settings::parse_listener(file.listeners.as_deref().unwrap_or("127.0.0.1:9092"))?,
-    };
+    let (security_protocol, listen) = settings::parse_listener_protocol(
+        args.kafka_listen
+            .as_deref()
+            .or(file.listeners.as_deref())
+            .unwrap_or("127.0.0.1:9092"),
+    )?;
+    let sasl_config = settings::sasl_config(&file)?;
     let mut config = settings::broker_config(&file, data_dir)?;
     let group_config = settings::group_config(&file)?;
     let authorizer_config = settings::authorizer_config(&file)?;
@@ -219,6 +222,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .socket_request_max_bytes
             .map_or(Ok(104_857_600), usize::try_from)
             .context("socket.request.max.bytes must not be negative")?,
+        security_protocol,
         ..KafkaServerConfig::default()
     };
     tokio::spawn(initialize_defaults(
@@ -246,6 +250,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
             cluster_secret: cluster_secret.clone(),
         },
     );
+    let login_limiter = Arc::new(arctern_security::ratelimit::LoginLimiter::new(
+        arctern_security::ratelimit::LimiterConfig::default(),
+    ));
     let (stop, stopped) = watch::channel(false);
     let server = tokio::spawn(arctern_kafka::serve(
         listener,
@@ -257,6 +264,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 tracing::info!(super_users = ?c.super_users, allow_everyone_if_no_acl_found = c.allow_everyone_if_no_acl_found, "Kafka ACL authorizer on");
                 Arc::new(arctern_kafka::Authorizer::new(c, Arc::clone(&metadata)))
             }),
+            sasl: Arc::new(sasl_config),
+            // sasl helper: one limiter for every login; the AMQP listener should share it.
+            login_limiter: Arc::clone(&login_limiter),
+            metadata: arctern_kafka::MetadataHandle(Arc::clone(&metadata)),
         },
         server_config,
         stopped,
@@ -283,7 +294,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         stop.subscribe(),
     ));
     tracing::info!(listen = %amqp_bound, "amqp listener ready");
-    tracing::info!(listen = %bound, data_dir = %broker.config().data_dir.display(), "kafka listener ready");
+    tracing::info!(listen = %bound, protocol = security_protocol.name(), data_dir = %broker.config().data_dir.display(), "kafka listener ready");
 
     wait_for_signal().await?;
     tracing::info!("shutting down");

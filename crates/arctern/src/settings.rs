@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use arctern_core::{BrokerConfig, TopicDefaults};
+use arctern_security::SecurityProtocol;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -19,6 +20,13 @@ pub struct FileConfig {
     pub listeners: Option<String>,
     #[serde(rename = "advertised.listeners")]
     pub advertised_listeners: Option<String>,
+    /// Kafka's `sasl.enabled.mechanisms` (comma-separated): what a SASL listener offers.
+    #[serde(rename = "sasl.enabled.mechanisms")]
+    pub sasl_enabled_mechanisms: Option<String>,
+    /// Kafka's `connections.max.reauth.ms`: SASL sessions last this long unless the
+    /// client re-authenticates (KIP-368); 0 (the default) disables it.
+    #[serde(rename = "connections.max.reauth.ms")]
+    pub connections_max_reauth_ms: Option<i64>,
     #[serde(rename = "auto.create.topics.enable")]
     pub auto_create_topics_enable: Option<bool>,
     #[serde(rename = "num.partitions")]
@@ -126,6 +134,8 @@ const KEYS: &[&str] = &[
     "log.dirs",
     "listeners",
     "advertised.listeners",
+    "sasl.enabled.mechanisms",
+    "connections.max.reauth.ms",
     "auto.create.topics.enable",
     "num.partitions",
     "default.replication.factor",
@@ -212,15 +222,54 @@ impl FileConfig {
     }
 }
 
-/// Parses `PLAINTEXT://host:port` or `host:port`.
+/// Parses `PLAINTEXT://host:port`, `SASL_PLAINTEXT://host:port` or `host:port`.
 pub fn parse_listener(s: &str) -> Result<String> {
+    Ok(parse_listener_protocol(s)?.1)
+}
+
+/// The first listener's security protocol and address (`host:port` alone is PLAINTEXT).
+// sasl helper: the single-listener form; the tls helper's multi-listener parsing replaces it.
+pub fn parse_listener_protocol(s: &str) -> Result<(SecurityProtocol, String)> {
     let s = s.split(',').next().unwrap_or(s).trim();
-    let addr = match s.split_once("://") {
-        Some(("PLAINTEXT", rest)) => rest,
-        Some((proto, _)) => bail!("listener protocol {proto} is not supported (only PLAINTEXT)"),
-        None => s,
+    match s.split_once("://") {
+        Some((proto, rest)) => match SecurityProtocol::parse(proto) {
+            Some(p @ (SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext)) => {
+                Ok((p, rest.to_string()))
+            }
+            _ => bail!("listener protocol {proto} is not supported (PLAINTEXT or SASL_PLAINTEXT)"),
+        },
+        None => Ok((SecurityProtocol::Plaintext, s.to_string())),
+    }
+}
+
+/// The Kafka SASL settings: `sasl.enabled.mechanisms`, `connections.max.reauth.ms`.
+pub fn sasl_config(file: &FileConfig) -> Result<arctern_kafka::sasl::SaslConfig> {
+    let mut config = arctern_kafka::sasl::SaslConfig::new(sasl_enabled_mechanisms(file)?);
+    if let Some(v) = file.connections_max_reauth_ms {
+        config.reauth_ms = non_negative("connections.max.reauth.ms", v)?;
+    }
+    Ok(config)
+}
+
+/// `sasl.enabled.mechanisms` (default PLAIN,SCRAM-SHA-256,SCRAM-SHA-512).
+pub fn sasl_enabled_mechanisms(file: &FileConfig) -> Result<Vec<String>> {
+    let Some(list) = &file.sasl_enabled_mechanisms else {
+        return Ok(arctern_kafka::sasl::DEFAULT_MECHANISMS
+            .iter()
+            .map(|m| m.to_string())
+            .collect());
     };
-    Ok(addr.to_string())
+    let mut out = Vec::new();
+    for m in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let m = m.to_ascii_uppercase();
+        if !arctern_kafka::sasl::is_known_mechanism(&m) {
+            bail!("sasl.enabled.mechanisms: {m} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)");
+        }
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    Ok(out)
 }
 
 fn non_negative(key: &str, v: i64) -> Result<u64> {
@@ -634,5 +683,25 @@ mod tests {
         );
         assert_eq!(parse_listener("127.0.0.1:1").unwrap(), "127.0.0.1:1");
         assert!(parse_listener("SSL://x:1").is_err());
+        assert_eq!(
+            parse_listener_protocol("SASL_PLAINTEXT://127.0.0.1:9093").unwrap(),
+            (
+                SecurityProtocol::SaslPlaintext,
+                "127.0.0.1:9093".to_string()
+            )
+        );
+        let file = FileConfig {
+            sasl_enabled_mechanisms: Some("scram-sha-512, PLAIN".into()),
+            ..FileConfig::default()
+        };
+        assert_eq!(
+            sasl_enabled_mechanisms(&file).unwrap(),
+            vec!["SCRAM-SHA-512", "PLAIN"]
+        );
+        let file = FileConfig {
+            sasl_enabled_mechanisms: Some("GSSAPI".into()),
+            ..FileConfig::default()
+        };
+        assert!(sasl_enabled_mechanisms(&file).is_err());
     }
 }

@@ -80,6 +80,12 @@ pub struct KafkaContext {
     pub cluster_secret: Option<Arc<arctern_security::ClusterSecret>>,
     /// `authorizer.class.name`: when set, requests are checked against the Kafka ACLs.
     pub authorizer: Option<Arc<crate::authz::Authorizer>>,
+    /// `sasl.enabled.mechanisms` and the SASL server's own keys.
+    pub sasl: Arc<crate::sasl::SaslConfig>,
+    /// Failed logins per source address, shared with the AMQP listener.
+    pub login_limiter: Arc<arctern_security::ratelimit::LoginLimiter>,
+    /// The metadata quorum member, for the user database's admin APIs.
+    pub metadata: crate::scram_admin::MetadataHandle,
 }
 
 /// Who sent a request (group membership records the client id and host; authorization
@@ -281,6 +287,29 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
         RequestKind::DeleteAcls(r) => Reply::Later(Box::pin(async move {
             ResponseKind::DeleteAcls(authz::delete_acls(authz, r).await)
         })),
+        RequestKind::AlterUserScramCredentials(r) if !authz.cluster(AclOperation::Alter) => now(
+            ResponseKind::AlterUserScramCredentials(crate::scram_admin::refuse_alter(&r)),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => {
+            let metadata = Arc::clone(&ctx.metadata.0);
+            let broker = Arc::clone(broker);
+            Reply::Later(Box::pin(async move {
+                let state = broker.cluster();
+                ResponseKind::AlterUserScramCredentials(
+                    crate::scram_admin::alter(&metadata, &state, r).await,
+                )
+            }))
+        }
+        RequestKind::DescribeUserScramCredentials(_) if !authz.cluster(AclOperation::Describe) => {
+            now(ResponseKind::DescribeUserScramCredentials(
+                crate::scram_admin::refuse_describe(),
+            ))
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            now(ResponseKind::DescribeUserScramCredentials(
+                crate::scram_admin::describe(&broker.cluster(), r),
+            ))
+        }
         // The wire layer only lets advertised APIs through; this is a safety net.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "request type without a handler");

@@ -8,6 +8,9 @@ mod cluster_sasl;
 mod errors;
 mod groups;
 mod handlers;
+pub mod sasl;
+mod scram_admin;
+pub use scram_admin::MetadataHandle;
 mod server;
 
 pub use authz::Authorizer;

@@ -13,11 +13,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arctern_kafka_wire::kafka_protocol::messages::ApiKey;
+use arctern_kafka_wire::kafka_protocol::messages::{
+    ApiKey, RequestKind, ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse,
+};
+use arctern_kafka_wire::kafka_protocol::protocol::StrBytes;
 use arctern_kafka_wire::{
     decode_request, encode_response, frame_length, unsupported_api_versions_response, DecodeError,
 };
-use arctern_security::Principal;
+use arctern_security::{Principal, SecurityProtocol};
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -25,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, RwLock};
 
 use crate::handlers::{dispatch, runs_alone, KafkaContext, Origin, Reply};
+use crate::sasl::{Gate, SaslSession, MAX_UNAUTHENTICATED_FRAME};
 
 #[derive(Debug, Clone)]
 pub struct KafkaServerConfig {
@@ -32,6 +36,9 @@ pub struct KafkaServerConfig {
     pub socket_request_max_bytes: usize,
     /// Requests a connection may have in flight before the reader stops reading.
     pub max_in_flight_per_connection: usize,
+    /// The listener's `security.protocol`: SASL_PLAINTEXT/SASL_SSL make clients
+    /// authenticate (Kafka SASL) before anything but ApiVersions is served.
+    pub security_protocol: SecurityProtocol,
 }
 
 impl Default for KafkaServerConfig {
@@ -39,6 +46,7 @@ impl Default for KafkaServerConfig {
         KafkaServerConfig {
             socket_request_max_bytes: 104_857_600,
             max_in_flight_per_connection: 64,
+            security_protocol: SecurityProtocol::Plaintext,
         }
     }
 }
@@ -92,7 +100,14 @@ async fn connection(
     // takes the write lock first, i.e. waits until every earlier request has completed.
     let in_flight = Arc::new(RwLock::new(()));
     let mut principal = Arc::new(Principal::Anonymous);
-    let mut cluster_sasl = crate::cluster_sasl::Session::default();
+    let mut sasl = SaslSession::new(
+        config.security_protocol.uses_sasl(),
+        ctx.sasl.offered(
+            config.security_protocol.uses_sasl(),
+            ctx.cluster_secret.is_some(),
+        ),
+        ctx.sasl.reauth_ms,
+    );
     loop {
         let mut prefix = [0u8; 4];
         if let Err(e) = reader.read_exact(&mut prefix).await {
@@ -101,6 +116,12 @@ async fn connection(
             }
             break;
         }
+        // Kafka's `sasl.server.max.receive.size`: small frames until authenticated.
+        let max = if sasl.pending() {
+            max.min(MAX_UNAUTHENTICATED_FRAME)
+        } else {
+            max
+        };
         let len = match frame_length(prefix, max) {
             Ok(len) => len,
             Err(e) => {
@@ -125,23 +146,27 @@ async fn connection(
                 }
             }
         }
-        let frame = frame.freeze();
-        if let Some(secret) = &ctx.cluster_secret {
-            use crate::cluster_sasl::{intercept, Outcome};
-            if let Some(out) = intercept(&frame, secret, &mut cluster_sasl, &mut principal, peer) {
-                let (resp, close) = match out {
-                    Outcome::Reply(b) => (b, false),
-                    Outcome::ReplyAndClose(b) => (b, true),
-                };
-                let (tx, rx) = oneshot::channel();
-                let _ = tx.send(Some(resp));
-                if queue.send(rx).await.is_err() || close {
-                    break;
-                }
-                continue;
+        if sasl.expects_raw() {
+            // After SaslHandshake v0 the client sends bare, size-prefixed SASL tokens.
+            let answer = sasl_authenticate(&ctx, &mut sasl, &frame, peer);
+            if answer.close {
+                // Kafka closes without an answer when a v0 exchange fails.
+                break;
             }
+            if let Some(p) = answer.principal {
+                principal = Arc::new(p);
+            }
+            let mut out = BytesMut::with_capacity(4 + answer.auth_bytes.len());
+            out.put_u32(answer.auth_bytes.len() as u32);
+            out.put_slice(&answer.auth_bytes);
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Some(out));
+            if queue.send(rx).await.is_err() {
+                break;
+            }
+            continue;
         }
-        let mut request = match decode_request(frame) {
+        let mut request = match decode_request(frame.freeze()) {
             Ok(r) => r,
             Err(DecodeError::UnsupportedApiVersionsVersion {
                 version,
@@ -164,6 +189,56 @@ async fn connection(
         let version = request.header.request_api_version;
         let api_key = request.api_key;
         tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
+        match sasl.gate(api_key, std::time::Instant::now()) {
+            Gate::Serve => {}
+            Gate::Close(why) => {
+                tracing::warn!(%peer, ?api_key, "closing connection: {why}");
+                break;
+            }
+            Gate::Sasl => {
+                // Changes the connection's state: after every earlier request completed.
+                let all_done = in_flight.write().await;
+                let (body, close) = match request.body {
+                    RequestKind::SaslHandshake(r) => {
+                        let a = sasl.handshake(r.mechanism.as_str(), version);
+                        if a.error_code != 0 {
+                            tracing::warn!(%peer, mechanism = %r.mechanism.as_str(), error_code = a.error_code, "SASL handshake refused");
+                        }
+                        let body = SaslHandshakeResponse::default()
+                            .with_error_code(a.error_code)
+                            .with_mechanisms(
+                                a.mechanisms
+                                    .into_iter()
+                                    .map(StrBytes::from_string)
+                                    .collect(),
+                            );
+                        (ResponseKind::SaslHandshake(body), a.close)
+                    }
+                    RequestKind::SaslAuthenticate(r) => {
+                        let a = sasl_authenticate(&ctx, &mut sasl, &r.auth_bytes, peer);
+                        if let Some(p) = a.principal {
+                            principal = Arc::new(p);
+                        }
+                        let mut body = SaslAuthenticateResponse::default()
+                            .with_error_code(a.error_code)
+                            .with_error_message(a.error_message.map(StrBytes::from_string))
+                            .with_auth_bytes(a.auth_bytes.into());
+                        if version >= 1 {
+                            body.session_lifetime_ms = a.session_lifetime_ms;
+                        }
+                        (ResponseKind::SaslAuthenticate(body), a.close)
+                    }
+                    _ => break,
+                };
+                drop(all_done);
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(encode(correlation_id, api_key, version, &body, peer));
+                if queue.send(rx).await.is_err() || close {
+                    break;
+                }
+                continue;
+            }
+        }
         let origin = Origin {
             peer,
             // A refcounted view of the decoded frame: no copy on the produce/fetch path.
@@ -209,6 +284,46 @@ async fn connection(
         }
     }
     finish(queue, writer_task).await
+}
+
+/// One SASL token through the session, with the shared failed-login limiter around it.
+fn sasl_authenticate(
+    ctx: &KafkaContext,
+    sasl: &mut SaslSession,
+    token: &[u8],
+    peer: SocketAddr,
+) -> crate::sasl::AuthAnswer {
+    use arctern_security::ratelimit::Admission;
+    let now = std::time::Instant::now();
+    let throttled = sasl.mechanism().is_some()
+        && matches!(
+            ctx.login_limiter.check(peer.ip(), now),
+            Admission::Throttled(_)
+        );
+    let mechanism = sasl.mechanism().unwrap_or("none");
+    let state = ctx.broker.cluster();
+    let answer = sasl.authenticate(
+        token,
+        &state.users,
+        &ctx.sasl,
+        ctx.cluster_secret.as_deref(),
+        throttled,
+        now,
+    );
+    if answer.error_code == 58 {
+        // A refused (throttled) attempt does not extend the wait: a client retrying
+        // gets in once the back-off has passed.
+        if !throttled {
+            ctx.login_limiter.failed(peer.ip(), now);
+        }
+        tracing::warn!(%peer, mechanism, throttled, reason = answer.error_message.as_deref().unwrap_or(""), "SASL authentication failed; closing connection");
+    } else if answer.error_code != 0 {
+        tracing::warn!(%peer, mechanism, reason = answer.error_message.as_deref().unwrap_or(""), "SASL request out of order");
+    } else if let Some(p) = &answer.principal {
+        ctx.login_limiter.succeeded(peer.ip());
+        tracing::info!(%peer, mechanism, principal = %p.kafka_name(), "SASL authentication succeeded");
+    }
+    answer
 }
 
 async fn finish(queue: mpsc::Sender<Pending>, writer_task: tokio::task::JoinHandle<()>) {
