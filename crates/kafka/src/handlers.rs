@@ -88,6 +88,26 @@ pub struct Origin {
     /// certificate says otherwise).
     #[allow(dead_code)] // read by the authorizer
     pub principal: Arc<Principal>,
+    /// The listener the request arrived on: Metadata answers with that listener's
+    /// endpoints; SASL listeners authenticate first.
+    pub listener: Arc<ListenerInfo>,
+}
+
+/// A Kafka listener's name (`PLAINTEXT`, `SSL`, `CLIENT`...) and security protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub protocol: arctern_security::SecurityProtocol,
+}
+
+impl ListenerInfo {
+    /// Today's default: one PLAINTEXT listener named PLAINTEXT.
+    pub fn plaintext() -> ListenerInfo {
+        ListenerInfo {
+            name: "PLAINTEXT".into(),
+            protocol: arctern_security::SecurityProtocol::Plaintext,
+        }
+    }
 }
 
 /// Whether a request must run alone on its connection: after every earlier request has
@@ -111,7 +131,7 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
         RequestKind::Metadata(r) => {
             let broker = Arc::clone(broker);
             Reply::Later(Box::pin(async move {
-                ResponseKind::Metadata(metadata(&broker, r, version).await)
+                ResponseKind::Metadata(metadata(&broker, r, version, &origin.listener.name).await)
             }))
         }
         RequestKind::Produce(r) => produce(broker, r),
@@ -161,12 +181,15 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
             broker, r,
         ))),
         RequestKind::DescribeCluster(r) => now(ResponseKind::DescribeCluster(
-            admin::describe_cluster(broker, r, version, CLUSTER_ID),
+            admin::describe_cluster(broker, r, version, CLUSTER_ID, &origin.listener.name),
         )),
         RequestKind::FindCoordinator(r) => {
             let groups = Arc::clone(&ctx.groups);
+            let broker = Arc::clone(broker);
             Reply::Later(Box::pin(async move {
-                ResponseKind::FindCoordinator(find_coordinator(&groups, r, version).await)
+                ResponseKind::FindCoordinator(
+                    find_coordinator(&groups, &broker, r, version, &origin.listener.name).await,
+                )
             }))
         }
         RequestKind::JoinGroup(r) => {
@@ -243,7 +266,12 @@ fn api_versions() -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(arctern_kafka_wire::advertised_versions())
 }
 
-async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+async fn metadata(
+    broker: &Arc<Broker>,
+    req: MetadataRequest,
+    version: i16,
+    listener: &str,
+) -> MetadataResponse {
     // v0 and a null topic list (v1+) mean "all topics"; v4+ carries the auto-create flag.
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
     // Authorized operations (v8+; the cluster's only up to v10): everything, until ACLs exist.
@@ -287,10 +315,11 @@ async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> M
         .values()
         .filter(|b| !b.fenced)
         .map(|b| {
+            let (host, port) = b.endpoint(listener);
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.broker_id))
-                .with_host(s(b.host.clone()))
-                .with_port(i32::from(b.port))
+                .with_host(s(host.to_string()))
+                .with_port(i32::from(port))
                 .with_rack(b.rack.clone().map(s))
         })
         .collect();
@@ -822,9 +851,21 @@ const NO_TRANSACTIONS_CODE: ResponseError = ResponseError::TransactionalIdAuthor
 /// transactional key gets `NO_TRANSACTIONS_CODE`.
 async fn find_coordinator(
     groups: &arctern_groups::GroupCoordinator,
+    broker: &Broker,
     req: FindCoordinatorRequest,
     version: i16,
+    listener: &str,
 ) -> FindCoordinatorResponse {
+    // The coordinator's endpoint on the listener asked (its registered one otherwise).
+    let endpoint = |node_id: i32, host: String, port: i32| -> (String, i32) {
+        match broker.cluster().brokers.get(&node_id) {
+            Some(b) => {
+                let (h, p) = b.endpoint(listener);
+                (h.to_string(), i32::from(p))
+            }
+            None => (host, port),
+        }
+    };
     let key_type = req.key_type;
     let answer = |key: StrBytes| async move {
         let refused = |code: i16, msg: String| {
@@ -838,11 +879,14 @@ async fn find_coordinator(
         };
         match key_type {
             KEY_TYPE_GROUP => match groups.find_coordinator(&key).await {
-                Ok(c) => Coordinator::default()
-                    .with_key(key.clone())
-                    .with_node_id(BrokerId(c.node_id))
-                    .with_host(s(c.host))
-                    .with_port(c.port),
+                Ok(c) => {
+                    let (host, port) = endpoint(c.node_id, c.host, c.port);
+                    Coordinator::default()
+                        .with_key(key.clone())
+                        .with_node_id(BrokerId(c.node_id))
+                        .with_host(s(host))
+                        .with_port(port)
+                }
                 Err(e) => refused(crate::errors::group_error_code(e), e.to_string()),
             },
             KEY_TYPE_TRANSACTION => refused(NO_TRANSACTIONS_CODE.code(), NO_TRANSACTIONS.into()),

@@ -8,5 +8,5 @@ mod groups;
 mod handlers;
 mod server;
 
-pub use handlers::KafkaContext;
-pub use server::{serve, KafkaServerConfig};
+pub use handlers::{KafkaContext, ListenerInfo};
+pub use server::{serve, serve_listener, KafkaServerConfig};

@@ -27,8 +27,8 @@ pub use openraft::BasicNode;
 pub use state::{
     assign_replicas, assign_replicas_from, AmqpBindingDef, AmqpChange, AmqpDefinitions,
     AmqpExchangeDef, AmqpQueueDef, BrokerId, BrokerRegistration, ClusterState, CommandResult,
-    MetadataCommand, PartitionAssignment, PartitionState, ScramCredential, TopicState, UserRecord,
-    LEADER_FOLLOWS_CONFIG, NO_LEADER,
+    ListenerEndpoint, MetadataCommand, PartitionAssignment, PartitionState, ScramCredential,
+    TopicState, UserRecord, LEADER_FOLLOWS_CONFIG, NO_LEADER,
 };
 
 openraft::declare_raft_types!(

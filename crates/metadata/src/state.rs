@@ -191,6 +191,33 @@ pub struct BrokerRegistration {
     /// means a retried registration, a different one a restarted process.
     #[serde(default)]
     pub incarnation: Uuid,
+    /// One advertised endpoint per listener name (Kafka's `advertised.listeners`); `host`
+    /// and `port` are the inter-broker listener's. Empty in records written before
+    /// listeners existed: every listener then answers with `host`/`port`.
+    #[serde(default)]
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+/// Where a broker's listener of one name is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerRegistration {
+    /// The endpoint clients of `listener` use, as Kafka answers Metadata with the
+    /// endpoints of the listener the request arrived on; `host`/`port` when the broker has
+    /// no listener of that name.
+    pub fn endpoint(&self, listener: &str) -> (&str, u16) {
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map_or((self.host.as_str(), self.port), |l| {
+                (l.host.as_str(), l.port)
+            })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +262,9 @@ pub enum MetadataCommand {
         rack: Option<String>,
         #[serde(default)]
         incarnation: Uuid,
+        /// Per-listener endpoints (see [`BrokerRegistration::listeners`]).
+        #[serde(default)]
+        listeners: Vec<ListenerEndpoint>,
     },
     /// Removes a broker, after applying the fencing effects to its partitions.
     UnregisterBroker {
@@ -470,6 +500,7 @@ impl ClusterState {
                 port,
                 rack,
                 incarnation,
+                listeners,
             } => {
                 let b = *broker_id;
                 if b < 0 {
@@ -491,6 +522,7 @@ impl ClusterState {
                         fenced: false,
                         broker_epoch: log_index,
                         incarnation: *incarnation,
+                        listeners: listeners.clone(),
                     },
                 );
                 // The old process may have led partitions with state the new one lacks: fence
@@ -1028,6 +1060,7 @@ mod tests {
                     port: 9092,
                     rack: None,
                     incarnation: incarnation(*id),
+                    listeners: Vec::new(),
                 },
                 i as u64 + 1,
             );
@@ -1219,6 +1252,7 @@ mod tests {
             port: 9092,
             rack: None,
             incarnation: inc,
+            listeners: Vec::new(),
         }
     }
 
