@@ -311,3 +311,25 @@ async fn write_responses(
     }
     let _ = writer.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssl_principal_is_the_certificate_subject() {
+        assert_eq!(tls_principal(None), Principal::Anonymous);
+        assert_eq!(
+            tls_principal(Some(&TlsPeer::default())),
+            Principal::Anonymous
+        );
+        let peer = TlsPeer {
+            client_cn: Some("alice".into()),
+            client_subject: Some("CN=alice,O=Test".into()),
+        };
+        assert_eq!(
+            tls_principal(Some(&peer)).kafka_name(),
+            "User:CN=alice,O=Test"
+        );
+    }
+}

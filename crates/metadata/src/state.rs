@@ -1574,3 +1574,43 @@ mod tests {
         assert_eq!(back, st);
     }
 }
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_per_listener_falls_back_to_the_registered_one() {
+        let mut s = ClusterState::default();
+        let register = MetadataCommand::RegisterBroker {
+            broker_id: 1,
+            host: "10.0.0.1".into(),
+            port: 9092,
+            rack: None,
+            incarnation: Uuid::from_u128(1),
+            listeners: vec![
+                ListenerEndpoint {
+                    name: "INTERNAL".into(),
+                    host: "10.0.0.1".into(),
+                    port: 9092,
+                },
+                ListenerEndpoint {
+                    name: "CLIENT".into(),
+                    host: "broker1.example".into(),
+                    port: 9093,
+                },
+            ],
+        };
+        assert_eq!(s.apply(&register, 1), CommandResult::Ok);
+        let b = &s.brokers[&1];
+        assert_eq!(b.endpoint("CLIENT"), ("broker1.example", 9093));
+        assert_eq!(b.endpoint("INTERNAL"), ("10.0.0.1", 9092));
+        assert_eq!(b.endpoint("OTHER"), ("10.0.0.1", 9092));
+        // A registration recorded before listeners existed still reads.
+        let old =
+            r#"{"broker_id":2,"host":"h","port":1,"rack":null,"fenced":false,"broker_epoch":3}"#;
+        let b: BrokerRegistration = serde_json::from_str(old).expect("old record");
+        assert!(b.listeners.is_empty());
+        assert_eq!(b.endpoint("SSL"), ("h", 1));
+    }
+}
