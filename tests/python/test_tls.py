@@ -391,3 +391,53 @@ def test_amqp_external_with_a_client_certificate(tls_factory, pki):
     # Without a client certificate EXTERNAL is not offered at all.
     with pytest.raises(pika.exceptions.AMQPConnectionError):
         pika.BlockingConnection(params(None))
+
+
+def tls_listen_addr(node, timeout: float = 30.0) -> int:
+    """The port a node's AMQP TLS listener bound (configured as port 0)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", node.log_path.read_text(errors="replace"))
+        m = re.search(r"amqp TLS listener ready listen=127\.0\.0\.1:(\d+)", text)
+        if m:
+            return int(m.group(1))
+        time.sleep(0.1)
+    raise AssertionError(f"no AMQP TLS listener in node {node.node_id}'s log")
+
+
+def test_amqp_tls_connection_to_another_node_is_relayed_to_the_home(cluster_factory, pki):
+    """A TLS client of a node that is not the vhost's home: TLS ends at that node and the
+    decrypted bytes are relayed to the home, as for a plain connection."""
+    import pika
+    from test_amqp_cluster import CONFIG, home_of
+
+    cert, key = pki.issue("amqp-server", "/O=Test/CN=localhost", 1, server=True)
+    c = cluster_factory(3, config={**CONFIG, "listeners.ssl.default": "127.0.0.1:0",
+                                   "ssl_options.certfile": str(cert),
+                                   "ssl_options.keyfile": str(key)})
+    # The first plain connection makes a home.
+    first = pika.BlockingConnection(pika.ConnectionParameters(
+        host="127.0.0.1", port=c.node(1).amqp_port, connection_attempts=40, retry_delay=0.5))
+    first.close()
+    home = home_of(c)
+    other = next(n for n in c.ids() if n != home)
+    port = tls_listen_addr(c.node(other))
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    conn = pika.BlockingConnection(pika.ConnectionParameters(
+        host="127.0.0.1", port=port, ssl_options=pika.SSLOptions(ctx, "127.0.0.1"),
+        connection_attempts=20, retry_delay=0.5))
+    try:
+        ch = conn.channel()
+        ch.queue_declare("relayed", durable=True)
+        ch.confirm_delivery()
+        for i in range(20):
+            ch.basic_publish("", "relayed", f"r{i}".encode(),
+                             pika.BasicProperties(delivery_mode=2))
+        got = []
+        while len(got) < 20:
+            m, _, b = ch.basic_get("relayed", auto_ack=True)
+            assert m is not None, f"only {len(got)} of 20 messages back"
+            got.append(b)
+        assert got == [f"r{i}".encode() for i in range(20)]
+    finally:
+        conn.close()
