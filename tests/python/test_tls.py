@@ -40,12 +40,14 @@ class Pki:
                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=self.dir)
         self.ca = self.dir / "ca.pem"
 
-    def issue(self, name: str, subject: str, serial: int, server: bool) -> tuple[Path, Path]:
+    def issue(self, name: str, subject: str, serial: int, server: bool,
+              client_too: bool = False) -> tuple[Path, Path]:
         """(certificate, key) files; a server certificate is for IP 127.0.0.1."""
         ext = self.dir / f"{name}.ext"
+        usage = "serverAuth,clientAuth" if client_too else ("serverAuth" if server else "clientAuth")
         lines = ["basicConstraints=CA:FALSE",
                  "keyUsage=critical,digitalSignature",
-                 f"extendedKeyUsage={'serverAuth' if server else 'clientAuth'}"]
+                 f"extendedKeyUsage={usage}"]
         if server:
             lines.append("subjectAltName=IP:127.0.0.1")
         ext.write_text("\n".join(lines) + "\n")
@@ -441,3 +443,37 @@ def test_amqp_tls_connection_to_another_node_is_relayed_to_the_home(cluster_fact
         assert got == [f"r{i}".encode() for i in range(20)]
     finally:
         conn.close()
+
+
+def test_followers_fetch_over_an_ssl_inter_broker_listener(cluster_factory, pki, topic_name):
+    """inter.broker.listener.name = SSL with client certificates required: followers
+    connect to the leader's SSL endpoint with the broker's own keystore, as Kafka's do."""
+    from confluent_kafka import Producer
+
+    cert, key = pki.issue("broker", "/O=Test/CN=broker", 1, server=True, client_too=True)
+    c = cluster_factory(3, start=False, config={
+        "default.replication.factor": 3, "min.insync.replicas": 2,
+        "inter.broker.listener.name": "SSL",
+        "ssl.keystore.location": str(pki.keystore(cert, key)),
+        "ssl.truststore.location": str(pki.ca),
+        "listener.name.ssl.ssl.client.auth": "required"})
+    for n in c.ids():
+        node = c.node(n)
+
+        def cmd(node=node, base=type(node).cmd):
+            args = base(node)
+            # the SSL listener on a free port of its own; it advertises what it bound
+            args[args.index("--kafka-listen") + 1] = \
+                f"PLAINTEXT://127.0.0.1:{node.port},SSL://127.0.0.1:0"
+            return args
+        node.cmd = cmd
+    c.start()
+    c.create_topic(topic_name, rf=3)
+    p = Producer({"bootstrap.servers": c.node(1).bootstrap, "acks": "all"})
+    delivered = []
+    for i in range(50):
+        p.produce(topic_name, f"v{i}".encode(), on_delivery=lambda e, m: delivered.append(e))
+    assert p.flush(60) == 0
+    assert delivered == [None] * 50
+    st = c.wait_partition(topic_name, 0, lambda s: len(s.isr) == 3, timeout=60)
+    assert sorted(st.isr) == c.ids()

@@ -220,14 +220,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let voters =
         arctern_metadata::parse_voters(&voters).context("parsing controller.quorum.voters")?;
     let node_id = u64::try_from(config.node_id).context("node.id must not be negative")?;
-    if !voters.is_empty() && inter_protocol != SecurityProtocol::Plaintext {
-        // The replica fetcher speaks PLAINTEXT only; a single node fetches from nobody.
+    if !voters.is_empty() && inter_protocol.uses_sasl() {
+        // The replica fetcher does not authenticate with SASL; a single node fetches from
+        // nobody.
         anyhow::bail!(
-            "inter.broker.listener.name {} uses {}: replicas fetch over PLAINTEXT only; name a PLAINTEXT listener (on a private network) as the inter-broker listener",
+            "inter.broker.listener.name {} uses {}: replicas fetch over PLAINTEXT or SSL only; name a PLAINTEXT or SSL listener as the inter-broker listener",
             kafka_listeners.inter_broker,
             inter_protocol.name()
         );
     }
+    let fetcher_tls = match kafka_listeners
+        .listeners
+        .iter()
+        .find(|l| l.name == kafka_listeners.inter_broker)
+        .and_then(|l| l.tls.as_ref())
+    {
+        // A single node fetches from nobody: no client config (nor truststore) needed.
+        Some(s) if inter_protocol == SecurityProtocol::Ssl && !voters.is_empty() => {
+            Some(s.client_config().with_context(|| {
+                format!("inter-broker listener {}", kafka_listeners.inter_broker)
+            })?)
+        }
+        _ => None,
+    };
     let raft_listen = if voters.is_empty() {
         String::new()
     } else {
@@ -256,6 +271,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             local_id: config.node_id,
             max_bytes: config.replica_fetch_max_bytes,
             max_wait_ms: config.replica_fetch_wait_max_ms,
+            tls: fetcher_tls,
         },
     ));
     let broker = Broker::start(config, Arc::clone(&metadata), fetcher)

@@ -30,6 +30,9 @@ pub struct FetcherConfig {
     pub max_bytes: i32,
     /// `replica.fetch.wait.max.ms`
     pub max_wait_ms: i32,
+    /// Set when the inter-broker listener is SSL: the truststore, and the keystore as the
+    /// client certificate (as Kafka's brokers use theirs).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// [`FollowerFetcher`] over the Kafka protocol.
@@ -106,7 +109,13 @@ impl Replicator {
             }
             let c = match conn.as_mut() {
                 Some(c) => c,
-                None => match KafkaConnection::connect(&self.addr(), &client_id).await {
+                None => match KafkaConnection::connect_with(
+                    &self.addr(),
+                    &client_id,
+                    self.config.tls.clone(),
+                )
+                .await
+                {
                     Ok(c) => conn.insert(c),
                     Err(e) => {
                         tracing::debug!(error = %e, "replica fetcher cannot reach leader");

@@ -168,6 +168,40 @@ impl TlsSettings {
     }
 }
 
+impl TlsSettings {
+    /// A client config for connecting to another broker's listener of these settings:
+    /// trusting the CA bundle, presenting the keystore's certificate (as Kafka's brokers
+    /// do on an SSL inter-broker listener).
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let ca = self.ca.as_ref().ok_or_else(|| {
+            TlsError::Config(
+                "an SSL inter-broker listener needs ssl.truststore.location or ssl.truststore.certificates (the CA of the other brokers' certificates)".into(),
+            )
+        })?;
+        let mut roots = RootCertStore::empty();
+        for c in read_certs(ca, "CA bundle")? {
+            roots.add(c).map_err(|e| TlsError::Pem {
+                what: "CA bundle",
+                source_name: ca.name(),
+                message: e.to_string(),
+            })?;
+        }
+        let certs = read_certs(&self.cert_chain, "certificate chain")?;
+        let key = read_key(&self.key)?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| TlsError::Pem {
+                what: "certificate and key",
+                source_name: format!("{} + {}", self.cert_chain.name(), self.key.name()),
+                message: e.to_string(),
+            })?;
+        Ok(Arc::new(config))
+    }
+}
+
 fn read_certs(
     src: &PemSource,
     what: &'static str,
