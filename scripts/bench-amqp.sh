@@ -20,8 +20,10 @@
 #   CONFIRM_WINDOW   unconfirmed messages per publisher (default 256)
 #   PREFETCH         consumer prefetch (default 1000)
 #   RATE, DURATION   latency scenario: msgs/s and seconds (default 5000, 10)
-#   BROKERS          which to run, any of: rabbit-classic rabbit-quorum arctern
-#                    (default all three)
+#   BROKERS          which to run, any of: rabbit-classic rabbit-quorum arctern arctern-tls
+#                    (default the first three; arctern-tls: Arctern through its AMQP TLS
+#                    listener, a throwaway CA made with openssl, lapin rows only)
+#   TLS=1            add arctern-tls to BROKERS: plaintext vs TLS in one run
 #   ROWS_ONLY        run only these rows (ids: confirm1 confirmN tx1 tx100 consume1
 #                    consume100 consume1r tx100r latency); default all. Use with DOC= (print only).
 #   DOC              markdown file to write the table into (default docs/benchmarks.md;
@@ -43,7 +45,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # The exact command, with the knobs the caller set.
-KNOBS="BENCH_DIR MESSAGE_SIZE MESSAGES TX1_MESSAGES TIME_LIMIT PUBLISHERS CONFIRM_WINDOW PREFETCH RATE DURATION BROKERS ROWS_ONLY DOC KEEP SKIP_BUILD ARCTERN_BIN"
+KNOBS="TLS BENCH_DIR MESSAGE_SIZE MESSAGES TX1_MESSAGES TIME_LIMIT PUBLISHERS CONFIRM_WINDOW PREFETCH RATE DURATION BROKERS ROWS_ONLY DOC KEEP SKIP_BUILD ARCTERN_BIN"
 COMMAND=""
 for k in $KNOBS; do
     if [ -n "${!k+x}" ]; then COMMAND+="$k=${!k} "; fi
@@ -60,6 +62,9 @@ PREFETCH="${PREFETCH:-1000}"
 RATE="${RATE:-5000}"
 DURATION="${DURATION:-10}"
 BROKERS="${BROKERS:-rabbit-classic rabbit-quorum arctern}"
+if [ "${TLS:-0}" = 1 ]; then
+    case " $BROKERS " in *" arctern-tls "*) ;; *) BROKERS="$BROKERS arctern-tls" ;; esac
+fi
 DOC="${DOC-docs/benchmarks.md}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BENCH_DIR="${BENCH_DIR:-$TARGET_DIR}"
@@ -70,8 +75,8 @@ die() { printf 'bench-amqp.sh: %s\n' "$*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is needed to read the bench's JSON"
 for b in $BROKERS; do
     case "$b" in
-        rabbit-classic | rabbit-quorum | arctern) ;;
-        *) die "unknown broker '$b' in BROKERS (rabbit-classic, rabbit-quorum, arctern)" ;;
+        rabbit-classic | rabbit-quorum | arctern | arctern-tls) ;;
+        *) die "unknown broker '$b' in BROKERS (rabbit-classic, rabbit-quorum, arctern, arctern-tls)" ;;
     esac
 done
 WANT_RABBIT=0
@@ -251,14 +256,39 @@ EOF
 
 # --- Arctern ----------------------------------------------------------------------------------
 ARCTERN_AMQP=""
+ARCTERN_AMQPS=""
+# make_tls: a CA and a server certificate for 127.0.0.1 in $WORK/tls, and a config for
+# the AMQP TLS listener on port $1 (RabbitMQ's keys)
+make_tls() {
+    command -v openssl >/dev/null || die "arctern-tls needs the openssl CLI"
+    mkdir -p "$WORK/tls"
+    (
+        cd "$WORK/tls"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+            -out ca.pem -days 2 -subj "/CN=bench CA" -addext basicConstraints=critical,CA:TRUE
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+            -out server.csr -subj "/CN=localhost"
+        printf 'basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 2 \
+            -out server.pem -extfile server.ext
+    ) >/dev/null 2>&1 || die "making the TLS certificates failed"
+    printf '"listeners.ssl.default" = %s\n"ssl_options.certfile" = "%s"\n"ssl_options.keyfile" = "%s"\n' \
+        "$1" "$WORK/tls/server.pem" "$WORK/tls/server.key" >"$WORK/tls/arctern.toml"
+}
+
+# start_arctern [tls]
 start_arctern() {
-    local attempt kafka
+    local attempt kafka extra=()
     for attempt in 1 2 3; do
-        read -r kafka ARCTERN_AMQP <<<"$(free_ports 2)"
+        read -r kafka ARCTERN_AMQP ARCTERN_AMQPS <<<"$(free_ports 3)"
+        if [ "${1:-}" = tls ]; then
+            make_tls "$ARCTERN_AMQPS"
+            extra=(--config "$WORK/tls/arctern.toml")
+        fi
         rm -rf "$WORK/arctern"
         mkdir -p "$WORK/arctern"
         "$BIN" serve --data-dir "$WORK/arctern/data" --kafka-listen "127.0.0.1:$kafka" \
-            --amqp-listen "127.0.0.1:$ARCTERN_AMQP" >"$WORK/arctern/broker.log" 2>&1 &
+            --amqp-listen "127.0.0.1:$ARCTERN_AMQP" "${extra[@]}" >"$WORK/arctern/broker.log" 2>&1 &
         ARCTERN_PID=$!
         if wait_port "$ARCTERN_AMQP" "$ARCTERN_PID" 30; then
             return 0
@@ -284,15 +314,20 @@ ROWS=(
     "latency|--scenario latency --rate $RATE --duration $DURATION"
 )
 
-# run_rows BROKER URI QUEUE_TYPE
+# run_rows BROKER URI QUEUE_TYPE [EXTRA bench-amqp ARGS]
 run_rows() {
-    local broker="$1" uri="$2" qtype="$3" row id rest
+    local broker="$1" uri="$2" qtype="$3" extra="${4:-}" row id rest
     for row in "${ROWS[@]}"; do
         id="${row%%|*}"
         rest="${row#*|}"
         if [ -n "${ROWS_ONLY:-}" ]; then
             case " $ROWS_ONLY " in *" $id "*) ;; *) continue ;; esac
         fi
+        # The amqprs rows have no TLS (the bench builds amqprs without it).
+        if [ -n "$extra" ]; then
+            case "$rest" in *"--client amqprs"*) continue ;; esac
+        fi
+        rest="$rest $extra"
         # Each row starts with no dirty pages left by the one before (or by the other
         # broker's run): their writeback would land in this row's fsyncs.
         sync
@@ -333,6 +368,16 @@ case " $BROKERS " in
         stop_arctern
         ;;
 esac
+case " $BROKERS " in
+    *" arctern-tls "*)
+        log "starting arctern with an AMQP TLS listener"
+        start_arctern tls
+        log "arctern pid $ARCTERN_PID, AMQP TLS on 127.0.0.1:$ARCTERN_AMQPS, data in $WORK/arctern/data"
+        run_rows arctern-tls "amqps://guest:guest@127.0.0.1:$ARCTERN_AMQPS/%2f" quorum \
+            "--tls-ca $WORK/tls/ca.pem"
+        stop_arctern
+        ;;
+esac
 
 # --- report --------------------------------------------------------------------------------
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -345,7 +390,7 @@ import datetime, json, os, re, sys
  window, prefetch, rate, duration) = sys.argv[1:]
 brokers = brokers.split()
 names = {"rabbit-classic": "RabbitMQ classic", "rabbit-quorum": "RabbitMQ quorum",
-         "arctern": "Arctern"}
+         "arctern": "Arctern", "arctern-tls": "Arctern TLS"}
 
 def load(b, row):
     try:

@@ -23,6 +23,9 @@
 #   CLUSTER       1: also benchmark a 3-node cluster (default); 0: single node only
 #   CLUSTER_RUNS  produce runs against the cluster (default: RUNS)
 #   CLUSTER_MIN_ISR  min.insync.replicas of the cluster topics (default 2)
+#   TLS=1         also run the single-node produce and consume over TLS (an SSL listener
+#                 beside the PLAINTEXT one, a throwaway CA made with openssl) and report
+#                 plaintext vs TLS side by side (default 0)
 #   KEEP=1        keep the scratch directory (broker log, fio and bench JSON)
 #   SKIP_BUILD=1  do not run cargo build; use ARCTERN_BIN (default target/release/arctern)
 #
@@ -52,6 +55,7 @@ FIO_SECONDS="${FIO_SECONDS:-8}"
 CLUSTER="${CLUSTER:-1}"
 CLUSTER_RUNS="${CLUSTER_RUNS:-$RUNS}"
 CLUSTER_MIN_ISR="${CLUSTER_MIN_ISR:-2}"
+TLS="${TLS:-0}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BENCH_DIR="${BENCH_DIR:-$TARGET_DIR}"
 
@@ -180,14 +184,38 @@ SYNC_P99_US="$(fio_field "$WORK/sync64k.json" 'round(j["sync"]["lat_ns"]["percen
 # --- broker --------------------------------------------------------------------------------
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# TLS=1: a CA and a server certificate for 127.0.0.1 (Kafka's PEM keystore: key + chain)
+LISTEN_EXTRA=()
+if [ "$TLS" = 1 ]; then
+    command -v openssl >/dev/null || die "TLS=1 needs the openssl CLI"
+    mkdir -p "$WORK/tls"
+    (
+        cd "$WORK/tls"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+            -out ca.pem -days 2 -subj "/CN=bench CA" -addext basicConstraints=critical,CA:TRUE
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+            -out server.csr -subj "/CN=localhost"
+        printf 'basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 2 \
+            -out server.pem -extfile server.ext
+        cat server.key server.pem >keystore.pem
+        printf '"ssl.keystore.type" = "PEM"\n"ssl.keystore.location" = "%s"\n' "$WORK/tls/keystore.pem" >arctern.toml
+    ) >/dev/null 2>&1 || die "making the TLS certificates failed"
+    LISTEN_EXTRA=(--config "$WORK/tls/arctern.toml")
+fi
+
 start_broker() {
     local attempt port
     for attempt in 1 2 3 4 5; do
         port=$((20000 + RANDOM % 40000))
-        port_free "$port" || continue
+        port_free "$port" && port_free $((port + 1)) || continue
         rm -rf "$WORK/data"
-        "$BIN" serve --data-dir "$WORK/data" --kafka-listen "127.0.0.1:$port" \
-            --amqp-listen 127.0.0.1:0 \
+        local listen="127.0.0.1:$port"
+        if [ "$TLS" = 1 ]; then
+            listen="PLAINTEXT://127.0.0.1:$port,SSL://127.0.0.1:$((port + 1))"
+        fi
+        "$BIN" serve --data-dir "$WORK/data" --kafka-listen "$listen" \
+            --amqp-listen 127.0.0.1:0 "${LISTEN_EXTRA[@]}" \
             >"$WORK/broker.log" 2>&1 &
         BROKER_PID=$!
         for _ in $(seq 1 300); do
@@ -282,6 +310,24 @@ for i in $(seq 1 "$RUNS"); do
     log "consume run $i/$RUNS: all of topic bench-$$-$RUNS from offset 0 (warm log)"
     run_bench "$WORK/consume$i.json" --topic "bench-$$-$RUNS" --mode consume --consumers "$CONSUMERS"
 done
+if [ "$TLS" = 1 ]; then
+    # The same runs through the SSL listener of the same broker.
+    for i in $(seq 1 "$RUNS"); do
+        log "TLS produce run $i/$RUNS"
+        timeout 600 "$BIN" bench --bootstrap "127.0.0.1:$((PORT + 1))" --tls-ca "$WORK/tls/ca.pem" \
+            --partitions "$PARTITIONS" --json --topic "bench-tls-$$-$i" --mode produce \
+            --records "$RECORDS" --record-size "$RECORD_SIZE" --batch-records "$BATCH" \
+            --producers "$PRODUCERS" --inflight "$INFLIGHT" --acks all >"$WORK/tls-produce$i.json" \
+            || die "arctern bench over TLS failed (broker log: $WORK/broker.log)"
+    done
+    for i in $(seq 1 "$RUNS"); do
+        log "TLS consume run $i/$RUNS"
+        timeout 600 "$BIN" bench --bootstrap "127.0.0.1:$((PORT + 1))" --tls-ca "$WORK/tls/ca.pem" \
+            --partitions "$PARTITIONS" --json --topic "bench-tls-$$-$RUNS" --mode consume \
+            --consumers "$CONSUMERS" >"$WORK/tls-consume$i.json" \
+            || die "arctern bench over TLS failed (broker log: $WORK/broker.log)"
+    done
+fi
 LOG_BYTES="$(du -sb "$WORK/data" | awk '{print $1}')"
 stop_broker
 
@@ -308,10 +354,10 @@ fi
 LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$WORK" "$RUNS" "$SEQ_MBS" "$SEQ_MODE" "$SYNC_MBS" "$SYNC_IOPS" "$SYNC_P99_US" \
     "$LOG_BYTES" "$FS" "$LOAD" "$([ "$CLUSTER" = 1 ] && echo "$CLUSTER_RUNS" || echo 0)" \
-    "$CLUSTER_MIN_ISR" <<'EOF'
+    "$CLUSTER_MIN_ISR" "$TLS" <<'EOF'
 import json, statistics, sys
 (work, runs, seq, seq_mode, sync_mbs, sync_iops, sync_p99, log_bytes, fs, load, cruns,
- min_isr) = sys.argv[1:]
+ min_isr, tls) = sys.argv[1:]
 runs, seq, sync_mbs, cruns = int(runs), float(seq), float(sync_mbs), int(cruns)
 P = [json.load(open(f"{work}/produce{i}.json")) for i in range(1, runs + 1)]
 C = [json.load(open(f"{work}/consume{i}.json"))["consume"] for i in range(1, runs + 1)]
@@ -372,6 +418,20 @@ if cruns:
         rows.append(("replicated / single-node latency p50, p99",
                      f"{cmid['latency_ms']['p50'] / lat['p50']:.1f}x, "
                      f"{cmid['latency_ms']['p99'] / lat['p99']:.1f}x"))
+
+if tls == "1":
+    TP = [json.load(open(f"{work}/tls-produce{i}.json"))["produce"] for i in range(1, runs + 1)]
+    TC = [json.load(open(f"{work}/tls-consume{i}.json"))["consume"] for i in range(1, runs + 1)]
+    tmid = sorted(TP, key=lambda x: x["mb_per_sec"])[len(TP) // 2]
+    t_mb = med([x["mb_per_sec"] for x in TP])
+    t_fetch = med([c["mb_per_sec"] for c in TC])
+    rows += [
+        ("produce MB/s plaintext vs TLS, median",
+         f"{prod_mb:.1f} vs {t_mb:.1f}  ({100.0 * t_mb / prod_mb if prod_mb else float('nan'):.0f}%; TLS runs {each([x['mb_per_sec'] for x in TP], '{:.1f}')})"),
+        ("produce latency ms over TLS (median run)", lat_str(tmid["latency_ms"])),
+        ("fetch MB/s plaintext vs TLS, median",
+         f"{fetch_mb:.0f} vs {t_fetch:.0f}  ({100.0 * t_fetch / fetch_mb if fetch_mb else float('nan'):.0f}%; TLS runs {each([c['mb_per_sec'] for c in TC])})"),
+    ]
 
 w = max(len(k) for k, _ in rows)
 print()

@@ -16,10 +16,10 @@ use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use arctern_security::TlsPeer;
+use arctern_transport::{MaybeTls, MaybeTlsRead, MaybeTlsWrite};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 use crate::alarm::AlarmState;
@@ -90,7 +90,7 @@ type ReadResult = Result<Inbound, FrameError>;
 /// and no task hop sits between the socket and the session. The buffer holds at most one
 /// frame (bounded by `frame_max`) plus one read.
 struct FrameSource {
-    r: OwnedReadHalf,
+    r: MaybeTlsRead,
     buf: BytesMut,
     frame_max: usize,
     /// When the last whole frame arrived (heartbeat check).
@@ -102,7 +102,7 @@ struct FrameSource {
 }
 
 impl FrameSource {
-    fn new(r: OwnedReadHalf, frame_max: usize) -> FrameSource {
+    fn new(r: MaybeTlsRead, frame_max: usize) -> FrameSource {
         FrameSource {
             r,
             buf: BytesMut::with_capacity(READ_BUFFER),
@@ -187,7 +187,7 @@ impl FrameSource {
     }
 }
 
-async fn writer(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>) {
+async fn writer(mut w: MaybeTlsWrite, mut rx: mpsc::Receiver<Out>) {
     let mut heartbeat = 0u16;
     loop {
         let next = if heartbeat > 0 {
@@ -197,7 +197,8 @@ async fn writer(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>) {
             {
                 Ok(m) => m,
                 Err(_) => {
-                    if w.write_all(&wire::heartbeat()).await.is_err() {
+                    // TLS buffers records until flushed (a no-op on plain TCP).
+                    if w.write_all(&wire::heartbeat()).await.is_err() || w.flush().await.is_err() {
                         return;
                     }
                     continue;
@@ -225,7 +226,7 @@ async fn writer(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>) {
                         }
                     }
                 }
-                if w.write_all(&b).await.is_err() {
+                if w.write_all(&b).await.is_err() || w.flush().await.is_err() {
                     return;
                 }
                 drop(permits);
@@ -347,6 +348,8 @@ struct Conn {
     acked: Vec<Unacked>,
     /// The user that logged in.
     user: String,
+    /// Set on a TLS connection (see `external_user`).
+    tls: Option<TlsPeer>,
 }
 
 /// How a frame's handling ended.
@@ -363,16 +366,16 @@ enum Fail {
 }
 
 pub async fn run(
-    stream: TcpStream,
+    stream: MaybeTls,
     peer: SocketAddr,
     id: u64,
     vhost: Arc<Vhost>,
     config: AmqpServerConfig,
     alarm: AlarmState,
+    tls: Option<TlsPeer>,
 ) {
     let mut stream = stream;
     let mut peer = peer;
-    let _ = stream.set_nodelay(true);
     let mut header = [0u8; 8];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut header)).await {
         Ok(Ok(_)) => {}
@@ -457,6 +460,7 @@ pub async fn run(
         pending_bytes: 0,
         acked: Vec::new(),
         user: String::new(),
+        tls,
     };
     let heartbeat = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -617,12 +621,12 @@ const FORWARDED_ROUTE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves the connection here (`Some((stream, term))`) or relays it to the home node (`None` once
 /// that relay ends, or when no node serves the vhost in time).
 async fn route(
-    stream: TcpStream,
+    stream: MaybeTls,
     peer: SocketAddr,
     vhost: &Arc<Vhost>,
     header: &[u8],
     forwarded: bool,
-) -> Option<(TcpStream, u64)> {
+) -> Option<(MaybeTls, u64)> {
     // A forwarded client reconnects through its own node if this one is not the home.
     let wait = if forwarded {
         FORWARDED_ROUTE_TIMEOUT
@@ -702,6 +706,42 @@ impl Conn {
         }
     }
 
+    /// What `connection.start` offers: EXTERNAL only on TLS with a verified client
+    /// certificate (RabbitMQ's rabbitmq_auth_mechanism_ssl).
+    fn mechanisms(&self) -> String {
+        match &self.tls {
+            Some(t) if t.client_subject.is_some() => {
+                format!("{} {}", wire::SASL_MECHANISMS, wire::EXTERNAL)
+            }
+            _ => wire::SASL_MECHANISMS.to_string(),
+        }
+    }
+
+    /// The EXTERNAL login: the user named by the client certificate
+    /// (`ssl_cert_login_from`), who must exist in the user database.
+    fn external_user(
+        &self,
+        peer: SocketAddr,
+        config: &AmqpServerConfig,
+    ) -> Result<String, AmqpError> {
+        let tls = self.tls.as_ref();
+        let name = match config.ssl_cert_login_from {
+            crate::server::CertLoginFrom::DistinguishedName => {
+                tls.and_then(|t| t.client_subject.clone())
+            }
+            crate::server::CertLoginFrom::CommonName => tls.and_then(|t| t.client_cn.clone()),
+        };
+        match name {
+            Some(user) if self.vhost.user_exists(&user) => Ok(user),
+            name => {
+                tracing::info!(%peer, user = ?name, mechanism = wire::EXTERNAL, "AMQP login refused");
+                Err(AmqpError::refused(
+                    "Login was refused using authentication mechanism EXTERNAL. For details see the broker logfile.",
+                ))
+            }
+        }
+    }
+
     /// Start/StartOk, Tune/TuneOk, Open/OpenOk. Returns the negotiated heartbeat.
     async fn handshake(
         &mut self,
@@ -736,7 +776,7 @@ impl Conn {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: props,
-                mechanisms: LongString::from(wire::SASL_MECHANISMS),
+                mechanisms: LongString::from(self.mechanisms()),
                 locales: LongString::from("en_US"),
             })),
         )
@@ -755,23 +795,30 @@ impl Conn {
                 if t.inner().get("connection.blocked") == Some(&AMQPValue::Boolean(true))
         );
         let mechanism = ok.mechanism.as_str();
-        if !wire::SASL_MECHANISMS.split(' ').any(|m| m == mechanism) {
+        if !self.mechanisms().split(' ').any(|m| m == mechanism) {
             return Err(Some(AmqpError::refused(format!(
                 "unsupported authentication mechanism '{mechanism}' (offered: {})",
-                wire::SASL_MECHANISMS
+                self.mechanisms()
             ))));
         }
+        let external = if mechanism == wire::EXTERNAL {
+            Some(self.external_user(peer, config).map_err(Some)?)
+        } else {
+            None
+        };
         let (user, pass) =
             wire::sasl_credentials(mechanism, ok.response.as_bytes()).unwrap_or_default();
         let loopback = peer.ip().is_loopback();
-        if user != config.default_user || pass != config.default_pass || !loopback {
+        if external.is_none()
+            && (user != config.default_user || pass != config.default_pass || !loopback)
+        {
             tracing::info!(%peer, user = %user, mechanism, "AMQP login refused");
             return Err(Some(AmqpError::refused(format!(
                 "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.{}",
                 if loopback { "" } else { " (the default user may only connect via localhost)" }
             ))));
         }
-        self.user = user;
+        self.user = external.unwrap_or(user);
         self.reply(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {

@@ -167,8 +167,9 @@ pub async fn connect(
     Ok(up)
 }
 
-/// Copies bytes both ways until either side closes.
-pub async fn relay(mut client: TcpStream, mut up: TcpStream) {
+/// Copies bytes both ways until either side closes: a TLS client's decrypted bytes go
+/// to the home node in plaintext, over the cluster's own network.
+pub async fn relay(mut client: arctern_transport::MaybeTls, mut up: TcpStream) {
     let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
 }
 

@@ -25,5 +25,5 @@ pub mod vhost;
 pub mod wire;
 
 pub use alarm::AlarmConfig;
-pub use server::{serve, AmqpServerConfig};
+pub use server::{serve, AmqpServerConfig, CertLoginFrom};
 pub use vhost::{Vhost, VhostConfig};

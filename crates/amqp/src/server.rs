@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arctern_transport::ReloadableTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -31,6 +32,17 @@ pub struct AmqpServerConfig {
     /// `segment.bytes` of a queue's log (64 MiB): a queue deletes whole segments once every
     /// message in them is settled, so this bounds what settled messages still occupy.
     pub queue_segment_bytes: u64,
+    /// `ssl_cert_login_from`: which part of a client certificate names the EXTERNAL user.
+    pub ssl_cert_login_from: CertLoginFrom,
+}
+
+/// RabbitMQ's `ssl_cert_login_from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CertLoginFrom {
+    /// The subject DN in RFC 2253 form (`CN=alice,O=Test`), RabbitMQ's default.
+    #[default]
+    DistinguishedName,
+    CommonName,
 }
 
 impl Default for AmqpServerConfig {
@@ -44,18 +56,21 @@ impl Default for AmqpServerConfig {
             default_pass: "guest".into(),
             consumer_timeout_ms: 1_800_000,
             queue_segment_bytes: 64 << 20,
+            ssl_cert_login_from: CertLoginFrom::DistinguishedName,
         }
     }
 }
 
-/// Accepts connections until `shutdown` turns true.
+/// Accepts connections until `shutdown` turns true; over TLS when `tls` is set.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<ReloadableTls>>,
     vhost: Arc<Vhost>,
     config: AmqpServerConfig,
     alarm: AlarmState,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let name = if tls.is_some() { "amqp/ssl" } else { "amqp" };
     let ids = AtomicU64::new(1);
     loop {
         tokio::select! {
@@ -65,7 +80,13 @@ pub async fn serve(
                     let vhost = Arc::clone(&vhost);
                     let config = config.clone();
                     let alarm = alarm.clone();
-                    tokio::spawn(crate::connection::run(stream, peer, id, vhost, config, alarm));
+                    let tls = tls.clone();
+                    tokio::spawn(async move {
+                        let Some(a) = arctern_transport::accept(stream, peer, tls.as_deref(), name).await else {
+                            return;
+                        };
+                        crate::connection::run(a.stream, peer, id, vhost, config, alarm, a.tls).await
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "AMQP accept failed");

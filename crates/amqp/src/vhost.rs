@@ -473,6 +473,11 @@ impl Vhost {
     }
 
     /// Receives the home term (see `route_connection`).
+    /// Whether the user database (the metadata's `users`) has `name`.
+    pub fn user_exists(&self, name: &str) -> bool {
+        self.broker.cluster().users.contains_key(name)
+    }
+
     pub fn subscribe_term(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
         self.term.subscribe()
     }

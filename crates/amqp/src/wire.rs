@@ -239,6 +239,8 @@ pub fn decode_properties(b: &[u8]) -> Option<AMQPProperties> {
 
 /// The mechanisms `connection.start` offers, as RabbitMQ does by default.
 pub const SASL_MECHANISMS: &str = "PLAIN AMQPLAIN";
+/// Offered besides on a TLS connection with a verified client certificate.
+pub const EXTERNAL: &str = "EXTERNAL";
 
 /// User and password from a `connection.start-ok` response, for `mechanism` `PLAIN`
 /// (`[authzid] NUL authcid NUL passwd`, RFC 4616) or `AMQPLAIN` (RabbitMQ's: a field

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arctern_core::Broker;
 use arctern_kafka::KafkaServerConfig;
+use arctern_security::SecurityProtocol;
+use arctern_transport::{ReloadableTls, TlsSettings};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -71,7 +73,8 @@ struct ServeArgs {
     /// Data directory [default: ./arctern-data, or `log.dirs` from the config]
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Kafka listener `host:port` or `SASL_PLAINTEXT://host:port` [default: 127.0.0.1:9092, or `listeners` from the config]
+    /// Kafka listeners, `host:port` (PLAINTEXT) or Kafka's `NAME://host:port,...`
+    /// [default: 127.0.0.1:9092, or `listeners` from the config]
     #[arg(long)]
     kafka_listen: Option<String>,
     /// AMQP 0-9-1 listener address [default: 127.0.0.1:5672, or `amqp.listen` from the config]
@@ -126,41 +129,85 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .data_dir
         .or_else(|| file.log_dirs.clone())
         .unwrap_or_else(|| PathBuf::from("arctern-data"));
-    let (security_protocol, listen) = settings::parse_listener_protocol(
-        args.kafka_listen
-            .as_deref()
-            .or(file.listeners.as_deref())
-            .unwrap_or("127.0.0.1:9092"),
-    )?;
-    let sasl_config = settings::sasl_config(&file)?;
+    let kafka_listeners = settings::kafka_listeners(&file, args.kafka_listen.as_deref())?;
     let mut config = settings::broker_config(&file, data_dir)?;
     let group_config = settings::group_config(&file)?;
+    let sasl_config = settings::sasl_config(&file)?;
     let authorizer_config = settings::authorizer_config(&file)?;
+    // TLS material is loaded before anything binds: a bad certificate stops the start.
+    let mut reloadable: Vec<Arc<ReloadableTls>> = Vec::new();
+    let mut load_tls = |name: &str, s: &TlsSettings| -> Result<Arc<ReloadableTls>> {
+        let t = Arc::new(
+            ReloadableTls::new(name, s.clone())
+                .with_context(|| format!("loading the TLS material of listener {name}"))?,
+        );
+        reloadable.push(Arc::clone(&t));
+        Ok(t)
+    };
+    let (amqp_listen, amqp_ssl) = settings::amqp_listeners(&file, args.amqp_listen.as_deref())?;
+    let amqp_ssl = match amqp_ssl {
+        Some((addr, s)) => Some((addr, load_tls("amqp/ssl", &s)?)),
+        None => None,
+    };
+    let mut kafka_tls = Vec::new();
+    for l in &kafka_listeners.listeners {
+        kafka_tls.push(match &l.tls {
+            Some(s) => Some(load_tls(&l.name, s)?),
+            None => None,
+        });
+    }
     // Bound before the Kafka listener: whoever waits for the Kafka port to accept
     // connections may then connect to AMQP too (served once the vhost is loaded).
-    let amqp_listen = args
-        .amqp_listen
-        .or_else(|| file.amqp_listen.clone())
-        .unwrap_or_else(|| "127.0.0.1:5672".to_string());
     let amqp_config = settings::amqp_config(&file)?;
     let amqp_listener = TcpListener::bind(&amqp_listen)
         .await
         .with_context(|| format!("binding AMQP listener {amqp_listen}"))?;
-    let listener = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("binding Kafka listener {listen}"))?;
-    let bound: SocketAddr = listener.local_addr().context("reading bound address")?;
-    let advertised = match &file.advertised_listeners {
-        Some(a) => settings::parse_listener(a)?,
-        None => bound.to_string(),
+    let amqp_ssl_listener = match amqp_ssl {
+        Some((addr, tls)) => Some((
+            TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("binding AMQP TLS listener {addr}"))?,
+            tls,
+        )),
+        None => None,
     };
-    let (host, port) = advertised
-        .rsplit_once(':')
-        .with_context(|| format!("advertised listener '{advertised}' has no port"))?;
-    config.advertised_host = host.trim_matches(['[', ']']).to_string();
-    config.advertised_port = port
-        .parse()
-        .with_context(|| format!("bad port in '{advertised}'"))?;
+    let mut listeners = Vec::new();
+    for (l, tls) in kafka_listeners.listeners.iter().zip(kafka_tls) {
+        let bound = TcpListener::bind(&l.bind)
+            .await
+            .with_context(|| format!("binding Kafka listener {} {}", l.name, l.bind))?;
+        listeners.push((l, bound, tls));
+    }
+    let mut inter_broker = None;
+    for (l, bound, _) in &listeners {
+        let addr: SocketAddr = bound.local_addr().context("reading bound address")?;
+        let advertised = kafka_listeners
+            .advertised
+            .get(&l.name)
+            .cloned()
+            .unwrap_or_else(|| addr.to_string());
+        let (host, port) = advertised
+            .rsplit_once(':')
+            .with_context(|| format!("advertised listener '{advertised}' has no port"))?;
+        let host = host.trim_matches(['[', ']']).to_string();
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("bad port in '{advertised}'"))?;
+        if l.name == kafka_listeners.inter_broker {
+            inter_broker = Some((host.clone(), port, l.protocol));
+        }
+        config
+            .advertised_listeners
+            .push(arctern_metadata::ListenerEndpoint {
+                name: l.name.clone(),
+                host,
+                port,
+            });
+    }
+    let (host, port, inter_protocol) =
+        inter_broker.context("the inter-broker listener is not bound")?;
+    config.advertised_host = host;
+    config.advertised_port = i32::from(port);
 
     if let Some(id) = args.node_id {
         config.node_id = id;
@@ -175,6 +222,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let voters =
         arctern_metadata::parse_voters(&voters).context("parsing controller.quorum.voters")?;
     let node_id = u64::try_from(config.node_id).context("node.id must not be negative")?;
+    if !voters.is_empty() && inter_protocol.uses_sasl() {
+        // The replica fetcher does not authenticate with SASL; a single node fetches from
+        // nobody.
+        anyhow::bail!(
+            "inter.broker.listener.name {} uses {}: replicas fetch over PLAINTEXT or SSL only; name a PLAINTEXT or SSL listener as the inter-broker listener",
+            kafka_listeners.inter_broker,
+            inter_protocol.name()
+        );
+    }
+    let fetcher_tls = match kafka_listeners
+        .listeners
+        .iter()
+        .find(|l| l.name == kafka_listeners.inter_broker)
+        .and_then(|l| l.tls.as_ref())
+    {
+        // A single node fetches from nobody: no client config (nor truststore) needed.
+        Some(s) if inter_protocol == SecurityProtocol::Ssl && !voters.is_empty() => {
+            Some(s.client_config().with_context(|| {
+                format!("inter-broker listener {}", kafka_listeners.inter_broker)
+            })?)
+        }
+        _ => None,
+    };
     let raft_listen = if voters.is_empty() {
         String::new()
     } else {
@@ -212,6 +282,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             max_bytes: config.replica_fetch_max_bytes,
             max_wait_ms: config.replica_fetch_wait_max_ms,
             cluster_secret: cluster_secret.clone(),
+            tls: fetcher_tls,
         },
     ));
     let broker = Broker::start(config, Arc::clone(&metadata), fetcher)
@@ -222,7 +293,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .socket_request_max_bytes
             .map_or(Ok(104_857_600), usize::try_from)
             .context("socket.request.max.bytes must not be negative")?,
-        security_protocol,
         ..KafkaServerConfig::default()
     };
     tokio::spawn(initialize_defaults(
@@ -254,24 +324,38 @@ async fn serve(args: ServeArgs) -> Result<()> {
         arctern_security::ratelimit::LimiterConfig::default(),
     ));
     let (stop, stopped) = watch::channel(false);
-    let server = tokio::spawn(arctern_kafka::serve(
-        listener,
-        arctern_kafka::KafkaContext {
-            broker: Arc::clone(&broker),
-            groups: Arc::clone(&groups),
-            cluster_secret: cluster_secret.clone(),
-            authorizer: authorizer_config.map(|c| {
-                tracing::info!(super_users = ?c.super_users, allow_everyone_if_no_acl_found = c.allow_everyone_if_no_acl_found, "Kafka ACL authorizer on");
-                Arc::new(arctern_kafka::Authorizer::new(c, Arc::clone(&metadata)))
+    let ctx = arctern_kafka::KafkaContext {
+        broker: Arc::clone(&broker),
+        groups: Arc::clone(&groups),
+        cluster_secret: cluster_secret.clone(),
+        authorizer: authorizer_config.map(|c| {
+            tracing::info!(super_users = ?c.super_users, allow_everyone_if_no_acl_found = c.allow_everyone_if_no_acl_found, "Kafka ACL authorizer on");
+            Arc::new(arctern_kafka::Authorizer::new(c, Arc::clone(&metadata)))
+        }),
+        sasl: Arc::new(sasl_config),
+        // sasl helper: one limiter for every login; the AMQP listener should share it.
+        login_limiter: Arc::clone(&login_limiter),
+        metadata: arctern_kafka::MetadataHandle(Arc::clone(&metadata)),
+    };
+    let mut servers = Vec::new();
+    let mut bound_names = Vec::new();
+    for (l, bound, tls) in listeners {
+        let addr = bound.local_addr().context("reading bound address")?;
+        bound_names.push(format!("{}://{addr}", l.name));
+        servers.push(tokio::spawn(arctern_kafka::serve_listener(
+            bound,
+            Arc::new(arctern_kafka::ListenerInfo {
+                name: l.name.clone(),
+                protocol: l.protocol,
             }),
-            sasl: Arc::new(sasl_config),
-            // sasl helper: one limiter for every login; the AMQP listener should share it.
-            login_limiter: Arc::clone(&login_limiter),
-            metadata: arctern_kafka::MetadataHandle(Arc::clone(&metadata)),
-        },
-        server_config,
-        stopped,
-    ));
+            tls,
+            ctx.clone(),
+            server_config.clone(),
+            stopped.clone(),
+        )));
+    }
+    drop(stopped);
+    let reloader = arctern_transport::spawn_reloader(reloadable, stop.subscribe());
     let admin = match admin_socket::start(
         &broker.config().data_dir,
         Arc::clone(&metadata),
@@ -286,22 +370,43 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let alarm =
         arctern_amqp::alarm::start(settings::alarm_config(&file, &broker.config().data_dir)?);
-    let amqp_server = tokio::spawn(arctern_amqp::serve(
+    let mut amqp_servers = Vec::new();
+    if let Some((l, tls)) = amqp_ssl_listener {
+        let addr = l.local_addr().context("reading AMQP TLS bound address")?;
+        amqp_servers.push(tokio::spawn(arctern_amqp::serve(
+            l,
+            Some(tls),
+            Arc::clone(&vhost),
+            amqp_config.clone(),
+            alarm.clone(),
+            stop.subscribe(),
+        )));
+        tracing::info!(listen = %addr, "amqp TLS listener ready");
+    }
+    amqp_servers.push(tokio::spawn(arctern_amqp::serve(
         amqp_listener,
+        None,
         vhost,
         amqp_config,
         alarm,
         stop.subscribe(),
-    ));
+    )));
     tracing::info!(listen = %amqp_bound, "amqp listener ready");
-    tracing::info!(listen = %bound, protocol = security_protocol.name(), data_dir = %broker.config().data_dir.display(), "kafka listener ready");
+    tracing::info!(listeners = %bound_names.join(","), data_dir = %broker.config().data_dir.display(), "kafka listener ready");
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
     broker.controlled_shutdown().await;
     let _ = stop.send(true);
-    let _ = server.await;
-    let _ = amqp_server.await;
+    for s in servers {
+        let _ = s.await;
+    }
+    for s in amqp_servers {
+        let _ = s.await;
+    }
+    if let Some(r) = reloader {
+        let _ = r.await;
+    }
     if let Some(admin) = admin {
         let _ = admin.await;
     }

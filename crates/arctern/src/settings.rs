@@ -2,11 +2,13 @@
 //! variables override the file: `ARCTERN_` + the key upper-cased with dots as underscores
 //! (e.g. `ARCTERN_LOG_RETENTION_MS=60000`). Command-line flags override both.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use arctern_core::{BrokerConfig, TopicDefaults};
 use arctern_security::SecurityProtocol;
+use arctern_transport::{ClientAuth, PemSource, TlsSettings};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,7 +128,52 @@ pub struct FileConfig {
     /// A file holding `cluster.secret` (kept out of the config file; mode 0600).
     #[serde(rename = "cluster.secret.file")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// `NAME:PROTOCOL,...`: the security protocol of each listener name.
+    #[serde(rename = "listener.security.protocol.map")]
+    pub listener_security_protocol_map: Option<String>,
+    /// The listener other brokers fetch from (its advertised endpoint is the registered
+    /// host and port).
+    #[serde(rename = "inter.broker.listener.name")]
+    pub inter_broker_listener_name: Option<String>,
+    /// RabbitMQ's TLS listener: a port or `host:port`.
+    #[serde(rename = "listeners.ssl.default")]
+    pub listeners_ssl_default: Option<toml::Value>,
+    /// RabbitMQ's name for the plain AMQP listener (an alias of `amqp.listen`).
+    #[serde(rename = "listeners.tcp.default")]
+    pub listeners_tcp_default: Option<toml::Value>,
+    #[serde(rename = "ssl_options.cacertfile")]
+    pub ssl_options_cacertfile: Option<PathBuf>,
+    #[serde(rename = "ssl_options.certfile")]
+    pub ssl_options_certfile: Option<PathBuf>,
+    #[serde(rename = "ssl_options.keyfile")]
+    pub ssl_options_keyfile: Option<PathBuf>,
+    /// `verify_peer` or `verify_none`.
+    #[serde(rename = "ssl_options.verify")]
+    pub ssl_options_verify: Option<String>,
+    #[serde(rename = "ssl_options.fail_if_no_peer_cert")]
+    pub ssl_options_fail_if_no_peer_cert: Option<bool>,
+    /// `distinguished_name` or `common_name`: the EXTERNAL user of a client certificate.
+    #[serde(rename = "ssl_cert_login_from")]
+    pub ssl_cert_login_from: Option<String>,
+    /// Kafka's `ssl.*` keys and their per-listener `listener.name.<name>.ssl.*` overrides,
+    /// as written (see [`SSL_KEYS`]).
+    #[serde(skip)]
+    pub ssl: BTreeMap<String, String>,
 }
+
+/// Kafka's TLS keys, each also accepted as `listener.name.<name lower-case>.<key>`.
+pub const SSL_KEYS: &[&str] = &[
+    "ssl.keystore.type",
+    "ssl.keystore.location",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.key",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "ssl.truststore.type",
+    "ssl.truststore.location",
+    "ssl.truststore.certificates",
+    "ssl.client.auth",
+];
 
 /// Every key the file accepts, for the environment overlay.
 const KEYS: &[&str] = &[
@@ -181,6 +228,24 @@ const KEYS: &[&str] = &[
     "allow.everyone.if.no.acl.found",
     "cluster.secret",
     "cluster.secret.file",
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
+    "listeners.ssl.default",
+    "listeners.tcp.default",
+    "ssl_options.cacertfile",
+    "ssl_options.certfile",
+    "ssl_options.keyfile",
+    "ssl_options.verify",
+    "ssl_options.fail_if_no_peer_cert",
+    "ssl_cert_login_from",
+    "ssl.keystore.type",
+    "ssl.keystore.location",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.key",
+    "ssl.truststore.type",
+    "ssl.truststore.location",
+    "ssl.truststore.certificates",
+    "ssl.client.auth",
 ];
 
 /// Keys whose environment value is always a string (a secret may be all digits).
@@ -218,27 +283,47 @@ impl FileConfig {
                 table.insert((*key).to_string(), value);
             }
         }
-        FileConfig::deserialize(toml::Value::Table(table)).context("invalid config")
+        FileConfig::from_table(table)
     }
-}
 
-/// Parses `PLAINTEXT://host:port`, `SASL_PLAINTEXT://host:port` or `host:port`.
-pub fn parse_listener(s: &str) -> Result<String> {
-    Ok(parse_listener_protocol(s)?.1)
-}
-
-/// The first listener's security protocol and address (`host:port` alone is PLAINTEXT).
-// sasl helper: the single-listener form; the tls helper's multi-listener parsing replaces it.
-pub fn parse_listener_protocol(s: &str) -> Result<(SecurityProtocol, String)> {
-    let s = s.split(',').next().unwrap_or(s).trim();
-    match s.split_once("://") {
-        Some((proto, rest)) => match SecurityProtocol::parse(proto) {
-            Some(p @ (SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext)) => {
-                Ok((p, rest.to_string()))
+    /// Takes the `ssl.*` and `listener.name.*` keys out (their set is open-ended), then
+    /// deserializes the rest.
+    pub fn from_table(mut table: toml::Table) -> Result<FileConfig> {
+        let mut ssl = BTreeMap::new();
+        let keys: Vec<String> = table
+            .keys()
+            .filter(|k| k.starts_with("ssl.") || k.starts_with("listener.name."))
+            .cloned()
+            .collect();
+        for key in keys {
+            let base = match key.strip_prefix("listener.name.") {
+                Some(rest) => rest.split_once('.').map_or("", |(_, k)| k),
+                None => key.as_str(),
+            };
+            if !SSL_KEYS.contains(&base) {
+                bail!("invalid config: unknown key '{key}'");
             }
-            _ => bail!("listener protocol {proto} is not supported (PLAINTEXT or SASL_PLAINTEXT)"),
-        },
-        None => Ok((SecurityProtocol::Plaintext, s.to_string())),
+            let value = match table.remove(&key) {
+                Some(toml::Value::String(s)) => s,
+                Some(other) => other.to_string(),
+                None => continue,
+            };
+            ssl.insert(key, value);
+        }
+        let mut file: FileConfig =
+            FileConfig::deserialize(toml::Value::Table(table)).context("invalid config")?;
+        file.ssl = ssl;
+        Ok(file)
+    }
+
+    /// A Kafka `ssl.*` key for `listener`: its `listener.name.<listener>.` override first.
+    fn ssl_key(&self, listener: &str, key: &str) -> Option<&str> {
+        let prefixed = format!("listener.name.{}.{key}", listener.to_ascii_lowercase());
+        self.ssl
+            .get(&prefixed)
+            .or_else(|| self.ssl.get(key))
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -270,6 +355,247 @@ pub fn sasl_enabled_mechanisms(file: &FileConfig) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// One Kafka listener: `NAME://host:port` with its security protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaListener {
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    /// `host:port` to bind (an empty host binds every interface, as Kafka does).
+    pub bind: String,
+    /// Set for SSL and SASL_SSL.
+    pub tls: Option<TlsSettings>,
+}
+
+/// Every Kafka listener, where each is advertised, and the inter-broker one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaListeners {
+    pub listeners: Vec<KafkaListener>,
+    /// `host:port` per listener name from `advertised.listeners` (others advertise their
+    /// bound address).
+    pub advertised: BTreeMap<String, String>,
+    pub inter_broker: String,
+}
+
+/// Splits `NAME://host:port` (or a bare `host:port`, which is `default_name`).
+fn split_listener<'a>(s: &'a str, default_name: &'a str) -> Result<(String, &'a str)> {
+    match s.split_once("://") {
+        Some((name, addr)) if !name.is_empty() => Ok((name.to_ascii_uppercase(), addr)),
+        Some(_) => bail!("listener '{s}' has no name"),
+        None => Ok((default_name.to_string(), s)),
+    }
+}
+
+/// Kafka's listener keys: `listeners` (or the `--kafka-listen` flag, same syntax, which
+/// wins), `listener.security.protocol.map`, `advertised.listeners`,
+/// `inter.broker.listener.name`, and the TLS keys of each SSL/SASL_SSL listener.
+pub fn kafka_listeners(file: &FileConfig, flag: Option<&str>) -> Result<KafkaListeners> {
+    let spec = flag
+        .or(file.listeners.as_deref())
+        .unwrap_or("PLAINTEXT://127.0.0.1:9092");
+    let mut map: BTreeMap<String, SecurityProtocol> = BTreeMap::new();
+    if let Some(m) = &file.listener_security_protocol_map {
+        for entry in m.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, proto) = entry.split_once(':').with_context(|| {
+                format!("listener.security.protocol.map entry '{entry}' is not NAME:PROTOCOL")
+            })?;
+            let proto = SecurityProtocol::parse(proto.trim()).with_context(|| {
+                format!("listener.security.protocol.map: unknown security protocol '{proto}'")
+            })?;
+            map.insert(name.trim().to_ascii_uppercase(), proto);
+        }
+    }
+    let mut listeners: Vec<KafkaListener> = Vec::new();
+    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, addr) = split_listener(entry, "PLAINTEXT")?;
+        let protocol = map
+            .get(&name)
+            .copied()
+            .or_else(|| SecurityProtocol::parse(&name))
+            .with_context(|| format!("listener {name} is not in listener.security.protocol.map"))?;
+        if listeners.iter().any(|l| l.name == name) {
+            bail!("listener name {name} appears twice in listeners");
+        }
+        let (host, port) = addr
+            .rsplit_once(':')
+            .with_context(|| format!("listener '{entry}' has no port"))?;
+        port.parse::<u16>()
+            .with_context(|| format!("bad port in listener '{entry}'"))?;
+        let host = if host.is_empty() { "0.0.0.0" } else { host };
+        let tls = if protocol.uses_tls() {
+            Some(kafka_tls(file, &name)?)
+        } else {
+            None
+        };
+        listeners.push(KafkaListener {
+            name,
+            protocol,
+            bind: format!("{host}:{port}"),
+            tls,
+        });
+    }
+    let first = listeners
+        .first()
+        .context("listeners is empty")?
+        .name
+        .clone();
+    let mut advertised = BTreeMap::new();
+    if let Some(a) = &file.advertised_listeners {
+        for entry in a.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, addr) = split_listener(entry, &first)?;
+            if !listeners.iter().any(|l| l.name == name) {
+                bail!("advertised.listeners names {name}, which is not in listeners");
+            }
+            advertised.insert(name, addr.to_string());
+        }
+    }
+    let inter_broker = match &file.inter_broker_listener_name {
+        Some(n) => {
+            let n = n.to_ascii_uppercase();
+            if !listeners.iter().any(|l| l.name == n) {
+                bail!("inter.broker.listener.name {n} is not in listeners");
+            }
+            n
+        }
+        // Kafka's default, security.inter.broker.protocol = PLAINTEXT, picks the listener
+        // named PLAINTEXT; without one, the first listener.
+        None => listeners
+            .iter()
+            .find(|l| l.name == "PLAINTEXT")
+            .map_or(first, |l| l.name.clone()),
+    };
+    Ok(KafkaListeners {
+        listeners,
+        advertised,
+        inter_broker,
+    })
+}
+
+/// The TLS material of Kafka listener `name` (PEM only).
+fn kafka_tls(file: &FileConfig, name: &str) -> Result<TlsSettings> {
+    let key = |k: &str| file.ssl_key(name, k);
+    for typ in ["ssl.keystore.type", "ssl.truststore.type"] {
+        if let Some(t) = key(typ) {
+            if !t.eq_ignore_ascii_case("PEM") {
+                bail!("listener {name}: {typ} {t} is not supported (only PEM)");
+            }
+        }
+    }
+    if key("ssl.key.password").is_some() {
+        bail!("listener {name}: ssl.key.password is not supported (use an unencrypted PEM key, readable only by the broker)");
+    }
+    let inline = |k: &str, pem: &str| PemSource::Inline {
+        key: k.to_string(),
+        pem: pem.to_string(),
+    };
+    let (cert_chain, private_key) = match (
+        key("ssl.keystore.location"),
+        key("ssl.keystore.certificate.chain"),
+        key("ssl.keystore.key"),
+    ) {
+        (Some(loc), _, _) => (
+            PemSource::File(PathBuf::from(loc)),
+            PemSource::File(PathBuf::from(loc)),
+        ),
+        (None, Some(chain), Some(k)) => (
+            inline("ssl.keystore.certificate.chain", chain),
+            inline("ssl.keystore.key", k),
+        ),
+        _ => bail!(
+            "listener {name} uses TLS: set ssl.keystore.location (a PEM file with the key and the certificate chain) or ssl.keystore.certificate.chain and ssl.keystore.key"
+        ),
+    };
+    let ca = match (
+        key("ssl.truststore.location"),
+        key("ssl.truststore.certificates"),
+    ) {
+        (Some(loc), _) => Some(PemSource::File(PathBuf::from(loc))),
+        (None, Some(pem)) => Some(inline("ssl.truststore.certificates", pem)),
+        (None, None) => None,
+    };
+    let client_auth = match key("ssl.client.auth") {
+        Some(v) => ClientAuth::parse(v).with_context(|| {
+            format!(
+                "listener {name}: ssl.client.auth must be required, requested or none, not '{v}'"
+            )
+        })?,
+        None => ClientAuth::None,
+    };
+    if client_auth != ClientAuth::None && ca.is_none() {
+        bail!("listener {name}: ssl.client.auth {v} needs ssl.truststore.location or ssl.truststore.certificates", v = key("ssl.client.auth").unwrap_or_default());
+    }
+    Ok(TlsSettings {
+        cert_chain,
+        key: private_key,
+        ca,
+        client_auth,
+    })
+}
+
+/// The AMQP listeners: plain (`--amqp-listen`, `amqp.listen` or RabbitMQ's
+/// `listeners.tcp.default`) and, with `listeners.ssl.default`, TLS with `ssl_options.*`.
+pub fn amqp_listeners(
+    file: &FileConfig,
+    flag: Option<&str>,
+) -> Result<(String, Option<(String, TlsSettings)>)> {
+    let addr = |v: &toml::Value, key: &str, default_host: &str| -> Result<String> {
+        match v {
+            toml::Value::Integer(p) => {
+                let p = u16::try_from(*p).with_context(|| format!("{key}: bad port {p}"))?;
+                Ok(format!("{default_host}:{p}"))
+            }
+            toml::Value::String(s) if s.parse::<u16>().is_ok() => Ok(format!("{default_host}:{s}")),
+            toml::Value::String(s) if s.contains(':') => Ok(s.clone()),
+            other => bail!("{key} must be a port or host:port, not {other}"),
+        }
+    };
+    let plain = match (flag, &file.amqp_listen, &file.listeners_tcp_default) {
+        (Some(f), _, _) => f.to_string(),
+        (None, Some(a), _) => a.clone(),
+        (None, None, Some(v)) => addr(v, "listeners.tcp.default", "127.0.0.1")?,
+        (None, None, None) => "127.0.0.1:5672".to_string(),
+    };
+    let Some(ssl) = &file.listeners_ssl_default else {
+        return Ok((plain, None));
+    };
+    let host = plain
+        .rsplit_once(':')
+        .map_or("127.0.0.1", |(h, _)| h)
+        .to_string();
+    let ssl_addr = addr(ssl, "listeners.ssl.default", &host)?;
+    let (Some(cert), Some(key)) = (&file.ssl_options_certfile, &file.ssl_options_keyfile) else {
+        bail!("listeners.ssl.default needs ssl_options.certfile and ssl_options.keyfile");
+    };
+    let verify = match file.ssl_options_verify.as_deref() {
+        None | Some("verify_none") => false,
+        Some("verify_peer") => true,
+        Some(v) => bail!("ssl_options.verify must be verify_peer or verify_none, not '{v}'"),
+    };
+    let client_auth = match (
+        verify,
+        file.ssl_options_fail_if_no_peer_cert.unwrap_or(false),
+    ) {
+        (false, _) => ClientAuth::None,
+        (true, false) => ClientAuth::Requested,
+        (true, true) => ClientAuth::Required,
+    };
+    let ca = file.ssl_options_cacertfile.clone().map(PemSource::File);
+    if client_auth != ClientAuth::None && ca.is_none() {
+        bail!("ssl_options.verify = verify_peer needs ssl_options.cacertfile");
+    }
+    Ok((
+        plain,
+        Some((
+            ssl_addr,
+            TlsSettings {
+                cert_chain: PemSource::File(cert.clone()),
+                key: PemSource::File(key.clone()),
+                ca,
+                client_auth,
+            },
+        )),
+    ))
 }
 
 fn non_negative(key: &str, v: i64) -> Result<u64> {
@@ -427,6 +753,13 @@ pub fn amqp_config(file: &FileConfig) -> Result<arctern_amqp::AmqpServerConfig> 
     if let Some(v) = file.amqp_queue_segment_bytes {
         c.queue_segment_bytes = non_negative("amqp.queue_segment_bytes", v)?;
     }
+    c.ssl_cert_login_from = match file.ssl_cert_login_from.as_deref() {
+        None | Some("distinguished_name") => arctern_amqp::CertLoginFrom::DistinguishedName,
+        Some("common_name") => arctern_amqp::CertLoginFrom::CommonName,
+        Some(v) => {
+            bail!("ssl_cert_login_from must be distinguished_name or common_name, not '{v}'")
+        }
+    };
     // A segment holds at least one message's batch.
     if c.queue_segment_bytes < c.max_message_size as u64 + 8192 {
         bail!("amqp.queue_segment_bytes must be at least amqp.max_message_size + 8192");
@@ -592,7 +925,7 @@ mod tests {
                 "{key} missing from the example config"
             );
         }
-        let file = FileConfig::deserialize(toml::Value::Table(table)).expect("keys are valid");
+        let file = FileConfig::from_table(table).expect("keys are valid");
         broker_config(&file, PathBuf::from("x")).expect("values are valid");
         let amqp = amqp_config(&file).expect("amqp values are valid");
         let d = arctern_amqp::AmqpServerConfig::default();
@@ -620,6 +953,14 @@ mod tests {
             arctern_groups::GroupConfig::default(),
             "the example documents the defaults"
         );
+    }
+
+    fn file(pairs: &[(&str, &str)]) -> FileConfig {
+        let mut t = toml::Table::new();
+        for (k, v) in pairs {
+            t.insert((*k).into(), toml::Value::String((*v).into()));
+        }
+        FileConfig::from_table(t).expect("valid")
     }
 
     #[test]
@@ -676,20 +1017,26 @@ mod tests {
     }
 
     #[test]
-    fn listener_forms() {
+    fn default_and_flag_listeners_are_todays() {
+        let l = kafka_listeners(&FileConfig::default(), None).expect("ok");
+        assert_eq!(l.listeners.len(), 1);
+        assert_eq!(l.listeners[0].name, "PLAINTEXT");
+        assert_eq!(l.listeners[0].bind, "127.0.0.1:9092");
+        assert_eq!(l.inter_broker, "PLAINTEXT");
+        let l = kafka_listeners(&FileConfig::default(), Some("127.0.0.1:1")).expect("ok");
+        assert_eq!(l.listeners[0].bind, "127.0.0.1:1");
+        assert_eq!(l.listeners[0].protocol, SecurityProtocol::Plaintext);
+        // A bare advertised address is the first listener's, as before.
+        let f = file(&[("advertised.listeners", "h:5")]);
+        let l = kafka_listeners(&f, Some("127.0.0.1:1")).expect("ok");
         assert_eq!(
-            parse_listener("PLAINTEXT://127.0.0.1:9092").unwrap(),
-            "127.0.0.1:9092"
+            l.advertised.get("PLAINTEXT").map(String::as_str),
+            Some("h:5")
         );
-        assert_eq!(parse_listener("127.0.0.1:1").unwrap(), "127.0.0.1:1");
-        assert!(parse_listener("SSL://x:1").is_err());
-        assert_eq!(
-            parse_listener_protocol("SASL_PLAINTEXT://127.0.0.1:9093").unwrap(),
-            (
-                SecurityProtocol::SaslPlaintext,
-                "127.0.0.1:9093".to_string()
-            )
-        );
+    }
+
+    #[test]
+    fn sasl_mechanisms() {
         let file = FileConfig {
             sasl_enabled_mechanisms: Some("scram-sha-512, PLAIN".into()),
             ..FileConfig::default()
@@ -703,5 +1050,116 @@ mod tests {
             ..FileConfig::default()
         };
         assert!(sasl_enabled_mechanisms(&file).is_err());
+    }
+
+    #[test]
+    fn kafka_listener_syntax_with_custom_names_and_overrides() {
+        let f = file(&[
+            (
+                "listeners",
+                "CLIENT://127.0.0.1:9093,INTERNAL://:9092,SASL_SSL://h:9094",
+            ),
+            (
+                "listener.security.protocol.map",
+                "CLIENT:SSL,INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL",
+            ),
+            ("advertised.listeners", "CLIENT://broker1:9093"),
+            ("inter.broker.listener.name", "internal"),
+            ("ssl.keystore.location", "/k.pem"),
+            ("ssl.truststore.location", "/ca.pem"),
+            ("listener.name.client.ssl.client.auth", "required"),
+            ("listener.name.sasl_ssl.ssl.keystore.location", "/other.pem"),
+        ]);
+        let l = kafka_listeners(&f, None).expect("ok");
+        let names: Vec<_> = l
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.protocol))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("CLIENT", SecurityProtocol::Ssl),
+                ("INTERNAL", SecurityProtocol::Plaintext),
+                ("SASL_SSL", SecurityProtocol::SaslSsl)
+            ]
+        );
+        assert_eq!(l.listeners[1].bind, "0.0.0.0:9092");
+        assert_eq!(l.inter_broker, "INTERNAL");
+        let client = l.listeners[0].tls.as_ref().expect("tls");
+        assert_eq!(client.client_auth, ClientAuth::Required);
+        assert_eq!(client.key, PemSource::File("/k.pem".into()));
+        let sasl = l.listeners[2].tls.as_ref().expect("tls");
+        assert_eq!(sasl.client_auth, ClientAuth::None);
+        assert_eq!(sasl.cert_chain, PemSource::File("/other.pem".into()));
+        assert!(l.listeners[1].tls.is_none());
+    }
+
+    #[test]
+    fn listener_mistakes_are_refused() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[("listeners", "SSL://x:1")],
+            &[("listeners", "FOO://x:1")],
+            &[("listeners", "PLAINTEXT://x:1,PLAINTEXT://x:2")],
+            &[("listeners", "PLAINTEXT://x")],
+            &[
+                ("listeners", "PLAINTEXT://x:1"),
+                ("inter.broker.listener.name", "SSL"),
+            ],
+            &[
+                ("listeners", "PLAINTEXT://x:1"),
+                ("advertised.listeners", "SSL://x:1"),
+            ],
+            &[
+                ("listeners", "SSL://x:1"),
+                ("ssl.keystore.location", "/k"),
+                ("ssl.keystore.type", "JKS"),
+            ],
+            &[
+                ("listeners", "SSL://x:1"),
+                ("ssl.keystore.location", "/k"),
+                ("ssl.client.auth", "required"),
+            ],
+        ];
+        for c in cases {
+            assert!(kafka_listeners(&file(c), None).is_err(), "{c:?}");
+        }
+        let mut t = toml::Table::new();
+        t.insert("ssl.bogus".into(), toml::Value::String("x".into()));
+        assert!(FileConfig::from_table(t).is_err());
+    }
+
+    #[test]
+    fn amqp_tls_listener_from_rabbitmq_keys() {
+        let mut t = toml::Table::new();
+        t.insert("listeners.ssl.default".into(), toml::Value::Integer(5671));
+        t.insert(
+            "ssl_options.certfile".into(),
+            toml::Value::String("/c.pem".into()),
+        );
+        t.insert(
+            "ssl_options.keyfile".into(),
+            toml::Value::String("/k.pem".into()),
+        );
+        t.insert(
+            "ssl_options.cacertfile".into(),
+            toml::Value::String("/ca.pem".into()),
+        );
+        t.insert(
+            "ssl_options.verify".into(),
+            toml::Value::String("verify_peer".into()),
+        );
+        t.insert(
+            "ssl_options.fail_if_no_peer_cert".into(),
+            toml::Value::Boolean(true),
+        );
+        let f = FileConfig::from_table(t).expect("valid");
+        let (plain, ssl) = amqp_listeners(&f, Some("127.0.0.2:5000")).expect("ok");
+        assert_eq!(plain, "127.0.0.2:5000");
+        let (addr, tls) = ssl.expect("tls");
+        assert_eq!(addr, "127.0.0.2:5671");
+        assert_eq!(tls.client_auth, ClientAuth::Required);
+        let (plain, ssl) = amqp_listeners(&FileConfig::default(), None).expect("ok");
+        assert_eq!((plain.as_str(), ssl), ("127.0.0.1:5672", None));
     }
 }

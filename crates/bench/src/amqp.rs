@@ -97,6 +97,11 @@ pub struct AmqpBenchArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// The CA (PEM) that signs the broker's certificate, for an `amqps://` URI (lapin
+    /// clients only). User and password are the URI's.
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+
     /// The client library of the consumer (consume) or of the publishers (tx): a second
     /// client shows whether the client is the bound. The consume fill always uses lapin.
     #[arg(long, value_enum, default_value_t = ClientLib::Lapin)]
@@ -223,9 +228,19 @@ impl AmqpStats {
 }
 
 async fn connect(uri: &str) -> Result<Connection> {
-    Connection::connect(uri, ConnectionProperties::default())
-        .await
-        .with_context(|| format!("connecting to {}", redact(uri)))
+    let connected = match TLS_CA.get() {
+        Some(pem) => {
+            let tls = lapin::tcp::OwnedTLSConfig {
+                identity: None,
+                cert_chain: Some(pem.clone()),
+            };
+            let runtime = lapin::runtime::default_runtime()?;
+            Connection::connect_with_config(uri, ConnectionProperties::default(), tls, runtime)
+                .await
+        }
+        None => Connection::connect(uri, ConnectionProperties::default()).await,
+    };
+    connected.with_context(|| format!("connecting to {}", redact(uri)))
 }
 
 /// The URI without its password.
@@ -254,7 +269,15 @@ fn properties() -> BasicProperties {
 }
 
 /// Runs the scenario described by `args` and prints its figures.
+/// The `--tls-ca` PEM, for every lapin connection of the run.
+static TLS_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 pub async fn run(args: AmqpBenchArgs) -> Result<()> {
+    if let Some(ca) = &args.tls_ca {
+        let pem = std::fs::read_to_string(ca)
+            .with_context(|| format!("reading TLS CA {}", ca.display()))?;
+        let _ = TLS_CA.set(pem);
+    }
     if args.publishers == 0 {
         bail!("--publishers must be at least 1");
     }

@@ -6,14 +6,20 @@
 //! reader matches responses to requests by position and checks the correlation id.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::{Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+use crate::security::{self, SaslMechanism, ScramClient};
+
+type Rd = Box<dyn AsyncRead + Send + Unpin>;
+type Wr = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Largest response frame we accept (a fetch response is bounded by the `max_bytes` we ask for).
 const MAX_FRAME: usize = 512 * 1024 * 1024;
@@ -77,7 +83,7 @@ impl Versions {
 
 /// The sending half: encodes and frames requests.
 pub struct FrameWriter {
-    wr: OwnedWriteHalf,
+    wr: Wr,
     buf: BytesMut,
     next_correlation_id: i32,
 }
@@ -98,6 +104,8 @@ impl FrameWriter {
             .write_all(&self.buf)
             .await
             .context("writing request to broker")?;
+        // TLS holds records until flushed (a no-op on plain TCP).
+        self.wr.flush().await.context("writing request to broker")?;
         // Don't keep a huge buffer around after an unusually large request.
         if self.buf.capacity() > 16 * 1024 * 1024 {
             self.buf = BytesMut::with_capacity(64 * 1024);
@@ -108,7 +116,7 @@ impl FrameWriter {
 
 /// The receiving half: reads frames and decodes responses.
 pub struct FrameReader {
-    rd: BufReader<OwnedReadHalf>,
+    rd: BufReader<Rd>,
     /// Receive buffer. Frames are split off it; once the caller drops a frame, `reserve`
     /// reclaims the same allocation, so large fetch responses don't cost fresh page faults.
     buf: BytesMut,
@@ -183,7 +191,27 @@ impl Conn {
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true).context("setting TCP_NODELAY")?;
-        let (rd, wr) = stream.into_split();
+        let sec = security::get();
+        let (rd, wr): (Rd, Wr) = match &sec.tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                (Box::new(rd), Box::new(wr))
+            }
+            Some(tls) => {
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr, |(h, _)| h)
+                    .trim_matches(['[', ']']);
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .with_context(|| format!("bad TLS server name {host}"))?;
+                let s = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+                    .connect(name, stream)
+                    .await
+                    .with_context(|| format!("TLS handshake with {addr}"))?;
+                let (rd, wr) = tokio::io::split(s);
+                (Box::new(rd), Box::new(wr))
+            }
+        };
         let mut conn = Self {
             writer: FrameWriter {
                 wr,
@@ -206,7 +234,68 @@ impl Conn {
             resp.error_code
         );
         conn.versions = Versions::from_response(&resp);
+        if let Some(sasl) = &sec.sasl {
+            conn.authenticate(sasl)
+                .await
+                .context("SASL authentication")?;
+        }
         Ok(conn)
+    }
+
+    /// SaslHandshake v1 then SaslAuthenticate v1 rounds (KIP-152).
+    async fn authenticate(&mut self, sasl: &security::Sasl) -> Result<()> {
+        let hs = self
+            .call_version(
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(sasl.mechanism.name())),
+                1,
+            )
+            .await?;
+        ensure!(
+            hs.error_code == 0,
+            "SaslHandshake error {} (broker offers {:?})",
+            hs.error_code,
+            hs.mechanisms
+        );
+        match sasl.mechanism {
+            SaslMechanism::Plain => {
+                let token = format!("\0{}\0{}", sasl.username, sasl.password);
+                self.sasl_round(token.into_bytes()).await?;
+            }
+            m => {
+                let nonce: String = {
+                    use rand::Rng;
+                    let mut r = rand::thread_rng();
+                    (0..24)
+                        .map(|_| r.sample(rand::distributions::Alphanumeric) as char)
+                        .collect()
+                };
+                let mut scram = ScramClient::new(m, &sasl.username, &sasl.password, nonce);
+                let first = self.sasl_round(scram.client_first().into_bytes()).await?;
+                let first = String::from_utf8(first.to_vec()).context("SCRAM server-first")?;
+                let fin = scram.client_final(&first)?;
+                let last = self.sasl_round(fin.into_bytes()).await?;
+                scram.verify_server_final(&String::from_utf8_lossy(&last))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sasl_round(&mut self, bytes: Vec<u8>) -> Result<Bytes> {
+        let r = self
+            .call_version(
+                &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes)),
+                1,
+            )
+            .await?;
+        if r.error_code != 0 {
+            bail!(
+                "SaslAuthenticate error {}: {}",
+                r.error_code,
+                r.error_message.as_deref().unwrap_or("")
+            );
+        }
+        Ok(r.auth_bytes)
     }
 
     /// Sends a request at an explicit version and waits for its response.

@@ -14,6 +14,7 @@ pub mod amqp;
 mod conn;
 mod consume;
 mod produce;
+pub mod security;
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -107,6 +108,21 @@ pub struct BenchArgs {
     /// Print one JSON line with the results on stdout (the human summary goes to stderr).
     #[arg(long)]
     pub json: bool,
+
+    /// Connect with TLS (the SSL / SASL_SSL listener), trusting this CA file (PEM).
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// SASL mechanism (the SASL_PLAINTEXT / SASL_SSL listener); needs --sasl-username.
+    #[arg(long, value_enum)]
+    pub sasl_mechanism: Option<security::SaslMechanism>,
+
+    #[arg(long)]
+    pub sasl_username: Option<String>,
+
+    /// The SASL password (or the environment variable ARCTERN_BENCH_SASL_PASSWORD).
+    #[arg(long, env = "ARCTERN_BENCH_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +185,16 @@ fn per_sec(n: f64, d: Duration) -> f64 {
 
 /// Runs the benchmark described by `args` and prints its figures.
 pub async fn run(args: BenchArgs) -> Result<()> {
+    let sasl = match (args.sasl_mechanism, &args.sasl_username) {
+        (Some(mechanism), Some(user)) => Some(security::Sasl {
+            mechanism,
+            username: user.clone(),
+            password: args.sasl_password.clone().unwrap_or_default(),
+        }),
+        (Some(_), None) => bail!("--sasl-mechanism needs --sasl-username"),
+        (None, _) => None,
+    };
+    security::configure(args.tls_ca.as_deref(), sasl)?;
     if args.partitions <= 0 {
         bail!("--partitions must be at least 1");
     }

@@ -214,11 +214,12 @@ impl Broker {
         })?;
         broker
             .metadata
-            .register_broker(
+            .register_broker_with_listeners(
                 broker.config.node_id,
                 broker.config.advertised_host.clone(),
                 port,
                 broker.incarnation,
+                broker.config.advertised_listeners.clone(),
             )
             .await
             .map_err(metadata_error)?;

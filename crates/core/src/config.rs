@@ -15,6 +15,10 @@ pub struct BrokerConfig {
     /// Host and port advertised in Metadata responses.
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// Every listener's advertised endpoint (`advertised.listeners`), registered with the
+    /// metadata so Metadata answers with the endpoints of the listener asked; empty: only
+    /// `advertised_host`/`advertised_port` (the inter-broker listener's).
+    pub advertised_listeners: Vec<arctern_metadata::ListenerEndpoint>,
     /// `auto.create.topics.enable`
     pub auto_create_topics: bool,
     /// `num.partitions`: partitions of an auto-created topic or CreateTopics with -1.
@@ -89,6 +93,7 @@ impl Default for BrokerConfig {
             node_id: 1,
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092,
+            advertised_listeners: Vec::new(),
             auto_create_topics: true,
             num_partitions: 1,
             default_replication_factor: 1,

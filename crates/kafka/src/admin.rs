@@ -345,6 +345,7 @@ pub(crate) fn describe_cluster(
     version: i16,
     cluster_id: &str,
     authz: &Authz,
+    listener: &str,
 ) -> DescribeClusterResponse {
     let base = DescribeClusterResponse::default().with_cluster_id(s(cluster_id));
     // endpoint_type 2 (controllers) is for KIP-919 clients talking to controllers.
@@ -360,10 +361,11 @@ pub(crate) fn describe_cluster(
         .values()
         .filter(|b| !b.fenced)
         .map(|b| {
+            let (host, port) = b.endpoint(listener);
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.broker_id))
-                .with_host(s(b.host.clone()))
-                .with_port(i32::from(b.port))
+                .with_host(s(host.to_string()))
+                .with_port(i32::from(port))
                 .with_rack(b.rack.clone().map(s))
         })
         .collect();

@@ -97,6 +97,26 @@ pub struct Origin {
     /// Who the connection authenticated as (`Anonymous` until SASL or a client
     /// certificate says otherwise).
     pub principal: Arc<Principal>,
+    /// The listener the request arrived on: Metadata answers with that listener's
+    /// endpoints; SASL listeners authenticate first.
+    pub listener: Arc<ListenerInfo>,
+}
+
+/// A Kafka listener's name (`PLAINTEXT`, `SSL`, `CLIENT`...) and security protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub protocol: arctern_security::SecurityProtocol,
+}
+
+impl ListenerInfo {
+    /// Today's default: one PLAINTEXT listener named PLAINTEXT.
+    pub fn plaintext() -> ListenerInfo {
+        ListenerInfo {
+            name: "PLAINTEXT".into(),
+            protocol: arctern_security::SecurityProtocol::Plaintext,
+        }
+    }
 }
 
 /// Whether a request must run alone on its connection: after every earlier request has
@@ -121,7 +141,9 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
         RequestKind::Metadata(r) => {
             let broker = Arc::clone(broker);
             Reply::Later(Box::pin(async move {
-                ResponseKind::Metadata(metadata(&broker, r, version, &authz).await)
+                ResponseKind::Metadata(
+                    metadata(&broker, r, version, &authz, &origin.listener.name).await,
+                )
             }))
         }
         RequestKind::Produce(r) => produce(broker, r, &authz),
@@ -180,13 +202,24 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
         RequestKind::DeleteRecords(r) => now(ResponseKind::DeleteRecords(admin::delete_records(
             broker, r, &authz,
         ))),
-        RequestKind::DescribeCluster(r) => now(ResponseKind::DescribeCluster(
-            admin::describe_cluster(broker, r, version, CLUSTER_ID, &authz),
-        )),
+        RequestKind::DescribeCluster(r) => {
+            now(ResponseKind::DescribeCluster(admin::describe_cluster(
+                broker,
+                r,
+                version,
+                CLUSTER_ID,
+                &authz,
+                &origin.listener.name,
+            )))
+        }
         RequestKind::FindCoordinator(r) => {
             let groups = Arc::clone(&ctx.groups);
+            let broker = Arc::clone(broker);
             Reply::Later(Box::pin(async move {
-                ResponseKind::FindCoordinator(find_coordinator(&groups, r, version, &authz).await)
+                ResponseKind::FindCoordinator(
+                    find_coordinator(&groups, &broker, r, version, &authz, &origin.listener.name)
+                        .await,
+                )
             }))
         }
         RequestKind::JoinGroup(r) => {
@@ -330,6 +363,7 @@ async fn metadata(
     req: MetadataRequest,
     version: i16,
     authz: &Authz,
+    listener: &str,
 ) -> MetadataResponse {
     // v0 and a null topic list (v1+) mean "all topics"; v4+ carries the auto-create flag.
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
@@ -395,10 +429,11 @@ async fn metadata(
         .values()
         .filter(|b| !b.fenced)
         .map(|b| {
+            let (host, port) = b.endpoint(listener);
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.broker_id))
-                .with_host(s(b.host.clone()))
-                .with_port(i32::from(b.port))
+                .with_host(s(host.to_string()))
+                .with_port(i32::from(port))
                 .with_rack(b.rack.clone().map(s))
         })
         .collect();
@@ -1070,10 +1105,22 @@ const NO_TRANSACTIONS_CODE: ResponseError = ResponseError::TransactionalIdAuthor
 /// transactional key gets `NO_TRANSACTIONS_CODE`.
 async fn find_coordinator(
     groups: &arctern_groups::GroupCoordinator,
+    broker: &Broker,
     req: FindCoordinatorRequest,
     version: i16,
     authz: &Authz,
+    listener: &str,
 ) -> FindCoordinatorResponse {
+    // The coordinator's endpoint on the listener asked (its registered one otherwise).
+    let endpoint = |node_id: i32, host: String, port: i32| -> (String, i32) {
+        match broker.cluster().brokers.get(&node_id) {
+            Some(b) => {
+                let (h, p) = b.endpoint(listener);
+                (h.to_string(), i32::from(p))
+            }
+            None => (host, port),
+        }
+    };
     let key_type = req.key_type;
     let answer = |key: StrBytes| async move {
         let refused = |code: i16, msg: String| {
@@ -1091,11 +1138,14 @@ async fn find_coordinator(
                 refused(e.code(), e.to_string())
             }
             KEY_TYPE_GROUP => match groups.find_coordinator(&key).await {
-                Ok(c) => Coordinator::default()
-                    .with_key(key.clone())
-                    .with_node_id(BrokerId(c.node_id))
-                    .with_host(s(c.host))
-                    .with_port(c.port),
+                Ok(c) => {
+                    let (host, port) = endpoint(c.node_id, c.host, c.port);
+                    Coordinator::default()
+                        .with_key(key.clone())
+                        .with_node_id(BrokerId(c.node_id))
+                        .with_host(s(host))
+                        .with_port(port)
+                }
                 Err(e) => refused(crate::errors::group_error_code(e), e.to_string()),
             },
             KEY_TYPE_TRANSACTION => refused(NO_TRANSACTIONS_CODE.code(), NO_TRANSACTIONS.into()),

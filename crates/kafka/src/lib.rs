@@ -14,5 +14,5 @@ pub use scram_admin::MetadataHandle;
 mod server;
 
 pub use authz::Authorizer;
-pub use handlers::{KafkaContext, Origin};
-pub use server::{serve, KafkaServerConfig};
+pub use handlers::{KafkaContext, ListenerInfo, Origin};
+pub use server::{serve, serve_listener, KafkaServerConfig};

@@ -20,14 +20,14 @@ use arctern_kafka_wire::kafka_protocol::protocol::StrBytes;
 use arctern_kafka_wire::{
     decode_request, encode_response, frame_length, unsupported_api_versions_response, DecodeError,
 };
-use arctern_security::{Principal, SecurityProtocol};
+use arctern_security::{Principal, TlsPeer};
+use arctern_transport::{MaybeTls, MaybeTlsWrite, ReloadableTls};
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, RwLock};
 
-use crate::handlers::{dispatch, runs_alone, KafkaContext, Origin, Reply};
+use crate::handlers::{dispatch, runs_alone, KafkaContext, ListenerInfo, Origin, Reply};
 use crate::sasl::{Gate, SaslSession, MAX_UNAUTHENTICATED_FRAME};
 
 #[derive(Debug, Clone)]
@@ -36,9 +36,6 @@ pub struct KafkaServerConfig {
     pub socket_request_max_bytes: usize,
     /// Requests a connection may have in flight before the reader stops reading.
     pub max_in_flight_per_connection: usize,
-    /// The listener's `security.protocol`: SASL_PLAINTEXT/SASL_SSL make clients
-    /// authenticate (Kafka SASL) before anything but ApiVersions is served.
-    pub security_protocol: SecurityProtocol,
 }
 
 impl Default for KafkaServerConfig {
@@ -46,14 +43,34 @@ impl Default for KafkaServerConfig {
         KafkaServerConfig {
             socket_request_max_bytes: 104_857_600,
             max_in_flight_per_connection: 64,
-            security_protocol: SecurityProtocol::Plaintext,
         }
     }
 }
 
-/// Accepts connections until `shutdown` turns true.
+/// Accepts connections on one PLAINTEXT listener until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
+    ctx: KafkaContext,
+    config: KafkaServerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    serve_listener(
+        listener,
+        Arc::new(ListenerInfo::plaintext()),
+        None,
+        ctx,
+        config,
+        shutdown,
+    )
+    .await
+}
+
+/// Accepts connections on one listener until `shutdown` turns true; `tls` is set for the
+/// SSL and SASL_SSL protocols.
+pub async fn serve_listener(
+    listener: TcpListener,
+    info: Arc<ListenerInfo>,
+    tls: Option<Arc<ReloadableTls>>,
     ctx: KafkaContext,
     config: KafkaServerConfig,
     mut shutdown: watch::Receiver<bool>,
@@ -65,7 +82,17 @@ pub async fn serve(
                     Ok((stream, peer)) => {
                         let ctx = ctx.clone();
                         let config = config.clone();
-                        tokio::spawn(async move { connection(stream, peer, ctx, config).await });
+                        let info = Arc::clone(&info);
+                        let tls = tls.clone();
+                        tokio::spawn(async move {
+                            let Some(a) =
+                                arctern_transport::accept(stream, peer, tls.as_deref(), &info.name)
+                                    .await
+                            else {
+                                return;
+                            };
+                            connection(a.stream, peer, ctx, config, info, a.tls).await
+                        });
                     }
                     Err(e) => {
                         // Typically EMFILE; back off instead of spinning.
@@ -85,13 +112,23 @@ pub async fn serve(
 
 type Pending = oneshot::Receiver<Option<BytesMut>>;
 
+/// Kafka's default `ssl.principal.mapping.rules`: a verified client certificate's subject
+/// DN in RFC 2253 form is the principal; no certificate, `ANONYMOUS`.
+fn tls_principal(tls: Option<&TlsPeer>) -> Principal {
+    match tls.and_then(|t| t.client_subject.clone()) {
+        Some(subject) => Principal::User(subject),
+        None => Principal::Anonymous,
+    }
+}
+
 async fn connection(
-    stream: TcpStream,
+    stream: MaybeTls,
     peer: SocketAddr,
     ctx: KafkaContext,
     config: KafkaServerConfig,
+    listener: Arc<ListenerInfo>,
+    tls: Option<TlsPeer>,
 ) {
-    let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let (queue, pending) = mpsc::channel::<Pending>(config.max_in_flight_per_connection.max(1));
     let writer_task = tokio::spawn(write_responses(writer, pending, peer));
@@ -99,13 +136,12 @@ async fn connection(
     // Each deferred wait holds a read guard until it completes; a request that runs alone
     // takes the write lock first, i.e. waits until every earlier request has completed.
     let in_flight = Arc::new(RwLock::new(()));
-    let mut principal = Arc::new(Principal::Anonymous);
+    // SASL replaces it once the client has authenticated.
+    let mut principal = Arc::new(tls_principal(tls.as_ref()));
     let mut sasl = SaslSession::new(
-        config.security_protocol.uses_sasl(),
-        ctx.sasl.offered(
-            config.security_protocol.uses_sasl(),
-            ctx.cluster_secret.is_some(),
-        ),
+        listener.protocol.uses_sasl(),
+        ctx.sasl
+            .offered(listener.protocol.uses_sasl(), ctx.cluster_secret.is_some()),
         ctx.sasl.reauth_ms,
     );
     loop {
@@ -244,6 +280,7 @@ async fn connection(
             // A refcounted view of the decoded frame: no copy on the produce/fetch path.
             client_id: request.header.client_id.take(),
             principal: Arc::clone(&principal),
+            listener: Arc::clone(&listener),
         };
         let alone = runs_alone(api_key);
         let all_done = if alone {
@@ -348,7 +385,7 @@ fn encode(
 }
 
 async fn write_responses(
-    mut writer: OwnedWriteHalf,
+    mut writer: MaybeTlsWrite,
     mut pending: mpsc::Receiver<Pending>,
     peer: SocketAddr,
 ) {
@@ -382,7 +419,12 @@ async fn write_responses(
                 }
             }
         }
-        if let Err(e) = writer.write_all(&out).await {
+        // TLS buffers records until flushed (a no-op on plain TCP).
+        let written = match writer.write_all(&out).await {
+            Ok(()) => writer.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             tracing::debug!(%peer, error = %e, "connection write failed");
             break;
         }
@@ -392,4 +434,26 @@ async fn write_responses(
         }
     }
     let _ = writer.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssl_principal_is_the_certificate_subject() {
+        assert_eq!(tls_principal(None), Principal::Anonymous);
+        assert_eq!(
+            tls_principal(Some(&TlsPeer::default())),
+            Principal::Anonymous
+        );
+        let peer = TlsPeer {
+            client_cn: Some("alice".into()),
+            client_subject: Some("CN=alice,O=Test".into()),
+        };
+        assert_eq!(
+            tls_principal(Some(&peer)).kafka_name(),
+            "User:CN=alice,O=Test"
+        );
+    }
 }

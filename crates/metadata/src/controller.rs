@@ -646,6 +646,7 @@ mod tests {
             fenced,
             broker_epoch: epoch,
             incarnation: Uuid::from_u128(epoch as u128),
+            listeners: Vec::new(),
         }
     }
 

@@ -414,6 +414,19 @@ impl MetadataNode {
         port: u16,
         incarnation: Uuid,
     ) -> Result<(), MetadataError> {
+        self.register_broker_with_listeners(broker_id, host, port, incarnation, Vec::new())
+            .await
+    }
+
+    /// [`register_broker`](Self::register_broker) with one endpoint per listener name.
+    pub async fn register_broker_with_listeners(
+        &self,
+        broker_id: BrokerId,
+        host: String,
+        port: u16,
+        incarnation: Uuid,
+        listeners: Vec<crate::state::ListenerEndpoint>,
+    ) -> Result<(), MetadataError> {
         let deadline = Instant::now() + REGISTER_DEADLINE;
         let cmd = MetadataCommand::RegisterBroker {
             broker_id,
@@ -421,6 +434,7 @@ impl MetadataNode {
             port,
             rack: None,
             incarnation,
+            listeners,
         };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

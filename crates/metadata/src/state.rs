@@ -260,6 +260,33 @@ pub struct BrokerRegistration {
     /// means a retried registration, a different one a restarted process.
     #[serde(default)]
     pub incarnation: Uuid,
+    /// One advertised endpoint per listener name (Kafka's `advertised.listeners`); `host`
+    /// and `port` are the inter-broker listener's. Empty in records written before
+    /// listeners existed: every listener then answers with `host`/`port`.
+    #[serde(default)]
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+/// Where a broker's listener of one name is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerRegistration {
+    /// The endpoint clients of `listener` use, as Kafka answers Metadata with the
+    /// endpoints of the listener the request arrived on; `host`/`port` when the broker has
+    /// no listener of that name.
+    pub fn endpoint(&self, listener: &str) -> (&str, u16) {
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map_or((self.host.as_str(), self.port), |l| {
+                (l.host.as_str(), l.port)
+            })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,6 +331,9 @@ pub enum MetadataCommand {
         rack: Option<String>,
         #[serde(default)]
         incarnation: Uuid,
+        /// Per-listener endpoints (see [`BrokerRegistration::listeners`]).
+        #[serde(default)]
+        listeners: Vec<ListenerEndpoint>,
     },
     /// Removes a broker, after applying the fencing effects to its partitions.
     UnregisterBroker {
@@ -651,6 +681,7 @@ impl ClusterState {
                 port,
                 rack,
                 incarnation,
+                listeners,
             } => {
                 let b = *broker_id;
                 if b < 0 {
@@ -672,6 +703,7 @@ impl ClusterState {
                         fenced: false,
                         broker_epoch: log_index,
                         incarnation: *incarnation,
+                        listeners: listeners.clone(),
                     },
                 );
                 // The old process may have led partitions with state the new one lacks: fence
@@ -1209,6 +1241,7 @@ mod tests {
                     port: 9092,
                     rack: None,
                     incarnation: incarnation(*id),
+                    listeners: Vec::new(),
                 },
                 i as u64 + 1,
             );
@@ -1400,6 +1433,7 @@ mod tests {
             port: 9092,
             rack: None,
             incarnation: inc,
+            listeners: Vec::new(),
         }
     }
 
@@ -1769,5 +1803,45 @@ mod tests {
         assert!(!json.contains("acls"));
         let back: ClusterState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, st);
+    }
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_per_listener_falls_back_to_the_registered_one() {
+        let mut s = ClusterState::default();
+        let register = MetadataCommand::RegisterBroker {
+            broker_id: 1,
+            host: "10.0.0.1".into(),
+            port: 9092,
+            rack: None,
+            incarnation: Uuid::from_u128(1),
+            listeners: vec![
+                ListenerEndpoint {
+                    name: "INTERNAL".into(),
+                    host: "10.0.0.1".into(),
+                    port: 9092,
+                },
+                ListenerEndpoint {
+                    name: "CLIENT".into(),
+                    host: "broker1.example".into(),
+                    port: 9093,
+                },
+            ],
+        };
+        assert_eq!(s.apply(&register, 1), CommandResult::Ok);
+        let b = &s.brokers[&1];
+        assert_eq!(b.endpoint("CLIENT"), ("broker1.example", 9093));
+        assert_eq!(b.endpoint("INTERNAL"), ("10.0.0.1", 9092));
+        assert_eq!(b.endpoint("OTHER"), ("10.0.0.1", 9092));
+        // A registration recorded before listeners existed still reads.
+        let old =
+            r#"{"broker_id":2,"host":"h","port":1,"rack":null,"fenced":false,"broker_epoch":3}"#;
+        let b: BrokerRegistration = serde_json::from_str(old).expect("old record");
+        assert!(b.listeners.is_empty());
+        assert_eq!(b.endpoint("SSL"), ("h", 1));
     }
 }

@@ -69,6 +69,7 @@ fn register(id: i32) -> MetadataCommand {
         port: 9092 + id as u16,
         rack: None,
         incarnation: Uuid::from_u128(id as u128),
+        listeners: Vec::new(),
     }
 }
 

@@ -66,6 +66,7 @@ async fn crash_child() -> Result<()> {
         port: 9092,
         rack: None,
         incarnation: Uuid::new_v4(),
+        listeners: Vec::new(),
     };
     if node.propose(register).await? != CommandResult::Ok {
         bail!("register failed");

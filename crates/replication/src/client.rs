@@ -1,6 +1,7 @@
 //! A minimal sequential Kafka client connection (one request in flight), enough for the
 //! replica fetcher: framing, request/response headers, fixed API versions.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use arctern_kafka_wire::{decode_response, encode_request};
@@ -9,8 +10,12 @@ use arctern_security::ClusterSecret;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::{Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Plain TCP or a TLS client stream.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// Largest response frame accepted: a fetch response is bounded by the max bytes asked for;
 /// this only guards against a corrupt length.
@@ -39,7 +44,7 @@ pub enum ClientError {
 
 pub struct KafkaConnection {
     addr: String,
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     client_id: StrBytes,
     next_correlation_id: i32,
     buf: BytesMut,
@@ -47,6 +52,16 @@ pub struct KafkaConnection {
 
 impl KafkaConnection {
     pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ClientError> {
+        Self::connect_with(addr, client_id, None).await
+    }
+
+    /// Connects over TLS when `tls` is set (an SSL inter-broker listener); the server name
+    /// checked is `addr`'s host.
+    pub async fn connect_with(
+        addr: &str,
+        client_id: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|source| ClientError::Connect {
@@ -57,6 +72,30 @@ impl KafkaConnection {
             addr: addr.to_string(),
             source,
         })?;
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr, |(h, _)| h)
+                    .trim_matches(['[', ']']);
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+                        ClientError::Protocol {
+                            addr: addr.to_string(),
+                            reason: format!("bad TLS server name: {e}"),
+                        }
+                    })?;
+                let s = tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, stream)
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        addr: addr.to_string(),
+                        source,
+                    })?;
+                Box::new(s)
+            }
+        };
         Ok(KafkaConnection {
             addr: addr.to_string(),
             stream,
@@ -139,7 +178,11 @@ impl KafkaConnection {
         encode_request(&mut self.buf, req, version, correlation_id, &self.client_id)
             .map_err(|e| self.protocol(e.to_string()))?;
         let frame = std::mem::take(&mut self.buf);
-        let written = self.stream.write_all(&frame).await;
+        let written = match self.stream.write_all(&frame).await {
+            // TLS holds records until flushed (a no-op on plain TCP).
+            Ok(()) => self.stream.flush().await,
+            Err(e) => Err(e),
+        };
         self.buf = frame;
         written.map_err(|e| self.io(e))?;
 

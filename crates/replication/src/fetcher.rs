@@ -36,6 +36,9 @@ pub struct FetcherConfig {
     /// `cluster.secret`: when set, each connection to a leader first proves this node's
     /// membership (SASL mechanism ARCTERN-CLUSTER); leaders refuse replica fetches without.
     pub cluster_secret: Option<Arc<ClusterSecret>>,
+    /// Set when the inter-broker listener is SSL: the truststore, and the keystore as the
+    /// client certificate (as Kafka's brokers use theirs).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// [`FollowerFetcher`] over the Kafka protocol.
@@ -146,7 +149,8 @@ impl Replicator {
     }
 
     async fn connect(&self, client_id: &str) -> Result<KafkaConnection, ClientError> {
-        let mut c = KafkaConnection::connect(&self.addr(), client_id).await?;
+        let mut c =
+            KafkaConnection::connect_with(&self.addr(), client_id, self.config.tls.clone()).await?;
         if let Some(secret) = &self.config.cluster_secret {
             if let Err(e) = c
                 .authenticate_as_node(secret, self.config.local_id, CALL_TIMEOUT)

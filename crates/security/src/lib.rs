@@ -85,6 +85,10 @@ pub struct TlsPeer {
     /// The common name of a verified client certificate's subject (AMQP EXTERNAL and
     /// Kafka's SSL principal use it).
     pub client_cn: Option<String>,
+    /// The subject DN of a verified client certificate in RFC 2253 form, most specific
+    /// first (`CN=alice,O=Test`): Kafka's default SSL principal, RabbitMQ's
+    /// `ssl_cert_login_from = distinguished_name`.
+    pub client_subject: Option<String>,
 }
 
 #[cfg(test)]
