@@ -84,6 +84,22 @@ def admin_call(b: Broker, request: dict) -> dict:
     return json.loads(data)
 
 
+def grant_all(b: Broker, user: str, vhost: str = "/") -> None:
+    """rabbitmqctl set_permissions -p / USER ".*" ".*" ".*", through the admin socket (a
+    user needs permissions on a vhost to open it, as in RabbitMQ)."""
+    answer = admin_call(b, {"Propose": {"SetPermissions": {
+        "vhost": vhost, "user": user,
+        "permission": {"configure": ".*", "write": ".*", "read": ".*"}}}})
+    assert answer == {"Result": "Ok"}, answer
+
+
+def add_user(b: Broker, name: str, password: str, *extra: str):
+    """`arctern users add` plus full permissions on "/"."""
+    p = users_cli(b, "add", name, "--password-stdin", *extra, stdin=password + "\n")
+    grant_all(b, name)
+    return p
+
+
 def scram_credential(password: str, salt: bytes, iterations: int = 4096) -> dict:
     """RFC 5802 stored form for SCRAM-SHA-256: StoredKey = H(HMAC(salted, "Client Key"))."""
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
@@ -115,8 +131,7 @@ def ubroker(broker_factory) -> Broker:
 
 
 def test_cli_user_logs_in_with_pika_aio_pika_and_py_amqp(ubroker):
-    p = users_cli(ubroker, "add", "bob", "--password-stdin", "--tags", "monitoring",
-                  stdin="s3cret\n")
+    p = add_user(ubroker, "bob", "s3cret", "--tags", "monitoring")
     assert 'Adding user "bob" ...' in p.stdout
     # PLAIN with pika.
     conn = pika_connect(ubroker, "bob", "s3cret")
@@ -155,7 +170,7 @@ BAD = "not-the-pw-7Q"
 
 
 def test_wrong_password_and_unknown_user_look_the_same(ubroker):
-    users_cli(ubroker, "add", "bob", "--password", "right")
+    add_user(ubroker, "bob", "right")
     wrong = pika_refused(ubroker, "bob", BAD)
     unknown = pika_refused(ubroker, "nobody", "right")
     assert str(wrong) == str(unknown)
@@ -184,6 +199,7 @@ def test_wrong_password_and_unknown_user_look_the_same(ubroker):
 
 def test_delete_change_password_set_tags_list_and_authenticate(ubroker):
     users_cli(ubroker, "add", "carol", "pw1")
+    grant_all(ubroker, "carol")
     pika_connect(ubroker, "carol", "pw1").close()
 
     p = users_cli(ubroker, "authenticate", "carol", "pw1")
@@ -235,6 +251,7 @@ def test_scram_only_user_logs_in_over_amqp_plain(ubroker):
     answer = admin_call(ubroker, {"Propose": {"AlterUserScram": {
         "name": "kuser", "upsert": {"SCRAM-SHA-256": cred}, "delete": []}}})
     assert answer == {"Result": "Ok"}, answer
+    grant_all(ubroker, "kuser")
     conn = pika_connect(ubroker, "kuser", "kpass")
     conn.channel().queue_declare("kq")
     conn.close()
@@ -326,7 +343,7 @@ def test_failed_logins_throttle_the_address(broker_factory):
                         "auth.failed_login.base_delay_ms": 2000,
                         "auth.failed_login.max_delay_ms": 2000})
     wait_amqp(b)
-    users_cli(b, "add", "eve", "right")
+    add_user(b, "eve", "right")
     pika_refused(b, "eve", "wrong")
     pika_refused(b, "eve", "wrong")
     # Throttled: even the right password is refused, with the same answer.
