@@ -137,6 +137,7 @@ def test_cli_user_logs_in_with_pika_aio_pika_and_py_amqp(ubroker):
     conn = pika_connect(ubroker, "bob", "s3cret")
     ch = conn.channel()
     ch.queue_declare("bob-q")
+    ch.confirm_delivery()
     ch.basic_publish("", "bob-q", b"hi")
     conn.close()
 
@@ -146,7 +147,11 @@ def test_cli_user_logs_in_with_pika_aio_pika_and_py_amqp(ubroker):
         try:
             ch = await c.channel()
             q = await ch.declare_queue("bob-q")
-            m = await q.get(timeout=5)
+            for _ in range(50):
+                m = await q.get(timeout=5, fail=False)
+                if m is not None:
+                    break
+                await asyncio.sleep(0.1)
             await m.ack()
             return m.body
         finally:
@@ -356,3 +361,31 @@ def test_failed_logins_throttle_the_address(broker_factory):
     # The success cleared the address.
     pika_refused(b, "eve", "wrong")
     pika_connect(b, "eve", "right").close()
+
+
+def rabbit_sha256_hash(password: str) -> str:
+    """rabbit_password_hashing_sha256: base64(salt(4) ++ sha256(salt ++ password))."""
+    import base64
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def test_import_rabbitmq_definitions(ubroker, tmp_path):
+    defs = {
+        "rabbit_version": "3.10.8",
+        "users": [{"name": "imp", "password_hash": rabbit_sha256_hash("imported-pw"),
+                   "hashing_algorithm": "rabbit_password_hashing_sha256",
+                   "tags": ["monitoring"], "limits": {}}],
+        "vhosts": [{"name": "/", "limits": [], "metadata": {"description": "", "tags": []}}],
+        "permissions": [{"user": "imp", "vhost": "/", "configure": ".*", "write": ".*",
+                         "read": ".*"}],
+        "queues": [], "exchanges": [], "bindings": [],
+    }
+    f = tmp_path / "defs.json"
+    f.write_text(json.dumps(defs))
+    p = users_cli(ubroker, "import-definitions", str(f))
+    assert "Imported 1 user(s)" in p.stdout
+    assert "imp\t[monitoring]" in users_cli(ubroker, "list").stdout.splitlines()
+    pika_connect(ubroker, "imp", "imported-pw").close()
+    pika_refused(ubroker, "imp", "other")
+    assert "Success" in users_cli(ubroker, "authenticate", "imp", "imported-pw").stdout

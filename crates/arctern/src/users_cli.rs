@@ -57,6 +57,13 @@ pub enum UsersCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Import the users, vhosts and permissions of a RabbitMQ definitions file (what
+    /// `rabbitmqctl export_definitions` writes); password hashes import unchanged.
+    ImportDefinitions {
+        file: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Check a user's password, like rabbitmqctl authenticate_user.
     Authenticate {
         name: String,
@@ -213,6 +220,28 @@ pub async fn run(cmd: UsersCommand) -> Result<()> {
             .await
             .map_err(|e| unknown_user(e, &name))?;
         }
+        UsersCommand::ImportDefinitions { file, node } => {
+            let dir = node.data_dir()?;
+            println!(
+                "Importing definitions in JSON from a file at \"{}\" ...",
+                file.display()
+            );
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {} as JSON", file.display()))?;
+            let imported = definitions(&json)?;
+            for cmd in imported.commands {
+                admin_socket::propose(&dir, cmd).await?;
+            }
+            println!(
+                "Imported {} user(s), {} vhost(s), {} permission(s).",
+                imported.users, imported.vhosts, imported.permissions
+            );
+            for (key, n) in imported.skipped {
+                println!("Skipped {n} {key} (not imported by this tool).");
+            }
+        }
         UsersCommand::Authenticate {
             name,
             password_arg,
@@ -237,9 +266,180 @@ pub async fn run(cmd: UsersCommand) -> Result<()> {
     Ok(())
 }
 
+/// What a definitions file turns into.
+#[derive(Debug, Default)]
+struct Imported {
+    commands: Vec<MetadataCommand>,
+    users: usize,
+    vhosts: usize,
+    permissions: usize,
+    skipped: Vec<(String, usize)>,
+}
+
+/// RabbitMQ's definitions JSON -> metadata commands: vhosts first, then users, then
+/// permissions. A user's `password_hash` must be `rabbit_password_hashing_sha256` (the
+/// default since RabbitMQ 3.6); such a user has no SCRAM credentials (they cannot be
+/// derived from a hash), so it logs in over AMQP and Kafka SASL/PLAIN, not SCRAM.
+fn definitions(json: &serde_json::Value) -> Result<Imported> {
+    use arctern_metadata::{Permission, VhostRecord};
+    use serde_json::Value;
+    let obj = json
+        .as_object()
+        .context("a definitions file is a JSON object")?;
+    let list = |key: &str| -> Result<Vec<&serde_json::Map<String, Value>>> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_object()
+                        .with_context(|| format!("an entry of \"{key}\" is not an object"))
+                })
+                .collect(),
+            Some(_) => bail!("\"{key}\" is not a list"),
+        }
+    };
+    let text = |o: &serde_json::Map<String, Value>, k: &str| -> Option<String> {
+        o.get(k).and_then(Value::as_str).map(str::to_string)
+    };
+    let names = |v: Option<&Value>| -> Vec<String> {
+        match v {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            // Older exports: "administrator,management".
+            Some(Value::String(s)) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut out = Imported::default();
+    for v in list("vhosts")? {
+        let name = text(v, "name").context("a vhost without a name")?;
+        let record = VhostRecord {
+            description: text(v, "description").unwrap_or_default(),
+            tags: names(v.get("tags")),
+        };
+        out.commands
+            .push(MetadataCommand::PutVhost { name, record });
+        out.vhosts += 1;
+    }
+    for u in list("users")? {
+        let name = text(u, "name").context("a user without a name")?;
+        let algorithm = text(u, "hashing_algorithm")
+            .unwrap_or_else(|| "rabbit_password_hashing_sha256".to_string());
+        if algorithm != "rabbit_password_hashing_sha256" {
+            bail!("user '{name}': hashing_algorithm {algorithm} is not supported (only rabbit_password_hashing_sha256)");
+        }
+        let hash = text(u, "password_hash").unwrap_or_default();
+        let password_hash = if hash.is_empty() {
+            // A user without a password (RabbitMQ: it can only log in by other means).
+            None
+        } else {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(hash.trim())
+                .ok()
+                .filter(|r| r.len() == 36);
+            if raw.is_none() {
+                bail!("user '{name}': password_hash is not a rabbit_password_hashing_sha256 hash");
+            }
+            Some(hash)
+        };
+        let user = UserRecord {
+            password_hash,
+            scram: Default::default(),
+            tags: names(u.get("tags")),
+        };
+        out.commands.push(MetadataCommand::PutUser { name, user });
+        out.users += 1;
+    }
+    for p in list("permissions")? {
+        let (Some(user), Some(vhost)) = (text(p, "user"), text(p, "vhost")) else {
+            bail!("a permission without user or vhost");
+        };
+        let permission = Permission {
+            configure: text(p, "configure").unwrap_or_default(),
+            write: text(p, "write").unwrap_or_default(),
+            read: text(p, "read").unwrap_or_default(),
+        };
+        out.commands.push(MetadataCommand::SetPermissions {
+            vhost,
+            user,
+            permission,
+        });
+        out.permissions += 1;
+    }
+    for key in [
+        "queues",
+        "exchanges",
+        "bindings",
+        "policies",
+        "parameters",
+        "global_parameters",
+        "topic_permissions",
+    ] {
+        let n = obj.get(key).and_then(Value::as_array).map_or(0, Vec::len);
+        if n > 0 {
+            out.skipped.push((key.to_string(), n));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rabbitmq_definitions_import() {
+        let hash = arctern_security::password::hash_password("s3cret");
+        let json = serde_json::json!({
+            "rabbit_version": "3.10.8",
+            "users": [
+                {"name": "bob", "password_hash": hash,
+                 "hashing_algorithm": "rabbit_password_hashing_sha256",
+                 "tags": ["administrator"], "limits": {}},
+                {"name": "old", "password_hash": hash, "tags": "management,monitoring"},
+                {"name": "nopw", "password_hash": "", "tags": []}
+            ],
+            "vhosts": [{"name": "/"}, {"name": "prod", "description": "p"}],
+            "permissions": [{"user": "bob", "vhost": "prod",
+                             "configure": ".*", "write": ".*", "read": ".*"}],
+            "queues": [{"name": "q", "vhost": "/"}]
+        });
+        let d = definitions(&json).unwrap();
+        assert_eq!((d.users, d.vhosts, d.permissions), (3, 2, 1));
+        assert_eq!(d.skipped, vec![("queues".to_string(), 1)]);
+        let users: Vec<&UserRecord> = d
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                MetadataCommand::PutUser { user, .. } => Some(user),
+                _ => None,
+            })
+            .collect();
+        assert!(users[0].check_password("s3cret") && !users[0].check_password("x"));
+        assert_eq!(users[1].tags, vec!["management", "monitoring"]);
+        assert!(!users[2].check_password(""));
+        // Vhosts before users before permissions.
+        assert!(matches!(d.commands[0], MetadataCommand::PutVhost { .. }));
+        assert!(matches!(
+            d.commands.last(),
+            Some(MetadataCommand::SetPermissions { .. })
+        ));
+        let md5 = serde_json::json!({"users": [{"name": "m", "password_hash": hash,
+            "hashing_algorithm": "rabbit_password_hashing_md5"}]});
+        assert!(definitions(&md5).is_err());
+        let bad = serde_json::json!({"users": [{"name": "b", "password_hash": "bm9wZQ=="}]});
+        assert!(definitions(&bad).is_err());
+    }
 
     #[test]
     fn tags_print_like_rabbitmqctl() {
