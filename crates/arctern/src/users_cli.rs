@@ -322,9 +322,16 @@ fn definitions(json: &serde_json::Value) -> Result<Imported> {
     let mut out = Imported::default();
     for v in list("vhosts")? {
         let name = text(v, "name").context("a vhost without a name")?;
+        // RabbitMQ 3.8+ exports these under "metadata"; older ones at the top.
+        let meta = v.get("metadata").and_then(Value::as_object);
         let record = VhostRecord {
-            description: text(v, "description").unwrap_or_default(),
-            tags: names(v.get("tags")),
+            description: text(v, "description")
+                .or_else(|| meta.and_then(|m| text(m, "description")))
+                .unwrap_or_default(),
+            tags: match v.get("tags") {
+                Some(t) => names(Some(t)),
+                None => names(meta.and_then(|m| m.get("tags"))),
+            },
         };
         out.commands
             .push(MetadataCommand::PutVhost { name, record });
@@ -434,6 +441,24 @@ mod tests {
             d.commands.last(),
             Some(MetadataCommand::SetPermissions { .. })
         ));
+        // A user exported by RabbitMQ 3.10.8 (`rabbitmqctl add_user rmquser from-rabbit`,
+        // then export_definitions).
+        let real = serde_json::json!({
+            "users": [{"hashing_algorithm": "rabbit_password_hashing_sha256", "limits": {},
+                       "name": "rmquser",
+                       "password_hash": "Ci4JAJFks+0dpD08CPbH84tr00dcRZ8ouschLLuAM1IFmb0B",
+                       "tags": ["monitoring"]}],
+            "vhosts": [{"limits": [], "metadata": {"description": "Default virtual host",
+                        "tags": []}, "name": "/"}]
+        });
+        let d = definitions(&real).unwrap();
+        match &d.commands[..] {
+            [MetadataCommand::PutVhost { record, .. }, MetadataCommand::PutUser { user, .. }] => {
+                assert_eq!(record.description, "Default virtual host");
+                assert!(user.check_password("from-rabbit") && !user.check_password("guest"));
+            }
+            other => panic!("unexpected commands {other:?}"),
+        }
         let md5 = serde_json::json!({"users": [{"name": "m", "password_hash": hash,
             "hashing_algorithm": "rabbit_password_hashing_md5"}]});
         assert!(definitions(&md5).is_err());
