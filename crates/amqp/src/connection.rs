@@ -808,14 +808,27 @@ impl Conn {
         };
         let (user, pass) =
             wire::sasl_credentials(mechanism, ok.response.as_bytes()).unwrap_or_default();
-        let loopback = peer.ip().is_loopback();
-        if external.is_none()
-            && (user != config.default_user || pass != config.default_pass || !loopback)
-        {
-            tracing::info!(%peer, user = %user, mechanism, "AMQP login refused");
+        let verdict = match (&external, &config.auth) {
+            // EXTERNAL: the verified certificate names an existing user (checked above).
+            (Some(_), _) => Ok(()),
+            (None, Some(auth)) => {
+                auth.login(peer.ip(), &user, &pass, &config.loopback_users)
+                    .await
+            }
+            // No user database (unit tests): the default user, from loopback.
+            (None, None) if user != config.default_user || pass != config.default_pass => {
+                Err(crate::auth::Refusal::BadCredentials)
+            }
+            (None, None) if !crate::auth::is_loopback(peer.ip()) => {
+                Err(crate::auth::Refusal::NotLoopback)
+            }
+            (None, None) => Ok(()),
+        };
+        if let Err(refusal) = verdict {
+            // RabbitMQ's words to the client, whatever the reason; the reason is logged.
+            tracing::warn!(%peer, user = %user, mechanism, reason = %refusal.reason(), "AMQP login refused");
             return Err(Some(AmqpError::refused(format!(
-                "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.{}",
-                if loopback { "" } else { " (the default user may only connect via localhost)" }
+                "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
             ))));
         }
         self.user = external.unwrap_or(user);

@@ -8,6 +8,7 @@
 
 pub mod alarm;
 pub mod args;
+pub mod auth;
 pub mod codes;
 pub mod confirms;
 pub mod connection;

@@ -22,10 +22,17 @@ pub struct AmqpServerConfig {
     /// `max_message_size` in bytes. RabbitMQ's default is 128 MiB; Arctern's is 16 MiB
     /// because a message is assembled in memory before it is appended.
     pub max_message_size: usize,
-    /// `default_user` / `default_pass` (guest / guest), accepted only from loopback peers
-    /// (RabbitMQ's `loopback_users`).
+    /// `default_user` / `default_pass` (guest / guest): the user the first start creates.
+    /// Without [`AmqpServerConfig::auth`] (unit tests) the only login, from loopback only.
     pub default_user: String,
     pub default_pass: String,
+    /// `default_user_tags` (administrator).
+    pub default_user_tags: Vec<String>,
+    /// RabbitMQ's `loopback_users` (["guest"]): users that may log in only from a
+    /// loopback address.
+    pub loopback_users: Vec<String>,
+    /// Logins against the cluster's user database, with the shared failed-login limiter.
+    pub auth: Option<crate::auth::Authenticator>,
     /// `consumer_timeout` in ms (30 min): a delivery unacknowledged for longer closes its
     /// channel with 406 PRECONDITION_FAILED; 0 disables.
     pub consumer_timeout_ms: u64,
@@ -54,6 +61,9 @@ impl Default for AmqpServerConfig {
             max_message_size: 16 << 20,
             default_user: "guest".into(),
             default_pass: "guest".into(),
+            default_user_tags: vec!["administrator".into()],
+            loopback_users: vec!["guest".into()],
+            auth: None,
             consumer_timeout_ms: 1_800_000,
             queue_segment_bytes: 64 << 20,
             ssl_cert_login_from: CertLoginFrom::DistinguishedName,

@@ -6,6 +6,7 @@ mod admin_socket;
 mod cluster_status;
 mod groups_cli;
 mod settings;
+mod users_cli;
 
 // glibc's allocator spent about a fifth of the broker's CPU under a publish load (many
 // short-lived message buffers across threads); mimalloc is built for that.
@@ -48,6 +49,10 @@ enum Command {
     /// committed offsets, lag).
     #[command(subcommand)]
     Groups(groups_cli::GroupsCommand),
+    /// User tools (rabbitmqctl's add_user, delete_user, list_users, change_password,
+    /// set_user_tags, authenticate_user) through a running node's admin socket.
+    #[command(subcommand)]
+    Users(users_cli::UsersCommand),
     /// Produce and consume against a running broker and print throughput and latency.
     Bench(arctern_bench::BenchArgs),
     /// AMQP 0-9-1 scenarios (publisher confirms, transactions, consume, end-to-end
@@ -110,6 +115,7 @@ fn main() -> Result<()> {
             runtime.block_on(cluster_status::run(args))
         }
         Command::Groups(cmd) => runtime.block_on(groups_cli::run(cmd)),
+        Command::Users(cmd) => runtime.block_on(users_cli::run(cmd)),
     }
 }
 
@@ -158,7 +164,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     // Bound before the Kafka listener: whoever waits for the Kafka port to accept
     // connections may then connect to AMQP too (served once the vhost is loaded).
-    let amqp_config = settings::amqp_config(&file)?;
+    let mut amqp_config = settings::amqp_config(&file)?;
+    // One failed-login limiter per node, shared by every protocol's logins.
+    let login_limiter = Arc::new(arctern_security::ratelimit::LoginLimiter::new(
+        settings::login_limiter_config(&file)?,
+    ));
     let amqp_listener = TcpListener::bind(&amqp_listen)
         .await
         .with_context(|| format!("binding AMQP listener {amqp_listen}"))?;
@@ -299,7 +309,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Arc::clone(&metadata),
         amqp_config.default_user.clone(),
         amqp_config.default_pass.clone(),
+        amqp_config.default_user_tags.clone(),
     ));
+    amqp_config.auth = Some(arctern_amqp::auth::Authenticator {
+        metadata: broker.subscribe_metadata(),
+        limiter: Arc::clone(&login_limiter),
+    });
     let groups = arctern_groups::GroupCoordinator::start(Arc::clone(&broker), group_config);
     let amqp_bound = amqp_listener
         .local_addr()
@@ -320,9 +335,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
             cluster_secret: cluster_secret.clone(),
         },
     );
-    let login_limiter = Arc::new(arctern_security::ratelimit::LoginLimiter::new(
-        arctern_security::ratelimit::LimiterConfig::default(),
-    ));
     let (stop, stopped) = watch::channel(false);
     let ctx = arctern_kafka::KafkaContext {
         broker: Arc::clone(&broker),
@@ -428,14 +440,11 @@ async fn initialize_defaults(
     metadata: Arc<arctern_metadata::MetadataNode>,
     user: String,
     pass: String,
+    tags: Vec<String>,
 ) {
     use arctern_metadata::{MetadataCommand, Permission, UserRecord, DEFAULT_VHOST};
     let cmd = MetadataCommand::Initialize {
-        users: [(
-            user.clone(),
-            UserRecord::with_password(&pass, vec!["administrator".to_string()]),
-        )]
-        .into(),
+        users: [(user.clone(), UserRecord::with_password(&pass, tags))].into(),
         permissions: [(
             DEFAULT_VHOST.to_string(),
             [(user, Permission::full())].into(),

@@ -159,7 +159,68 @@ pub struct FileConfig {
     /// as written (see [`SSL_KEYS`]).
     #[serde(skip)]
     pub ssl: BTreeMap<String, String>,
+    /// RabbitMQ's `default_user` / `default_pass` / `default_user_tags`: the user the
+    /// first start creates (also `RABBITMQ_DEFAULT_USER` / `RABBITMQ_DEFAULT_PASS`).
+    pub default_user: Option<String>,
+    pub default_pass: Option<String>,
+    pub default_user_tags: Option<NameSet>,
+    /// RabbitMQ's `loopback_users`: users allowed only from loopback addresses.
+    pub loopback_users: Option<NameSet>,
+    /// Failed-login limiting per source address (AMQP and Kafka logins).
+    #[serde(rename = "auth.failed_login.free_failures")]
+    pub auth_failed_login_free_failures: Option<i64>,
+    #[serde(rename = "auth.failed_login.base_delay_ms")]
+    pub auth_failed_login_base_delay_ms: Option<i64>,
+    #[serde(rename = "auth.failed_login.max_delay_ms")]
+    pub auth_failed_login_max_delay_ms: Option<i64>,
 }
+
+/// A set of names written as RabbitMQ allows: a list (`["guest"]`), `"none"` or a
+/// comma-separated string, or new-style flags (`loopback_users.guest = false`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NameSet {
+    List(Vec<String>),
+    Text(String),
+    Flags(std::collections::BTreeMap<String, bool>),
+}
+
+impl NameSet {
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            NameSet::List(v) => v.clone(),
+            NameSet::Text(t) if t.trim() == "none" => Vec::new(),
+            NameSet::Text(t) => t
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect(),
+            NameSet::Flags(m) => m
+                .iter()
+                .filter(|(_, on)| **on)
+                .map(|(n, _)| n.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Keys whose values are names (a set written as a table may use these as prefixes).
+const NAME_SET_KEYS: &[&str] = &["loopback_users", "default_user_tags"];
+/// Keys that stay strings even when they look like numbers (a password "1234").
+const STRING_KEYS: &[&str] = &[
+    "cluster.secret",
+    "cluster.secret.file",
+    "default_user",
+    "default_pass",
+    "default_user_tags",
+    "loopback_users",
+];
+/// RabbitMQ's environment variables (overridden by the `ARCTERN_` ones).
+const RABBITMQ_ENV: &[(&str, &str)] = &[
+    ("RABBITMQ_DEFAULT_USER", "default_user"),
+    ("RABBITMQ_DEFAULT_PASS", "default_pass"),
+];
 
 /// Kafka's TLS keys, each also accepted as `listener.name.<name lower-case>.<key>`.
 pub const SSL_KEYS: &[&str] = &[
@@ -246,10 +307,14 @@ const KEYS: &[&str] = &[
     "ssl.truststore.location",
     "ssl.truststore.certificates",
     "ssl.client.auth",
+    "default_user",
+    "default_pass",
+    "default_user_tags",
+    "loopback_users",
+    "auth.failed_login.free_failures",
+    "auth.failed_login.base_delay_ms",
+    "auth.failed_login.max_delay_ms",
 ];
-
-/// Keys whose environment value is always a string (a secret may be all digits).
-const STRING_KEYS: &[&str] = &["cluster.secret", "cluster.secret.file"];
 
 pub fn env_name(key: &str) -> String {
     format!("ARCTERN_{}", key.to_ascii_uppercase().replace('.', "_"))
@@ -267,6 +332,34 @@ impl FileConfig {
             }
             None => toml::Table::new(),
         };
+        // `"loopback_users.guest" = false` (quoted, as RabbitMQ's new-style key) is the
+        // same as the unquoted TOML form, a table.
+        for prefix in NAME_SET_KEYS {
+            let dotted: Vec<String> = table
+                .keys()
+                .filter(|k| k.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
+                .cloned()
+                .collect();
+            for k in dotted {
+                if let Some(v) = table.remove(&k) {
+                    let name = k[prefix.len() + 1..].to_string();
+                    let entry = table
+                        .entry(prefix.to_string())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    if !entry.is_table() {
+                        *entry = toml::Value::Table(toml::Table::new());
+                    }
+                    if let Some(t) = entry.as_table_mut() {
+                        t.insert(name, v);
+                    }
+                }
+            }
+        }
+        for (var, key) in RABBITMQ_ENV {
+            if let Ok(raw) = std::env::var(var) {
+                table.insert((*key).to_string(), toml::Value::String(raw));
+            }
+        }
         for key in KEYS {
             if let Ok(raw) = std::env::var(env_name(key)) {
                 let value = if STRING_KEYS.contains(key) {
@@ -760,9 +853,47 @@ pub fn amqp_config(file: &FileConfig) -> Result<arctern_amqp::AmqpServerConfig> 
             bail!("ssl_cert_login_from must be distinguished_name or common_name, not '{v}'")
         }
     };
+    if let Some(v) = &file.default_user {
+        if v.is_empty() {
+            bail!("default_user must not be empty");
+        }
+        c.default_user = v.clone();
+    }
+    if let Some(v) = &file.default_pass {
+        c.default_pass = v.clone();
+    }
+    if let Some(v) = &file.default_user_tags {
+        c.default_user_tags = v.names();
+    }
+    if let Some(v) = &file.loopback_users {
+        c.loopback_users = v.names();
+    }
     // A segment holds at least one message's batch.
     if c.queue_segment_bytes < c.max_message_size as u64 + 8192 {
         bail!("amqp.queue_segment_bytes must be at least amqp.max_message_size + 8192");
+    }
+    Ok(c)
+}
+
+/// The failed-login limiter shared by the AMQP and Kafka logins.
+pub fn login_limiter_config(
+    file: &FileConfig,
+) -> Result<arctern_security::ratelimit::LimiterConfig> {
+    let mut c = arctern_security::ratelimit::LimiterConfig::default();
+    if let Some(v) = file.auth_failed_login_free_failures {
+        c.free_failures = u32::try_from(v)
+            .context("auth.failed_login.free_failures must be between 0 and 4294967295")?;
+    }
+    if let Some(v) = file.auth_failed_login_base_delay_ms {
+        c.base_delay =
+            std::time::Duration::from_millis(non_negative("auth.failed_login.base_delay_ms", v)?);
+    }
+    if let Some(v) = file.auth_failed_login_max_delay_ms {
+        c.max_delay =
+            std::time::Duration::from_millis(non_negative("auth.failed_login.max_delay_ms", v)?);
+    }
+    if c.base_delay > c.max_delay {
+        bail!("auth.failed_login.base_delay_ms must not exceed auth.failed_login.max_delay_ms");
     }
     Ok(c)
 }
@@ -1014,6 +1145,63 @@ mod tests {
             ..FileConfig::default()
         };
         assert!(cluster_secret(&both).is_err());
+    }
+
+    #[test]
+    fn name_sets_in_rabbitmq_forms() {
+        let parse = |text: &str| -> FileConfig {
+            let table: toml::Table = text.parse().unwrap();
+            FileConfig::deserialize(toml::Value::Table(table)).unwrap()
+        };
+        let names = |f: FileConfig| amqp_config(&f).unwrap().loopback_users;
+        assert_eq!(names(parse("")), vec!["guest".to_string()]);
+        assert_eq!(
+            names(parse(r#"loopback_users = "none""#)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(parse(r#"loopback_users = ["a", "b"]"#)),
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            names(parse("loopback_users.guest = false")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(parse(
+                "loopback_users.guest = false\nloopback_users.ops = true"
+            )),
+            vec!["ops"]
+        );
+        let tags = parse(r#"default_user_tags = "administrator, monitoring""#);
+        assert_eq!(
+            amqp_config(&tags).unwrap().default_user_tags,
+            vec!["administrator", "monitoring"]
+        );
+        let l = login_limiter_config(&parse(r#""auth.failed_login.free_failures" = 2"#)).unwrap();
+        assert_eq!(l.free_failures, 2);
+        assert!(login_limiter_config(&parse(
+            r#""auth.failed_login.base_delay_ms" = 60000
+"auth.failed_login.max_delay_ms" = 1000"#
+        ))
+        .is_err());
+    }
+
+    #[test]
+    fn quoted_dotted_name_set_keys_become_tables() {
+        let dir = std::env::temp_dir().join(format!("arctern-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "\"loopback_users.guest\" = false\n\"default_pass\" = \"1234\"\n",
+        )
+        .unwrap();
+        let f = FileConfig::load(Some(&path)).unwrap();
+        let c = amqp_config(&f).unwrap();
+        assert!(c.loopback_users.is_empty());
+        assert_eq!(c.default_pass, "1234");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -651,6 +651,11 @@ impl ClusterState {
                     return Err(invalid("a user name must not be empty".to_string()));
                 }
                 let user = self.users.entry(name.clone()).or_default();
+                // A new SCRAM credential is a new password (set through Kafka): the hash
+                // of the old one must no longer let it in over AMQP.
+                if !upsert.is_empty() {
+                    user.password_hash = None;
+                }
                 user.scram
                     .extend(upsert.iter().map(|(m, c)| (m.clone(), c.clone())));
                 for m in delete {
@@ -1843,5 +1848,63 @@ mod listener_tests {
         let b: BrokerRegistration = serde_json::from_str(old).expect("old record");
         assert!(b.listeners.is_empty());
         assert_eq!(b.endpoint("SSL"), ("h", 1));
+    }
+}
+
+#[cfg(test)]
+mod user_tests {
+    use super::*;
+    use arctern_security::scram::ScramMechanism;
+
+    #[test]
+    fn a_password_set_through_kafka_replaces_the_amqp_one() {
+        let mut st = ClusterState::default();
+        let put = MetadataCommand::PutUser {
+            name: "u".into(),
+            user: UserRecord::with_password("old", vec!["monitoring".into()]),
+        };
+        assert_eq!(st.apply(&put, 1), CommandResult::Ok);
+        assert!(st.users["u"].check_password("old"));
+        let alter = MetadataCommand::AlterUserScram {
+            name: "u".into(),
+            upsert: [(
+                "SCRAM-SHA-256".to_string(),
+                ScramMechanism::Sha256.derive_fresh("new", 4096),
+            )]
+            .into(),
+            delete: vec![],
+        };
+        assert_eq!(st.apply(&alter, 2), CommandResult::Ok);
+        let u = &st.users["u"];
+        assert!(u.password_hash.is_none());
+        assert_eq!(u.tags, vec!["monitoring".to_string()]);
+        // Each mechanism keeps its own credential, as in Kafka: SCRAM-SHA-512 still
+        // holds the old password until it is replaced too.
+        assert!(u.check_password("new") && u.check_password("old"));
+        let alter = MetadataCommand::AlterUserScram {
+            name: "u".into(),
+            upsert: [(
+                "SCRAM-SHA-512".to_string(),
+                ScramMechanism::Sha512.derive_fresh("new", 4096),
+            )]
+            .into(),
+            delete: vec![],
+        };
+        assert_eq!(st.apply(&alter, 3), CommandResult::Ok);
+        let u = &st.users["u"];
+        assert!(u.check_password("new") && !u.check_password("old"));
+        // Only removing a mechanism keeps the password hash.
+        let put = MetadataCommand::PutUser {
+            name: "v".into(),
+            user: UserRecord::with_password("pw", vec![]),
+        };
+        st.apply(&put, 3);
+        let drop512 = MetadataCommand::AlterUserScram {
+            name: "v".into(),
+            upsert: BTreeMap::new(),
+            delete: vec!["SCRAM-SHA-512".into()],
+        };
+        assert_eq!(st.apply(&drop512, 4), CommandResult::Ok);
+        assert!(st.users["v"].check_password("pw"));
     }
 }
