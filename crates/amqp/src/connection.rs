@@ -28,6 +28,7 @@ use crate::confirms::{Confirm, Confirms};
 use crate::deliveries::{Deliveries, Delivery};
 use crate::forward;
 use crate::methods::{MethodId, BASIC_PUBLISH, TX_COMMIT};
+use crate::permissions::{self as perm, Access, Compiled, Resource};
 use crate::publish::{self, Content, PublishAssembly};
 use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait, Taker};
 use crate::record::{encode_message, StoredMessage};
@@ -347,6 +348,12 @@ struct Conn {
     acked: Vec<Unacked>,
     /// The user that logged in.
     user: String,
+    /// The user's permissions in the vhost, compiled for the metadata snapshot they were
+    /// read from (`None` inside: no permissions); refreshed when the metadata changes.
+    perms: Option<(
+        std::sync::Weak<arctern_metadata::ClusterState>,
+        Option<Compiled>,
+    )>,
 }
 
 /// How a frame's handling ended.
@@ -444,6 +451,7 @@ pub async fn run(
         pending_bytes: 0,
         acked: Vec::new(),
         user: String::new(),
+        perms: None,
     };
     let heartbeat = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -473,6 +481,7 @@ pub async fn run(
         let _ = conn.out.send(Out::Heartbeat(heartbeat)).await;
         tracing::debug!(%peer, conn = id, heartbeat, frame_max = conn.frame_max, "AMQP connection open");
         frames.last_frame = Instant::now();
+        let mut deleted = conn.vhost.subscribe_deleted();
         let mut tick = tokio::time::interval(Duration::from_secs(u64::from(heartbeat.max(1))));
         let mut ack_check = tokio::time::interval(
             conn.consumer_timeout
@@ -536,6 +545,16 @@ pub async fn run(
                 _ = conn.wake.notified() => conn.pump(false).await,
                 // Made anew by every other event, so it fires once the client is quiet.
                 _ = tokio::time::sleep(REFILL_IDLE), if conn.withheld => conn.pump(true).await,
+                Ok(()) = deleted.changed() => {
+                    if *deleted.borrow_and_update() {
+                        let e = AmqpError::new(
+                            CONNECTION_FORCED,
+                            format!("vhost '{}' is deleted", conn.vhost.name()),
+                        );
+                        conn.close_connection(&mut frames, e, MethodId::NONE).await;
+                        break;
+                    }
+                }
                 Ok(()) = terms.changed() => {
                     if *terms.borrow_and_update() != Some(term) {
                         let e = AmqpError::new(
@@ -799,10 +818,20 @@ impl Conn {
                 "expected connection.open",
             )));
         };
-        if o.virtual_host.as_str() != "/" {
+        let name = o.virtual_host.as_str();
+        let Some(vhost) = self.vhost.open(name).await? else {
             return Err(Some(AmqpError::new(
                 NOT_ALLOWED,
-                format!("vhost {} not found", o.virtual_host),
+                format!("vhost {name} not found"),
+            )));
+        };
+        // RabbitMQ's internal backend: any permissions entry grants access to the vhost.
+        self.vhost = vhost;
+        if self.permissions().is_none() {
+            tracing::info!(%peer, user = %self.user, vhost = name, "AMQP vhost access refused");
+            return Err(Some(AmqpError::new(
+                NOT_ALLOWED,
+                format!("access to vhost '{name}' refused for user '{}'", self.user),
             )));
         }
         self.reply(
@@ -811,6 +840,55 @@ impl Conn {
         )
         .await;
         Ok(heartbeat)
+    }
+
+    /// The user's compiled permissions in this connection's vhost (`None`: none), read
+    /// again when the metadata changed since the last check. Until the first start's
+    /// `Initialize` is applied everything is allowed (the default user's `.*`).
+    fn permissions(&mut self) -> Option<&Compiled> {
+        let cluster = self.vhost.cluster();
+        let fresh = self
+            .perms
+            .as_ref()
+            .is_some_and(|(seen, _)| std::ptr::eq(seen.as_ptr(), Arc::as_ptr(&cluster)));
+        if !fresh {
+            let current = if cluster.initialized {
+                cluster
+                    .permissions
+                    .get(self.vhost.name())
+                    .and_then(|users| users.get(&self.user))
+                    .cloned()
+            } else {
+                Some(arctern_metadata::Permission::full())
+            };
+            let compiled = match (current, self.perms.take()) {
+                (Some(p), Some((_, Some(c)))) if c.is_from(&p) => Some(c),
+                (Some(p), _) => Some(Compiled::new(&p)),
+                (None, _) => None,
+            };
+            self.perms = Some((Arc::downgrade(&cluster), compiled));
+        }
+        self.perms.as_ref().and_then(|(_, c)| c.as_ref())
+    }
+
+    /// RabbitMQ's `check_resource_access`: 403 ACCESS_REFUSED unless the user's
+    /// `access` pattern matches the resource's name.
+    pub(super) fn permit(
+        &mut self,
+        access: Access,
+        kind: Resource,
+        name: &str,
+    ) -> Result<(), AmqpError> {
+        let user = self.user.clone();
+        let vhost = Arc::clone(&self.vhost);
+        perm::check(self.permissions(), access, kind, name, vhost.name(), &user)
+    }
+
+    /// A passive declare: any permission on the resource.
+    pub(super) fn permit_any(&mut self, kind: Resource, name: &str) -> Result<(), AmqpError> {
+        let user = self.user.clone();
+        let vhost = Arc::clone(&self.vhost);
+        perm::check_any(self.permissions(), kind, name, vhost.name(), &user)
     }
 
     /// Sends connection.close and waits (briefly) for close-ok, discarding other frames.
