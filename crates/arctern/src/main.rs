@@ -6,6 +6,7 @@ mod admin_socket;
 mod cluster_status;
 mod groups_cli;
 mod settings;
+mod vhosts_cli;
 
 // glibc's allocator spent about a fifth of the broker's CPU under a publish load (many
 // short-lived message buffers across threads); mimalloc is built for that.
@@ -51,6 +52,14 @@ enum Command {
     /// AMQP 0-9-1 scenarios (publisher confirms, transactions, consume, end-to-end
     /// latency) against a running broker (Arctern or RabbitMQ).
     BenchAmqp(arctern_bench::AmqpBenchArgs),
+    /// AMQP virtual hosts of a running node (rabbitmqctl's add_vhost, delete_vhost,
+    /// list_vhosts).
+    #[command(subcommand)]
+    Vhosts(vhosts_cli::VhostsCommand),
+    /// AMQP permissions of a running node (rabbitmqctl's set_permissions,
+    /// clear_permissions, list_permissions).
+    #[command(subcommand)]
+    Permissions(vhosts_cli::PermissionsCommand),
 }
 
 #[derive(Subcommand)]
@@ -107,6 +116,8 @@ fn main() -> Result<()> {
             runtime.block_on(cluster_status::run(args))
         }
         Command::Groups(cmd) => runtime.block_on(groups_cli::run(cmd)),
+        Command::Vhosts(cmd) => runtime.block_on(vhosts_cli::vhosts(cmd)),
+        Command::Permissions(cmd) => runtime.block_on(vhosts_cli::permissions(cmd)),
     }
 }
 
