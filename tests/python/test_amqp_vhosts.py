@@ -39,6 +39,10 @@ def rabbit_password_hash(password: str) -> str:
 
 class ArcternTarget:
     name = "arctern"
+    # RabbitMQ 3.x wrote refusals without the permission ("access to queue ..."), and
+    # closed a deleted vhost's connections with "vhost 'x' is deleted" or (a race) "vhost
+    # 'x' is down"; Arctern uses the 4.x texts.
+    legacy_texts = False
 
     def __init__(self, broker):
         self.b = broker
@@ -96,16 +100,27 @@ class ArcternTarget:
 
 class RabbitTarget:
     name = "rabbitmq"
+    legacy_texts = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"],
+                                  capture_output=True, text=True).stdout.startswith("3.")
 
     def __init__(self, workdir: Path):
         self.dir = workdir
-        self.amqp_port, dist, _ = free_ports(3)
+        self.amqp_port, dist, epmd_port = free_ports(3)
+        # Our own epmd on a free loopback port, in the foreground so its PID is ours to stop
+        # (as scripts/bench-amqp.sh), and our own HOME for the Erlang cookie.
+        (workdir / "home").mkdir()
+        self.epmd = subprocess.Popen(["epmd", "-address", "127.0.0.1", "-port", str(epmd_port)],
+                                     stdout=open(workdir / "epmd.log", "wb"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.node = f"vhosttest-{os.getpid()}@localhost"
         (workdir / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
             "loopback_users.guest = true\n")
         (workdir / "enabled_plugins").write_text("[].\n")
         self.env = dict(os.environ,
+                        HOME=str(workdir / "home"),
+                        ERL_EPMD_ADDRESS="127.0.0.1",
+                        ERL_EPMD_PORT=str(epmd_port),
                         RABBITMQ_NODENAME=self.node,
                         RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
                         RABBITMQ_NODE_PORT=str(self.amqp_port),
@@ -142,6 +157,9 @@ class RabbitTarget:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+        if self.epmd.poll() is None:
+            self.epmd.terminate()
+            self.epmd.wait(10)
 
     def add_user(self, name, password):
         self.ctl("add_user", name, password)
@@ -176,9 +194,10 @@ def rabbit(tmp_path_factory):
 
 @pytest.fixture(params=TARGETS)
 def target(request, broker_factory, rabbit):
-    if request.param == "rabbitmq":
-        return rabbit
-    return ArcternTarget(broker_factory())
+    global CURRENT_TARGET
+    CURRENT_TARGET = rabbit if request.param == "rabbitmq" else ArcternTarget(broker_factory())
+    yield CURRENT_TARGET
+    CURRENT_TARGET = None
 
 
 def vname(prefix="v") -> str:
@@ -191,8 +210,14 @@ def connect(t, vhost="/", user="guest", password="guest"):
         credentials=pika.PlainCredentials(user, password), connection_attempts=1))
 
 
+CURRENT_TARGET = None
+
+
 def refused(excinfo, text):
     e = excinfo.value
+    if CURRENT_TARGET is not None and CURRENT_TARGET.legacy_texts:
+        text = text.split(" ", 1)[1] if text.split(" ", 1)[0] in (
+            "configure", "write", "read") else text
     assert (e.reply_code, e.reply_text) == (403, f"ACCESS_REFUSED - {text}"), e
 
 
@@ -425,7 +450,9 @@ def test_deleting_a_vhost_closes_its_connections_and_queues(target):
         while time.monotonic() < deadline:
             c.process_data_events(time_limit=0.2)
     assert ei.value.reply_code == 320
-    assert ei.value.reply_text == f"CONNECTION_FORCED - vhost '{v}' is deleted"
+    # RabbitMQ 3.x races two closers: "is deleted" or "is down"
+    whys = ("is deleted", "is down") if target.legacy_texts else ("is deleted",)
+    assert ei.value.reply_text in [f"CONNECTION_FORCED - vhost '{v}' {w}" for w in whys]
     assert other.is_open
     other.channel().queue_declare("still-here")
     other.close()

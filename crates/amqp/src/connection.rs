@@ -666,6 +666,43 @@ async fn route(
     }
 }
 
+type PermCache = Option<(
+    std::sync::Weak<arctern_metadata::ClusterState>,
+    Option<Compiled>,
+)>;
+
+/// The user's compiled permissions in `vhost` (`None`: none), read again only when the
+/// metadata changed since the last check (its snapshot is another `Arc`). Until the first
+/// start's `Initialize` is applied everything is allowed (the default user's `.*`).
+fn permissions_now<'a>(
+    cache: &'a mut PermCache,
+    vhost: &Vhost,
+    user: &str,
+) -> Option<&'a Compiled> {
+    let cluster = vhost.cluster();
+    let fresh = cache
+        .as_ref()
+        .is_some_and(|(seen, _)| std::ptr::eq(seen.as_ptr(), Arc::as_ptr(&cluster)));
+    if !fresh {
+        let current = if cluster.initialized {
+            cluster
+                .permissions
+                .get(vhost.name())
+                .and_then(|users| users.get(user))
+                .cloned()
+        } else {
+            Some(arctern_metadata::Permission::full())
+        };
+        let compiled = match (current, cache.take()) {
+            (Some(p), Some((_, Some(c)))) if c.is_from(&p) => Some(c),
+            (Some(p), _) => Some(Compiled::new(&p)),
+            (None, _) => None,
+        };
+        *cache = Some((Arc::downgrade(&cluster), compiled));
+    }
+    cache.as_ref().and_then(|(_, c)| c.as_ref())
+}
+
 fn close_method(e: &AmqpError, cause: MethodId) -> AMQPClass {
     AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
         reply_code: e.code,
@@ -827,7 +864,7 @@ impl Conn {
         };
         // RabbitMQ's internal backend: any permissions entry grants access to the vhost.
         self.vhost = vhost;
-        if self.permissions().is_none() {
+        if !self.has_permissions() {
             tracing::info!(%peer, user = %self.user, vhost = name, "AMQP vhost access refused");
             return Err(Some(AmqpError::new(
                 NOT_ALLOWED,
@@ -842,33 +879,9 @@ impl Conn {
         Ok(heartbeat)
     }
 
-    /// The user's compiled permissions in this connection's vhost (`None`: none), read
-    /// again when the metadata changed since the last check. Until the first start's
-    /// `Initialize` is applied everything is allowed (the default user's `.*`).
-    fn permissions(&mut self) -> Option<&Compiled> {
-        let cluster = self.vhost.cluster();
-        let fresh = self
-            .perms
-            .as_ref()
-            .is_some_and(|(seen, _)| std::ptr::eq(seen.as_ptr(), Arc::as_ptr(&cluster)));
-        if !fresh {
-            let current = if cluster.initialized {
-                cluster
-                    .permissions
-                    .get(self.vhost.name())
-                    .and_then(|users| users.get(&self.user))
-                    .cloned()
-            } else {
-                Some(arctern_metadata::Permission::full())
-            };
-            let compiled = match (current, self.perms.take()) {
-                (Some(p), Some((_, Some(c)))) if c.is_from(&p) => Some(c),
-                (Some(p), _) => Some(Compiled::new(&p)),
-                (None, _) => None,
-            };
-            self.perms = Some((Arc::downgrade(&cluster), compiled));
-        }
-        self.perms.as_ref().and_then(|(_, c)| c.as_ref())
+    /// Whether the user has any permissions in this connection's vhost.
+    fn has_permissions(&mut self) -> bool {
+        permissions_now(&mut self.perms, &self.vhost, &self.user).is_some()
     }
 
     /// RabbitMQ's `check_resource_access`: 403 ACCESS_REFUSED unless the user's
@@ -879,16 +892,14 @@ impl Conn {
         kind: Resource,
         name: &str,
     ) -> Result<(), AmqpError> {
-        let user = self.user.clone();
-        let vhost = Arc::clone(&self.vhost);
-        perm::check(self.permissions(), access, kind, name, vhost.name(), &user)
+        let p = permissions_now(&mut self.perms, &self.vhost, &self.user);
+        perm::check(p, access, kind, name, self.vhost.name(), &self.user)
     }
 
     /// A passive declare: any permission on the resource.
     pub(super) fn permit_any(&mut self, kind: Resource, name: &str) -> Result<(), AmqpError> {
-        let user = self.user.clone();
-        let vhost = Arc::clone(&self.vhost);
-        perm::check_any(self.permissions(), kind, name, vhost.name(), &user)
+        let p = permissions_now(&mut self.perms, &self.vhost, &self.user);
+        perm::check_any(p, kind, name, self.vhost.name(), &self.user)
     }
 
     /// Sends connection.close and waits (briefly) for close-ok, discarding other frames.

@@ -424,7 +424,9 @@ impl Vhost {
             (removed, children.values().cloned().collect::<Vec<_>>())
         };
         for child in removed {
-            child.remove().await;
+            // Not awaited here: removal waits for the child's definition changes in
+            // flight, and this loop must go on watching the home.
+            tokio::spawn(async move { child.remove().await });
         }
         if self.term.borrow().is_some() {
             for child in children {
@@ -436,6 +438,11 @@ impl Vhost {
 
     /// A child: loads its definitions once per home term.
     async fn ensure_loaded(&self) -> Result<(), AmqpError> {
+        // Loaded children are passed without their lock (a declare may hold it while its
+        // definition commits).
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let _order = self.order.lock().await;
         if self.ready.load(Ordering::Acquire) {
             return Ok(());
@@ -654,9 +661,11 @@ impl Vhost {
     async fn load_all(&self) -> Result<(), AmqpError> {
         let cluster = self.broker.cluster();
         self.load_defs(&cluster.amqp).await?;
-        // The term has not started: children are created here and loaded explicitly.
+        // The term has not started: children are created here and loaded explicitly, all
+        // of them again (a load of the last term may have finished after it ended).
         self.sync_children().await?;
         for child in self.child_list() {
+            child.ready.store(false, Ordering::Release);
             child.ensure_loaded().await?;
         }
         let live: HashSet<&str> = std::iter::once(&cluster.amqp)
