@@ -1020,7 +1020,7 @@ impl Vhost {
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        let args = QueueArgs::parse(&name, &spec.arguments)?;
+        let args = QueueArgs::parse(&name, &spec.arguments).map_err(|e| in_vhost(e, vh))?;
         let topic = format!("{QUEUE_TOPIC_PREFIX}{}", uuid::Uuid::new_v4().simple());
         self.broker
             .create_topic(&topic, 1, -1, &queue_topic_configs(&self.config), false)
@@ -1644,6 +1644,15 @@ pub fn headers_match(binding: &FieldTable, headers: Option<&FieldTable>) -> bool
     } else {
         matches.all(|m| m)
     }
+}
+
+/// An error of a vhost-less part (queue arguments, consumers), whose text names "/",
+/// made to name the vhost it happened in.
+pub fn in_vhost(mut e: AmqpError, vh: &str) -> AmqpError {
+    if vh != DEFAULT_VHOST {
+        e.text = e.text.replace("in vhost '/'", &format!("in vhost '{vh}'"));
+    }
+    e
 }
 
 fn check_owner(vh: &str, q: &Queue, conn: u64) -> Result<(), AmqpError> {

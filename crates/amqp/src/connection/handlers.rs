@@ -409,7 +409,7 @@ impl Conn {
                     wake: Arc::clone(&self.wake),
                     cancel: self.cancel_tx.clone(),
                 })
-                .map_err(chan_err)?;
+                .map_err(|e| chan_err(crate::vhost::in_vhost(e, self.vhost.name())))?;
                 let c = self.channel(ch)?;
                 let link = ConsumerLink {
                     queue: q,
