@@ -514,6 +514,46 @@ def test_named_user_gets_its_own_permissions(target):
     assert "530" in str(ei.value)
 
 
+
+def test_aiopika_in_a_vhost_with_narrow_permissions(target):
+    """aio-pika (vhost in the URL, percent-encoded): allowed work succeeds, a refused
+    publish with confirms surfaces as aiormq's ChannelAccessRefused (403)."""
+    import asyncio
+    from urllib.parse import quote
+
+    import aio_pika
+    import aiormq
+
+    v = vname("aio")
+    target.add_vhost(v)
+    target.set_permissions("guest", v, "^bob-", "^bob-", "^bob-")
+    url = f"amqp://guest:guest@127.0.0.1:{target.amqp_port}/{quote(v, safe='')}"
+
+    async def main():
+        conn = await aio_pika.connect(url)
+        async with conn:
+            ch = await conn.channel(publisher_confirms=True)
+            q = await ch.declare_queue("bob-aio")
+            x = await ch.declare_exchange("bob-aio-x", aio_pika.ExchangeType.FANOUT)
+            await q.bind(x)
+            await x.publish(aio_pika.Message(b"ok"), routing_key="")
+            m = await q.get(no_ack=True, fail=False)
+            for _ in range(100):
+                if m is not None:
+                    break
+                await asyncio.sleep(0.02)
+                m = await q.get(no_ack=True, fail=False)
+            assert m is not None and m.body == b"ok"
+            with pytest.raises(aiormq.exceptions.ChannelAccessRefused) as ei:
+                await ch.default_exchange.publish(aio_pika.Message(b"no"), routing_key="bob-aio")
+            assert "write access to exchange 'amq.default'" in str(ei.value) or \
+                target.legacy_texts
+            ch2 = await conn.channel()
+            with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+                await ch2.declare_queue("not-bob")
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
 @pytest.mark.replication
 def test_vhosts_on_a_cluster_forward_and_fail_over(cluster_factory):
     """All vhosts share the one serving node: a client of another node is forwarded
