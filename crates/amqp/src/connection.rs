@@ -348,12 +348,8 @@ struct Conn {
     acked: Vec<Unacked>,
     /// The user that logged in.
     user: String,
-    /// The user's permissions in the vhost, compiled for the metadata snapshot they were
-    /// read from (`None` inside: no permissions); refreshed when the metadata changes.
-    perms: Option<(
-        std::sync::Weak<arctern_metadata::ClusterState>,
-        Option<Compiled>,
-    )>,
+    /// The user's permissions in the vhost, compiled; refreshed when the metadata changes.
+    perms: PermCache,
 }
 
 /// How a frame's handling ended.
@@ -451,7 +447,7 @@ pub async fn run(
         pending_bytes: 0,
         acked: Vec::new(),
         user: String::new(),
-        perms: None,
+        perms: PermCache::default(),
     };
     let heartbeat = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -666,24 +662,31 @@ async fn route(
     }
 }
 
-type PermCache = Option<(
-    std::sync::Weak<arctern_metadata::ClusterState>,
-    Option<Compiled>,
-)>;
+/// A connection's compiled permissions and the metadata they were read from.
+#[derive(Default)]
+struct PermCache {
+    /// Tells (an atomic version check, no lock) when the metadata changed.
+    metadata: Option<tokio::sync::watch::Receiver<Arc<arctern_metadata::ClusterState>>>,
+    /// `None`: the user has no permissions in the vhost.
+    compiled: Option<Compiled>,
+}
 
 /// The user's compiled permissions in `vhost` (`None`: none), read again only when the
-/// metadata changed since the last check (its snapshot is another `Arc`). Until the first
-/// start's `Initialize` is applied everything is allowed (the default user's `.*`).
+/// metadata changed since the last check, compiled again only when they changed. Until
+/// the first start's `Initialize` is applied everything is allowed (the default user's
+/// `.*`).
 fn permissions_now<'a>(
     cache: &'a mut PermCache,
     vhost: &Vhost,
     user: &str,
 ) -> Option<&'a Compiled> {
-    let cluster = vhost.cluster();
-    let fresh = cache
-        .as_ref()
-        .is_some_and(|(seen, _)| std::ptr::eq(seen.as_ptr(), Arc::as_ptr(&cluster)));
-    if !fresh {
+    let rx = cache.metadata.get_or_insert_with(|| {
+        let mut rx = vhost.subscribe_metadata();
+        rx.mark_changed();
+        rx
+    });
+    if rx.has_changed().unwrap_or(false) {
+        let cluster = Arc::clone(&rx.borrow_and_update());
         let current = if cluster.initialized {
             cluster
                 .permissions
@@ -693,14 +696,13 @@ fn permissions_now<'a>(
         } else {
             Some(arctern_metadata::Permission::full())
         };
-        let compiled = match (current, cache.take()) {
-            (Some(p), Some((_, Some(c)))) if c.is_from(&p) => Some(c),
+        cache.compiled = match (current, cache.compiled.take()) {
+            (Some(p), Some(c)) if c.is_from(&p) => Some(c),
             (Some(p), _) => Some(Compiled::new(&p)),
             (None, _) => None,
         };
-        *cache = Some((Arc::downgrade(&cluster), compiled));
     }
-    cache.as_ref().and_then(|(_, c)| c.as_ref())
+    cache.compiled.as_ref()
 }
 
 fn close_method(e: &AmqpError, cause: MethodId) -> AMQPClass {

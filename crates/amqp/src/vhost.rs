@@ -375,9 +375,9 @@ impl Vhost {
         self.deleted.subscribe()
     }
 
-    /// The metadata as applied on this node (users, permissions).
-    pub fn cluster(&self) -> Arc<ClusterState> {
-        self.broker.cluster()
+    /// The metadata as applied on this node (users, permissions), and its changes.
+    pub fn subscribe_metadata(&self) -> tokio::sync::watch::Receiver<Arc<ClusterState>> {
+        self.broker.subscribe_metadata()
     }
 
     /// The vhost a connection.open names, ready to serve (called on the root, in a
