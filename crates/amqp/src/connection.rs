@@ -28,6 +28,7 @@ use crate::confirms::{Confirm, Confirms};
 use crate::deliveries::{Deliveries, Delivery};
 use crate::forward;
 use crate::methods::{MethodId, BASIC_PUBLISH, TX_COMMIT};
+use crate::permissions::{self as perm, Access, Compiled, Resource};
 use crate::publish::{self, Content, PublishAssembly};
 use crate::queue::{ConsumerReg, Enqueued, Entry, Queue, QueuedMessage, StoredWait, Taker};
 use crate::record::{encode_message, StoredMessage};
@@ -350,6 +351,8 @@ struct Conn {
     user: String,
     /// Set on a TLS connection (see `external_user`).
     tls: Option<TlsPeer>,
+    /// The user's permissions in the vhost, compiled; refreshed when the metadata changes.
+    perms: PermCache,
 }
 
 /// How a frame's handling ended.
@@ -461,6 +464,7 @@ pub async fn run(
         acked: Vec::new(),
         user: String::new(),
         tls,
+        perms: PermCache::default(),
     };
     let heartbeat = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -490,6 +494,7 @@ pub async fn run(
         let _ = conn.out.send(Out::Heartbeat(heartbeat)).await;
         tracing::debug!(%peer, conn = id, heartbeat, frame_max = conn.frame_max, "AMQP connection open");
         frames.last_frame = Instant::now();
+        let mut deleted = conn.vhost.subscribe_deleted();
         let mut tick = tokio::time::interval(Duration::from_secs(u64::from(heartbeat.max(1))));
         let mut ack_check = tokio::time::interval(
             conn.consumer_timeout
@@ -553,6 +558,16 @@ pub async fn run(
                 _ = conn.wake.notified() => conn.pump(false).await,
                 // Made anew by every other event, so it fires once the client is quiet.
                 _ = tokio::time::sleep(REFILL_IDLE), if conn.withheld => conn.pump(true).await,
+                Ok(()) = deleted.changed() => {
+                    if *deleted.borrow_and_update() {
+                        let e = AmqpError::new(
+                            CONNECTION_FORCED,
+                            format!("vhost '{}' is deleted", conn.vhost.name()),
+                        );
+                        conn.close_connection(&mut frames, e, MethodId::NONE).await;
+                        break;
+                    }
+                }
                 Ok(()) = terms.changed() => {
                     if *terms.borrow_and_update() != Some(term) {
                         let e = AmqpError::new(
@@ -663,6 +678,49 @@ async fn route(
             }
         }
     }
+}
+
+/// A connection's compiled permissions and the metadata they were read from.
+#[derive(Default)]
+struct PermCache {
+    /// Tells (an atomic version check, no lock) when the metadata changed.
+    metadata: Option<tokio::sync::watch::Receiver<Arc<arctern_metadata::ClusterState>>>,
+    /// `None`: the user has no permissions in the vhost.
+    compiled: Option<Compiled>,
+}
+
+/// The user's compiled permissions in `vhost` (`None`: none), read again only when the
+/// metadata changed since the last check, compiled again only when they changed. Until
+/// the first start's `Initialize` is applied everything is allowed (the default user's
+/// `.*`).
+fn permissions_now<'a>(
+    cache: &'a mut PermCache,
+    vhost: &Vhost,
+    user: &str,
+) -> Option<&'a Compiled> {
+    let rx = cache.metadata.get_or_insert_with(|| {
+        let mut rx = vhost.subscribe_metadata();
+        rx.mark_changed();
+        rx
+    });
+    if rx.has_changed().unwrap_or(false) {
+        let cluster = Arc::clone(&rx.borrow_and_update());
+        let current = if cluster.initialized {
+            cluster
+                .permissions
+                .get(vhost.name())
+                .and_then(|users| users.get(user))
+                .cloned()
+        } else {
+            Some(arctern_metadata::Permission::full())
+        };
+        cache.compiled = match (current, cache.compiled.take()) {
+            (Some(p), Some(c)) if c.is_from(&p) => Some(c),
+            (Some(p), _) => Some(Compiled::new(&p)),
+            (None, _) => None,
+        };
+    }
+    cache.compiled.as_ref()
 }
 
 fn close_method(e: &AmqpError, cause: MethodId) -> AMQPClass {
@@ -873,10 +931,20 @@ impl Conn {
                 "expected connection.open",
             )));
         };
-        if o.virtual_host.as_str() != "/" {
+        let name = o.virtual_host.as_str();
+        let Some(vhost) = self.vhost.open(name).await? else {
             return Err(Some(AmqpError::new(
                 NOT_ALLOWED,
-                format!("vhost {} not found", o.virtual_host),
+                format!("vhost {name} not found"),
+            )));
+        };
+        // RabbitMQ's internal backend: any permissions entry grants access to the vhost.
+        self.vhost = vhost;
+        if !self.has_permissions() {
+            tracing::info!(%peer, user = %self.user, vhost = name, "AMQP vhost access refused");
+            return Err(Some(AmqpError::new(
+                NOT_ALLOWED,
+                format!("access to vhost '{name}' refused for user '{}'", self.user),
             )));
         }
         self.reply(
@@ -885,6 +953,29 @@ impl Conn {
         )
         .await;
         Ok(heartbeat)
+    }
+
+    /// Whether the user has any permissions in this connection's vhost.
+    fn has_permissions(&mut self) -> bool {
+        permissions_now(&mut self.perms, &self.vhost, &self.user).is_some()
+    }
+
+    /// RabbitMQ's `check_resource_access`: 403 ACCESS_REFUSED unless the user's
+    /// `access` pattern matches the resource's name.
+    pub(super) fn permit(
+        &mut self,
+        access: Access,
+        kind: Resource,
+        name: &str,
+    ) -> Result<(), AmqpError> {
+        let p = permissions_now(&mut self.perms, &self.vhost, &self.user);
+        perm::check(p, access, kind, name, self.vhost.name(), &self.user)
+    }
+
+    /// A passive declare: any permission on the resource.
+    pub(super) fn permit_any(&mut self, kind: Resource, name: &str) -> Result<(), AmqpError> {
+        let p = permissions_now(&mut self.perms, &self.vhost, &self.user);
+        perm::check_any(p, kind, name, self.vhost.name(), &self.user)
     }
 
     /// Sends connection.close and waits (briefly) for close-ok, discarding other frames.

@@ -16,6 +16,7 @@ pub mod deadletter;
 pub mod deliveries;
 pub mod forward;
 pub mod methods;
+pub mod permissions;
 pub mod publish;
 pub mod queue;
 pub mod record;

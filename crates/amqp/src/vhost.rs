@@ -13,7 +13,7 @@
 //! opening every queue from its log; it stops being home (closing its connections with
 //! 320 CONNECTION_FORCED) as soon as it loses the home or any open queue's leadership.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,8 +21,8 @@ use std::time::Duration;
 use amq_protocol::types::{AMQPValue, FieldTable};
 use arctern_core::{Broker, Partition};
 use arctern_metadata::{
-    AmqpBindingDef, AmqpChange, AmqpExchangeDef, AmqpQueueDef, ClusterState, LEADER_FOLLOWS_CONFIG,
-    NO_LEADER,
+    AmqpBindingDef, AmqpChange, AmqpDefinitions, AmqpExchangeDef, AmqpQueueDef, ClusterState,
+    DEFAULT_VHOST, LEADER_FOLLOWS_CONFIG, NO_LEADER,
 };
 use bytes::Bytes;
 use rand::Rng;
@@ -175,6 +175,8 @@ pub struct VhostConfig {
 
 #[derive(Debug)]
 pub struct Vhost {
+    /// The vhost's name ("/" for the root instance, which also drives the home role).
+    name: String,
     broker: Arc<Broker>,
     /// Serializes definition changes, so they commit in the order they were applied here.
     order: tokio::sync::Mutex<()>,
@@ -191,6 +193,14 @@ pub struct Vhost {
     connections: AtomicUsize,
     /// Wakes the housekeeping task (dead-lettering, TTL, `x-expires`).
     housekeeping: Arc<tokio::sync::Notify>,
+    /// The root ("/") only: the other vhosts of `ClusterState::vhosts`, by name. They
+    /// share the root's home role and term; `term`, `wanted` and `connections` of a
+    /// child are unused.
+    children: Mutex<BTreeMap<String, Arc<Vhost>>>,
+    /// A child only: its definitions are loaded in the current home term.
+    ready: AtomicBool,
+    /// Turns true when the vhost is deleted: its connections close.
+    deleted: tokio::sync::watch::Sender<bool>,
 }
 
 /// How often housekeeping looks at every queue even when nothing woke it (expiry by TTL
@@ -265,7 +275,8 @@ fn builtin_exchanges() -> Vec<Exchange> {
     .collect()
 }
 
-fn server_named() -> String {
+/// A server-named queue's name (RabbitMQ's `amq.gen-` form).
+pub fn server_named() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::thread_rng();
     let s: String = (0..22)
@@ -275,6 +286,7 @@ fn server_named() -> String {
 }
 
 fn inequivalent(
+    vh: &str,
     what: &str,
     name: &str,
     arg: &str,
@@ -282,7 +294,7 @@ fn inequivalent(
     cur: impl std::fmt::Display,
 ) -> AmqpError {
     AmqpError::precondition(format!(
-        "inequivalent arg '{arg}' for {what} '{name}' in vhost '/': received '{got}' but current is '{cur}'"
+        "inequivalent arg '{arg}' for {what} '{name}' in vhost '{vh}': received '{got}' but current is '{cur}'"
     ))
 }
 
@@ -290,6 +302,8 @@ fn inequivalent(
 #[derive(Debug, Clone)]
 pub struct QueueSpec {
     pub name: String,
+    /// `name` was made by the server (`server_named`) for a declare without one.
+    pub generated: bool,
     pub passive: bool,
     pub durable: bool,
     pub exclusive: bool,
@@ -301,26 +315,7 @@ impl Vhost {
     /// A vhost whose home role is driven in the background (see `watch_home`): startup
     /// never waits for AMQP, and the Kafka side is never affected by it.
     pub fn start(broker: Arc<Broker>, config: VhostConfig) -> Arc<Vhost> {
-        let v = Arc::new(Vhost {
-            broker,
-            order: tokio::sync::Mutex::new(()),
-            state: Mutex::new(State::fresh()),
-            config,
-            term: tokio::sync::watch::channel(None).0,
-            last_term: AtomicUsize::new(0),
-            wanted: AtomicBool::new(false),
-            connections: AtomicUsize::new(0),
-            housekeeping: Arc::new(tokio::sync::Notify::new()),
-        });
-        let weak = Arc::downgrade(&v);
-        let wake = Arc::clone(&v.housekeeping);
-        tokio::spawn(async move {
-            loop {
-                let _ = tokio::time::timeout(HOUSEKEEPING_TICK, wake.notified()).await;
-                let Some(v) = weak.upgrade() else { return };
-                v.housekeep().await;
-            }
-        });
+        let v = Vhost::new(DEFAULT_VHOST, broker, config);
         let weak = Arc::downgrade(&v);
         let mut changes = v.broker.subscribe_metadata();
         tokio::spawn(async move {
@@ -345,6 +340,155 @@ impl Vhost {
         v
     }
 
+    /// An instance with its housekeeping task (ends when the instance is dropped).
+    fn new(name: &str, broker: Arc<Broker>, config: VhostConfig) -> Arc<Vhost> {
+        let v = Arc::new(Vhost {
+            name: name.to_string(),
+            broker,
+            order: tokio::sync::Mutex::new(()),
+            state: Mutex::new(State::fresh()),
+            config,
+            term: tokio::sync::watch::channel(None).0,
+            last_term: AtomicUsize::new(0),
+            wanted: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            housekeeping: Arc::new(tokio::sync::Notify::new()),
+            children: Mutex::new(BTreeMap::new()),
+            ready: AtomicBool::new(false),
+            deleted: tokio::sync::watch::channel(false).0,
+        });
+        let weak = Arc::downgrade(&v);
+        let wake = Arc::clone(&v.housekeeping);
+        tokio::spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(HOUSEKEEPING_TICK, wake.notified()).await;
+                let Some(v) = weak.upgrade() else { return };
+                v.housekeep().await;
+            }
+        });
+        v
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Turns true once the vhost is deleted (its connections close with 320).
+    pub fn subscribe_deleted(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.deleted.subscribe()
+    }
+
+    /// The metadata as applied on this node (users, permissions), and its changes.
+    pub fn subscribe_metadata(&self) -> tokio::sync::watch::Receiver<Arc<ClusterState>> {
+        self.broker.subscribe_metadata()
+    }
+
+    /// The vhost a connection.open names, ready to serve (called on the root, in a
+    /// home term): `None` if `ClusterState::vhosts` has no such vhost. Before the first
+    /// start's `Initialize` is applied, "/" exists.
+    pub async fn open(self: &Arc<Self>, name: &str) -> Result<Option<Arc<Vhost>>, AmqpError> {
+        let cluster = self.broker.cluster();
+        if name == DEFAULT_VHOST {
+            let exists = cluster.vhosts.contains_key(name) || !cluster.initialized;
+            return Ok(exists.then(|| Arc::clone(self)));
+        }
+        if !cluster.vhosts.contains_key(name) {
+            return Ok(None);
+        }
+        self.sync_children().await?;
+        let child = self
+            .children
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(name)
+            .cloned();
+        Ok(child)
+    }
+
+    /// The root only: makes the child instances follow `ClusterState::vhosts` (a vhost
+    /// made at runtime is served at once; a deleted one closes its connections and
+    /// deletes its queues) and, in a home term, loads each child not loaded yet.
+    async fn sync_children(&self) -> Result<(), AmqpError> {
+        let cluster = self.broker.cluster();
+        let (removed, children) = {
+            let mut children = self.children.lock().map_err(|_| poisoned())?;
+            let gone: Vec<String> = children
+                .keys()
+                .filter(|n| !cluster.vhosts.contains_key(*n))
+                .cloned()
+                .collect();
+            let removed: Vec<Arc<Vhost>> = gone.iter().filter_map(|n| children.remove(n)).collect();
+            for name in cluster.vhosts.keys() {
+                if name != DEFAULT_VHOST && !children.contains_key(name) {
+                    let child = Vhost::new(name, Arc::clone(&self.broker), self.config.clone());
+                    children.insert(name.clone(), child);
+                }
+            }
+            (removed, children.values().cloned().collect::<Vec<_>>())
+        };
+        for child in removed {
+            // Not awaited here: removal waits for the child's definition changes in
+            // flight, and this loop must go on watching the home.
+            tokio::spawn(async move { child.remove().await });
+        }
+        if self.term.borrow().is_some() {
+            for child in children {
+                child.ensure_loaded().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A child: loads its definitions once per home term.
+    async fn ensure_loaded(&self) -> Result<(), AmqpError> {
+        // Loaded children are passed without their lock (a declare may hold it while its
+        // definition commits).
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _order = self.order.lock().await;
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let defs = self
+            .broker
+            .cluster()
+            .amqp_definitions(&self.name)
+            .cloned()
+            .unwrap_or_default();
+        self.load_defs(&defs).await?;
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// A deleted child: closes its connections and deletes its queues (their durable
+    /// definitions went with the vhost in the metadata).
+    async fn remove(&self) {
+        tracing::info!(vhost = %self.name, "AMQP vhost deleted; closing its connections and deleting its queues");
+        self.deleted.send_replace(true);
+        let _order = self.order.lock().await;
+        self.ready.store(false, Ordering::Release);
+        let old = match self.state.lock() {
+            Ok(mut st) => std::mem::replace(&mut *st, State::fresh()),
+            Err(_) => return,
+        };
+        for q in old.queues.values() {
+            let (consumers, _) = q.mark_deleted();
+            for c in consumers {
+                let _ = c.cancel.send((c.channel, c.tag));
+            }
+            self.drop_topic(q.topic.clone());
+        }
+    }
+
+    /// Every child instance (root only).
+    fn child_list(&self) -> Vec<Arc<Vhost>> {
+        self.children
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// One look at the metadata: registers this node's endpoint, creates the home topic
     /// once wanted, and starts or stops serving the vhost.
     async fn watch_home(&self) -> Result<(), AmqpError> {
@@ -359,7 +503,10 @@ impl Vhost {
                 .await
                 .map_err(|e| core_error(&e))?;
         }
-        let defined = !cluster.amqp.queues.is_empty() || !cluster.amqp.exchanges.is_empty();
+        let defined = [&cluster.amqp]
+            .into_iter()
+            .chain(cluster.amqp_vhosts.values())
+            .any(|d| !d.queues.is_empty() || !d.exchanges.is_empty());
         if !cluster.topics.contains_key(HOME_TOPIC)
             && (defined || self.wanted.load(Ordering::Acquire))
         {
@@ -375,16 +522,26 @@ impl Vhost {
             let lost = if !leads_home {
                 Some("this node no longer leads the AMQP home".to_string())
             } else {
-                self.state
-                    .lock()
-                    .map_err(|_| poisoned())?
-                    .queues
-                    .values()
-                    .find(|q| !q.still_led())
-                    .map(|q| format!("queue '{}' is no longer led here", q.name))
+                let mut lost = None;
+                for v in std::iter::once(self).chain(self.child_list().iter().map(|c| &**c)) {
+                    lost = v
+                        .state
+                        .lock()
+                        .map_err(|_| poisoned())?
+                        .queues
+                        .values()
+                        .find(|q| !q.still_led())
+                        .map(|q| format!("queue '{}' is no longer led here", q.name));
+                    if lost.is_some() {
+                        break;
+                    }
+                }
+                lost
             };
             if let Some(why) = lost {
                 self.stop_serving(&why)?;
+            } else {
+                self.sync_children().await?;
             }
         } else if leads_home {
             // Connections of an earlier term may still be settling; their late appends
@@ -395,7 +552,7 @@ impl Vhost {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            self.load().await?;
+            self.load_all().await?;
             let term = self.last_term.fetch_add(1, Ordering::AcqRel) as u64 + 1;
             self.term.send_replace(Some(term));
             tracing::info!(term, "serving the AMQP vhost on this node");
@@ -427,12 +584,15 @@ impl Vhost {
             "no longer serving the AMQP vhost here; closing its connections"
         );
         self.term.send_replace(None);
-        let old = std::mem::replace(
-            &mut *self.state.lock().map_err(|_| poisoned())?,
-            State::fresh(),
-        );
-        for q in old.queues.values() {
-            q.flush_pending();
+        for v in std::iter::once(self).chain(self.child_list().iter().map(|c| &**c)) {
+            v.ready.store(false, Ordering::Release);
+            let old = std::mem::replace(
+                &mut *v.state.lock().map_err(|_| poisoned())?,
+                State::fresh(),
+            );
+            for q in old.queues.values() {
+                q.flush_pending();
+            }
         }
         Ok(())
     }
@@ -520,10 +680,38 @@ impl Vhost {
                 .any(|e| e.rsplit_once(':').is_some_and(|(h, _)| host_is(h)))
     }
 
-    /// Rebuilds the durable definitions from the metadata and opens every durable queue.
-    /// Non-durable queues do not survive their home: their leftover topics are deleted.
-    async fn load(&self) -> Result<(), AmqpError> {
-        let defs = self.broker.cluster().amqp.clone();
+    /// The root, starting a home term: rebuilds every vhost from the metadata. Non-durable
+    /// queues do not survive their home, nor do the queues of a vhost deleted while no
+    /// node served it: their leftover topics are deleted.
+    async fn load_all(&self) -> Result<(), AmqpError> {
+        let cluster = self.broker.cluster();
+        self.load_defs(&cluster.amqp).await?;
+        // The term has not started: children are created here and loaded explicitly, all
+        // of them again (a load of the last term may have finished after it ended).
+        self.sync_children().await?;
+        for child in self.child_list() {
+            child.ready.store(false, Ordering::Release);
+            child.ensure_loaded().await?;
+        }
+        let live: HashSet<&str> = std::iter::once(&cluster.amqp)
+            .chain(cluster.amqp_vhosts.values())
+            .flat_map(|d| d.queues.values().map(|q| q.topic.as_str()))
+            .collect();
+        // Only the home creates queue topics and it has no connections yet: a topic of no
+        // durable queue belonged to a non-durable queue of an earlier home.
+        for t in self.broker.topics() {
+            if t.name.starts_with(QUEUE_TOPIC_PREFIX) && !live.contains(t.name.as_str()) {
+                tracing::info!(topic = %t.name, "deleting the topic of a non-durable AMQP queue");
+                if let Err(e) = self.broker.delete_topic(&t.name).await {
+                    tracing::warn!(topic = %t.name, error = %e, "cannot delete leftover queue topic");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds this vhost's durable definitions and opens every durable queue.
+    async fn load_defs(&self, defs: &AmqpDefinitions) -> Result<(), AmqpError> {
         let table = |json: &str| serde_json::from_str::<FieldTable>(json).unwrap_or_default();
         let mut exchanges = HashMap::new();
         for (name, e) in &defs.exchanges {
@@ -567,7 +755,6 @@ impl Vhost {
                 )
             })
             .collect();
-        let live: HashSet<String> = queue_topics.values().map(|v| v.0.clone()).collect();
         let mut queues = HashMap::new();
         for (name, (topic, auto_delete, arguments)) in queue_topics {
             let p = leader_partition(&self.broker, &topic).await?;
@@ -582,7 +769,7 @@ impl Vhost {
                 housekeeping: Arc::clone(&self.housekeeping),
             };
             let q = Queue::open(setup, p)?;
-            tracing::info!(queue = %name, messages = q.message_count(), "recovered durable AMQP queue");
+            tracing::info!(vhost = %self.name, queue = %name, messages = q.message_count(), "recovered durable AMQP queue");
             queues.insert(name, q);
         }
         {
@@ -604,16 +791,6 @@ impl Vhost {
                         queues.contains_key(&b.queue)
                     }
             });
-        }
-        // Only the home creates queue topics and it has no connections yet: a topic of no
-        // durable queue belonged to a non-durable queue of an earlier home.
-        for t in self.broker.topics() {
-            if t.name.starts_with(QUEUE_TOPIC_PREFIX) && !live.contains(&t.name) {
-                tracing::info!(topic = %t.name, "deleting the topic of a non-durable AMQP queue");
-                if let Err(e) = self.broker.delete_topic(&t.name).await {
-                    tracing::warn!(topic = %t.name, error = %e, "cannot delete leftover queue topic");
-                }
-            }
         }
         Ok(())
     }
@@ -666,7 +843,13 @@ impl Vhost {
             DefEvent::Unbind(b) => AmqpChange::Unbind(bind(b)),
         };
         let broker = Arc::clone(&self.broker);
-        Ok(async move { broker.amqp_define(change).await.map_err(|e| core_error(&e)) })
+        let vhost = self.name.clone();
+        Ok(async move {
+            broker
+                .amqp_define_in(&vhost, change)
+                .await
+                .map_err(|e| core_error(&e))
+        })
     }
 
     // ---- exchanges ----
@@ -682,6 +865,7 @@ impl Vhost {
         internal: bool,
         arguments: FieldTable,
     ) -> Result<(), AmqpError> {
+        let vh = self.name.as_str();
         let _order = self.order.lock().await;
         let wait = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
@@ -692,6 +876,7 @@ impl Vhost {
                 let kind = ExchangeKind::parse(kind)?;
                 if e.kind != kind {
                     return Err(inequivalent(
+                        vh,
                         "exchange",
                         name,
                         "type",
@@ -701,11 +886,12 @@ impl Vhost {
                 }
                 if e.durable != durable {
                     return Err(inequivalent(
-                        "exchange", name, "durable", durable, e.durable,
+                        vh, "exchange", name, "durable", durable, e.durable,
                     ));
                 }
                 if e.auto_delete != auto_delete {
                     return Err(inequivalent(
+                        vh,
                         "exchange",
                         name,
                         "auto_delete",
@@ -715,7 +901,7 @@ impl Vhost {
                 }
                 if e.internal != internal {
                     return Err(inequivalent(
-                        "exchange", name, "internal", internal, e.internal,
+                        vh, "exchange", name, "internal", internal, e.internal,
                     ));
                 }
                 // RabbitMQ compares only this argument on redeclare.
@@ -725,6 +911,7 @@ impl Vhost {
                 );
                 if got != cur {
                     return Err(inequivalent(
+                        vh,
                         "exchange",
                         name,
                         ALTERNATE_EXCHANGE,
@@ -736,7 +923,7 @@ impl Vhost {
             }
             if passive {
                 return Err(AmqpError::not_found(format!(
-                    "no exchange '{name}' in vhost '/'"
+                    "no exchange '{name}' in vhost '{vh}'"
                 )));
             }
             if name.is_empty() || name.starts_with("amq.") {
@@ -744,7 +931,7 @@ impl Vhost {
                     "exchange name '{name}' contains reserved prefix 'amq.*'"
                 )));
             }
-            check_exchange_args(name, &arguments)?;
+            check_exchange_args(vh, name, &arguments)?;
             let e = Exchange {
                 name: name.to_string(),
                 kind: ExchangeKind::parse(kind)?,
@@ -768,6 +955,7 @@ impl Vhost {
     }
 
     pub async fn exchange_delete(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        let vh = self.name.as_str();
         let _order = self.order.lock().await;
         let wait = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
@@ -782,7 +970,7 @@ impl Vhost {
             }
             if if_unused && st.bindings.iter().any(|b| b.exchange == name) {
                 return Err(AmqpError::precondition(format!(
-                    "exchange '{name}' in vhost '/' in use"
+                    "exchange '{name}' in vhost '{vh}' in use"
                 )));
             }
             let wait = if e.durable {
@@ -803,15 +991,30 @@ impl Vhost {
 
     // ---- queues ----
 
+    /// Whether the exchange exists (a permission check depends on it).
+    pub fn has_exchange(&self, name: &str) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|st| st.exchanges.contains_key(name))
+    }
+
+    /// Whether the queue exists (a permission check depends on it).
+    pub fn has_queue(&self, name: &str) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|st| st.queues.contains_key(name))
+    }
+
     /// A queue this connection may use: 404 if missing, 405 if another connection's
     /// exclusive queue.
     pub fn queue(&self, conn: u64, name: &str) -> Result<Arc<Queue>, AmqpError> {
+        let vh = self.name.as_str();
         let st = self.state.lock().map_err(|_| poisoned())?;
         let q = st
             .queues
             .get(name)
-            .ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '/'")))?;
-        check_owner(q, conn)?;
+            .ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '{vh}'")))?;
+        check_owner(vh, q, conn)?;
         Ok(Arc::clone(q))
     }
 
@@ -821,26 +1024,28 @@ impl Vhost {
         conn: u64,
         spec: QueueSpec,
     ) -> Result<(String, u32, u32), AmqpError> {
+        let vh = self.name.as_str();
         let _order = self.order.lock().await;
         let name = if spec.name.is_empty() && !spec.passive {
             server_named()
         } else {
             spec.name.clone()
         };
+        let generated = spec.generated || spec.name.is_empty();
         if let Some(r) = self.existing_queue(conn, &name, &spec)? {
             return Ok(r);
         }
         if spec.passive {
             return Err(AmqpError::not_found(format!(
-                "no queue '{name}' in vhost '/'"
+                "no queue '{name}' in vhost '{vh}'"
             )));
         }
-        if name.starts_with("amq.") && !spec.name.is_empty() {
+        if name.starts_with("amq.") && !generated {
             return Err(AmqpError::refused(format!(
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        let args = QueueArgs::parse(&name, &spec.arguments)?;
+        let args = QueueArgs::parse(&name, &spec.arguments).map_err(|e| in_vhost(e, vh))?;
         let topic = format!("{QUEUE_TOPIC_PREFIX}{}", uuid::Uuid::new_v4().simple());
         self.broker
             .create_topic(&topic, 1, -1, &queue_topic_configs(&self.config), false)
@@ -893,14 +1098,16 @@ impl Vhost {
         name: &str,
         spec: &QueueSpec,
     ) -> Result<Option<(String, u32, u32)>, AmqpError> {
+        let vh = self.name.as_str();
         let st = self.state.lock().map_err(|_| poisoned())?;
         let Some(q) = st.queues.get(name) else {
             return Ok(None);
         };
-        check_owner(q, conn)?;
+        check_owner(vh, q, conn)?;
         if !spec.passive {
             if q.durable != spec.durable {
                 return Err(inequivalent(
+                    vh,
                     "queue",
                     name,
                     "durable",
@@ -910,6 +1117,7 @@ impl Vhost {
             }
             if q.exclusive_owner.is_some() != spec.exclusive {
                 return Err(inequivalent(
+                    vh,
                     "queue",
                     name,
                     "exclusive",
@@ -919,6 +1127,7 @@ impl Vhost {
             }
             if q.auto_delete != spec.auto_delete {
                 return Err(inequivalent(
+                    vh,
                     "queue",
                     name,
                     "auto_delete",
@@ -934,6 +1143,7 @@ impl Vhost {
                     .is_some_and(|c| arg_equivalent(c, v))
                 {
                     return Err(inequivalent(
+                        vh,
                         "queue",
                         name,
                         k.as_str(),
@@ -945,6 +1155,7 @@ impl Vhost {
             for (k, v) in &q.arguments {
                 if !spec.arguments.contains_key(k.as_str()) {
                     return Err(inequivalent(
+                        vh,
                         "queue",
                         name,
                         k.as_str(),
@@ -980,6 +1191,7 @@ impl Vhost {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u32, AmqpError> {
+        let vh = self.name.as_str();
         let (q, wait) = {
             let _order = self.order.lock().await;
             let mut st = self.state.lock().map_err(|_| poisoned())?;
@@ -987,15 +1199,15 @@ impl Vhost {
                 // Deleting a missing queue succeeds (RabbitMQ since 3.2).
                 return Ok(0);
             };
-            check_owner(q, conn)?;
+            check_owner(vh, q, conn)?;
             if if_unused && q.consumer_count() > 0 {
                 return Err(AmqpError::precondition(format!(
-                    "queue '{name}' in vhost '/' in use"
+                    "queue '{name}' in vhost '{vh}' in use"
                 )));
             }
             if if_empty && q.message_count() > 0 {
                 return Err(AmqpError::precondition(format!(
-                    "queue '{name}' in vhost '/' is not empty"
+                    "queue '{name}' in vhost '{vh}' is not empty"
                 )));
             }
             let wait = if q.durable && q.exclusive_owner.is_none() {
@@ -1066,6 +1278,7 @@ impl Vhost {
         unbind: bool,
         to_exchange: bool,
     ) -> Result<(), AmqpError> {
+        let vh = self.name.as_str();
         let _order = self.order.lock().await;
         let wait = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
@@ -1092,18 +1305,18 @@ impl Vhost {
                 st.exchanges
                     .get(queue)
                     .ok_or_else(|| {
-                        AmqpError::not_found(format!("no exchange '{queue}' in vhost '/'"))
+                        AmqpError::not_found(format!("no exchange '{queue}' in vhost '{vh}'"))
                     })?
                     .durable
             } else {
                 let q = st.queues.get(queue).ok_or_else(|| {
-                    AmqpError::not_found(format!("no queue '{queue}' in vhost '/'"))
+                    AmqpError::not_found(format!("no queue '{queue}' in vhost '{vh}'"))
                 })?;
-                check_owner(q, conn)?;
+                check_owner(vh, q, conn)?;
                 q.durable && q.exclusive_owner.is_none()
             };
             let e = st.exchanges.get(exchange).ok_or_else(|| {
-                AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
+                AmqpError::not_found(format!("no exchange '{exchange}' in vhost '{vh}'"))
             })?;
             let durable = q_durable && e.durable;
             let (e_auto, e_durable) = (e.auto_delete, e.durable);
@@ -1294,13 +1507,14 @@ impl Vhost {
         headers: Option<&FieldTable>,
         from_client: bool,
     ) -> Result<Vec<Arc<Queue>>, AmqpError> {
+        let vh = self.name.as_str();
         let st = self.state.lock().map_err(|_| poisoned())?;
         let e = st.exchanges.get(exchange).ok_or_else(|| {
-            AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
+            AmqpError::not_found(format!("no exchange '{exchange}' in vhost '{vh}'"))
         })?;
         if e.internal && from_client {
             return Err(AmqpError::refused(format!(
-                "cannot publish to internal exchange '{exchange}' in vhost '/'"
+                "cannot publish to internal exchange '{exchange}' in vhost '{vh}'"
             )));
         }
         if exchange.is_empty() {
@@ -1414,11 +1628,11 @@ pub const ALTERNATE_EXCHANGE: &str = "alternate-exchange";
 
 /// Checks an exchange declaration's arguments: `alternate-exchange` must be a string, as
 /// RabbitMQ requires; other arguments are stored as given.
-pub fn check_exchange_args(name: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+pub fn check_exchange_args(vh: &str, name: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
     match arguments.inner().get(ALTERNATE_EXCHANGE) {
         None | Some(AMQPValue::LongString(_)) | Some(AMQPValue::ShortString(_)) => Ok(()),
         Some(v) => Err(AmqpError::precondition(format!(
-            "invalid arg '{ALTERNATE_EXCHANGE}' for exchange '{name}' in vhost '/': {{unacceptable_type,{}}}",
+            "invalid arg '{ALTERNATE_EXCHANGE}' for exchange '{name}' in vhost '{vh}': {{unacceptable_type,{}}}",
             crate::args::type_name(v)
         ))),
     }
@@ -1457,10 +1671,19 @@ pub fn headers_match(binding: &FieldTable, headers: Option<&FieldTable>) -> bool
     }
 }
 
-fn check_owner(q: &Queue, conn: u64) -> Result<(), AmqpError> {
+/// An error of a vhost-less part (queue arguments, consumers), whose text names "/",
+/// made to name the vhost it happened in.
+pub fn in_vhost(mut e: AmqpError, vh: &str) -> AmqpError {
+    if vh != DEFAULT_VHOST {
+        e.text = e.text.replace("in vhost '/'", &format!("in vhost '{vh}'"));
+    }
+    e
+}
+
+fn check_owner(vh: &str, q: &Queue, conn: u64) -> Result<(), AmqpError> {
     match q.exclusive_owner {
         Some(owner) if owner != conn => Err(AmqpError::locked(format!(
-            "cannot obtain exclusive access to locked queue '{}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            "cannot obtain exclusive access to locked queue '{}' in vhost '{vh}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
             q.name
         ))),
         _ => Ok(()),
@@ -1549,9 +1772,9 @@ mod tests {
     #[test]
     fn alternate_exchange_argument_must_be_a_string() {
         let ok = table(&[(ALTERNATE_EXCHANGE, AMQPValue::LongString("ae".into()))]);
-        assert!(check_exchange_args("x", &ok).is_ok());
+        assert!(check_exchange_args("/", "x", &ok).is_ok());
         let bad = table(&[(ALTERNATE_EXCHANGE, AMQPValue::LongInt(1))]);
-        let e = check_exchange_args("x", &bad).unwrap_err();
+        let e = check_exchange_args("/", "x", &bad).unwrap_err();
         assert_eq!(e.code, crate::codes::PRECONDITION_FAILED);
         assert_eq!(alternate_exchange(&ok), Some("ae"));
     }

@@ -7,6 +7,7 @@ mod cluster_status;
 mod groups_cli;
 mod settings;
 mod users_cli;
+mod vhosts_cli;
 
 // glibc's allocator spent about a fifth of the broker's CPU under a publish load (many
 // short-lived message buffers across threads); mimalloc is built for that.
@@ -58,6 +59,14 @@ enum Command {
     /// AMQP 0-9-1 scenarios (publisher confirms, transactions, consume, end-to-end
     /// latency) against a running broker (Arctern or RabbitMQ).
     BenchAmqp(arctern_bench::AmqpBenchArgs),
+    /// AMQP virtual hosts of a running node (rabbitmqctl's add_vhost, delete_vhost,
+    /// list_vhosts).
+    #[command(subcommand)]
+    Vhosts(vhosts_cli::VhostsCommand),
+    /// AMQP permissions of a running node (rabbitmqctl's set_permissions,
+    /// clear_permissions, list_permissions).
+    #[command(subcommand)]
+    Permissions(vhosts_cli::PermissionsCommand),
 }
 
 #[derive(Subcommand)]
@@ -116,6 +125,8 @@ fn main() -> Result<()> {
         }
         Command::Groups(cmd) => runtime.block_on(groups_cli::run(cmd)),
         Command::Users(cmd) => runtime.block_on(users_cli::run(cmd)),
+        Command::Vhosts(cmd) => runtime.block_on(vhosts_cli::vhosts(cmd)),
+        Command::Permissions(cmd) => runtime.block_on(vhosts_cli::permissions(cmd)),
     }
 }
 

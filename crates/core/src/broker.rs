@@ -855,10 +855,23 @@ impl Broker {
     /// Commits a change to the AMQP durable definitions through the metadata quorum
     /// (returns once it is committed and applied here).
     pub async fn amqp_define(&self, change: arctern_metadata::AmqpChange) -> Result<()> {
+        self.amqp_define_in(arctern_metadata::DEFAULT_VHOST, change)
+            .await
+    }
+
+    /// [`Broker::amqp_define`] for the definitions of one vhost.
+    pub async fn amqp_define_in(
+        &self,
+        vhost: &str,
+        change: arctern_metadata::AmqpChange,
+    ) -> Result<()> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(CoreError::ShuttingDown);
         }
-        let cmd = MetadataCommand::AmqpDefine { change };
+        let cmd = MetadataCommand::AmqpDefine {
+            change,
+            vhost: vhost.to_string(),
+        };
         match self.metadata.propose(cmd).await.map_err(metadata_error)? {
             CommandResult::Ok => Ok(()),
             other => Err(command_error(other)),

@@ -58,6 +58,25 @@ pub struct ClusterState {
     /// Whether the first start's defaults (the default user, "/") were applied.
     #[serde(default)]
     pub initialized: bool,
+    /// AMQP durable definitions of the vhosts other than "/" (whose are `amqp`), by vhost
+    /// name. Their `endpoints` stay empty: endpoints are per node, kept in `amqp`.
+    #[serde(default)]
+    pub amqp_vhosts: BTreeMap<String, AmqpDefinitions>,
+}
+
+impl ClusterState {
+    /// The durable AMQP definitions of `vhost` (None: none yet, or no such vhost).
+    pub fn amqp_definitions(&self, vhost: &str) -> Option<&AmqpDefinitions> {
+        if vhost == DEFAULT_VHOST {
+            Some(&self.amqp)
+        } else {
+            self.amqp_vhosts.get(vhost)
+        }
+    }
+}
+
+fn default_vhost_name() -> String {
+    DEFAULT_VHOST.to_string()
 }
 
 pub use arctern_security::ScramCredential;
@@ -410,6 +429,9 @@ pub enum MetadataCommand {
     /// Changes the AMQP durable definitions (always succeeds).
     AmqpDefine {
         change: AmqpChange,
+        /// The vhost whose definitions change ("/" in entries written before vhosts).
+        #[serde(default = "default_vhost_name")]
+        vhost: String,
     },
     /// Creates or replaces a user.
     PutUser {
@@ -568,7 +590,18 @@ impl ClusterState {
         match cmd {
             // Has a result of its own; see `apply`.
             MetadataCommand::AllocateProducerIds { .. } => {}
-            MetadataCommand::AmqpDefine { change } => self.amqp.apply(change),
+            MetadataCommand::AmqpDefine { change, vhost } => {
+                if vhost == DEFAULT_VHOST {
+                    self.amqp.apply(change);
+                } else if self.vhosts.contains_key(vhost) {
+                    self.amqp_vhosts
+                        .entry(vhost.clone())
+                        .or_default()
+                        .apply(change);
+                }
+                // A change to a vhost deleted meanwhile (a late declare of one of its
+                // connections) is dropped: its definitions went with it.
+            }
             MetadataCommand::PutUser { name, user } => {
                 if name.is_empty() {
                     return Err(invalid("a user name must not be empty".to_string()));
@@ -615,6 +648,7 @@ impl ClusterState {
                     return Err(CommandResult::UnknownVhost { name: name.clone() });
                 }
                 self.permissions.remove(name);
+                self.amqp_vhosts.remove(name);
             }
             MetadataCommand::SetPermissions {
                 vhost,
@@ -1181,7 +1215,13 @@ mod amqp_tests {
             AmqpChange::Bind(b.clone()),
         ] {
             assert_eq!(
-                st.apply(&MetadataCommand::AmqpDefine { change }, 1),
+                st.apply(
+                    &MetadataCommand::AmqpDefine {
+                        change,
+                        vhost: "/".into()
+                    },
+                    1
+                ),
                 CommandResult::Ok
             );
         }
@@ -1192,9 +1232,55 @@ mod amqp_tests {
         let old: ClusterState = serde_json::from_value(json).unwrap();
         assert_eq!(old.amqp, AmqpDefinitions::default());
         let del = AmqpChange::DeleteQueue { name: "q".into() };
-        st.apply(&MetadataCommand::AmqpDefine { change: del }, 2);
+        st.apply(
+            &MetadataCommand::AmqpDefine {
+                change: del,
+                vhost: "/".into(),
+            },
+            2,
+        );
         assert!(st.amqp.bindings.is_empty() && st.amqp.queues.is_empty());
         assert!(st.amqp.exchanges.contains_key("x"));
+    }
+
+    #[test]
+    fn amqp_definitions_per_vhost() {
+        let mut st = ClusterState::default();
+        let put = |name: &str| AmqpChange::PutQueue {
+            name: name.into(),
+            def: AmqpQueueDef {
+                topic: format!("__amqp_q_{name}"),
+                auto_delete: false,
+                arguments: "{}".into(),
+            },
+        };
+        // a log entry written before vhosts existed names none: it is "/"
+        let old: MetadataCommand = serde_json::from_value(serde_json::json!({
+            "AmqpDefine": {"change": serde_json::to_value(put("q")).unwrap()}
+        }))
+        .unwrap();
+        assert_eq!(st.apply(&old, 1), CommandResult::Ok);
+        assert!(st.amqp.queues.contains_key("q"));
+        // a vhost that does not exist takes no definitions
+        let define = |vhost: &str, change| MetadataCommand::AmqpDefine {
+            change,
+            vhost: vhost.into(),
+        };
+        assert_eq!(st.apply(&define("a", put("q")), 2), CommandResult::Ok);
+        assert!(st.amqp_definitions("a").is_none());
+        let vhost = MetadataCommand::PutVhost {
+            name: "a".into(),
+            record: VhostRecord::default(),
+        };
+        assert_eq!(st.apply(&vhost, 3), CommandResult::Ok);
+        assert_eq!(st.apply(&define("a", put("q2")), 4), CommandResult::Ok);
+        assert!(st.amqp_definitions("a").unwrap().queues.contains_key("q2"));
+        assert!(!st.amqp.queues.contains_key("q2"));
+        // deleting the vhost drops its definitions
+        let del = MetadataCommand::DeleteVhost { name: "a".into() };
+        assert_eq!(st.apply(&del, 5), CommandResult::Ok);
+        assert!(st.amqp_definitions("a").is_none());
+        assert!(st.amqp.queues.contains_key("q"));
     }
 }
 

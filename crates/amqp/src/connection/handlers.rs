@@ -8,7 +8,7 @@ impl Conn {
     /// (destination, source exchange, routing key), `kind` is (unbind, to an exchange);
     /// `ok` is sent unless the client asked for nowait.
     pub(super) async fn bind_op(
-        &self,
+        &mut self,
         ch: u16,
         names: (&str, &str, &str),
         arguments: &FieldTable,
@@ -17,6 +17,14 @@ impl Conn {
     ) -> Result<(), AmqpError> {
         let (destination, source, key) = names;
         let (unbind, to_exchange) = kind;
+        // As RabbitMQ: write on the destination, read on the source exchange.
+        let dest_kind = if to_exchange {
+            Resource::Exchange
+        } else {
+            Resource::Queue
+        };
+        self.permit(Access::Write, dest_kind, destination)?;
+        self.permit(Access::Read, Resource::Exchange, source)?;
         self.vhost
             .bind(
                 self.id,
@@ -140,6 +148,26 @@ impl Conn {
                 }
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) => {
+                let name = d.exchange.as_str();
+                if d.passive {
+                    self.permit_any(Resource::Exchange, name)
+                        .map_err(chan_err)?;
+                } else {
+                    self.permit(Access::Configure, Resource::Exchange, name)
+                        .map_err(chan_err)?;
+                    // A new exchange with an alternate: read on it, write on the alternate.
+                    let ae = d
+                        .arguments
+                        .inner()
+                        .get(crate::vhost::ALTERNATE_EXCHANGE)
+                        .and_then(crate::args::string);
+                    if let Some(ae) = ae.filter(|_| !self.vhost.has_exchange(name)) {
+                        self.permit(Access::Read, Resource::Exchange, name)
+                            .map_err(chan_err)?;
+                        self.permit(Access::Write, Resource::Exchange, &ae)
+                            .map_err(chan_err)?;
+                    }
+                }
                 self.vhost
                     .exchange_declare(
                         d.exchange.as_str(),
@@ -163,6 +191,8 @@ impl Conn {
                 }
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Delete(d)) => {
+                self.permit(Access::Configure, Resource::Exchange, d.exchange.as_str())
+                    .map_err(chan_err)?;
                 self.vhost
                     .exchange_delete(d.exchange.as_str(), d.if_unused)
                     .await
@@ -176,8 +206,34 @@ impl Conn {
                 }
             }
             AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => {
+                // A server-named queue is named first: the check is on that name.
+                let generated = d.queue.as_str().is_empty() && !d.passive;
+                let name = if generated {
+                    crate::vhost::server_named()
+                } else {
+                    d.queue.as_str().to_string()
+                };
+                if d.passive {
+                    self.permit_any(Resource::Queue, &name).map_err(chan_err)?;
+                } else {
+                    self.permit(Access::Configure, Resource::Queue, &name)
+                        .map_err(chan_err)?;
+                    // A new queue with a dead-letter exchange: read on it, write on the DLX.
+                    let dlx = d
+                        .arguments
+                        .inner()
+                        .get("x-dead-letter-exchange")
+                        .and_then(crate::args::string);
+                    if let Some(dlx) = dlx.filter(|_| !self.vhost.has_queue(&name)) {
+                        self.permit(Access::Read, Resource::Queue, &name)
+                            .map_err(chan_err)?;
+                        self.permit(Access::Write, Resource::Exchange, &dlx)
+                            .map_err(chan_err)?;
+                    }
+                }
                 let spec = QueueSpec {
-                    name: d.queue.as_str().to_string(),
+                    name,
+                    generated,
                     passive: d.passive,
                     durable: d.durable,
                     exclusive: d.exclusive,
@@ -265,6 +321,8 @@ impl Conn {
                 .map_err(chan_err)?;
             }
             AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
+                self.permit(Access::Read, Resource::Queue, p.queue.as_str())
+                    .map_err(chan_err)?;
                 let n = self
                     .vhost
                     .queue_purge(self.id, p.queue.as_str())
@@ -280,6 +338,8 @@ impl Conn {
                 }
             }
             AMQPClass::Queue(queue::AMQPMethod::Delete(d)) => {
+                self.permit(Access::Configure, Resource::Queue, d.queue.as_str())
+                    .map_err(chan_err)?;
                 let n = self
                     .vhost
                     .queue_delete(self.id, d.queue.as_str(), d.if_unused, d.if_empty)
@@ -307,6 +367,8 @@ impl Conn {
                 self.wake.notify_one();
             }
             AMQPClass::Basic(basic::AMQPMethod::Consume(b)) => {
+                self.permit(Access::Read, Resource::Queue, b.queue.as_str())
+                    .map_err(chan_err)?;
                 let q = self
                     .vhost
                     .queue(self.id, b.queue.as_str())
@@ -347,7 +409,7 @@ impl Conn {
                     wake: Arc::clone(&self.wake),
                     cancel: self.cancel_tx.clone(),
                 })
-                .map_err(chan_err)?;
+                .map_err(|e| chan_err(crate::vhost::in_vhost(e, self.vhost.name())))?;
                 let c = self.channel(ch)?;
                 let link = ConsumerLink {
                     queue: q,
@@ -383,6 +445,8 @@ impl Conn {
                 }
             }
             AMQPClass::Basic(basic::AMQPMethod::Get(g)) => {
+                self.permit(Access::Read, Resource::Queue, g.queue.as_str())
+                    .map_err(chan_err)?;
                 let q = self
                     .vhost
                     .queue(self.id, g.queue.as_str())

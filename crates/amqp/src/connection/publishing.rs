@@ -31,6 +31,13 @@ impl Conn {
         ch: u16,
         p: publish::Complete,
     ) -> Result<(), Fail> {
+        // As RabbitMQ: write on the exchange, before looking it up.
+        self.permit(
+            Access::Write,
+            Resource::Exchange,
+            p.publish.exchange.as_str(),
+        )
+        .map_err(|e| Fail::Channel(ch, e, BASIC_PUBLISH))?;
         let Some(c) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
