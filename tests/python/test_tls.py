@@ -340,8 +340,17 @@ def test_aio_pika_over_tls(tls_factory, pki):
 
 
 def admin_put_user(data_dir: Path, name: str) -> dict:
-    line = json.dumps({"Propose": {"PutUser": {"name": name, "user": {
-        "password_hash": None, "scram": {}, "tags": []}}}}) + "\n"
+    """A user without a password (EXTERNAL only), with all permissions on "/"."""
+    r = admin_propose(data_dir, {"PutUser": {"name": name, "user": {
+        "password_hash": None, "scram": {}, "tags": []}}})
+    if r != {"Result": "Ok"}:
+        return r
+    return admin_propose(data_dir, {"SetPermissions": {"vhost": "/", "user": name, "permission": {
+        "configure": ".*", "write": ".*", "read": ".*"}}})
+
+
+def admin_propose(data_dir: Path, command: dict) -> dict:
+    line = json.dumps({"Propose": command}) + "\n"
     path = data_dir / "admin.sock"
     deadline = time.monotonic() + 10
     while not path.exists():  # made just after the Kafka listener accepts

@@ -316,12 +316,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .context("socket.request.max.bytes must not be negative")?,
         ..KafkaServerConfig::default()
     };
-    tokio::spawn(initialize_defaults(
+    let mut init = tokio::spawn(initialize_defaults(
         Arc::clone(&metadata),
         amqp_config.default_user.clone(),
         amqp_config.default_pass.clone(),
         amqp_config.default_user_tags.clone(),
     ));
+    // Nothing is served before the first start's defaults exist, so neither an early login
+    // nor an early admin command sees a cluster without "/" and the default user. The
+    // quorum answered the registration just now; should it stall, go on and let the task
+    // finish later.
+    if tokio::time::timeout(std::time::Duration::from_secs(30), &mut init)
+        .await
+        .is_err()
+    {
+        tracing::warn!("initializing the default user and vhost is taking long; serving anyway");
+    }
     amqp_config.auth = Some(arctern_amqp::auth::Authenticator {
         metadata: broker.subscribe_metadata(),
         limiter: Arc::clone(&login_limiter),
