@@ -32,6 +32,17 @@ struct ProducerEntry {
     batches: VecDeque<BatchMeta>,
     /// Local time of the last batch written, for `producer.id.expiration.ms`.
     last_write_ms: i64,
+    /// Max timestamp of the last batch (DescribeProducers' `last_timestamp`).
+    last_timestamp: i64,
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
 }
 
 /// What the leader should do with an incoming batch.
@@ -146,6 +157,7 @@ impl ProducerStates {
                 epoch: h.producer_epoch,
                 batches: VecDeque::with_capacity(BATCHES_KEPT),
                 last_write_ms: now_ms,
+                last_timestamp: h.max_timestamp,
             });
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -156,6 +168,23 @@ impl ProducerStates {
         }
         entry.batches.push_back(meta);
         entry.last_write_ms = now_ms;
+        entry.last_timestamp = h.max_timestamp;
+    }
+
+    /// The producers tracked, ordered by id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(id, e)| ActiveProducer {
+                producer_id: *id,
+                producer_epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     /// Forgets producers silent for longer than `producer.id.expiration.ms`.

@@ -8,6 +8,7 @@ mod cluster_sasl;
 mod errors;
 mod groups;
 mod handlers;
+mod operate;
 mod server;
 
 pub use authz::Authorizer;
