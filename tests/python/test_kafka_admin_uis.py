@@ -201,3 +201,31 @@ def test_elect_leaders_moves_leadership_back_to_the_preferred_replica(cluster_fa
         assert [p.error_code for p in x.partition_result] == [3]   # UNKNOWN_TOPIC_OR_PARTITION
     finally:
         k.close()
+
+
+def test_unclean_election_elects_a_live_replica_outside_the_isr(cluster_factory):
+    c = cluster_factory(3, config={"auto.leader.rebalance.enable": False})
+    t, only2 = uniq("unclean-"), uniq("unclean-only2-")
+    c.create_topic(t, assignment=[[2, 3]])
+    c.create_topic(only2, assignment=[[2]])
+    c.wait_leader(t, 0, leader=2)
+    # Node 3 stalls and drops out of the ISR; then the only ISR member, node 2, dies.
+    c.node(3).pause()
+    c.wait_isr(t, 0, isr={2})
+    c.node(2).kill()
+    c.node(3).resume()
+    # unclean.leader.election.enable is off: the partition stays leaderless.
+    c.wait_partition(t, 0, lambda s: s.leader == -1 and s.isr == [2], what="leaderless")
+    ac = AdminClient({"bootstrap.servers": c.live_bootstrap(), "log_level": 0})
+    # Preferred replica 2 is dead.
+    assert election_errors(elect(ac, ElectionType.PREFERRED, [TopicPartition(t, 0)])) == \
+        {(t, 0): KafkaError.PREFERRED_LEADER_NOT_AVAILABLE}
+    # Unclean: node 3 (once unfenced again) takes over, as the sole ISR member.
+    c.wait_until(lambda: election_errors(elect(ac, ElectionType.UNCLEAN,
+                                               [TopicPartition(t, 0)])) == {(t, 0): None},
+                 30, "unclean election of node 3")
+    st = c.wait_leader(t, 0, leader=3)
+    assert st.isr == [3]
+    # A partition whose only replica is dead: nobody is eligible.
+    assert election_errors(elect(ac, ElectionType.UNCLEAN, [TopicPartition(only2, 0)])) == \
+        {(only2, 0): KafkaError.ELIGIBLE_LEADERS_NOT_AVAILABLE}
