@@ -311,4 +311,35 @@ mod tests {
         assert_eq!(s.expire(6_000, 2_000), 1);
         assert_eq!(s.len(), 1);
     }
+
+    #[test]
+    fn active_producers_report_their_last_batch() {
+        let mut s = ProducerStates::default();
+        let mut b = batch(9, 1, 0, 3, 0);
+        b.max_timestamp = 1_700;
+        s.record(&b, 10);
+        let mut b = batch(9, 1, 3, 2, 3);
+        b.max_timestamp = 1_800;
+        s.record(&b, 20);
+        s.record(&batch(4, 0, 0, 1, 5), 30);
+        s.record(&batch(NO_PRODUCER_ID, -1, -1, 1, 6), 40);
+        let active = s.active();
+        assert_eq!(
+            active,
+            vec![
+                ActiveProducer {
+                    producer_id: 4,
+                    producer_epoch: 0,
+                    last_sequence: 0,
+                    last_timestamp: 0
+                },
+                ActiveProducer {
+                    producer_id: 9,
+                    producer_epoch: 1,
+                    last_sequence: 4,
+                    last_timestamp: 1_800
+                },
+            ]
+        );
+    }
 }
