@@ -1,9 +1,12 @@
 //! What Kafka's operator tools and UIs ask a broker: the replicas in its log directory with
 //! their sizes (DescribeLogDirs), and leader elections on demand (ElectLeaders).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use arctern_metadata::{ClusterState, CommandResult, MetadataCommand, PartitionState, NO_LEADER};
+use arctern_metadata::{
+    ClusterState, CommandResult, MetadataCommand, PartitionState, LEADER_FOLLOWS_CONFIG, NO_LEADER,
+};
 
 use super::Broker;
 
@@ -44,23 +47,40 @@ pub enum ElectionOutcome {
     Failed(String),
 }
 
+/// Who should lead a partition of a topic with `configs`: the first replica, or for a
+/// topic whose leadership follows another (`leader.follows`, AMQP's queues of one vhost),
+/// the followed topic's leader, as the controller keeps them.
+fn preferred_replica(
+    state: &ClusterState,
+    configs: &BTreeMap<String, String>,
+    p: &PartitionState,
+) -> Result<i32, ElectionOutcome> {
+    match configs.get(LEADER_FOLLOWS_CONFIG) {
+        Some(followed) => state.followed_leader(configs).ok_or_else(|| {
+            ElectionOutcome::PreferredNotAvailable(format!(
+                "leadership follows topic {followed}, which has no live leader"
+            ))
+        }),
+        None => p.replicas.first().copied().ok_or_else(|| {
+            ElectionOutcome::PreferredNotAvailable("the partition has no replicas".into())
+        }),
+    }
+}
+
 /// The election to propose for `p` under `state`, or the reason there is none.
 fn plan(
     state: &ClusterState,
+    configs: &BTreeMap<String, String>,
     p: &PartitionState,
     kind: ElectionType,
 ) -> Result<(i32, bool), ElectionOutcome> {
     match kind {
         ElectionType::Preferred => {
-            let Some(&preferred) = p.replicas.first() else {
-                return Err(ElectionOutcome::PreferredNotAvailable(
-                    "the partition has no replicas".into(),
-                ));
-            };
+            let preferred = preferred_replica(state, configs, p)?;
             if p.leader == preferred {
                 return Err(ElectionOutcome::NotNeeded);
             }
-            if !state.is_unfenced(preferred) {
+            if !p.replicas.contains(&preferred) || !state.is_unfenced(preferred) {
                 return Err(ElectionOutcome::PreferredNotAvailable(format!(
                     "preferred replica {preferred} is not alive"
                 )));
@@ -141,10 +161,11 @@ impl Broker {
         kind: ElectionType,
     ) -> ElectionOutcome {
         let state = self.cluster();
-        let Some(p) = state.partition(topic, partition) else {
+        let (Some(t), Some(p)) = (state.topics.get(topic), state.partition(topic, partition))
+        else {
             return ElectionOutcome::UnknownPartition;
         };
-        let (new_leader, allow_unclean) = match plan(&state, p, kind) {
+        let (new_leader, allow_unclean) = match plan(&state, &t.configs, p, kind) {
             Ok(v) => v,
             Err(outcome) => return outcome,
         };
@@ -215,10 +236,12 @@ mod tests {
 
     #[test]
     fn preferred_election_plans() {
+        let none = BTreeMap::new();
         let s = state_with_live(&[1, 2, 3]);
         assert_eq!(
             plan(
                 &s,
+                &none,
                 &partition(&[1, 2, 3], 1, &[1, 2, 3]),
                 ElectionType::Preferred
             ),
@@ -227,6 +250,7 @@ mod tests {
         assert_eq!(
             plan(
                 &s,
+                &none,
                 &partition(&[1, 2, 3], 2, &[1, 2, 3]),
                 ElectionType::Preferred
             ),
@@ -235,6 +259,7 @@ mod tests {
         assert!(matches!(
             plan(
                 &s,
+                &none,
                 &partition(&[1, 2, 3], 2, &[2, 3]),
                 ElectionType::Preferred
             ),
@@ -244,6 +269,7 @@ mod tests {
         assert!(matches!(
             plan(
                 &s,
+                &none,
                 &partition(&[1, 2, 3], 2, &[1, 2, 3]),
                 ElectionType::Preferred
             ),
@@ -253,15 +279,22 @@ mod tests {
 
     #[test]
     fn unclean_election_plans() {
+        let none = BTreeMap::new();
         let s = state_with_live(&[2, 3]);
         assert_eq!(
-            plan(&s, &partition(&[1, 2], 2, &[2]), ElectionType::Unclean),
+            plan(
+                &s,
+                &none,
+                &partition(&[1, 2], 2, &[2]),
+                ElectionType::Unclean
+            ),
             Err(ElectionOutcome::NotNeeded)
         );
         // Leaderless; the ISR holds only a dead replica: a live one outside it is elected.
         assert_eq!(
             plan(
                 &s,
+                &none,
                 &partition(&[1, 2], NO_LEADER, &[1]),
                 ElectionType::Unclean
             ),
@@ -271,6 +304,7 @@ mod tests {
         assert_eq!(
             plan(
                 &s,
+                &none,
                 &partition(&[2, 3], NO_LEADER, &[3]),
                 ElectionType::Unclean
             ),
@@ -279,10 +313,34 @@ mod tests {
         assert!(matches!(
             plan(
                 &s,
+                &none,
                 &partition(&[1, 4], NO_LEADER, &[1]),
                 ElectionType::Unclean
             ),
             Err(ElectionOutcome::EligibleNotAvailable(_))
         ));
+    }
+
+    #[test]
+    fn a_following_topic_prefers_the_leader_of_the_topic_it_follows() {
+        let mut s = state_with_live(&[1, 2, 3]);
+        let followed = arctern_metadata::TopicState {
+            name: "home".into(),
+            id: uuid::Uuid::new_v4(),
+            configs: BTreeMap::new(),
+            partitions: vec![partition(&[1, 2, 3], 2, &[1, 2, 3])],
+        };
+        s.topics.insert("home".into(), followed);
+        let follows = BTreeMap::from([(LEADER_FOLLOWS_CONFIG.to_string(), "home".to_string())]);
+        let p = partition(&[1, 2, 3], 1, &[1, 2, 3]);
+        assert_eq!(
+            plan(&s, &follows, &p, ElectionType::Preferred),
+            Ok((2, false))
+        );
+        let p = partition(&[1, 2, 3], 2, &[1, 2, 3]);
+        assert_eq!(
+            plan(&s, &follows, &p, ElectionType::Preferred),
+            Err(ElectionOutcome::NotNeeded)
+        );
     }
 }
