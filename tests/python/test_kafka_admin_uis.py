@@ -199,6 +199,19 @@ def test_elect_leaders_moves_leadership_back_to_the_preferred_replica(cluster_fa
         resp = k.elect_leaders(0, {t: [5]}, raise_errors=False)
         [x] = resp.replica_election_results
         assert [p.error_code for p in x.partition_result] == [3]   # UNKNOWN_TOPIC_OR_PARTITION
+
+        # DescribeLogDirs on every broker: each hosts a replica of both partitions, and the
+        # replicas of partition 0 (written with acks=all) are the same size everywhere.
+        dirs = {x["broker"]: x["log_dirs"] for x in k.describe_log_dirs({t: [0, 1]})}
+        assert sorted(dirs) == [1, 2, 3]
+        sizes = set()
+        for node_id, [d] in dirs.items():
+            assert d["log_dir"] == str(c.node(node_id).data_dir.resolve())
+            parts = {p["partition_index"]: p for tp in d["topics"] for p in tp["partitions"]}
+            assert sorted(parts) == [0, 1]
+            assert all(p["offset_lag"] >= 0 for p in parts.values())
+            sizes.add(parts[0]["partition_size"])
+        assert len(sizes) == 1 and sizes.pop() > 0
     finally:
         k.close()
 
