@@ -117,6 +117,11 @@ def test_the_admin_apis_need_their_cluster_and_topic_permissions(broker_factory)
             a.elect_leaders(0, {"t": [0]})
         with pytest.raises(TopicAuthorizationFailedError):
             a.describe_producers([KTP("t", 0)], broker_id=1)
+        # confluent-kafka: every partition (null) refused at the top level.
+        with pytest.raises(KafkaException) as e:
+            elect(AdminClient({"bootstrap.servers": b.bootstrap, "log_level": 0}),
+                  ElectionType.PREFERRED, None)
+        assert e.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED
     finally:
         a.close()
 

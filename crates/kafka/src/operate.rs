@@ -143,19 +143,20 @@ pub(crate) async fn elect_leaders(
     authz: &Authz,
 ) -> ElectLeadersResponse {
     let all = req.topic_partitions.is_none();
-    let partitions: Vec<(String, i32)> = match req.topic_partitions {
-        Some(topics) => topics
-            .into_iter()
-            .flat_map(|t| {
-                let name = t.topic.0.to_string();
-                t.partitions.into_iter().map(move |p| (name.clone(), p))
-            })
-            .collect(),
-        None => broker.all_partitions(),
-    };
+    let named: Vec<(String, i32)> = req
+        .topic_partitions
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|t| {
+            let name = t.topic.0.to_string();
+            t.partitions.into_iter().map(move |p| (name.clone(), p))
+        })
+        .collect();
     if !authz.cluster(AclOperation::Alter) {
+        // Only the partitions the request named: "all" must not list the cluster's topics
+        // to someone who may not even describe them.
         let e = ResponseError::ClusterAuthorizationFailed;
-        let results = partitions
+        let results = named
             .into_iter()
             .map(|(t, p)| {
                 let r = PartitionResult::default()
@@ -181,6 +182,7 @@ pub(crate) async fn elect_leaders(
                 .with_error_code(ResponseError::InvalidRequest.code());
         }
     };
+    let partitions = if all { broker.all_partitions() } else { named };
     let outcomes = futures::future::join_all(partitions.into_iter().map(|(topic, p)| async move {
         let outcome = broker.elect_leader(&topic, p, kind).await;
         (topic, p, outcome)
