@@ -400,7 +400,10 @@ class Cluster:
         partition with a leader (and the full ISR with wait_isr)."""
         from confluent_kafka.admin import AdminClient, NewTopic
         a = AdminClient({"bootstrap.servers": self.live_bootstrap(), "log_level": 0})
-        kw = {"replica_assignment": assignment} if assignment else \
+        # confluent-kafka wants the partition count beside an assignment (its default of -1
+        # is refused as "mutually exclusive").
+        kw = {"replica_assignment": assignment, "num_partitions": len(assignment)} \
+            if assignment else \
             {"num_partitions": partitions, "replication_factor": rf}
         nt = NewTopic(name, config={k: str(v) for k, v in (config or {}).items()}, **kw)
         fs = a.create_topics([nt], operation_timeout=timeout, request_timeout=timeout)

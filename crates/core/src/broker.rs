@@ -30,6 +30,9 @@ use crate::metadata::LegacyTopicStore;
 use crate::partition::Partition;
 
 mod admin;
+mod operate;
+
+pub use operate::{ElectionOutcome, ElectionType, ReplicaUsage};
 
 /// Upper bound on a topic's partitions, so one request cannot open unbounded files.
 const MAX_PARTITIONS: i32 = 100_000;

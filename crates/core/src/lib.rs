@@ -12,7 +12,10 @@ mod partition;
 pub mod producer_state;
 pub mod replica;
 
-pub use broker::{AlterOp, Broker, FollowerFetcher, ReplicaEndpoint, Topic};
+pub use broker::{
+    AlterOp, Broker, ElectionOutcome, ElectionType, FollowerFetcher, ReplicaEndpoint, ReplicaUsage,
+    Topic,
+};
 pub use config::{
     BrokerConfig, ConfigEntry, ConfigSource, ConfigSynonym, ConfigType, TopicDefaults,
     TopicSettings,

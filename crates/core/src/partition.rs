@@ -1140,6 +1140,12 @@ impl Partition {
         Ok(log.delete_segments_below(offset)?)
     }
 
+    /// DescribeProducers: the idempotent producers this replica tracks, on the leader only.
+    pub fn active_producers(&self) -> Result<Vec<crate::producer_state::ActiveProducer>> {
+        self.check_leader(-1)?;
+        Ok(self.producers.lock().map_err(|_| lock_poisoned())?.active())
+    }
+
     /// Idempotent producers known to this replica (for tests and metrics).
     pub fn producer_count(&self) -> usize {
         self.producers.lock().map_or(0, |p| p.len())

@@ -32,6 +32,17 @@ struct ProducerEntry {
     batches: VecDeque<BatchMeta>,
     /// Local time of the last batch written, for `producer.id.expiration.ms`.
     last_write_ms: i64,
+    /// Max timestamp of the last batch (DescribeProducers' `last_timestamp`).
+    last_timestamp: i64,
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
 }
 
 /// What the leader should do with an incoming batch.
@@ -146,6 +157,7 @@ impl ProducerStates {
                 epoch: h.producer_epoch,
                 batches: VecDeque::with_capacity(BATCHES_KEPT),
                 last_write_ms: now_ms,
+                last_timestamp: h.max_timestamp,
             });
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -156,6 +168,23 @@ impl ProducerStates {
         }
         entry.batches.push_back(meta);
         entry.last_write_ms = now_ms;
+        entry.last_timestamp = h.max_timestamp;
+    }
+
+    /// The producers tracked, ordered by id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(id, e)| ActiveProducer {
+                producer_id: *id,
+                producer_epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     /// Forgets producers silent for longer than `producer.id.expiration.ms`.
@@ -281,5 +310,36 @@ mod tests {
         s.record(&batch(2, 0, 0, 1, 1), 5_000);
         assert_eq!(s.expire(6_000, 2_000), 1);
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn active_producers_report_their_last_batch() {
+        let mut s = ProducerStates::default();
+        let mut b = batch(9, 1, 0, 3, 0);
+        b.max_timestamp = 1_700;
+        s.record(&b, 10);
+        let mut b = batch(9, 1, 3, 2, 3);
+        b.max_timestamp = 1_800;
+        s.record(&b, 20);
+        s.record(&batch(4, 0, 0, 1, 5), 30);
+        s.record(&batch(NO_PRODUCER_ID, -1, -1, 1, 6), 40);
+        let active = s.active();
+        assert_eq!(
+            active,
+            vec![
+                ActiveProducer {
+                    producer_id: 4,
+                    producer_epoch: 0,
+                    last_sequence: 0,
+                    last_timestamp: 0
+                },
+                ActiveProducer {
+                    producer_id: 9,
+                    producer_epoch: 1,
+                    last_sequence: 4,
+                    last_timestamp: 1_800
+                },
+            ]
+        );
     }
 }

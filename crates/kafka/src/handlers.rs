@@ -212,6 +212,18 @@ pub fn dispatch(ctx: &KafkaContext, request: RequestKind, version: i16, origin: 
                 &origin.listener.name,
             )))
         }
+        RequestKind::DescribeLogDirs(r) => now(ResponseKind::DescribeLogDirs(
+            crate::operate::describe_log_dirs(broker, r, &authz),
+        )),
+        RequestKind::ElectLeaders(r) => {
+            let broker = Arc::clone(broker);
+            Reply::Later(Box::pin(async move {
+                ResponseKind::ElectLeaders(crate::operate::elect_leaders(&broker, r, &authz).await)
+            }))
+        }
+        RequestKind::DescribeProducers(r) => now(ResponseKind::DescribeProducers(
+            crate::operate::describe_producers(broker, r, &authz),
+        )),
         RequestKind::FindCoordinator(r) => {
             let groups = Arc::clone(&ctx.groups);
             let broker = Arc::clone(broker);

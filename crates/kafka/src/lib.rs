@@ -11,6 +11,7 @@ mod handlers;
 pub mod sasl;
 mod scram_admin;
 pub use scram_admin::MetadataHandle;
+mod operate;
 mod server;
 
 pub use authz::Authorizer;
