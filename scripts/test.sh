@@ -38,6 +38,8 @@ if command -v kcat >/dev/null 2>&1 || command -v kafkacat >/dev/null 2>&1; then
 else
     apt_install kcat
 fi
+# The TLS tests make their certificates with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 if ! command -v python3 >/dev/null 2>&1; then
     apt_install python3 python3-venv python3-pip
 fi
