@@ -228,6 +228,7 @@ mod tests {
                 port: 9092,
                 rack: None,
                 incarnation: uuid::Uuid::new_v4(),
+                listeners: Vec::new(),
             };
             assert_eq!(s.apply(&cmd, i as u64 + 1), CommandResult::Ok);
         }
