@@ -171,6 +171,22 @@ def wait_high_watermark(bootstrap: str, topic: str, part: int, at_least: int,
         time.sleep(0.2)
 
 
+def watermarks_while_leader_moves(bootstrap: str, topic: str, part: int,
+                                  timeout: float = 30) -> tuple[int, int]:
+    """Watermarks, retried while leadership moves (a preferred-leader election right after
+    a restarted node catches up answers NOT_LEADER_OR_FOLLOWER for a moment, and clients
+    retry it after a metadata refresh)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return kc.watermarks(bootstrap, topic, part)
+        except Exception:               # noqa: BLE001 - leader moving
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_partition(bootstrap: str, topic: str, part: int, timeout: float = 180,
                    wait_for: int | None = None, wait_timeout: float = 0):
     """(log start, high watermark, records below it) read with confluent-kafka, CRCs
@@ -179,7 +195,7 @@ def read_partition(bootstrap: str, topic: str, part: int, timeout: float = 180,
     wait_timeout seconds for the high watermark to reach it."""
     if wait_for is not None and wait_timeout > 0:
         wait_high_watermark(bootstrap, topic, part, wait_for, wait_timeout)
-    lo, hi = kc.watermarks(bootstrap, topic, part)
+    lo, hi = watermarks_while_leader_moves(bootstrap, topic, part)
     recs = kc.consume_confluent(bootstrap, topic, partition=part, n=None, start=lo,
                                 timeout=timeout, conf={"check.crcs": True})
     return lo, hi, [r for r in recs if r.offset < hi]

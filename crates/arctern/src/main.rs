@@ -1,7 +1,6 @@
 //! `arctern`: the broker binary.
 
 mod admin_conn;
-#[allow(dead_code)] // the client half serves the user, vhost and permission tools
 mod admin_socket;
 mod cluster_status;
 mod groups_cli;
