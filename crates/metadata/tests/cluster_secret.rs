@@ -170,7 +170,16 @@ async fn members_form_a_quorum_and_strangers_are_refused() -> Result<()> {
         let mut rx = n.state();
         tokio::time::timeout(WAIT, rx.wait_for(|s| s.brokers.contains_key(&1))).await??;
     }
-    let before: Vec<_> = all.iter().map(|n| snapshot(n)).collect();
+    // Raft metrics trail the state machine: wait until every node reports the same applied
+    // index before taking the picture the strangers must not change.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let before: Vec<_> = loop {
+        let s: Vec<_> = all.iter().map(|n| snapshot(n)).collect();
+        if s.windows(2).all(|w| w[0].3 == w[1].3) || tokio::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let term = before[0].0;
 
     let other = ClusterSecret::new(OTHER)?;
