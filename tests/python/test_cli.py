@@ -71,12 +71,12 @@ def test_topics_round_trip(broker):
     assert doc["configs"]["retention.ms"] == "3600000"
     assert [p["leader"] for p in doc["partitions"]] == [1, 1, 1]
 
-    cli("topics", "alter-config", name, "--set", "cleanup.policy=compact",
+    cli("topics", "alter-config", name, "--set", "retention.bytes=1048576",
         "--delete", "retention.ms", *boot)
     res = ConfigResource(ConfigResource.Type.TOPIC, name)
     configs = admin.describe_configs([res])[res].result(timeout=10)
-    assert configs["cleanup.policy"].value == "compact"
-    assert configs["retention.ms"].is_default
+    assert configs["retention.bytes"].value == "1048576"
+    assert configs["retention.ms"].value != "3600000"
 
     assert f"Deleted topic {name}." in cli("topics", "delete", name, *boot).stdout
     deadline = time.monotonic() + 10
