@@ -175,8 +175,15 @@ def test_definitions_export_import(broker_factory, tmp_path):
 
     cli("definitions", "import", str(path), *d)
     again = json.loads(cli("definitions", "export", *d).stdout)
-    for key in ("users", "vhosts", "permissions"):
+    for key in ("users", "vhosts", "permissions", "queues", "exchanges", "bindings"):
         assert sorted(map(json.dumps, again[key])) == sorted(map(json.dumps, doc[key])), key
+    # the imported exchange routes to the imported queue through the imported binding
+    conn = amqp(dst)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("orders", "eu.fr", b"bonjour", pika.BasicProperties(delivery_mode=2))
+    assert ch.queue_declare("orders-eu", durable=True, passive=True).method.message_count == 1
+    conn.close()
     # the imported hash logs in over AMQP
     conn = pika.BlockingConnection(pika.ConnectionParameters(
         host="127.0.0.1", port=dst.amqp_port, virtual_host="shop",

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use arctern_metadata::DEFAULT_VHOST;
 use serde::{Deserialize, Serialize};
 
+use amq_protocol::types::{AMQPValue, FieldTable};
+
 use crate::codes::AmqpError;
-use crate::vhost::Vhost;
+use crate::vhost::{QueueSpec, Vhost};
 
 /// One queue as `rabbitmqctl list_queues` / `GET /api/queues` report it (RabbitMQ's keys).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,4 +100,153 @@ pub async fn delete_queue(root: &Arc<Vhost>, vhost: &str, name: &str) -> Result<
     // As its owner, so an exclusive queue goes too (as auto-delete does).
     vh.queue_delete(q.exclusive_owner.unwrap_or(0), name, false, false)
         .await
+}
+
+/// One durable definition to declare (an import of RabbitMQ's definitions JSON), with
+/// RabbitMQ's plain JSON arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Declare {
+    Exchange {
+        vhost: String,
+        name: String,
+        kind: String,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: serde_json::Value,
+    },
+    Queue {
+        vhost: String,
+        name: String,
+        durable: bool,
+        auto_delete: bool,
+        arguments: serde_json::Value,
+    },
+    Binding {
+        vhost: String,
+        source: String,
+        destination: String,
+        /// `destination` names an exchange (exchange-to-exchange binding).
+        to_exchange: bool,
+        routing_key: String,
+        arguments: serde_json::Value,
+    },
+}
+
+/// Plain JSON -> an AMQP value (integers as signed 64-bit, as RabbitMQ's import does).
+fn amqp_value(v: &serde_json::Value) -> AMQPValue {
+    use serde_json::Value;
+    match v {
+        Value::Null => AMQPValue::Void,
+        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => AMQPValue::LongLongInt(i),
+            None => AMQPValue::Double(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => AMQPValue::LongString(s.as_str().into()),
+        Value::Array(a) => {
+            AMQPValue::FieldArray(a.iter().map(amqp_value).collect::<Vec<_>>().into())
+        }
+        Value::Object(_) => AMQPValue::FieldTable(field_table(v)),
+    }
+}
+
+/// Plain JSON object -> a field table (anything else: empty).
+pub fn field_table(v: &serde_json::Value) -> FieldTable {
+    let mut t = FieldTable::default();
+    if let serde_json::Value::Object(o) = v {
+        for (k, v) in o {
+            t.insert(k.as_str().into(), amqp_value(v));
+        }
+    }
+    t
+}
+
+/// Declares one definition (idempotent like a client's declare: an equivalent one
+/// already there is fine; a different one is a 406).
+pub async fn declare(root: &Arc<Vhost>, d: &Declare) -> Result<(), AmqpError> {
+    match d {
+        Declare::Exchange {
+            vhost,
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+        } => {
+            instance(root, vhost)
+                .await?
+                .exchange_declare(
+                    name,
+                    kind,
+                    false,
+                    *durable,
+                    *auto_delete,
+                    *internal,
+                    field_table(arguments),
+                )
+                .await
+        }
+        Declare::Queue {
+            vhost,
+            name,
+            durable,
+            auto_delete,
+            arguments,
+        } => {
+            let spec = QueueSpec {
+                name: name.clone(),
+                generated: false,
+                passive: false,
+                durable: *durable,
+                exclusive: false,
+                auto_delete: *auto_delete,
+                arguments: field_table(arguments),
+            };
+            instance(root, vhost)
+                .await?
+                .queue_declare(0, spec)
+                .await
+                .map(|_| ())
+        }
+        Declare::Binding {
+            vhost,
+            source,
+            destination,
+            to_exchange,
+            routing_key,
+            arguments,
+        } => {
+            instance(root, vhost)
+                .await?
+                .bind(
+                    0,
+                    destination,
+                    source,
+                    routing_key,
+                    &field_table(arguments),
+                    false,
+                    *to_exchange,
+                )
+                .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_json_arguments_become_a_field_table() {
+        let t = field_table(&serde_json::json!({"x-max-length": 10, "x-queue-mode": "lazy"}));
+        let m = t.inner();
+        assert_eq!(m.get("x-max-length"), Some(&AMQPValue::LongLongInt(10)));
+        assert_eq!(
+            m.get("x-queue-mode"),
+            Some(&AMQPValue::LongString("lazy".into()))
+        );
+        assert!(field_table(&serde_json::json!([1])).inner().is_empty());
+    }
 }

@@ -35,6 +35,9 @@ pub enum AdminRequest {
     PurgeQueue { vhost: String, name: String },
     /// Deletes a queue; answers `Count` (how many messages it held).
     DeleteQueue { vhost: String, name: String },
+    /// Declares a durable exchange, queue or binding (definitions import); answers
+    /// `Count(0)`.
+    Declare(manage::Declare),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -138,6 +141,13 @@ async fn serve_conn(stream: UnixStream, metadata: Arc<MetadataNode>, amqp: Optio
                 },
                 None => AdminResponse::Error("AMQP is not running on this node".into()),
             },
+            Ok(AdminRequest::Declare(d)) => match &amqp {
+                Some(root) => match manage::declare(root, &d).await {
+                    Ok(()) => AdminResponse::Count(0),
+                    Err(e) => AdminResponse::Error(e.to_string()),
+                },
+                None => AdminResponse::Error("AMQP is not running on this node".into()),
+            },
             Err(e) => AdminResponse::Error(format!("bad admin request: {e}")),
         };
         let mut out = match serde_json::to_vec(&response) {
@@ -205,6 +215,15 @@ pub async fn state(data_dir: &Path) -> Result<ClusterState> {
 pub async fn queues(data_dir: &Path, vhost: Option<String>) -> Result<Vec<QueueInfo>> {
     match call(data_dir, &AdminRequest::Queues { vhost }).await? {
         AdminResponse::Queues(q) => Ok(q),
+        AdminResponse::Error(e) => bail!("{e}"),
+        _ => bail!("unexpected answer from the node"),
+    }
+}
+
+/// Declares a durable exchange, queue or binding on the node.
+pub async fn declare(data_dir: &Path, d: manage::Declare) -> Result<()> {
+    match call(data_dir, &AdminRequest::Declare(d)).await? {
+        AdminResponse::Count(_) => Ok(()),
         AdminResponse::Error(e) => bail!("{e}"),
         _ => bail!("unexpected answer from the node"),
     }

@@ -3,11 +3,13 @@
 //! API's `/api/definitions` exchange): users (salted SHA-256 hashes,
 //! `rabbit_password_hashing_sha256`), vhosts, permissions, and the durable queues,
 //! exchanges and bindings of every vhost, read from the node's metadata through its admin
-//! socket. Import applies users, vhosts and permissions (see `users import-definitions`).
+//! socket. Import applies users, vhosts and permissions (as `users import-definitions`),
+//! then declares the exchanges, queues and bindings on the node serving the vhosts.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use arctern_amqp::manage::Declare;
 use arctern_metadata::{AmqpDefinitions, ClusterState, DEFAULT_VHOST};
 use serde_json::{json, Value};
 
@@ -23,7 +25,7 @@ pub enum DefinitionsCommand {
         node: NodeArgs,
     },
     /// Apply a definitions file (RabbitMQ's or Arctern's export): vhosts, users,
-    /// permissions, with a progress line per step.
+    /// permissions, then exchanges, queues and bindings, with a progress count.
     Import {
         file: PathBuf,
         #[command(flatten)]
@@ -61,25 +63,95 @@ pub async fn run(cmd: DefinitionsCommand) -> Result<()> {
             let json: Value = serde_json::from_str(&text)
                 .with_context(|| format!("parsing {} as JSON", file.display()))?;
             let imported = crate::users_cli::definitions(&json)?;
-            let total = imported.commands.len();
-            for (i, cmd) in imported.commands.into_iter().enumerate() {
+            let declares = amqp_definitions(&json)?;
+            let total = imported.commands.len() + declares.len();
+            let mut done = 0;
+            // Progress on stderr, so stdout stays the summary.
+            for cmd in imported.commands {
                 admin_socket::propose(&dir, cmd).await?;
-                // Progress on stderr, so stdout stays the summary.
-                eprint!("\r[{}/{total}] applied", i + 1);
+                done += 1;
+                eprint!("\r[{done}/{total}] applied");
+            }
+            let (mut queues, mut exchanges, mut bindings) = (0, 0, 0);
+            for d in declares {
+                match &d {
+                    Declare::Exchange { .. } => exchanges += 1,
+                    Declare::Queue { .. } => queues += 1,
+                    Declare::Binding { .. } => bindings += 1,
+                }
+                admin_socket::declare(&dir, d).await?;
+                done += 1;
+                eprint!("\r[{done}/{total}] applied");
             }
             if total > 0 {
                 eprintln!();
             }
             println!(
-                "Imported {} user(s), {} vhost(s), {} permission(s).",
+                "Imported {} user(s), {} vhost(s), {} permission(s), {queues} queue(s), {exchanges} exchange(s), {bindings} binding(s).",
                 imported.users, imported.vhosts, imported.permissions
             );
             for (key, n) in imported.skipped {
-                println!("Skipped {n} {key} (not imported yet).");
+                if !["queues", "exchanges", "bindings"].contains(&key.as_str()) {
+                    println!("Skipped {n} {key} (not imported by this tool).");
+                }
             }
             Ok(())
         }
     }
+}
+
+/// The exchanges, then queues, then bindings of a definitions file, to declare in that
+/// order (a binding needs both ends). Missing `vhost` means "/", missing `durable` true.
+fn amqp_definitions(json: &Value) -> Result<Vec<Declare>> {
+    let list = |key: &str| -> Vec<&serde_json::Map<String, Value>> {
+        json.get(key)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_object).collect())
+            .unwrap_or_default()
+    };
+    let text = |o: &serde_json::Map<String, Value>, k: &str| -> Option<String> {
+        o.get(k).and_then(Value::as_str).map(str::to_string)
+    };
+    let flag = |o: &serde_json::Map<String, Value>, k: &str, default: bool| -> bool {
+        o.get(k).and_then(Value::as_bool).unwrap_or(default)
+    };
+    let vhost = |o: &serde_json::Map<String, Value>| {
+        text(o, "vhost").unwrap_or_else(|| DEFAULT_VHOST.into())
+    };
+    let args =
+        |o: &serde_json::Map<String, Value>| o.get("arguments").cloned().unwrap_or(json!({}));
+    let mut out = Vec::new();
+    for e in list("exchanges") {
+        out.push(Declare::Exchange {
+            vhost: vhost(e),
+            name: text(e, "name").context("an exchange without a name")?,
+            kind: text(e, "type").unwrap_or_else(|| "direct".into()),
+            durable: flag(e, "durable", true),
+            auto_delete: flag(e, "auto_delete", false),
+            internal: flag(e, "internal", false),
+            arguments: args(e),
+        });
+    }
+    for q in list("queues") {
+        out.push(Declare::Queue {
+            vhost: vhost(q),
+            name: text(q, "name").context("a queue without a name")?,
+            durable: flag(q, "durable", true),
+            auto_delete: flag(q, "auto_delete", false),
+            arguments: args(q),
+        });
+    }
+    for b in list("bindings") {
+        out.push(Declare::Binding {
+            vhost: vhost(b),
+            source: text(b, "source").context("a binding without a source")?,
+            destination: text(b, "destination").context("a binding without a destination")?,
+            to_exchange: text(b, "destination_type").as_deref() == Some("exchange"),
+            routing_key: text(b, "routing_key").unwrap_or_default(),
+            arguments: args(b),
+        });
+    }
+    Ok(out)
 }
 
 /// AMQP arguments as stored (amq-protocol's tagged JSON of a field table) -> plain JSON
