@@ -347,7 +347,41 @@ async fn create(
             );
         }
     }
+    wait_for_leaders(&mut conn, name).await?;
     print_done(c.json, "created", name)
+}
+
+/// After a create: waits (up to 30 s) until every partition has a leader, showing the
+/// count on stderr, so a script may use the topic as soon as this returns.
+async fn wait_for_leaders(conn: &mut AdminConn, name: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut shown = false;
+    loop {
+        let resp = metadata(conn, Some(name)).await?;
+        let (total, led) = resp
+            .topics
+            .iter()
+            .filter(|t| t.error_code == 0)
+            .flat_map(|t| t.partitions.iter())
+            .fold((0, 0), |(n, l), p| {
+                (n + 1, l + usize::from(p.leader_id.0 >= 0))
+            });
+        if total > 0 && led == total {
+            if shown {
+                eprintln!();
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            if shown {
+                eprintln!();
+            }
+            bail!("topic {name:?} created, but only {led} of {total} partitions have a leader after 30 s");
+        }
+        eprint!("\rWaiting for partition leaders: {led}/{total}");
+        shown = true;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 async fn delete(name: &str, c: Common) -> Result<()> {
