@@ -1,9 +1,11 @@
 //! The node's local admin socket, `<data dir>/admin.sock` (mode 0600): how `arctern
-//! users`, `arctern vhosts` and `arctern permissions` reach a running node, the way
+//! users`, `vhosts`, `permissions`, `queues` and `definitions` reach a running node, the way
 //! rabbitmqctl reaches its node. Access is the file system's: whoever may open the socket
 //! administers the cluster. The tools build metadata commands themselves (hashing
 //! passwords on their side, as Kafka's tools do for SCRAM), so the secret never reaches
-//! the node; the node proposes them through Raft like any other change.
+//! the node; the node proposes them through Raft like any other change. Queue listing,
+//! purge, delete and definition declares act on the node's AMQP vhosts
+//! (`arctern_amqp::manage`).
 //!
 //! Protocol: one JSON [`AdminRequest`] per line, answered by one JSON [`AdminResponse`]
 //! line. A line longer than [`MAX_LINE`] closes the connection.
