@@ -12,7 +12,7 @@ import pika
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from broker import arctern_bin
+from broker import Broker, arctern_bin
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -189,3 +189,33 @@ def test_definitions_export_import(broker_factory, tmp_path):
         host="127.0.0.1", port=dst.amqp_port, virtual_host="shop",
         credentials=pika.PlainCredentials("alice", "s3cret"), connection_attempts=10, retry_delay=0.5))
     conn.close()
+
+
+class SaslBroker(Broker):
+    """A broker whose Kafka listener is SASL_PLAINTEXT."""
+
+    def cmd(self) -> list[str]:
+        c = super().cmd()
+        i = c.index("--kafka-listen")
+        c[i + 1] = f"SASL_PLAINTEXT://{self.bootstrap}"
+        return c
+
+
+def test_topics_over_sasl_plain(tmp_path):
+    b = SaslBroker(tmp_path / "sasl")
+    b.start()
+    try:
+        wait_admin(b)
+        boot = ["--bootstrap", b.bootstrap]
+        name = f"cli-sasl-{uuid.uuid4().hex[:6]}"
+        refused = cli("topics", "list", *boot, "--sasl-username", "guest",
+                      "--sasl-password", "wrong", check=False)
+        assert refused.returncode != 0 and "SASL authentication" in refused.stderr
+        cli("topics", "create", name, "--partitions", "1", *boot,
+            "--sasl-username", "guest", "--sasl-password", "guest")
+        admin = AdminClient({"bootstrap.servers": b.bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                             "sasl.mechanism": "PLAIN", "sasl.username": "guest",
+                             "sasl.password": "guest"})
+        assert name in admin.list_topics(timeout=10).topics
+    finally:
+        b.stop()

@@ -89,6 +89,28 @@ pub struct Common {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// SASL/PLAIN user for a SASL_PLAINTEXT listener (with --sasl-password).
+    #[arg(long)]
+    sasl_username: Option<String>,
+    /// SASL/PLAIN password (or ARCTERN_SASL_PASSWORD in the environment; arguments show
+    /// in `ps`).
+    #[arg(long)]
+    sasl_password: Option<String>,
+}
+
+impl Common {
+    async fn connect(&self) -> Result<AdminConn> {
+        let mut conn = AdminConn::connect(&self.bootstrap, CLIENT_ID).await?;
+        if let Some(user) = &self.sasl_username {
+            let password = match &self.sasl_password {
+                Some(p) => p.clone(),
+                None => std::env::var("ARCTERN_SASL_PASSWORD")
+                    .map_err(|_| anyhow!("--sasl-username needs --sasl-password"))?,
+            };
+            conn.authenticate_plain(user, &password).await?;
+        }
+        Ok(conn)
+    }
 }
 
 fn s(v: &str) -> StrBytes {
@@ -138,7 +160,7 @@ async fn metadata(conn: &mut AdminConn, topic: Option<&str>) -> Result<MetadataR
 }
 
 async fn list(c: Common) -> Result<()> {
-    let mut conn = AdminConn::connect(&c.bootstrap, CLIENT_ID).await?;
+    let mut conn = c.connect().await?;
     let resp = metadata(&mut conn, None).await?;
     let mut names: Vec<String> = resp
         .topics
@@ -181,7 +203,7 @@ fn topic_id(id: &[u8; 16]) -> String {
 }
 
 async fn describe(name: Option<String>, c: Common) -> Result<()> {
-    let mut conn = AdminConn::connect(&c.bootstrap, CLIENT_ID).await?;
+    let mut conn = c.connect().await?;
     let resp = metadata(&mut conn, name.as_deref()).await?;
     let mut topics = Vec::new();
     for t in &resp.topics {
@@ -313,7 +335,7 @@ async fn create(
     configs: &[String],
     c: Common,
 ) -> Result<()> {
-    let mut conn = AdminConn::connect(&c.bootstrap, CLIENT_ID).await?;
+    let mut conn = c.connect().await?;
     let mut cfgs = Vec::new();
     for kv in configs {
         let (k, v) = key_value(kv)?;
@@ -385,7 +407,7 @@ async fn wait_for_leaders(conn: &mut AdminConn, name: &str) -> Result<()> {
 }
 
 async fn delete(name: &str, c: Common) -> Result<()> {
-    let mut conn = AdminConn::connect(&c.bootstrap, CLIENT_ID).await?;
+    let mut conn = c.connect().await?;
     let version = conn.version::<DeleteTopicsRequest>(1, 6)?;
     let mut req = DeleteTopicsRequest::default().with_timeout_ms(30_000);
     if version >= 6 {
@@ -433,7 +455,7 @@ async fn alter(name: &str, set: &[String], delete: &[String], c: Common) -> Resu
                 .with_value(None),
         );
     }
-    let mut conn = AdminConn::connect(&c.bootstrap, CLIENT_ID).await?;
+    let mut conn = c.connect().await?;
     let version = conn.version::<IncrementalAlterConfigsRequest>(0, 1)?;
     let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
         AlterConfigsResource::default()
