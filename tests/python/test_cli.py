@@ -4,6 +4,7 @@ wrote (confluent-kafka's AdminClient, pika)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -17,8 +18,9 @@ from broker import Broker, arctern_bin
 pytestmark = pytest.mark.timeout(180)
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([str(arctern_bin()), *args], capture_output=True, text=True, timeout=60)
+def cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    p = subprocess.run([str(arctern_bin()), *args], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, **(env or {})})
     if check and p.returncode != 0:
         raise AssertionError(f"arctern {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
@@ -217,5 +219,10 @@ def test_topics_over_sasl_plain(tmp_path):
                              "sasl.mechanism": "PLAIN", "sasl.username": "guest",
                              "sasl.password": "guest"})
         assert name in admin.list_topics(timeout=10).topics
+        auth = ["--bootstrap-server", b.bootstrap, "--sasl-username", "guest"]
+        env = {"ARCTERN_SASL_PASSWORD": "guest"}
+        status = json.loads(cli("cluster", "status", "--json", *auth, env=env).stdout)
+        assert any(t["name"] == name for t in status["topics"])
+        assert "groups" in json.loads(cli("groups", "list", "--json", *auth, env=env).stdout)
     finally:
         b.stop()

@@ -1,17 +1,19 @@
 //! Management operations on queues (what rabbitmqctl's `list_queues`, `purge_queue` and
 //! `delete_queue` and the management API's `/api/queues` do): one place that the local
 //! admin socket and the HTTP API both call. They act on the node serving the vhosts
-//! (the home); elsewhere the vhosts hold no queues and the list is empty.
+//! (the AMQP home), waiting a moment for a fresh node to take that role; on another node
+//! they fail naming the home's AMQP endpoint.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arctern_metadata::DEFAULT_VHOST;
 use serde::{Deserialize, Serialize};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
-use crate::codes::AmqpError;
-use crate::vhost::{QueueSpec, Vhost};
+use crate::codes::{AmqpError, NOT_ALLOWED};
+use crate::vhost::{QueueSpec, Route, Vhost};
 
 /// One queue as `rabbitmqctl list_queues` / `GET /api/queues` report it (RabbitMQ's keys).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +45,7 @@ pub async fn list_queues(
             names
         }
     };
+    serving(root).await?;
     let mut out = Vec::new();
     for name in names {
         let Some(vh) = root.vhost_instance(&name).await? else {
@@ -71,7 +74,28 @@ pub async fn list_queues(
     Ok(out)
 }
 
+/// How long an operation waits for this node to start serving the vhosts (a fresh node
+/// takes the AMQP home role a moment after start).
+const SERVE_WAIT: Duration = Duration::from_secs(15);
+
+/// Waits until this node serves the vhosts; an error naming the node that does when
+/// another one holds the home role (its queues live there).
+async fn serving(root: &Arc<Vhost>) -> Result<(), AmqpError> {
+    match root.route_connection(SERVE_WAIT, false).await {
+        Some(Route::Here(_)) => Ok(()),
+        Some(Route::Forward(endpoint)) => Err(AmqpError::new(
+            NOT_ALLOWED,
+            format!("the vhosts are served by the node at {endpoint}; run this against that node"),
+        )),
+        None => Err(AmqpError::new(
+            NOT_ALLOWED,
+            "no node serves the vhosts yet (try again in a moment)",
+        )),
+    }
+}
+
 async fn instance(root: &Arc<Vhost>, vhost: &str) -> Result<Arc<Vhost>, AmqpError> {
+    serving(root).await?;
     root.vhost_instance(vhost)
         .await?
         .ok_or_else(|| AmqpError::not_found(format!("no vhost '{vhost}'")))

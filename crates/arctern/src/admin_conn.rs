@@ -17,6 +17,34 @@ use kafka_protocol::protocol::{Request, StrBytes};
 /// How long one request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// SASL/PLAIN login for a SASL_PLAINTEXT listener (flattened into the Kafka-side tools).
+#[derive(clap::Args, Clone, Default)]
+pub struct SaslArgs {
+    /// SASL/PLAIN user for a SASL_PLAINTEXT listener (with --sasl-password).
+    #[arg(long)]
+    pub sasl_username: Option<String>,
+    /// SASL/PLAIN password (or ARCTERN_SASL_PASSWORD in the environment; arguments show
+    /// in `ps`).
+    #[arg(long)]
+    pub sasl_password: Option<String>,
+}
+
+impl SaslArgs {
+    /// Connects to `addr` and logs in when a user is given.
+    pub async fn connect(&self, addr: &str, client_id: &str) -> Result<AdminConn> {
+        let mut conn = AdminConn::connect(addr, client_id).await?;
+        if let Some(user) = &self.sasl_username {
+            let password = match &self.sasl_password {
+                Some(p) => p.clone(),
+                None => std::env::var("ARCTERN_SASL_PASSWORD")
+                    .map_err(|_| anyhow::anyhow!("--sasl-username needs --sasl-password"))?,
+            };
+            conn.authenticate_plain(user, &password).await?;
+        }
+        Ok(conn)
+    }
+}
+
 /// One broker connection with the version ranges the broker advertised.
 pub struct AdminConn {
     addr: String,

@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 
-use crate::admin_conn::{error_name, AdminConn};
+use crate::admin_conn::{error_name, AdminConn, SaslArgs};
 
 const CLIENT_ID: &str = "arctern-topics";
 /// Kafka's ConfigResource type for a topic.
@@ -89,27 +89,13 @@ pub struct Common {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// SASL/PLAIN user for a SASL_PLAINTEXT listener (with --sasl-password).
-    #[arg(long)]
-    sasl_username: Option<String>,
-    /// SASL/PLAIN password (or ARCTERN_SASL_PASSWORD in the environment; arguments show
-    /// in `ps`).
-    #[arg(long)]
-    sasl_password: Option<String>,
+    #[command(flatten)]
+    sasl: SaslArgs,
 }
 
 impl Common {
     async fn connect(&self) -> Result<AdminConn> {
-        let mut conn = AdminConn::connect(&self.bootstrap, CLIENT_ID).await?;
-        if let Some(user) = &self.sasl_username {
-            let password = match &self.sasl_password {
-                Some(p) => p.clone(),
-                None => std::env::var("ARCTERN_SASL_PASSWORD")
-                    .map_err(|_| anyhow!("--sasl-username needs --sasl-password"))?,
-            };
-            conn.authenticate_plain(user, &password).await?;
-        }
-        Ok(conn)
+        self.sasl.connect(&self.bootstrap, CLIENT_ID).await
     }
 }
 
