@@ -25,8 +25,11 @@ use crate::admin_conn::{error_name, AdminConn, SaslArgs};
 const CLIENT_ID: &str = "arctern-topics";
 /// Kafka's ConfigResource type for a topic.
 const RESOURCE_TOPIC: i8 = 2;
-/// DescribeConfigs' DEFAULT_CONFIG source: not shown by `describe`, as kafka-topics.sh.
-const SOURCE_DEFAULT: i8 = 5;
+/// DescribeConfigs sources `describe` shows: DYNAMIC_TOPIC_CONFIG, DYNAMIC_BROKER_CONFIG,
+/// DYNAMIC_DEFAULT_BROKER_CONFIG. kafka-topics.sh also shows STATIC_BROKER_CONFIG (4),
+/// but Arctern's broker reports every built-in default of its own as static, which would
+/// bury the topic's overrides.
+const SHOWN_SOURCES: [i8; 3] = [1, 2, 3];
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -246,7 +249,7 @@ async fn describe(name: Option<String>, c: Common) -> Result<()> {
                 .find(|t| t.name == r.resource_name.as_str())
             {
                 for cfg in r.configs {
-                    if cfg.config_source == SOURCE_DEFAULT || cfg.is_sensitive {
+                    if !SHOWN_SOURCES.contains(&cfg.config_source) || cfg.is_sensitive {
                         continue;
                     }
                     if let Some(v) = cfg.value {
