@@ -15,6 +15,7 @@ pub mod connection;
 pub mod deadletter;
 pub mod deliveries;
 pub mod forward;
+pub mod manage;
 pub mod methods;
 pub mod permissions;
 pub mod publish;

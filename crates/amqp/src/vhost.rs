@@ -998,6 +998,31 @@ impl Vhost {
             .is_ok_and(|st| st.exchanges.contains_key(name))
     }
 
+    /// Every queue of this vhost (read-only snapshot; for the management tools).
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.state
+            .lock()
+            .map(|st| st.queues.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The root only: the instance serving vhost `name` ("/" is the root itself), if
+    /// `ClusterState::vhosts` has it (for the management tools).
+    pub async fn vhost_instance(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Option<Arc<Vhost>>, AmqpError> {
+        if name == DEFAULT_VHOST {
+            return Ok(Some(Arc::clone(self)));
+        }
+        self.open(name).await
+    }
+
+    /// Whether this node serves the vhosts now (it holds the home role).
+    pub fn is_serving(&self) -> bool {
+        self.term.borrow().is_some()
+    }
+
     /// Whether the queue exists (a permission check depends on it).
     pub fn has_queue(&self, name: &str) -> bool {
         self.state

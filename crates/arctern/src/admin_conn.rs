@@ -9,11 +9,41 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use arctern_replication::KafkaConnection;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
-use kafka_protocol::protocol::Request;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
+use kafka_protocol::protocol::{Request, StrBytes};
 
 /// How long one request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SASL/PLAIN login for a SASL_PLAINTEXT listener (flattened into the Kafka-side tools).
+#[derive(clap::Args, Clone, Default)]
+pub struct SaslArgs {
+    /// SASL/PLAIN user for a SASL_PLAINTEXT listener (with --sasl-password).
+    #[arg(long)]
+    pub sasl_username: Option<String>,
+    /// SASL/PLAIN password (or ARCTERN_SASL_PASSWORD in the environment; arguments show
+    /// in `ps`).
+    #[arg(long)]
+    pub sasl_password: Option<String>,
+}
+
+impl SaslArgs {
+    /// Connects to `addr` and logs in when a user is given.
+    pub async fn connect(&self, addr: &str, client_id: &str) -> Result<AdminConn> {
+        let mut conn = AdminConn::connect(addr, client_id).await?;
+        if let Some(user) = &self.sasl_username {
+            let password = match &self.sasl_password {
+                Some(p) => p.clone(),
+                None => std::env::var("ARCTERN_SASL_PASSWORD")
+                    .map_err(|_| anyhow::anyhow!("--sasl-username needs --sasl-password"))?,
+            };
+            conn.authenticate_plain(user, &password).await?;
+        }
+        Ok(conn)
+    }
+}
 
 /// One broker connection with the version ranges the broker advertised.
 pub struct AdminConn {
@@ -49,6 +79,52 @@ impl AdminConn {
             conn,
             broker_versions,
         })
+    }
+
+    /// Logs in with SASL/PLAIN on a SASL_PLAINTEXT listener (SaslHandshake v1, then
+    /// SaslAuthenticate, as Kafka's Java client does).
+    pub async fn authenticate_plain(&mut self, user: &str, password: &str) -> Result<()> {
+        let v = self.version::<SaslHandshakeRequest>(1, 1)?;
+        let resp = self
+            .call(
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_string("PLAIN".into())),
+                v,
+            )
+            .await?;
+        if resp.error_code != 0 {
+            bail!(
+                "SASL PLAIN refused by {}: {} (mechanisms: {:?})",
+                self.addr,
+                error_name(resp.error_code),
+                resp.mechanisms
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+            );
+        }
+        let mut token = Vec::with_capacity(user.len() + password.len() + 2);
+        token.push(0);
+        token.extend_from_slice(user.as_bytes());
+        token.push(0);
+        token.extend_from_slice(password.as_bytes());
+        let v = self.version::<SaslAuthenticateRequest>(0, 2)?;
+        let resp = self
+            .call(
+                &SaslAuthenticateRequest::default().with_auth_bytes(token.into()),
+                v,
+            )
+            .await?;
+        if resp.error_code != 0 {
+            bail!(
+                "SASL authentication as {user:?} failed: {}{}",
+                error_name(resp.error_code),
+                resp.error_message
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(())
     }
 
     pub fn addr(&self) -> &str {

@@ -1,9 +1,11 @@
 //! The node's local admin socket, `<data dir>/admin.sock` (mode 0600): how `arctern
-//! users`, `arctern vhosts` and `arctern permissions` reach a running node, the way
+//! users`, `vhosts`, `permissions`, `queues` and `definitions` reach a running node, the way
 //! rabbitmqctl reaches its node. Access is the file system's: whoever may open the socket
 //! administers the cluster. The tools build metadata commands themselves (hashing
 //! passwords on their side, as Kafka's tools do for SCRAM), so the secret never reaches
-//! the node; the node proposes them through Raft like any other change.
+//! the node; the node proposes them through Raft like any other change. Queue listing,
+//! purge, delete and definition declares act on the node's AMQP vhosts
+//! (`arctern_amqp::manage`).
 //!
 //! Protocol: one JSON [`AdminRequest`] per line, answered by one JSON [`AdminResponse`]
 //! line. A line longer than [`MAX_LINE`] closes the connection.
@@ -12,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use arctern_amqp::manage::{self, QueueInfo};
+use arctern_amqp::Vhost;
 use arctern_metadata::{ClusterState, CommandResult, MetadataCommand, MetadataNode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -27,6 +31,15 @@ pub enum AdminRequest {
     Propose(MetadataCommand),
     /// The node's current view of the cluster metadata.
     State,
+    /// The AMQP queues with live counts (one vhost, or all with `None`).
+    Queues { vhost: Option<String> },
+    /// Drops a queue's ready messages; answers `Count` (how many).
+    PurgeQueue { vhost: String, name: String },
+    /// Deletes a queue; answers `Count` (how many messages it held).
+    DeleteQueue { vhost: String, name: String },
+    /// Declares a durable exchange, queue or binding (definitions import); answers
+    /// `Count(0)`.
+    Declare(manage::Declare),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,6 +47,8 @@ pub enum AdminResponse {
     Result(CommandResult),
     State(Box<ClusterState>),
     Error(String),
+    Queues(Vec<QueueInfo>),
+    Count(u32),
 }
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -45,6 +60,7 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 pub fn start(
     data_dir: &Path,
     metadata: Arc<MetadataNode>,
+    amqp: Option<Arc<Vhost>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let path = socket_path(data_dir);
@@ -59,7 +75,7 @@ pub fn start(
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        tokio::spawn(serve_conn(stream, Arc::clone(&metadata)));
+                        tokio::spawn(serve_conn(stream, Arc::clone(&metadata), amqp.clone()));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "admin socket accept failed");
@@ -77,7 +93,7 @@ pub fn start(
     }))
 }
 
-async fn serve_conn(stream: UnixStream, metadata: Arc<MetadataNode>) {
+async fn serve_conn(stream: UnixStream, metadata: Arc<MetadataNode>, amqp: Option<Arc<Vhost>>) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
@@ -106,6 +122,34 @@ async fn serve_conn(stream: UnixStream, metadata: Arc<MetadataNode>) {
             Ok(AdminRequest::State) => {
                 AdminResponse::State(Box::new((**metadata.state().borrow()).clone()))
             }
+            Ok(AdminRequest::Queues { vhost }) => match &amqp {
+                Some(root) => match manage::list_queues(root, vhost.as_deref()).await {
+                    Ok(qs) => AdminResponse::Queues(qs),
+                    Err(e) => AdminResponse::Error(e.to_string()),
+                },
+                None => AdminResponse::Error("AMQP is not running on this node".into()),
+            },
+            Ok(AdminRequest::PurgeQueue { vhost, name }) => match &amqp {
+                Some(root) => match manage::purge_queue(root, &vhost, &name).await {
+                    Ok(n) => AdminResponse::Count(n),
+                    Err(e) => AdminResponse::Error(e.to_string()),
+                },
+                None => AdminResponse::Error("AMQP is not running on this node".into()),
+            },
+            Ok(AdminRequest::DeleteQueue { vhost, name }) => match &amqp {
+                Some(root) => match manage::delete_queue(root, &vhost, &name).await {
+                    Ok(n) => AdminResponse::Count(n),
+                    Err(e) => AdminResponse::Error(e.to_string()),
+                },
+                None => AdminResponse::Error("AMQP is not running on this node".into()),
+            },
+            Ok(AdminRequest::Declare(d)) => match &amqp {
+                Some(root) => match manage::declare(root, &d).await {
+                    Ok(()) => AdminResponse::Count(0),
+                    Err(e) => AdminResponse::Error(e.to_string()),
+                },
+                None => AdminResponse::Error("AMQP is not running on this node".into()),
+            },
             Err(e) => AdminResponse::Error(format!("bad admin request: {e}")),
         };
         let mut out = match serde_json::to_vec(&response) {
@@ -156,7 +200,7 @@ pub async fn propose(data_dir: &Path, cmd: MetadataCommand) -> Result<()> {
         AdminResponse::Result(CommandResult::Ok) => Ok(()),
         AdminResponse::Result(other) => bail!("refused: {other:?}"),
         AdminResponse::Error(e) => bail!("{e}"),
-        AdminResponse::State(_) => bail!("unexpected answer from the node"),
+        _ => bail!("unexpected answer from the node"),
     }
 }
 
@@ -165,6 +209,39 @@ pub async fn state(data_dir: &Path) -> Result<ClusterState> {
     match call(data_dir, &AdminRequest::State).await? {
         AdminResponse::State(s) => Ok(*s),
         AdminResponse::Error(e) => bail!("{e}"),
-        AdminResponse::Result(_) => bail!("unexpected answer from the node"),
+        _ => bail!("unexpected answer from the node"),
+    }
+}
+
+/// The AMQP queues with their live counts.
+pub async fn queues(data_dir: &Path, vhost: Option<String>) -> Result<Vec<QueueInfo>> {
+    match call(data_dir, &AdminRequest::Queues { vhost }).await? {
+        AdminResponse::Queues(q) => Ok(q),
+        AdminResponse::Error(e) => bail!("{e}"),
+        _ => bail!("unexpected answer from the node"),
+    }
+}
+
+/// Declares a durable exchange, queue or binding on the node.
+pub async fn declare(data_dir: &Path, d: manage::Declare) -> Result<()> {
+    match call(data_dir, &AdminRequest::Declare(d)).await? {
+        AdminResponse::Count(_) => Ok(()),
+        AdminResponse::Error(e) => bail!("{e}"),
+        _ => bail!("unexpected answer from the node"),
+    }
+}
+
+/// Purges (`delete == false`) or deletes a queue; returns the message count it answered.
+pub async fn queue_op(data_dir: &Path, vhost: &str, name: &str, delete: bool) -> Result<u32> {
+    let (vhost, name) = (vhost.to_string(), name.to_string());
+    let req = if delete {
+        AdminRequest::DeleteQueue { vhost, name }
+    } else {
+        AdminRequest::PurgeQueue { vhost, name }
+    };
+    match call(data_dir, &req).await? {
+        AdminResponse::Count(n) => Ok(n),
+        AdminResponse::Error(e) => bail!("{e}"),
+        _ => bail!("unexpected answer from the node"),
     }
 }

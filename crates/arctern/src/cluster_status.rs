@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use kafka_protocol::messages::MetadataRequest;
 
-use crate::admin_conn::AdminConn;
+use crate::admin_conn::SaslArgs;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -14,10 +14,15 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    sasl: SaslArgs,
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
-    let mut conn = AdminConn::connect(&args.bootstrap_server, "arctern-cluster-status").await?;
+    let mut conn = args
+        .sasl
+        .connect(&args.bootstrap_server, "arctern-cluster-status")
+        .await?;
     // v1+: a null topic list means all topics (v0 has no null)
     let version = conn.version::<MetadataRequest>(1, 12)?;
     let req = MetadataRequest::default()

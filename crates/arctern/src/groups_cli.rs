@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 
-use crate::admin_conn::{error_name, AdminConn};
+use crate::admin_conn::{error_name, AdminConn, SaslArgs};
 
 const CLIENT_ID: &str = "arctern-groups";
 
@@ -51,6 +51,8 @@ pub struct Common {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    sasl: SaslArgs,
 }
 
 #[derive(clap::Args)]
@@ -153,14 +155,16 @@ struct ListedGroup {
 }
 
 async fn list(args: Common) -> Result<()> {
-    let mut boot = AdminConn::connect(&args.bootstrap_server, CLIENT_ID).await?;
+    let mut boot = args.sasl.connect(&args.bootstrap_server, CLIENT_ID).await?;
     let view = metadata(&mut boot, Some(&[])).await?;
     if view.brokers.is_empty() {
         bail!("{} reported no live brokers", args.bootstrap_server);
     }
     let mut groups: BTreeMap<String, ListedGroup> = BTreeMap::new();
     for node in view.brokers.values() {
-        let mut conn = AdminConn::connect(&node.addr(), CLIENT_ID)
+        let mut conn = args
+            .sasl
+            .connect(&node.addr(), CLIENT_ID)
             .await
             .with_context(|| format!("broker {}", node.node_id))?;
         let version = conn.version::<ListGroupsRequest>(0, 5)?;
@@ -529,6 +533,7 @@ async fn ask_coordinator(conn: &mut AdminConn, group: &str) -> Result<Coordinato
 /// ListOffsets (latest) for `parts`, grouped by leader. Returns per partition the offset
 /// or the reason it is unknown.
 async fn log_end_offsets(
+    sasl: &SaslArgs,
     view: &ClusterView,
     parts: &BTreeSet<(String, i32)>,
 ) -> HashMap<(String, i32), Result<i64, String>> {
@@ -548,7 +553,7 @@ async fn log_end_offsets(
                 .brokers
                 .get(&leader)
                 .ok_or_else(|| anyhow!("leader {leader} is not among the live brokers"))?;
-            let mut conn = AdminConn::connect(&node.addr(), CLIENT_ID).await?;
+            let mut conn = sasl.connect(&node.addr(), CLIENT_ID).await?;
             let v = conn.version::<ListOffsetsRequest>(1, 7)?;
             let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
             for (t, p) in &tps {
@@ -609,12 +614,14 @@ async fn log_end_offsets(
 }
 
 async fn describe(group: &str, args: Common) -> Result<()> {
-    let mut boot = AdminConn::connect(&args.bootstrap_server, CLIENT_ID).await?;
+    let mut boot = args.sasl.connect(&args.bootstrap_server, CLIENT_ID).await?;
     let deadline = Instant::now() + COORDINATOR_WAIT;
     let (coordinator, answer) = loop {
         let node = find_coordinator(&mut boot, group).await?;
         let attempt = async {
-            let mut conn = AdminConn::connect(&node.addr(), CLIENT_ID)
+            let mut conn = args
+                .sasl
+                .connect(&node.addr(), CLIENT_ID)
                 .await
                 .with_context(|| format!("coordinator {}", node.node_id))?;
             ask_coordinator(&mut conn, group).await
@@ -657,7 +664,7 @@ async fn describe(group: &str, args: Common) -> Result<()> {
         HashMap::new()
     } else {
         let view = metadata(&mut boot, Some(&topics)).await?;
-        log_end_offsets(&view, &parts).await
+        log_end_offsets(&args.sasl, &view, &parts).await
     };
     let offsets: Vec<PartitionOffsets> = parts
         .iter()

@@ -3,8 +3,11 @@
 mod admin_conn;
 mod admin_socket;
 mod cluster_status;
+mod definitions_cli;
 mod groups_cli;
+mod queues_cli;
 mod settings;
+mod topics_cli;
 mod users_cli;
 mod vhosts_cli;
 
@@ -66,6 +69,18 @@ enum Command {
     /// clear_permissions, list_permissions).
     #[command(subcommand)]
     Permissions(vhosts_cli::PermissionsCommand),
+    /// Kafka topics (kafka-topics.sh's list, describe, create, delete; kafka-configs.sh's
+    /// alter) over the Kafka protocol.
+    #[command(subcommand)]
+    Topics(topics_cli::TopicsCommand),
+    /// AMQP queues of a running node (rabbitmqctl's list_queues, purge_queue,
+    /// delete_queue) through its admin socket.
+    #[command(subcommand)]
+    Queues(queues_cli::QueuesCommand),
+    /// RabbitMQ definitions JSON (users, vhosts, permissions, queues, exchanges,
+    /// bindings): export from / import into a running node.
+    #[command(subcommand)]
+    Definitions(definitions_cli::DefinitionsCommand),
 }
 
 #[derive(Subcommand)]
@@ -126,6 +141,9 @@ fn main() -> Result<()> {
         Command::Users(cmd) => runtime.block_on(users_cli::run(cmd)),
         Command::Vhosts(cmd) => runtime.block_on(vhosts_cli::vhosts(cmd)),
         Command::Permissions(cmd) => runtime.block_on(vhosts_cli::permissions(cmd)),
+        Command::Topics(cmd) => runtime.block_on(topics_cli::run(cmd)),
+        Command::Queues(cmd) => runtime.block_on(queues_cli::run(cmd)),
+        Command::Definitions(cmd) => runtime.block_on(definitions_cli::run(cmd)),
     }
 }
 
@@ -391,6 +409,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let admin = match admin_socket::start(
         &broker.config().data_dir,
         Arc::clone(&metadata),
+        Some(Arc::clone(&vhost)),
         stop.subscribe(),
     ) {
         Ok(task) => Some(task),

@@ -36,6 +36,9 @@ pub enum UsersCommand {
     },
     /// List users and their tags.
     List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -98,7 +101,7 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    fn data_dir(&self) -> Result<PathBuf> {
+    pub(crate) fn data_dir(&self) -> Result<PathBuf> {
         if let Some(d) = &self.data_dir {
             return Ok(d.clone());
         }
@@ -182,9 +185,18 @@ pub async fn run(cmd: UsersCommand) -> Result<()> {
                 .await
                 .map_err(|e| unknown_user(e, &name))?;
         }
-        UsersCommand::List { node } => {
+        UsersCommand::List { json, node } => {
             let dir = node.data_dir()?;
             let state = admin_socket::state(&dir).await?;
+            if json {
+                let list: Vec<_> = state
+                    .users
+                    .iter()
+                    .map(|(name, u)| serde_json::json!({"name": name, "tags": u.tags}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
             println!("Listing users ...");
             println!("user\ttags");
             for (name, user) in &state.users {
@@ -268,19 +280,19 @@ pub async fn run(cmd: UsersCommand) -> Result<()> {
 
 /// What a definitions file turns into.
 #[derive(Debug, Default)]
-struct Imported {
-    commands: Vec<MetadataCommand>,
-    users: usize,
-    vhosts: usize,
-    permissions: usize,
-    skipped: Vec<(String, usize)>,
+pub(crate) struct Imported {
+    pub(crate) commands: Vec<MetadataCommand>,
+    pub(crate) users: usize,
+    pub(crate) vhosts: usize,
+    pub(crate) permissions: usize,
+    pub(crate) skipped: Vec<(String, usize)>,
 }
 
 /// RabbitMQ's definitions JSON -> metadata commands: vhosts first, then users, then
 /// permissions. A user's `password_hash` must be `rabbit_password_hashing_sha256` (the
 /// default since RabbitMQ 3.6); such a user has no SCRAM credentials (they cannot be
 /// derived from a hash), so it logs in over AMQP and Kafka SASL/PLAIN, not SCRAM.
-fn definitions(json: &serde_json::Value) -> Result<Imported> {
+pub(crate) fn definitions(json: &serde_json::Value) -> Result<Imported> {
     use arctern_metadata::{Permission, VhostRecord};
     use serde_json::Value;
     let obj = json

@@ -37,6 +37,9 @@ pub enum VhostsCommand {
     },
     /// List the vhosts.
     List {
+        /// Print JSON (RabbitMQ's definitions shape) instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         node: Node,
     },
@@ -66,6 +69,9 @@ pub enum PermissionsCommand {
         /// The vhost [default: /, as rabbitmqctl]
         #[arg(long, default_value = DEFAULT_VHOST)]
         vhost: String,
+        /// Print JSON (RabbitMQ's definitions shape) instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         node: Node,
     },
@@ -84,7 +90,7 @@ async fn propose(node: &Node, cmd: MetadataCommand) -> Result<()> {
         AdminResponse::Result(CommandResult::InvalidRequest { reason }) => bail!("{reason}"),
         AdminResponse::Result(other) => bail!("refused: {other:?}"),
         AdminResponse::Error(e) => bail!("{e}"),
-        AdminResponse::State(_) => bail!("unexpected answer from the node"),
+        _ => bail!("unexpected answer from the node"),
     }
 }
 
@@ -106,8 +112,19 @@ pub async fn vhosts(cmd: VhostsCommand) -> Result<()> {
             println!("Deleting vhost \"{name}\" ...");
             propose(&node, MetadataCommand::DeleteVhost { name }).await
         }
-        VhostsCommand::List { node } => {
+        VhostsCommand::List { json, node } => {
             let state = admin_socket::state(&node.data_dir).await?;
+            if json {
+                let list: Vec<_> = state
+                    .vhosts
+                    .iter()
+                    .map(|(name, v)| {
+                        serde_json::json!({"name": name, "description": v.description, "tags": v.tags})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
             println!("Listing vhosts ...");
             println!("name\tdescription");
             for (name, v) in &state.vhosts {
@@ -161,10 +178,24 @@ pub async fn permissions(cmd: PermissionsCommand) -> Result<()> {
             }
             propose(&node, MetadataCommand::ClearPermissions { vhost, user }).await
         }
-        PermissionsCommand::List { vhost, node } => {
+        PermissionsCommand::List { vhost, json, node } => {
             let state = admin_socket::state(&node.data_dir).await?;
             if !state.vhosts.contains_key(&vhost) {
                 bail!("virtual host \"{vhost}\" does not exist");
+            }
+            if json {
+                let list: Vec<_> = state
+                    .permissions
+                    .get(&vhost)
+                    .into_iter()
+                    .flatten()
+                    .map(|(user, p)| {
+                        serde_json::json!({"user": user, "vhost": vhost,
+                            "configure": p.configure, "write": p.write, "read": p.read})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
             }
             println!("Listing permissions for vhost \"{vhost}\" ...");
             println!("user\tconfigure\twrite\tread");
