@@ -909,6 +909,11 @@ impl Queue {
         self.inner.lock().map(|i| i.ready.len() as u32).unwrap_or(0)
     }
 
+    /// Messages delivered and not settled yet (RabbitMQ's `messages_unacknowledged`).
+    pub fn unacked_count(&self) -> u32 {
+        self.inner.lock().map(|i| i.out.len() as u32).unwrap_or(0)
+    }
+
     pub fn consumer_count(&self) -> u32 {
         self.inner
             .lock()
