@@ -31,9 +31,9 @@ def get(b: Broker, port: int, user: str | None, password: str | None):
         req.add_header("Authorization", f"Basic {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, dict(r.headers), r.read().decode()
+            return r.status, r.headers, r.read().decode()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read().decode()
+        return e.code, e.headers, e.read().decode()
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -132,6 +132,8 @@ def test_metrics_after_a_workload(metrics_broker):
     c.commit(offsets=[TopicPartition(topic, 0, 4), TopicPartition(topic, 1, 3)],
              asynchronous=False)
     c.close()
+    leaders = {p.id: p.leader for p in
+               admin.list_topics(topic, timeout=10).topics[topic].partitions.values()}
 
     # AMQP: a queue left with ready messages, one with a consumer holding one unacked
     # delivery (another acked), and one redelivery.
@@ -195,7 +197,7 @@ def test_metrics_after_a_workload(metrics_broker):
             assert value(m, "kafka_topic_partition_in_sync_replica", **tp) == 1
             assert value(m, "kafka_topic_partition_replicas", **tp) == 1
             assert value(m, "kafka_topic_partition_under_replicated_partition", **tp) == 0
-            assert value(m, "kafka_topic_partition_leader", **tp) == 0
+            assert value(m, "kafka_topic_partition_leader", **tp) == leaders[part]
             gp = dict(consumergroup=group, topic=topic, partition=part)
             assert value(m, "kafka_consumergroup_current_offset", **gp) == committed
             # Lag is log end minus committed.
