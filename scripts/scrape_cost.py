@@ -63,6 +63,10 @@ def main() -> None:
             print(f"scrape: median {statistics.median(times) * 1000:.1f} ms, "
                   f"max {max(times) * 1000:.1f} ms, {size} bytes "
                   f"({a.partitions} partitions, {a.groups} groups)")
+            # With RUST_LOG=info,arctern_http=debug the broker logs each scrape's split.
+            for line in b.log_path.read_text(errors="replace").splitlines():
+                if "metrics scrape" in line:
+                    print(line.split("arctern_http")[-1].strip())
         finally:
             admin = None  # closes the client before the broker goes
             b.stop()

@@ -125,7 +125,28 @@ async fn metrics_handler(
     if let Err(resp) = check(&ctx, peer, &headers, Need::Monitoring) {
         return resp;
     }
-    let body = metrics::render(&collect(&ctx));
+    // A large node's scrape is CPU work of many milliseconds: off the async workers, so it
+    // never holds up the connections they serve.
+    let body = match tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        let snapshot = collect(&ctx);
+        let t1 = Instant::now();
+        let body = metrics::render(&snapshot);
+        tracing::debug!(
+            collect_ms = (t1 - t0).as_millis() as u64,
+            render_ms = t1.elapsed().as_millis() as u64,
+            "metrics scrape"
+        );
+        body
+    })
+    .await
+    {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics scrape failed");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
     (
         [(
             header::CONTENT_TYPE,
