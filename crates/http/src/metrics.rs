@@ -6,10 +6,15 @@
 //! serves: the partitions it leads, the groups it coordinates, its AMQP connections — so
 //! Prometheus scrapes every node.
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, LabelSetEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 /// One AMQP queue.
@@ -113,28 +118,174 @@ fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Queues, partitions and group offsets: RabbitMQ's per-queue and kafka_exporter's names.
+#[derive(Debug)]
+struct Objects {
+    queues: Vec<QueueSample>,
+    partitions: Vec<PartitionSample>,
+    group_offsets: Vec<GroupOffsetSample>,
+}
+
+/// One gauge family, a sample per item (`None` values are left out).
+fn family<'a, T, L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    items: &'a [T],
+    labels: impl Fn(&'a T) -> L,
+    value: impl Fn(&'a T) -> Option<i64>,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for it in items {
+        if let Some(v) = value(it) {
+            m.encode_family(&labels(it))?.encode_gauge(&v)?;
+        }
+    }
+    Ok(())
+}
+
+impl Collector for Objects {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        fn q(q: &QueueSample) -> [(&'static str, &str); 2] {
+            [("vhost", q.vhost.as_str()), ("queue", q.queue.as_str())]
+        }
+        family(
+            &mut enc,
+            "rabbitmq_queue_messages_ready",
+            "Messages ready to be delivered to consumers",
+            &self.queues,
+            q,
+            |q| Some(i(q.ready)),
+        )?;
+        family(
+            &mut enc,
+            "rabbitmq_queue_messages_unacked",
+            "Messages delivered to consumers but not yet acknowledged",
+            &self.queues,
+            q,
+            |q| Some(i(q.unacked)),
+        )?;
+        family(
+            &mut enc,
+            "rabbitmq_queue_consumers",
+            "Consumers on a queue",
+            &self.queues,
+            q,
+            |q| Some(i(q.consumers)),
+        )?;
+
+        fn p(p: &PartitionSample) -> PartLabels<'_> {
+            PartLabels((("topic", p.topic.as_str()), ("partition", p.partition)))
+        }
+        let ps = &self.partitions;
+        family(
+            &mut enc,
+            "kafka_topic_partition_current_offset",
+            "Current Offset of a Broker at Topic/Partition",
+            ps,
+            p,
+            |x| Some(x.current_offset),
+        )?;
+        family(
+            &mut enc,
+            "kafka_topic_partition_oldest_offset",
+            "Oldest Offset of a Broker at Topic/Partition",
+            ps,
+            p,
+            |x| Some(x.oldest_offset),
+        )?;
+        family(
+            &mut enc,
+            "kafka_topic_partition_in_sync_replica",
+            "Number of In-Sync Replicas for this Topic/Partition",
+            ps,
+            p,
+            |x| Some(x.in_sync as i64),
+        )?;
+        family(
+            &mut enc,
+            "kafka_topic_partition_under_replicated_partition",
+            "1 if Topic/Partition is under Replicated",
+            ps,
+            p,
+            |x| Some(i64::from(x.in_sync < x.replicas)),
+        )?;
+        family(
+            &mut enc,
+            "kafka_topic_partition_leader",
+            "Leader Broker ID of this Topic/Partition",
+            ps,
+            p,
+            |x| Some(i64::from(x.leader)),
+        )?;
+        family(
+            &mut enc,
+            "kafka_topic_partition_replicas",
+            "Number of Replicas for this Topic/Partition",
+            ps,
+            p,
+            |x| Some(x.replicas as i64),
+        )?;
+
+        fn g(g: &GroupOffsetSample) -> GroupLabels<'_> {
+            GroupLabels(g.group.as_str(), g.topic.as_str(), g.partition)
+        }
+        let gs = &self.group_offsets;
+        family(
+            &mut enc,
+            "kafka_consumergroup_current_offset",
+            "Current Offset of a ConsumerGroup at Topic/Partition",
+            gs,
+            g,
+            |x| Some(x.committed),
+        )?;
+        family(
+            &mut enc,
+            "kafka_consumergroup_lag",
+            "Current Approximate Lag of a ConsumerGroup at Topic/Partition",
+            gs,
+            g,
+            |x| x.lag,
+        )?;
+        Ok(())
+    }
+}
+
+/// topic, partition (kafka_exporter's label order).
+struct PartLabels<'a>(((&'static str, &'a str), (&'static str, i32)));
+
+impl EncodeLabelSet for PartLabels<'_> {
+    fn encode(&self, mut enc: LabelSetEncoder) -> std::fmt::Result {
+        let ((tk, tv), (pk, pv)) = self.0;
+        (tk, tv).encode(enc.encode_label())?;
+        (pk, pv).encode(enc.encode_label())
+    }
+}
+
+/// consumergroup, topic, partition.
+struct GroupLabels<'a>(&'a str, &'a str, i32);
+
+impl EncodeLabelSet for GroupLabels<'_> {
+    fn encode(&self, mut enc: LabelSetEncoder) -> std::fmt::Result {
+        ("consumergroup", self.0).encode(enc.encode_label())?;
+        ("topic", self.1).encode(enc.encode_label())?;
+        ("partition", self.2).encode(enc.encode_label())
+    }
+}
+
 /// The Prometheus text exposition of a snapshot.
 pub fn render(s: &Snapshot) -> String {
     let mut r = Registry::default();
 
+    // The per-object families (a big node has hundreds of thousands of series) are
+    // written straight from the snapshot by a collector: no per-series hash map.
+    r.register_collector(Box::new(Objects {
+        queues: s.queues.clone(),
+        partitions: s.partitions.clone(),
+        group_offsets: s.group_offsets.clone(),
+    }));
+
     // RabbitMQ's names (rabbitmq_prometheus).
-    let ready = gauge_family(
-        &mut r,
-        "rabbitmq_queue_messages_ready",
-        "Messages ready to be delivered to consumers",
-    );
-    let unacked = gauge_family(
-        &mut r,
-        "rabbitmq_queue_messages_unacked",
-        "Messages delivered to consumers but not yet acknowledged",
-    );
-    let consumers = gauge_family(&mut r, "rabbitmq_queue_consumers", "Consumers on a queue");
-    for q in &s.queues {
-        let labels = l(&[("vhost", q.vhost.clone()), ("queue", q.queue.clone())]);
-        ready.get_or_create(&labels).set(i(q.ready));
-        unacked.get_or_create(&labels).set(i(q.unacked));
-        consumers.get_or_create(&labels).set(i(q.consumers));
-    }
     gauge(
         &mut r,
         "rabbitmq_connections",
@@ -190,73 +341,6 @@ pub fn render(s: &Snapshot) -> String {
         "is 1 if free disk space watermark alarm is in effect",
         i64::from(s.alarm_disk),
     );
-
-    // kafka_exporter's names.
-    let current = gauge_family(
-        &mut r,
-        "kafka_topic_partition_current_offset",
-        "Current Offset of a Broker at Topic/Partition",
-    );
-    let oldest = gauge_family(
-        &mut r,
-        "kafka_topic_partition_oldest_offset",
-        "Oldest Offset of a Broker at Topic/Partition",
-    );
-    let isr = gauge_family(
-        &mut r,
-        "kafka_topic_partition_in_sync_replica",
-        "Number of In-Sync Replicas for this Topic/Partition",
-    );
-    let under = gauge_family(
-        &mut r,
-        "kafka_topic_partition_under_replicated_partition",
-        "1 if Topic/Partition is under Replicated",
-    );
-    let leader = gauge_family(
-        &mut r,
-        "kafka_topic_partition_leader",
-        "Leader Broker ID of this Topic/Partition",
-    );
-    let replicas = gauge_family(
-        &mut r,
-        "kafka_topic_partition_replicas",
-        "Number of Replicas for this Topic/Partition",
-    );
-    for p in &s.partitions {
-        let labels = l(&[
-            ("topic", p.topic.clone()),
-            ("partition", p.partition.to_string()),
-        ]);
-        current.get_or_create(&labels).set(p.current_offset);
-        oldest.get_or_create(&labels).set(p.oldest_offset);
-        isr.get_or_create(&labels).set(p.in_sync as i64);
-        under
-            .get_or_create(&labels)
-            .set(i64::from(p.in_sync < p.replicas));
-        leader.get_or_create(&labels).set(i64::from(p.leader));
-        replicas.get_or_create(&labels).set(p.replicas as i64);
-    }
-    let committed = gauge_family(
-        &mut r,
-        "kafka_consumergroup_current_offset",
-        "Current Offset of a ConsumerGroup at Topic/Partition",
-    );
-    let lags = gauge_family(
-        &mut r,
-        "kafka_consumergroup_lag",
-        "Current Approximate Lag of a ConsumerGroup at Topic/Partition",
-    );
-    for g in &s.group_offsets {
-        let labels = l(&[
-            ("consumergroup", g.group.clone()),
-            ("topic", g.topic.clone()),
-            ("partition", g.partition.to_string()),
-        ]);
-        committed.get_or_create(&labels).set(g.committed);
-        if let Some(lag) = g.lag {
-            lags.get_or_create(&labels).set(lag);
-        }
-    }
 
     // The broker's own.
     let conns = gauge_family(
