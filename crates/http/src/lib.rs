@@ -188,6 +188,11 @@ pub fn collect(ctx: &HttpContext) -> Snapshot {
             });
         }
     }
+    // Lag only where this node leads the partition: its high watermark is in `partitions`.
+    let log_ends: std::collections::HashMap<(&str, i32), i64> = partitions
+        .iter()
+        .map(|p| ((p.topic.as_str(), p.partition), p.current_offset))
+        .collect();
     let mut group_offsets = Vec::new();
     let (_, listings) = ctx.groups.list_groups(&[]);
     for g in listings {
@@ -198,11 +203,9 @@ pub fn collect(ctx: &HttpContext) -> Snapshot {
             if o.offset < 0 {
                 continue;
             }
-            let lag = broker
-                .partition(&o.topic, o.partition)
-                .ok()
-                .filter(|p| p.is_leader())
-                .map(|p| metrics::lag(p.high_watermark(), o.offset));
+            let lag = log_ends
+                .get(&(o.topic.as_str(), o.partition))
+                .map(|end| metrics::lag(*end, o.offset));
             group_offsets.push(GroupOffsetSample {
                 group: g.group_id.clone(),
                 topic: o.topic,
