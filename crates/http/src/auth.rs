@@ -6,6 +6,8 @@ use base64::Engine;
 
 /// The realm RabbitMQ's management plugin names in `WWW-Authenticate`.
 pub const REALM: &str = "RabbitMQ Management";
+/// The `WWW-Authenticate` value of a 401.
+pub const CHALLENGE: &str = "Basic realm=\"RabbitMQ Management\"";
 
 /// What a request needs, as RabbitMQ's management plugin grades its users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +106,11 @@ mod tests {
             );
         }
         c
+    }
+
+    #[test]
+    fn the_challenge_names_the_realm() {
+        assert_eq!(CHALLENGE, format!("Basic realm=\"{REALM}\""));
     }
 
     #[test]

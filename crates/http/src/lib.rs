@@ -23,7 +23,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::{Need, Refusal, REALM};
+use crate::auth::{Need, Refusal, CHALLENGE};
 use crate::metrics::{AmqpTotals, GroupOffsetSample, PartitionSample, QueueSample, Snapshot};
 
 /// What the handlers read.
@@ -73,7 +73,7 @@ fn refused(r: Refusal) -> Response {
                 .into_response();
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"RabbitMQ Management\""),
+                HeaderValue::from_static(CHALLENGE),
             );
             resp
         }
@@ -92,7 +92,6 @@ fn check(
     headers: &HeaderMap,
     need: Need,
 ) -> Result<String, Response> {
-    debug_assert_eq!(REALM, "RabbitMQ Management");
     let now = Instant::now();
     if let Admission::Throttled(_) = ctx.login_limiter.check(peer.ip(), now) {
         tracing::warn!(%peer, "HTTP login throttled after failed attempts");
@@ -251,5 +250,25 @@ pub fn collect(ctx: &HttpContext) -> Snapshot {
         raft_term: raft.current_term,
         raft_commit_index: raft.last_applied.map_or(0, |l| l.index),
         disk_free_bytes: arctern_amqp::alarm::free_bytes(&broker.config().data_dir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_401_with_a_challenge_or_403() {
+        for r in [Refusal::Unauthorized, Refusal::BadPassword] {
+            let resp = refused(r);
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                resp.headers().get(header::WWW_AUTHENTICATE),
+                Some(&HeaderValue::from_static(CHALLENGE))
+            );
+        }
+        let resp = refused(Refusal::Forbidden);
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(resp.headers().get(header::WWW_AUTHENTICATE).is_none());
     }
 }
