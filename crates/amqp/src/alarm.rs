@@ -83,7 +83,7 @@ pub fn start(config: AlarmConfig) -> AlarmState {
 }
 
 /// Free bytes for unprivileged writers on the file system holding `dir`.
-fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     let s = rustix::fs::statvfs(dir).ok()?;
     Some(s.f_bavail.saturating_mul(s.f_frsize))
 }

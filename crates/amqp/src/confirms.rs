@@ -58,6 +58,7 @@ impl Confirms {
                 run = Some((seq, run.map_or(1, |r| r.1 + 1)));
             } else {
                 if let Some((last, n)) = run.take() {
+                    crate::stats::add(&crate::stats::CONFIRMED, n as u64);
                     send(Confirm::Ack {
                         tag: last,
                         multiple: n > 1,
@@ -67,6 +68,7 @@ impl Confirms {
             }
         }
         if let Some((last, n)) = run {
+            crate::stats::add(&crate::stats::CONFIRMED, n as u64);
             send(Confirm::Ack {
                 tag: last,
                 multiple: n > 1,

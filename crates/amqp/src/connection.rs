@@ -312,6 +312,8 @@ struct Channel {
     /// This channel's latest append per queue, until the high watermark passes it: a
     /// `basic.get` waits for it, so requests on a channel take effect in order.
     appended: Vec<(Arc<Queue>, Appended)>,
+    /// Counted in `stats::CHANNELS` while open.
+    _counted: crate::stats::ChannelCount,
 }
 
 struct Conn {

@@ -22,6 +22,7 @@ pub mod publish;
 pub mod queue;
 pub mod record;
 pub mod server;
+pub mod stats;
 pub mod topic;
 pub mod transaction;
 pub mod vhost;

@@ -160,6 +160,16 @@ fn home_leader(cluster: &ClusterState) -> Option<i32> {
     (leader != NO_LEADER && cluster.is_unfenced(leader)).then_some(leader)
 }
 
+/// One queue's counts as `Vhost::queue_stats` reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    pub vhost: String,
+    pub name: String,
+    pub ready: u32,
+    pub unacked: u32,
+    pub consumers: u32,
+}
+
 /// Settings the vhost needs from the server config.
 #[derive(Debug, Clone)]
 pub struct VhostConfig {
@@ -640,6 +650,52 @@ impl Vhost {
 
     pub fn subscribe_term(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
         self.term.subscribe()
+    }
+
+    /// Connections served here (for metrics).
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Per-queue counts of this vhost and (on the root) its children, for metrics: each
+    /// queue is read under its own lock only, so a scrape never stalls the vhost.
+    pub fn queue_stats(&self) -> Vec<QueueStats> {
+        let mut vhosts: Vec<(String, Vec<Arc<Queue>>)> = Vec::new();
+        let own: Vec<Arc<Queue>> = self
+            .state
+            .lock()
+            .map(|s| s.queues.values().cloned().collect())
+            .unwrap_or_default();
+        vhosts.push((self.name.clone(), own));
+        let children: Vec<Arc<Vhost>> = self
+            .children
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        for c in children {
+            let qs = c
+                .state
+                .lock()
+                .map(|s| s.queues.values().cloned().collect())
+                .unwrap_or_default();
+            vhosts.push((c.name.clone(), qs));
+        }
+        let mut out = Vec::new();
+        for (vhost, queues) in vhosts {
+            for q in queues {
+                if q.is_deleted() {
+                    continue;
+                }
+                out.push(QueueStats {
+                    vhost: vhost.clone(),
+                    name: q.name.clone(),
+                    ready: q.message_count(),
+                    unacked: q.unacked_count(),
+                    consumers: q.consumer_count(),
+                });
+            }
+        }
+        out
     }
 
     /// Counts a connection served here until the guard drops.

@@ -421,6 +421,34 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let alarm =
         arctern_amqp::alarm::start(settings::alarm_config(&file, &broker.config().data_dir)?);
+    // metrics helper: the HTTP listener (metrics).
+    let (management_listen, management_required) = settings::management_listen(&file);
+    let http_server = match TcpListener::bind(&management_listen).await {
+        Ok(l) => {
+            let addr = l.local_addr().context("reading HTTP bound address")?;
+            tracing::info!(listen = %addr, "http listener ready");
+            let http_ctx = arctern_http::HttpContext {
+                broker: Arc::clone(&broker),
+                groups: Arc::clone(&groups),
+                vhost: Arc::clone(&vhost),
+                metadata: Arc::clone(&metadata),
+                alarm: alarm.clone(),
+                login_limiter: Arc::clone(&login_limiter),
+            };
+            Some(tokio::spawn(arctern_http::serve(
+                l,
+                http_ctx,
+                stop.subscribe(),
+            )))
+        }
+        Err(e) if !management_required => {
+            tracing::warn!(listen = %management_listen, error = %e, "HTTP listener not started (the default port is taken; set management.listen)");
+            None
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("binding HTTP listener {management_listen}"))
+        }
+    };
     let mut amqp_servers = Vec::new();
     if let Some((l, tls)) = amqp_ssl_listener {
         let addr = l.local_addr().context("reading AMQP TLS bound address")?;
@@ -460,6 +488,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(admin) = admin {
         let _ = admin.await;
+    }
+    if let Some(h) = http_server {
+        let _ = h.await;
     }
     drop(groups);
     broker.shutdown();

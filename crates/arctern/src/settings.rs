@@ -92,6 +92,9 @@ pub struct FileConfig {
     pub offsets_topic_replication_factor: Option<i16>,
     #[serde(rename = "offset.metadata.max.bytes")]
     pub offset_metadata_max_bytes: Option<i64>,
+    /// The HTTP listener (metrics), `host:port`; RabbitMQ's management port by default.
+    #[serde(rename = "management.listen")]
+    pub management_listen: Option<String>,
     /// AMQP 0-9-1 listener `host:port`.
     #[serde(rename = "amqp.listen")]
     pub amqp_listen: Option<String>,
@@ -275,6 +278,7 @@ const KEYS: &[&str] = &[
     "offsets.topic.num.partitions",
     "offsets.topic.replication.factor",
     "offset.metadata.max.bytes",
+    "management.listen",
     "amqp.listen",
     "amqp.frame_max",
     "amqp.channel_max",
@@ -624,6 +628,18 @@ fn kafka_tls(file: &FileConfig, name: &str) -> Result<TlsSettings> {
         ca,
         client_auth,
     })
+}
+
+/// RabbitMQ's management port, on loopback.
+pub const DEFAULT_MANAGEMENT_LISTEN: &str = "127.0.0.1:15672";
+
+/// The HTTP listener's address, and whether it was configured: only a configured one
+/// must bind (several nodes on one machine share the default).
+pub fn management_listen(file: &FileConfig) -> (String, bool) {
+    match &file.management_listen {
+        Some(a) => (a.clone(), true),
+        None => (DEFAULT_MANAGEMENT_LISTEN.to_string(), false),
+    }
 }
 
 /// The AMQP listeners: plain (`--amqp-listen`, `amqp.listen` or RabbitMQ's

@@ -13,6 +13,7 @@ mod scram_admin;
 pub use scram_admin::MetadataHandle;
 mod operate;
 mod server;
+pub mod stats;
 
 pub use authz::Authorizer;
 pub use handlers::{KafkaContext, ListenerInfo, Origin};

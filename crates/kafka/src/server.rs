@@ -129,6 +129,7 @@ async fn connection(
     listener: Arc<ListenerInfo>,
     tls: Option<TlsPeer>,
 ) {
+    let _counted = crate::stats::ConnectionCount::new();
     let (mut reader, writer) = stream.into_split();
     let (queue, pending) = mpsc::channel::<Pending>(config.max_in_flight_per_connection.max(1));
     let writer_task = tokio::spawn(write_responses(writer, pending, peer));
@@ -225,6 +226,7 @@ async fn connection(
         let version = request.header.request_api_version;
         let api_key = request.api_key;
         tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
+        crate::stats::count_request(api_key);
         match sasl.gate(api_key, std::time::Instant::now()) {
             Gate::Serve => {}
             Gate::Close(why) => {

@@ -103,6 +103,10 @@ impl Conn {
                         break;
                     };
                     let redelivered = entry.redelivered;
+                    crate::stats::add(&crate::stats::DELIVERED, 1);
+                    if redelivered {
+                        crate::stats::add(&crate::stats::REDELIVERED, 1);
+                    }
                     let read = match take_ahead(&mut ahead, offset) {
                         Some(m) => Ok(m),
                         None if round == 0 => q.read(offset),
@@ -250,6 +254,9 @@ pub(super) fn group(items: impl Iterator<Item = Unacked>) -> ByQueue {
 pub(super) fn apply_settle(items: Vec<Unacked>, how: Settle) {
     if how == Settle::Requeue {
         return requeue(items.into_iter());
+    }
+    if how == Settle::Ack {
+        crate::stats::add(&crate::stats::ACKNOWLEDGED, items.len() as u64);
     }
     for (q, taken) in group(items.into_iter()) {
         let offsets: Vec<i64> = taken.iter().map(|t| t.0).collect();

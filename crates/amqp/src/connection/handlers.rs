@@ -469,6 +469,10 @@ impl Conn {
                     }
                 };
                 let redelivered = entry.redelivered;
+                crate::stats::add(&crate::stats::DELIVERED, 1);
+                if redelivered {
+                    crate::stats::add(&crate::stats::REDELIVERED, 1);
+                }
                 let c = self.channel(ch)?;
                 let tag_no = c.deliveries.next_tag();
                 if g.no_ack {

@@ -31,6 +31,7 @@ impl Conn {
         ch: u16,
         p: publish::Complete,
     ) -> Result<(), Fail> {
+        crate::stats::add(&crate::stats::RECEIVED, 1);
         // As RabbitMQ: write on the exchange, before looking it up.
         self.permit(
             Access::Write,

@@ -1,0 +1,274 @@
+//! The node's HTTP listener (`management.listen`, RabbitMQ's port 15672 by default):
+//! Prometheus metrics on `/metrics`, behind HTTP basic auth against the cluster's users.
+//!
+//! The handlers are thin: `auth::authorize` and `metrics::render` are pure functions, and
+//! `collect` gathers a `metrics::Snapshot` object by object (no lock across the scrape).
+
+pub mod auth;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arctern_core::Broker;
+use arctern_groups::GroupCoordinator;
+use arctern_metadata::{MetadataNode, NO_LEADER};
+use arctern_security::ratelimit::{Admission, LoginLimiter};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::{Need, Refusal, CHALLENGE};
+use crate::metrics::{AmqpTotals, GroupOffsetSample, PartitionSample, QueueSample, Snapshot};
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct HttpContext {
+    pub broker: Arc<Broker>,
+    pub groups: Arc<GroupCoordinator>,
+    pub vhost: Arc<arctern_amqp::Vhost>,
+    pub metadata: Arc<MetadataNode>,
+    pub alarm: arctern_amqp::alarm::AlarmState,
+    pub login_limiter: Arc<LoginLimiter>,
+}
+
+/// The router (also used by tests).
+pub fn router(ctx: HttpContext) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .with_state(ctx)
+}
+
+/// Serves until `stop` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: HttpContext,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+}
+
+/// RabbitMQ's refusal: 401 with a challenge, or 403.
+fn refused(r: Refusal) -> Response {
+    match r {
+        Refusal::Unauthorized | Refusal::BadPassword => {
+            let mut resp = (
+                StatusCode::UNAUTHORIZED,
+                "{\"error\":\"not_authorized\",\"reason\":\"Not_Authorized\"}",
+            )
+                .into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(CHALLENGE),
+            );
+            resp
+        }
+        Refusal::Forbidden => (
+            StatusCode::FORBIDDEN,
+            "{\"error\":\"not_authorized\",\"reason\":\"Not management user\"}",
+        )
+            .into_response(),
+    }
+}
+
+/// Authenticates a request, with the node's failed-login limiter.
+fn check(
+    ctx: &HttpContext,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    need: Need,
+) -> Result<String, Response> {
+    let now = Instant::now();
+    if let Admission::Throttled(_) = ctx.login_limiter.check(peer.ip(), now) {
+        tracing::warn!(%peer, "HTTP login throttled after failed attempts");
+        return Err(refused(Refusal::Unauthorized));
+    }
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let cluster = ctx.broker.cluster();
+    match auth::authorize(&cluster, value, need) {
+        Ok(user) => {
+            ctx.login_limiter.succeeded(peer.ip());
+            Ok(user)
+        }
+        Err(r) => {
+            if r == Refusal::BadPassword {
+                tracing::warn!(%peer, "HTTP login failed");
+                ctx.login_limiter.failed(peer.ip(), now);
+            }
+            Err(refused(r))
+        }
+    }
+}
+
+async fn metrics_handler(
+    State(ctx): State<HttpContext>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(resp) = check(&ctx, peer, &headers, Need::Monitoring) {
+        return resp;
+    }
+    // A large node's scrape is CPU work of many milliseconds: off the async workers, so it
+    // never holds up the connections they serve.
+    let body = match tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        let snapshot = collect(&ctx);
+        let t1 = Instant::now();
+        let body = metrics::render(&snapshot);
+        tracing::debug!(
+            collect_ms = (t1 - t0).as_millis() as u64,
+            render_ms = t1.elapsed().as_millis() as u64,
+            "metrics scrape"
+        );
+        body
+    })
+    .await
+    {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics scrape failed");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Gathers the numbers of this node, one object at a time.
+pub fn collect(ctx: &HttpContext) -> Snapshot {
+    let broker = &ctx.broker;
+    let node = broker.node_id();
+    let cluster = broker.cluster();
+    let mut partitions = Vec::new();
+    let mut fsyncs = 0u64;
+    for (name, t) in &cluster.topics {
+        for (index, p) in t.partitions.iter().enumerate() {
+            if !p.replicas.contains(&node) {
+                continue;
+            }
+            let index = index as i32;
+            let Ok(local) = broker.partition(name, index) else {
+                continue;
+            };
+            fsyncs += local.fsync_count();
+            if p.leader != node || p.leader == NO_LEADER || !local.is_leader() {
+                continue;
+            }
+            partitions.push(PartitionSample {
+                topic: name.clone(),
+                partition: index,
+                leader: p.leader,
+                replicas: p.replicas.len(),
+                in_sync: p.isr.len(),
+                current_offset: local.high_watermark(),
+                oldest_offset: local.log_start_offset().unwrap_or(0),
+            });
+        }
+    }
+    // Lag only where this node leads the partition: its high watermark is in `partitions`.
+    let log_ends: std::collections::HashMap<(&str, i32), i64> = partitions
+        .iter()
+        .map(|p| ((p.topic.as_str(), p.partition), p.current_offset))
+        .collect();
+    let mut group_offsets = Vec::new();
+    let (_, listings) = ctx.groups.list_groups(&[]);
+    for g in listings {
+        let Ok(offsets) = ctx.groups.fetch_offsets(&g.group_id, None) else {
+            continue;
+        };
+        for o in offsets {
+            if o.offset < 0 {
+                continue;
+            }
+            let lag = log_ends
+                .get(&(o.topic.as_str(), o.partition))
+                .map(|end| metrics::lag(*end, o.offset));
+            group_offsets.push(GroupOffsetSample {
+                group: g.group_id.clone(),
+                topic: o.topic,
+                partition: o.partition,
+                committed: o.offset,
+                lag,
+            });
+        }
+    }
+    let queues = ctx
+        .vhost
+        .queue_stats()
+        .into_iter()
+        .map(|q| QueueSample {
+            vhost: q.vhost,
+            queue: q.name,
+            ready: u64::from(q.ready),
+            unacked: u64::from(q.unacked),
+            consumers: u64::from(q.consumers),
+        })
+        .collect();
+    let alarm = ctx.alarm.borrow().clone().unwrap_or_default();
+    let raft = ctx.metadata.raft_metrics().borrow().clone();
+    use arctern_amqp::stats as s;
+    Snapshot {
+        queues,
+        amqp_connections: ctx.vhost.connection_count() as u64,
+        amqp_channels: s::get(&s::CHANNELS),
+        kafka_connections: arctern_kafka::stats::connections(),
+        amqp_totals: AmqpTotals {
+            received: s::get(&s::RECEIVED),
+            confirmed: s::get(&s::CONFIRMED),
+            delivered: s::get(&s::DELIVERED),
+            acknowledged: s::get(&s::ACKNOWLEDGED),
+            redelivered: s::get(&s::REDELIVERED),
+        },
+        partitions,
+        group_offsets,
+        alarm_memory: alarm.contains("memory"),
+        alarm_disk: alarm.contains("disk"),
+        kafka_requests: arctern_kafka::stats::requests(),
+        fsyncs,
+        raft_term: raft.current_term,
+        raft_commit_index: raft.last_applied.map_or(0, |l| l.index),
+        disk_free_bytes: arctern_amqp::alarm::free_bytes(&broker.config().data_dir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_401_with_a_challenge_or_403() {
+        for r in [Refusal::Unauthorized, Refusal::BadPassword] {
+            let resp = refused(r);
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                resp.headers().get(header::WWW_AUTHENTICATE),
+                Some(&HeaderValue::from_static(CHALLENGE))
+            );
+        }
+        let resp = refused(Refusal::Forbidden);
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(resp.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
+}

@@ -1,0 +1,518 @@
+//! `/metrics`: a snapshot of the node's numbers (gathered object by object, each under its
+//! own lock only) rendered in the Prometheus text format by `prometheus-client`.
+//!
+//! Names follow RabbitMQ's Prometheus plugin (`rabbitmq_*`) and kafka_exporter (`kafka_*`),
+//! so stock dashboards work; `arctern_*` are the broker's own. Each node reports what it
+//! serves: the partitions it leads, the groups it coordinates, its AMQP connections — so
+//! Prometheus scrapes every node.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, LabelSetEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// One AMQP queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSample {
+    pub vhost: String,
+    pub queue: String,
+    pub ready: u64,
+    pub unacked: u64,
+    pub consumers: u64,
+}
+
+/// One partition this node leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSample {
+    pub topic: String,
+    pub partition: i32,
+    pub leader: i32,
+    pub replicas: usize,
+    pub in_sync: usize,
+    /// The high watermark (what consumers can read up to; kafka_exporter's "current").
+    pub current_offset: i64,
+    pub oldest_offset: i64,
+}
+
+/// One committed offset of a group coordinated here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffsetSample {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub committed: i64,
+    /// High watermark minus committed, when this node has the partition's log.
+    pub lag: Option<i64>,
+}
+
+/// RabbitMQ's global counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AmqpTotals {
+    pub received: u64,
+    pub confirmed: u64,
+    pub delivered: u64,
+    pub acknowledged: u64,
+    pub redelivered: u64,
+}
+
+/// Everything one scrape reports.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub queues: Vec<QueueSample>,
+    pub amqp_connections: u64,
+    pub amqp_channels: u64,
+    pub kafka_connections: u64,
+    pub amqp_totals: AmqpTotals,
+    pub partitions: Vec<PartitionSample>,
+    pub group_offsets: Vec<GroupOffsetSample>,
+    pub alarm_memory: bool,
+    pub alarm_disk: bool,
+    pub kafka_requests: Vec<(String, u64)>,
+    pub fsyncs: u64,
+    pub raft_term: u64,
+    pub raft_commit_index: u64,
+    pub disk_free_bytes: Option<u64>,
+}
+
+/// Consumer lag as kafka_exporter computes it: log end (high watermark) minus the
+/// committed offset, never negative (a commit may run ahead of a lagging replica's view).
+pub fn lag(high_watermark: i64, committed: i64) -> i64 {
+    (high_watermark - committed).max(0)
+}
+
+type Labels = Vec<(String, String)>;
+
+fn gauge_family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
+    let f = Family::<Labels, Gauge>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(v);
+    registry.register(name, help, g);
+}
+
+/// `name` without `_total`: prometheus-client appends it to counters.
+fn counter(registry: &mut Registry, name: &str, help: &str, v: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(v);
+    registry.register(name, help, c);
+}
+
+fn l(pairs: &[(&str, String)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone()))
+        .collect()
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Queues, partitions and group offsets: RabbitMQ's per-queue and kafka_exporter's names.
+#[derive(Debug)]
+struct Objects {
+    queues: Vec<QueueSample>,
+    partitions: Vec<PartitionSample>,
+    group_offsets: Vec<GroupOffsetSample>,
+}
+
+/// One gauge family, a sample per item (`None` values are left out).
+fn family<'a, T, L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    items: &'a [T],
+    labels: impl Fn(&'a T) -> L,
+    value: impl Fn(&'a T) -> Option<i64>,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for it in items {
+        if let Some(v) = value(it) {
+            m.encode_family(&labels(it))?.encode_gauge(&v)?;
+        }
+    }
+    Ok(())
+}
+
+impl Collector for Objects {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        fn q(q: &QueueSample) -> [(&'static str, &str); 2] {
+            [("vhost", q.vhost.as_str()), ("queue", q.queue.as_str())]
+        }
+        family(
+            &mut enc,
+            "rabbitmq_queue_messages_ready",
+            "Messages ready to be delivered to consumers",
+            &self.queues,
+            q,
+            |q| Some(i(q.ready)),
+        )?;
+        family(
+            &mut enc,
+            "rabbitmq_queue_messages_unacked",
+            "Messages delivered to consumers but not yet acknowledged",
+            &self.queues,
+            q,
+            |q| Some(i(q.unacked)),
+        )?;
+        family(
+            &mut enc,
+            "rabbitmq_queue_consumers",
+            "Consumers on a queue",
+            &self.queues,
+            q,
+            |q| Some(i(q.consumers)),
+        )?;
+
+        fn p(p: &PartitionSample) -> PartLabels<'_> {
+            PartLabels((("topic", p.topic.as_str()), ("partition", p.partition)))
+        }
+        let ps = &self.partitions;
+        family(
+            &mut enc,
+            "kafka_topic_partition_current_offset",
+            "Current Offset of a Broker at Topic/Partition",
+            ps,
+            p,
+            |x| Some(x.current_offset),
+        )?;
+        family(
+            &mut enc,
+            "kafka_topic_partition_oldest_offset",
+            "Oldest Offset of a Broker at Topic/Partition",
+            ps,
+            p,
+            |x| Some(x.oldest_offset),
+        )?;
+        family(
+            &mut enc,
+            "kafka_topic_partition_in_sync_replica",
+            "Number of In-Sync Replicas for this Topic/Partition",
+            ps,
+            p,
+            |x| Some(x.in_sync as i64),
+        )?;
+        family(
+            &mut enc,
+            "kafka_topic_partition_under_replicated_partition",
+            "1 if Topic/Partition is under Replicated",
+            ps,
+            p,
+            |x| Some(i64::from(x.in_sync < x.replicas)),
+        )?;
+        family(
+            &mut enc,
+            "kafka_topic_partition_leader",
+            "Leader Broker ID of this Topic/Partition",
+            ps,
+            p,
+            |x| Some(i64::from(x.leader)),
+        )?;
+        family(
+            &mut enc,
+            "kafka_topic_partition_replicas",
+            "Number of Replicas for this Topic/Partition",
+            ps,
+            p,
+            |x| Some(x.replicas as i64),
+        )?;
+
+        fn g(g: &GroupOffsetSample) -> GroupLabels<'_> {
+            GroupLabels(g.group.as_str(), g.topic.as_str(), g.partition)
+        }
+        let gs = &self.group_offsets;
+        family(
+            &mut enc,
+            "kafka_consumergroup_current_offset",
+            "Current Offset of a ConsumerGroup at Topic/Partition",
+            gs,
+            g,
+            |x| Some(x.committed),
+        )?;
+        family(
+            &mut enc,
+            "kafka_consumergroup_lag",
+            "Current Approximate Lag of a ConsumerGroup at Topic/Partition",
+            gs,
+            g,
+            |x| x.lag,
+        )?;
+        Ok(())
+    }
+}
+
+/// topic, partition (kafka_exporter's label order).
+struct PartLabels<'a>(((&'static str, &'a str), (&'static str, i32)));
+
+impl EncodeLabelSet for PartLabels<'_> {
+    fn encode(&self, mut enc: LabelSetEncoder) -> std::fmt::Result {
+        let ((tk, tv), (pk, pv)) = self.0;
+        (tk, tv).encode(enc.encode_label())?;
+        (pk, pv).encode(enc.encode_label())
+    }
+}
+
+/// consumergroup, topic, partition.
+struct GroupLabels<'a>(&'a str, &'a str, i32);
+
+impl EncodeLabelSet for GroupLabels<'_> {
+    fn encode(&self, mut enc: LabelSetEncoder) -> std::fmt::Result {
+        ("consumergroup", self.0).encode(enc.encode_label())?;
+        ("topic", self.1).encode(enc.encode_label())?;
+        ("partition", self.2).encode(enc.encode_label())
+    }
+}
+
+/// The Prometheus text exposition of a snapshot.
+pub fn render(s: &Snapshot) -> String {
+    let mut r = Registry::default();
+
+    // The per-object families (a big node has hundreds of thousands of series) are
+    // written straight from the snapshot by a collector: no per-series hash map.
+    r.register_collector(Box::new(Objects {
+        queues: s.queues.clone(),
+        partitions: s.partitions.clone(),
+        group_offsets: s.group_offsets.clone(),
+    }));
+
+    // RabbitMQ's names (rabbitmq_prometheus).
+    gauge(
+        &mut r,
+        "rabbitmq_connections",
+        "AMQP connections currently open",
+        i(s.amqp_connections),
+    );
+    gauge(
+        &mut r,
+        "rabbitmq_channels",
+        "AMQP channels currently open",
+        i(s.amqp_channels),
+    );
+    let t = &s.amqp_totals;
+    counter(
+        &mut r,
+        "rabbitmq_global_messages_received",
+        "Total number of messages received from publishers",
+        t.received,
+    );
+    counter(
+        &mut r,
+        "rabbitmq_global_messages_confirmed",
+        "Total number of messages confirmed to publishers",
+        t.confirmed,
+    );
+    counter(
+        &mut r,
+        "rabbitmq_global_messages_delivered",
+        "Total number of messages delivered to consumers",
+        t.delivered,
+    );
+    counter(
+        &mut r,
+        "rabbitmq_global_messages_acknowledged",
+        "Total number of messages acknowledged by consumers",
+        t.acknowledged,
+    );
+    counter(
+        &mut r,
+        "rabbitmq_global_messages_redelivered",
+        "Total number of messages redelivered to consumers",
+        t.redelivered,
+    );
+    gauge(
+        &mut r,
+        "rabbitmq_alarms_memory_used_watermark",
+        "is 1 if VM memory watermark alarm is in effect",
+        i64::from(s.alarm_memory),
+    );
+    gauge(
+        &mut r,
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "is 1 if free disk space watermark alarm is in effect",
+        i64::from(s.alarm_disk),
+    );
+
+    // The broker's own.
+    let conns = gauge_family(
+        &mut r,
+        "arctern_connections",
+        "Client connections open on this node, by protocol",
+    );
+    conns
+        .get_or_create(&l(&[("protocol", "kafka".into())]))
+        .set(i(s.kafka_connections));
+    conns
+        .get_or_create(&l(&[("protocol", "amqp".into())]))
+        .set(i(s.amqp_connections));
+    let requests = Family::<Labels, Counter>::default();
+    r.register(
+        "arctern_kafka_requests",
+        "Kafka requests served by this node, by API",
+        requests.clone(),
+    );
+    for (api, n) in &s.kafka_requests {
+        requests
+            .get_or_create(&l(&[("api", api.clone())]))
+            .inc_by(*n);
+    }
+    counter(
+        &mut r,
+        "arctern_log_fsyncs",
+        "fsync calls on the partition logs this node holds",
+        s.fsyncs,
+    );
+    gauge(
+        &mut r,
+        "arctern_raft_term",
+        "The metadata quorum's current Raft term as this node sees it",
+        i(s.raft_term),
+    );
+    gauge(
+        &mut r,
+        "arctern_raft_commit_index",
+        "Index of the last metadata log entry applied on this node",
+        i(s.raft_commit_index),
+    );
+    if let Some(free) = s.disk_free_bytes {
+        gauge(
+            &mut r,
+            "arctern_disk_free_bytes",
+            "Free bytes on the file system of the data directory",
+            i(free),
+        );
+    }
+
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, prefix: &str) -> Option<String> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(String::from)
+    }
+
+    #[test]
+    fn lag_is_log_end_minus_committed_never_negative() {
+        assert_eq!(lag(10, 4), 6);
+        assert_eq!(lag(10, 10), 0);
+        assert_eq!(lag(3, 5), 0);
+    }
+
+    #[test]
+    fn renders_the_documented_names_and_labels() {
+        let s = Snapshot {
+            queues: vec![QueueSample {
+                vhost: "/".into(),
+                queue: "q1".into(),
+                ready: 3,
+                unacked: 1,
+                consumers: 2,
+            }],
+            amqp_connections: 4,
+            amqp_channels: 5,
+            amqp_totals: AmqpTotals {
+                received: 7,
+                ..AmqpTotals::default()
+            },
+            partitions: vec![PartitionSample {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1,
+                replicas: 3,
+                in_sync: 2,
+                current_offset: 10,
+                oldest_offset: 2,
+            }],
+            group_offsets: vec![GroupOffsetSample {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 0,
+                committed: 4,
+                lag: Some(lag(10, 4)),
+            }],
+            kafka_requests: vec![("Produce".into(), 9)],
+            alarm_disk: true,
+            ..Snapshot::default()
+        };
+        let text = render(&s);
+        let q = "{vhost=\"/\",queue=\"q1\"}";
+        assert_eq!(
+            value(&text, &format!("rabbitmq_queue_messages_ready{q}")).as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            value(&text, &format!("rabbitmq_queue_messages_unacked{q}")).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&text, &format!("rabbitmq_queue_consumers{q}")).as_deref(),
+            Some("2")
+        );
+        assert_eq!(value(&text, "rabbitmq_connections ").as_deref(), Some("4"));
+        assert_eq!(value(&text, "rabbitmq_channels ").as_deref(), Some("5"));
+        assert_eq!(
+            value(&text, "rabbitmq_global_messages_received_total ").as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            value(&text, "rabbitmq_alarms_free_disk_space_watermark ").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&text, "rabbitmq_alarms_memory_used_watermark ").as_deref(),
+            Some("0")
+        );
+        let p = "{topic=\"t\",partition=\"0\"}";
+        assert_eq!(
+            value(&text, &format!("kafka_topic_partition_current_offset{p}")).as_deref(),
+            Some("10")
+        );
+        assert_eq!(
+            value(&text, &format!("kafka_topic_partition_oldest_offset{p}")).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            value(&text, &format!("kafka_topic_partition_in_sync_replica{p}")).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("kafka_topic_partition_under_replicated_partition{p}")
+            )
+            .as_deref(),
+            Some("1")
+        );
+        let g = "{consumergroup=\"g\",topic=\"t\",partition=\"0\"}";
+        assert_eq!(
+            value(&text, &format!("kafka_consumergroup_current_offset{g}")).as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            value(&text, &format!("kafka_consumergroup_lag{g}")).as_deref(),
+            Some("6")
+        );
+        assert_eq!(
+            value(&text, "arctern_kafka_requests_total{api=\"Produce\"}").as_deref(),
+            Some("9")
+        );
+    }
+}
