@@ -183,6 +183,25 @@ fn disabled_message() -> StrBytes {
     s("No Authorizer is configured on the broker")
 }
 
+/// CreateAcls and DeleteAcls run only with an authorizer and ALTER on the cluster; else
+/// every entry of the request fails with this code and message.
+#[allow(clippy::type_complexity)]
+fn acl_change_gate(authz: &Authz) -> Result<(&Arc<Authorizer>, &Arc<ClusterState>), (i16, String)> {
+    let Some((auth, state)) = &authz.enabled else {
+        return Err((
+            ResponseError::SecurityDisabled.code(),
+            disabled_message().to_string(),
+        ));
+    };
+    if !authz.cluster(AclOperation::Alter) {
+        return Err((
+            ResponseError::ClusterAuthorizationFailed.code(),
+            ResponseError::ClusterAuthorizationFailed.to_string(),
+        ));
+    }
+    Ok((auth, state))
+}
+
 /// CreateAcls (key 30): needs ALTER on the cluster. Each creation is validated as Kafka
 /// does (its own INVALID_REQUEST); the valid ones are committed in one metadata command.
 pub(crate) async fn create_acls(authz: Authz, req: CreateAclsRequest) -> CreateAclsResponse {
@@ -198,18 +217,10 @@ pub(crate) async fn create_acls(authz: Authz, req: CreateAclsRequest) -> CreateA
                 .collect(),
         )
     };
-    let Some((auth, _)) = &authz.enabled else {
-        return refuse_all(
-            ResponseError::SecurityDisabled.code(),
-            "No Authorizer is configured.".into(),
-        );
+    let (auth, _) = match acl_change_gate(&authz) {
+        Ok(enabled) => enabled,
+        Err((code, message)) => return refuse_all(code, message),
     };
-    if !authz.cluster(AclOperation::Alter) {
-        return refuse_all(
-            ResponseError::ClusterAuthorizationFailed.code(),
-            ResponseError::ClusterAuthorizationFailed.to_string(),
-        );
-    }
     let mut results: Vec<Option<String>> = Vec::with_capacity(req.creations.len());
     let mut valid = Vec::new();
     for c in &req.creations {
@@ -345,18 +356,10 @@ pub(crate) async fn delete_acls(authz: Authz, req: DeleteAclsRequest) -> DeleteA
                 .collect(),
         )
     };
-    let Some((auth, state)) = &authz.enabled else {
-        return refuse_all(
-            ResponseError::SecurityDisabled.code(),
-            "No Authorizer is configured.".into(),
-        );
+    let (auth, state) = match acl_change_gate(&authz) {
+        Ok(enabled) => enabled,
+        Err((code, message)) => return refuse_all(code, message),
     };
-    if !authz.cluster(AclOperation::Alter) {
-        return refuse_all(
-            ResponseError::ClusterAuthorizationFailed.code(),
-            ResponseError::ClusterAuthorizationFailed.to_string(),
-        );
-    }
     // Per filter: Err(message) for an UNKNOWN filter, else the ACLs it matches.
     let matched: Vec<Result<Vec<AclBinding>, &'static str>> = req
         .filters
