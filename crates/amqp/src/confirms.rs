@@ -50,7 +50,9 @@ impl Confirms {
 
     /// Hands out the confirms decided in publish order, up to the first undecided one:
     /// consecutive acks as one (`multiple` when it covers more than one), nacks singly.
-    pub fn drain(&mut self, mut send: impl FnMut(Confirm)) {
+    /// Returns how many publishes were acked.
+    pub fn drain(&mut self, mut send: impl FnMut(Confirm)) -> u64 {
+        let mut acked = 0u64;
         let mut run: Option<(u64, usize)> = None;
         while let Some((&seq, &Some(ok))) = self.outcomes.iter().next() {
             self.outcomes.remove(&seq);
@@ -58,7 +60,7 @@ impl Confirms {
                 run = Some((seq, run.map_or(1, |r| r.1 + 1)));
             } else {
                 if let Some((last, n)) = run.take() {
-                    crate::stats::add(&crate::stats::CONFIRMED, n as u64);
+                    acked += n as u64;
                     send(Confirm::Ack {
                         tag: last,
                         multiple: n > 1,
@@ -68,12 +70,13 @@ impl Confirms {
             }
         }
         if let Some((last, n)) = run {
-            crate::stats::add(&crate::stats::CONFIRMED, n as u64);
+            acked += n as u64;
             send(Confirm::Ack {
                 tag: last,
                 multiple: n > 1,
             });
         }
+        acked
     }
 }
 

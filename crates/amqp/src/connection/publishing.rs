@@ -381,7 +381,7 @@ impl Conn {
             return;
         };
         let mut frames = Vec::new();
-        c.confirms.drain(|confirm| {
+        let acked = c.confirms.drain(|confirm| {
             let m = match confirm {
                 Confirm::Ack { tag, multiple } => basic::AMQPMethod::Ack(basic::Ack {
                     delivery_tag: tag,
@@ -395,6 +395,7 @@ impl Conn {
             };
             frames.extend(wire::method(ch, AMQPClass::Basic(m)));
         });
+        crate::stats::add(&crate::stats::CONFIRMED, acked);
         if !frames.is_empty() {
             self.send(frames).await;
         }
