@@ -389,9 +389,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let mut servers = Vec::new();
     let mut bound_names = Vec::new();
+    let mut http_listeners = Vec::new();
     for (l, bound, tls) in listeners {
         let addr = bound.local_addr().context("reading bound address")?;
         bound_names.push(format!("{}://{addr}", l.name));
+        http_listeners.push(arctern_http::ListenerInfo {
+            protocol: if http_listeners.is_empty() {
+                "kafka".to_string()
+            } else {
+                format!("kafka/{}", l.name.to_lowercase())
+            },
+            addr,
+        });
         servers.push(tokio::spawn(arctern_kafka::serve_listener(
             bound,
             Arc::new(arctern_kafka::ListenerInfo {
@@ -427,6 +436,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Ok(l) => {
             let addr = l.local_addr().context("reading HTTP bound address")?;
             tracing::info!(listen = %addr, "http listener ready");
+            http_listeners.push(arctern_http::ListenerInfo {
+                protocol: "amqp".to_string(),
+                addr: amqp_bound,
+            });
+            if let Some((l, _)) = &amqp_ssl_listener {
+                http_listeners.push(arctern_http::ListenerInfo {
+                    protocol: "amqp/ssl".to_string(),
+                    addr: l.local_addr().context("reading AMQP TLS bound address")?,
+                });
+            }
+            http_listeners.push(arctern_http::ListenerInfo {
+                protocol: "http".to_string(),
+                addr,
+            });
             let http_ctx = arctern_http::HttpContext {
                 broker: Arc::clone(&broker),
                 groups: Arc::clone(&groups),
@@ -434,6 +457,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 metadata: Arc::clone(&metadata),
                 alarm: alarm.clone(),
                 login_limiter: Arc::clone(&login_limiter),
+                listeners: std::mem::take(&mut http_listeners),
+                started: std::time::SystemTime::now(),
             };
             Some(tokio::spawn(arctern_http::serve(
                 l,

@@ -1,10 +1,14 @@
 //! The node's HTTP listener (`management.listen`, RabbitMQ's port 15672 by default):
-//! Prometheus metrics on `/metrics`, behind HTTP basic auth against the cluster's users.
+//! Prometheus metrics on `/metrics`, the management API under `/api` (its OpenAPI
+//! description at `/api/openapi.json`) and the web console at `/`, behind HTTP basic auth
+//! against the cluster's users.
 //!
 //! The handlers are thin: `auth::authorize` and `metrics::render` are pure functions, and
 //! `collect` gathers a `metrics::Snapshot` object by object (no lock across the scrape).
 
+pub mod api;
 pub mod auth;
+pub mod console;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -35,12 +39,36 @@ pub struct HttpContext {
     pub metadata: Arc<MetadataNode>,
     pub alarm: arctern_amqp::alarm::AlarmState,
     pub login_limiter: Arc<LoginLimiter>,
+    /// What this node listens on (RabbitMQ's `listeners` in `/api/overview`; health checks).
+    pub listeners: Vec<ListenerInfo>,
+    /// When the node started (uptime).
+    pub started: std::time::SystemTime,
+}
+
+/// One bound listener of this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerInfo {
+    /// RabbitMQ's protocol names: `amqp`, `amqp/ssl`, `http`; Kafka listeners as `kafka`
+    /// (or `kafka/<listener name>` for named listeners other than the first).
+    pub protocol: String,
+    pub addr: SocketAddr,
 }
 
 /// The router (also used by tests).
 pub fn router(ctx: HttpContext) -> Router {
+    let (api, description) = api::routes().split_for_parts();
+    let description = Arc::new(description);
     Router::new()
         .route("/metrics", get(metrics_handler))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let d = Arc::clone(&description);
+                async move { axum::Json((*d).clone()) }
+            }),
+        )
+        .merge(api)
+        .merge(console::routes())
         .with_state(ctx)
 }
 
