@@ -4,10 +4,12 @@
 //! `/api/openapi.json` is generated from the same code that answers.
 //!
 //! One file per area: `admin` (overview, users, vhosts, permissions, definitions, health),
-//! `amqp` (queues, exchanges, bindings, connections, channels, consumers), `kafka`.
+//! `amqp` (queues, exchanges, bindings), `connections` (connections, channels, consumers),
+//! `kafka`.
 
 pub mod admin;
 pub mod amqp;
+pub mod connections;
 pub mod error;
 pub mod kafka;
 
@@ -52,6 +54,7 @@ pub fn routes() -> OpenApiRouter<HttpContext> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::routes())
         .merge(amqp::routes())
+        .merge(connections::routes())
         .merge(kafka::routes())
 }
 
