@@ -13,6 +13,7 @@ pub mod codes;
 pub mod confirms;
 pub mod connection;
 pub mod deadletter;
+pub mod definitions;
 pub mod deliveries;
 pub mod forward;
 pub mod manage;
