@@ -7,6 +7,7 @@
 //! connection to the node serving the vhost.
 
 pub mod alarm;
+pub mod aliveness;
 pub mod args;
 pub mod auth;
 pub mod codes;
