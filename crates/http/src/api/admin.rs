@@ -106,7 +106,7 @@ pub struct QueueTotals {
     pub messages_unacknowledged: u64,
 }
 
-/// One (non-HTTP) network listener.
+/// One network listener.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Listener {
     pub node: String,
@@ -155,6 +155,7 @@ pub struct Overview {
 fn listeners(ctx: &HttpContext, node: &str) -> (Vec<Listener>, Vec<WebContext>) {
     let mut out = Vec::new();
     let mut contexts = Vec::new();
+    // RabbitMQ 3.10 lists its HTTP listener among the listeners too.
     for l in &ctx.listeners {
         if l.protocol == "http" {
             contexts.push(WebContext {
@@ -164,15 +165,14 @@ fn listeners(ctx: &HttpContext, node: &str) -> (Vec<Listener>, Vec<WebContext>) 
                 port: l.addr.port().to_string(),
                 ip: l.addr.ip().to_string(),
             });
-        } else {
-            out.push(Listener {
-                node: node.to_string(),
-                protocol: l.protocol.clone(),
-                ip_address: l.addr.ip().to_string(),
-                port: l.addr.port(),
-                socket_opts: json!({}),
-            });
         }
+        out.push(Listener {
+            node: node.to_string(),
+            protocol: l.protocol.clone(),
+            ip_address: l.addr.ip().to_string(),
+            port: l.addr.port(),
+            socket_opts: json!({}),
+        });
     }
     (out, contexts)
 }

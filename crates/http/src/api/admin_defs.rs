@@ -48,7 +48,10 @@ fn definitions_body(body: &[u8], content_type: Option<&str>) -> Result<Value, Ap
         Ok(_) => Err(ApiError::BadRequest(
             "definitions must be a JSON object".into(),
         )),
-        Err(e) => Err(ApiError::BadRequest(format!("not JSON: {e}"))),
+        Err(e) => {
+            tracing::debug!(error = %e, "management API: unreadable definitions");
+            Err(ApiError::BadRequest("failed_to_parse_json".into()))
+        }
     }
 }
 
@@ -152,8 +155,8 @@ async fn post_definitions(
 /// One vhost's queues, exchanges and bindings (administrator).
 #[utoipa::path(get, path = "/api/definitions/{vhost}", tag = "definitions",
     params(("vhost" = String, Path)),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody, description = "unknown vhost"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn get_vhost_definitions(
     State(ctx): State<HttpContext>,
     caller: Caller,
@@ -162,7 +165,7 @@ async fn get_vhost_definitions(
     caller.require(Need::Administrator)?;
     export_vhost(&ctx.broker.cluster(), &vhost)
         .map(Json)
-        .ok_or(ApiError::NotFound)
+        .ok_or_else(|| ApiError::BadRequest("vhost_not_found".into()))
 }
 
 /// Declares a one-vhost definitions document's exchanges, queues and bindings in `vhost`
@@ -171,8 +174,7 @@ async fn get_vhost_definitions(
     params(("vhost" = String, Path)),
     request_body(content = Object, description = "RabbitMQ's definitions JSON"),
     responses((status = 204, description = "applied"), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn post_vhost_definitions(
     State(ctx): State<HttpContext>,
     caller: Caller,
@@ -182,7 +184,7 @@ async fn post_vhost_definitions(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Need::Administrator)?;
     if !ctx.broker.cluster().vhosts.contains_key(&vhost) {
-        return Err(ApiError::NotFound);
+        return Err(ApiError::BadRequest("vhost_not_found".into()));
     }
     let mut doc = definitions_body(&body, content_type(&headers))?;
     let mut only = serde_json::Map::new();

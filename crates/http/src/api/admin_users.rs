@@ -162,15 +162,19 @@ pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiErr
         Ok(_) => Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),
         )),
-        Err(e) => Err(ApiError::BadRequest(format!("not JSON: {e}"))),
+        Err(e) => {
+            tracing::debug!(error = %e, "management API: unreadable JSON body");
+            Err(ApiError::BadRequest("failed_to_parse_json".into()))
+        }
     }
 }
 
 /// What a user PUT asks for.
 #[derive(Debug, PartialEq)]
 pub enum Credential {
-    /// Keep the existing one (a new user gets none).
-    Keep,
+    /// Neither `password` nor `password_hash`: no password (RabbitMQ 3.10 clears an
+    /// existing one too; the user may still log in by other means, e.g. a certificate).
+    None,
     Password(String),
     /// A validated `rabbit_password_hashing_sha256` hash; `None` clears the password.
     Hash(Option<String>),
@@ -180,15 +184,7 @@ pub enum Credential {
 pub fn parse_user_body(
     o: &serde_json::Map<String, Value>,
 ) -> Result<(Credential, Vec<String>), String> {
-    let tags = match o.get("tags") {
-        Some(t) => parse_tags(t)?,
-        // RabbitMQ's 3.x `administrator: true` shorthand.
-        None => match o.get("administrator").and_then(Value::as_bool) {
-            Some(true) => vec!["administrator".to_string()],
-            Some(false) => Vec::new(),
-            None => return Err("tags_not_present".into()),
-        },
-    };
+    let tags = parse_tags(o.get("tags").ok_or("tags_not_present")?)?;
     let text = |k: &str| o.get(k).and_then(Value::as_str);
     let cred = if let Some(pw) = text("password") {
         Credential::Password(pw.to_string())
@@ -211,24 +207,30 @@ pub fn parse_user_body(
             Credential::Hash(Some(hash.trim().to_string()))
         }
     } else {
-        Credential::Keep
+        Credential::None
     };
     Ok((cred, tags))
 }
 
 /// Parses `PUT /api/permissions/{vhost}/{user}`.
 pub fn parse_permission_body(o: &serde_json::Map<String, Value>) -> Result<Permission, String> {
-    let get = |k: &str| -> Result<String, String> {
-        o.get(k)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| format!("[{{key_missing,{k}}}]"))
-    };
-    Ok(Permission {
-        configure: get("configure")?,
-        write: get("write")?,
-        read: get("read")?,
-    })
+    let get = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+    match (get("configure"), get("write"), get("read")) {
+        (Some(configure), Some(write), Some(read)) => Ok(Permission {
+            configure,
+            write,
+            read,
+        }),
+        _ => {
+            // RabbitMQ's reason lists every missing key.
+            let missing: Vec<String> = ["configure", "write", "read"]
+                .iter()
+                .filter(|k| get(k).is_none())
+                .map(|k| format!("{{key_missing,{k}}}"))
+                .collect();
+            Err(format!("[{}]", missing.join(",")))
+        }
+    }
 }
 
 fn created(existed: bool) -> StatusCode {
@@ -272,7 +274,7 @@ async fn users_without_permissions(
     ))
 }
 
-/// Deletes the listed users; unknown names are skipped (administrator).
+/// Deletes the listed users in order; an unknown one stops it with a 400 (administrator).
 #[utoipa::path(post, path = "/api/users/bulk-delete", tag = "users",
     request_body = BulkDelete,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -293,8 +295,11 @@ async fn bulk_delete_users(
         _ => return Err(ApiError::BadRequest("[{key_missing,users}]".into())),
     };
     for name in names {
-        match propose(&ctx, MetadataCommand::DeleteUser { name }).await {
-            Ok(()) | Err(ApiError::NotFound) => {}
+        match propose(&ctx, MetadataCommand::DeleteUser { name: name.clone() }).await {
+            Ok(()) => {}
+            Err(ApiError::NotFound) => {
+                return Err(ApiError::BadRequest(format!("no_such_user: {name}")))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -318,7 +323,7 @@ async fn get_user(
 }
 
 /// Creates (201) or updates (204) a user (administrator). `tags` is mandatory; without
-/// `password` or `password_hash` an existing user keeps its password.
+/// `password` or `password_hash` the user has no password (as RabbitMQ 3.10).
 #[utoipa::path(put, path = "/api/users/{name}", tag = "users",
     params(("name" = String, Path)),
     request_body = UserBody,
@@ -336,8 +341,7 @@ async fn put_user(
         return Err(ApiError::BadRequest("a user name must not be empty".into()));
     }
     let (cred, tags) = parse_user_body(&json_object(&body)?).map_err(ApiError::BadRequest)?;
-    let old = ctx.broker.cluster().users.get(&name).cloned();
-    let existed = old.is_some();
+    let existed = ctx.broker.cluster().users.contains_key(&name);
     let user = match cred {
         // Hashing (with SCRAM derivation) is CPU work: off the async workers.
         Credential::Password(pw) => {
@@ -351,16 +355,10 @@ async fn put_user(
             scram: Default::default(),
             tags,
         },
-        Credential::Keep => match old {
-            Some(mut u) => {
-                u.tags = tags;
-                u
-            }
-            None => UserRecord {
-                password_hash: None,
-                scram: Default::default(),
-                tags,
-            },
+        Credential::None => UserRecord {
+            password_hash: None,
+            scram: Default::default(),
+            tags,
         },
     };
     propose(&ctx, MetadataCommand::PutUser { name, user }).await?;
@@ -431,7 +429,8 @@ fn vhost_view(ctx: &HttpContext, name: &str, r: &VhostRecord) -> VhostView {
         description: r.description.clone(),
         tags: r.tags.clone(),
         metadata: json!({"description": r.description, "tags": r.tags}),
-        default_queue_type: "classic".into(),
+        // RabbitMQ 3.10's value for a vhost without one set.
+        default_queue_type: "undefined".into(),
         tracing: false,
         cluster_state: json!({ local_node_name(ctx): "running" }),
         messages: ready + unacked,
@@ -472,7 +471,8 @@ async fn get_vhost(
     Ok(Json(vhost_view(&ctx, &name, r)))
 }
 
-/// Creates (201) or updates (204) a vhost (administrator); the body is optional.
+/// Creates (201) or updates (204) a vhost (administrator); the body is optional. A new
+/// vhost gives its creator full permissions in it, as RabbitMQ does.
 #[utoipa::path(put, path = "/api/vhosts/{name}", tag = "vhosts",
     params(("name" = String, Path)),
     request_body = VhostBody,
@@ -496,7 +496,26 @@ async fn put_vhost(
     if let Some(t) = o.get("tags") {
         record.tags = parse_tags(t).map_err(ApiError::BadRequest)?;
     }
-    propose(&ctx, MetadataCommand::PutVhost { name, record }).await?;
+    propose(
+        &ctx,
+        MetadataCommand::PutVhost {
+            name: name.clone(),
+            record,
+        },
+    )
+    .await?;
+    if !existed {
+        // As RabbitMQ's management plugin: whoever creates a vhost may use it.
+        propose(
+            &ctx,
+            MetadataCommand::SetPermissions {
+                vhost: name,
+                user: caller.name,
+                permission: Permission::full(),
+            },
+        )
+        .await?;
+    }
     Ok(created(existed))
 }
 
@@ -579,11 +598,8 @@ async fn put_permission(
     let permission = parse_permission_body(&json_object(&body)?).map_err(ApiError::BadRequest)?;
     let existed = {
         let cluster = ctx.broker.cluster();
-        if !cluster.vhosts.contains_key(&vhost) {
-            return Err(ApiError::BadRequest("vhost_not_found".into()));
-        }
-        if !cluster.users.contains_key(&user) {
-            return Err(ApiError::BadRequest("user_not_found".into()));
+        if !cluster.vhosts.contains_key(&vhost) || !cluster.users.contains_key(&user) {
+            return Err(ApiError::BadRequest("vhost_or_user_not_found".into()));
         }
         cluster
             .permissions
@@ -600,7 +616,7 @@ async fn put_permission(
     )
     .await
     {
-        Err(ApiError::NotFound) => Err(ApiError::BadRequest("user or vhost not found".into())),
+        Err(ApiError::NotFound) => Err(ApiError::BadRequest("vhost_or_user_not_found".into())),
         other => other.map(|()| created(existed)),
     }
 }
@@ -667,7 +683,7 @@ mod tests {
         let (c, _) = parse_user_body(&obj(json!({"password_hash": "", "tags": ""}))).unwrap();
         assert_eq!(c, Credential::Hash(None));
         let (c, t) = parse_user_body(&obj(json!({"tags": ["a", "b"]}))).unwrap();
-        assert_eq!((c, t), (Credential::Keep, vec!["a".into(), "b".into()]));
+        assert_eq!((c, t), (Credential::None, vec!["a".into(), "b".into()]));
         assert!(parse_user_body(&obj(json!({"password": "pw"}))).is_err());
         assert!(parse_user_body(&obj(json!({"password_hash": "bm9wZQ==", "tags": ""}))).is_err());
         assert!(
