@@ -7,6 +7,7 @@
 //! connection to the node serving the vhost.
 
 pub mod alarm;
+pub mod aliveness;
 pub mod args;
 pub mod auth;
 pub mod budget;
@@ -14,6 +15,7 @@ pub mod codes;
 pub mod confirms;
 pub mod connection;
 pub mod deadletter;
+pub mod definitions;
 pub mod deliveries;
 pub mod forward;
 pub mod manage;

@@ -8,6 +8,8 @@
 //! `kafka`.
 
 pub mod admin;
+pub mod admin_defs;
+pub mod admin_users;
 pub mod amqp;
 pub mod connections;
 pub mod error;
