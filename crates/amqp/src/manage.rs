@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
-use amq_protocol::protocol::BasicProperties;
+pub use amq_protocol::protocol::BasicProperties;
 use bytes::Bytes;
 
 use crate::codes::{AmqpError, NOT_ALLOWED};
