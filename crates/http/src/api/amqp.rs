@@ -206,6 +206,59 @@ fn flag(v: &Option<String>) -> bool {
     v.as_deref() == Some("true")
 }
 
+/// `?columns=name,messages,message_stats.publish` on lists: keep only those keys (dotted for
+/// nested ones), as RabbitMQ does (rabbitmqadmin asks for its table's columns).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Comma-separated keys to keep; all keys without it.
+    pub columns: Option<String>,
+}
+
+fn pick(src: &Value, path: &[&str], dst: &mut serde_json::Map<String, Value>) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(v) = src.get(*first) else {
+        return;
+    };
+    if rest.is_empty() {
+        dst.insert(first.to_string(), v.clone());
+    } else if let Value::Object(m) = dst
+        .entry(first.to_string())
+        .or_insert_with(|| Value::Object(Default::default()))
+    {
+        pick(v, rest, m);
+    }
+}
+
+/// A list as JSON, filtered by `columns`.
+fn listed<T: Serialize>(items: Vec<T>, params: &ListParams) -> Result<Json<Value>, ApiError> {
+    let all = serde_json::to_value(items).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let Some(columns) = params.columns.as_deref().filter(|c| !c.is_empty()) else {
+        return Ok(Json(all));
+    };
+    let paths: Vec<Vec<&str>> = columns
+        .split(',')
+        .map(|c| c.trim().split('.').collect())
+        .collect();
+    let Value::Array(items) = all else {
+        return Ok(Json(all));
+    };
+    Ok(Json(Value::Array(
+        items
+            .iter()
+            .map(|item| {
+                let mut out = serde_json::Map::new();
+                for p in &paths {
+                    pick(item, p, &mut out);
+                }
+                Value::Object(out)
+            })
+            .collect(),
+    )))
+}
+
 // ---- rates ----
 
 /// Per-second rates from counters sampled at request time (RabbitMQ samples every 5 s in
@@ -448,6 +501,7 @@ async fn queues_json(
 #[utoipa::path(
     get,
     path = "/api/queues",
+    params(ListParams),
     tag = "queues",
     responses(
         (status = 200, body = [QueueJson]),
@@ -458,8 +512,9 @@ async fn queues_json(
 async fn list_queues(
     State(ctx): State<HttpContext>,
     caller: Caller,
-) -> Result<Json<Vec<QueueJson>>, ApiError> {
-    Ok(Json(queues_json(&ctx, &caller, None).await?))
+    Query(params): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    listed(queues_json(&ctx, &caller, None).await?, &params)
 }
 
 /// The queues of one vhost.
@@ -467,7 +522,7 @@ async fn list_queues(
     get,
     path = "/api/queues/{vhost}",
     tag = "queues",
-    params(("vhost" = String, Path, description = "The vhost (`%2F` for `/`)")),
+    params(("vhost" = String, Path, description = "The vhost (`%2F` for `/`)"), ListParams),
     responses(
         (status = 200, body = [QueueJson]),
         (status = 401, body = super::error::ErrorBody),
@@ -479,10 +534,11 @@ async fn list_queues(
 async fn list_vhost_queues(
     State(ctx): State<HttpContext>,
     caller: Caller,
+    Query(params): Query<ListParams>,
     Path(vhost): Path<String>,
-) -> Result<Json<Vec<QueueJson>>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     require_sees(&ctx, &caller, &vhost)?;
-    Ok(Json(queues_json(&ctx, &caller, Some(&vhost)).await?))
+    listed(queues_json(&ctx, &caller, Some(&vhost)).await?, &params)
 }
 
 /// One queue.
@@ -868,6 +924,7 @@ async fn exchanges_json(
 #[utoipa::path(
     get,
     path = "/api/exchanges",
+    params(ListParams),
     tag = "exchanges",
     responses(
         (status = 200, body = [ExchangeJson]),
@@ -878,8 +935,9 @@ async fn exchanges_json(
 async fn list_exchanges(
     State(ctx): State<HttpContext>,
     caller: Caller,
-) -> Result<Json<Vec<ExchangeJson>>, ApiError> {
-    Ok(Json(exchanges_json(&ctx, &caller, None).await?))
+    Query(params): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    listed(exchanges_json(&ctx, &caller, None).await?, &params)
 }
 
 /// The exchanges of one vhost.
@@ -887,7 +945,7 @@ async fn list_exchanges(
     get,
     path = "/api/exchanges/{vhost}",
     tag = "exchanges",
-    params(("vhost" = String, Path, description = "The vhost (`%2F` for `/`)")),
+    params(("vhost" = String, Path, description = "The vhost (`%2F` for `/`)"), ListParams),
     responses(
         (status = 200, body = [ExchangeJson]),
         (status = 401, body = super::error::ErrorBody),
@@ -899,10 +957,11 @@ async fn list_exchanges(
 async fn list_vhost_exchanges(
     State(ctx): State<HttpContext>,
     caller: Caller,
+    Query(params): Query<ListParams>,
     Path(vhost): Path<String>,
-) -> Result<Json<Vec<ExchangeJson>>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     require_sees(&ctx, &caller, &vhost)?;
-    Ok(Json(exchanges_json(&ctx, &caller, Some(&vhost)).await?))
+    listed(exchanges_json(&ctx, &caller, Some(&vhost)).await?, &params)
 }
 
 /// One exchange (`amq.default` names the default exchange).
@@ -1300,6 +1359,7 @@ async fn all_bindings(
 #[utoipa::path(
     get,
     path = "/api/bindings",
+    params(ListParams),
     tag = "bindings",
     responses(
         (status = 200, body = [BindingJson]),
@@ -1310,8 +1370,9 @@ async fn all_bindings(
 async fn list_bindings(
     State(ctx): State<HttpContext>,
     caller: Caller,
-) -> Result<Json<Vec<BindingJson>>, ApiError> {
-    Ok(Json(all_bindings(&ctx, &caller, None).await?))
+    Query(params): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    listed(all_bindings(&ctx, &caller, None).await?, &params)
 }
 
 /// The bindings of one vhost.
@@ -1319,7 +1380,7 @@ async fn list_bindings(
     get,
     path = "/api/bindings/{vhost}",
     tag = "bindings",
-    params(("vhost" = String, Path, description = "The vhost (`%2F` for `/`)")),
+    params(("vhost" = String, Path, description = "The vhost (`%2F` for `/`)"), ListParams),
     responses(
         (status = 200, body = [BindingJson]),
         (status = 401, body = super::error::ErrorBody),
@@ -1331,10 +1392,11 @@ async fn list_bindings(
 async fn list_vhost_bindings(
     State(ctx): State<HttpContext>,
     caller: Caller,
+    Query(params): Query<ListParams>,
     Path(vhost): Path<String>,
-) -> Result<Json<Vec<BindingJson>>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     require_sees(&ctx, &caller, &vhost)?;
-    Ok(Json(all_bindings(&ctx, &caller, Some(&vhost)).await?))
+    listed(all_bindings(&ctx, &caller, Some(&vhost)).await?, &params)
 }
 
 /// The bindings to one queue (with the default exchange's).
@@ -1939,6 +2001,22 @@ mod tests {
             "properties": {}, "routing_key": "q", "payload": "x", "payload_encoding": "hex"
         })))
         .is_err());
+    }
+
+    #[test]
+    fn columns_keep_the_named_keys() {
+        let items = vec![serde_json::json!({
+            "name": "q", "messages": 3, "message_stats": {"publish": 5, "ack": 1}
+        })];
+        let all = listed(items.clone(), &ListParams::default()).unwrap().0;
+        assert_eq!(all, Value::Array(items.clone()));
+        let p = ListParams {
+            columns: Some("name,message_stats.publish,missing".into()),
+        };
+        assert_eq!(
+            listed(items, &p).unwrap().0,
+            serde_json::json!([{"name": "q", "message_stats": {"publish": 5}}])
+        );
     }
 
     #[test]
