@@ -555,6 +555,7 @@ pub async fn publish(
     };
     let batch = encode_message(&msg, msg.timestamp);
     let mut waits = Vec::new();
+    let mut refused = false;
     for q in &queues {
         match q.append(
             batch.clone(),
@@ -564,6 +565,7 @@ pub async fn publish(
         )? {
             Enqueued::Stored(a) => waits.push(q.stored(a)),
             Enqueued::Refused => {
+                refused = true;
                 if q.args.overflow == crate::args::Overflow::RejectPublishDlx {
                     vh.dead_letter_refused(q, msg.clone());
                 }
@@ -572,6 +574,13 @@ pub async fn publish(
     }
     for w in waits {
         w.await?;
+    }
+    if refused {
+        // A publisher in confirm mode gets basic.nack: RabbitMQ's API says this.
+        return Err(AmqpError::new(
+            crate::codes::RESOURCE_ERROR,
+            "Unable to publish message. Check queue limits.",
+        ));
     }
     Ok(true)
 }

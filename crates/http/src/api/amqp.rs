@@ -1171,10 +1171,10 @@ fn parse_publish(
     request_body(content = PublishRequest, content_type = "application/json"),
     responses(
         (status = 200, body = Routed),
-        (status = 400, description = "Bad body or properties, a message too large, an internal exchange", body = super::error::ErrorBody),
+        (status = 400, description = "Bad body or properties, no such exchange, an internal exchange, a message too large, a full queue refusing it (x-overflow=reject-publish)", body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody),
-        (status = 403, body = super::error::ErrorBody),
-        (status = 404, description = "No such vhost or exchange", body = super::error::ErrorBody),
+        (status = 403, description = "No write permission on the exchange", body = super::error::ErrorBody),
+        (status = 404, description = "No such vhost", body = super::error::ErrorBody),
         (status = 503, body = super::error::ErrorBody)
     )
 )]
@@ -1196,12 +1196,14 @@ async fn publish(
         Resource::Exchange,
         name,
     )?;
+    // RabbitMQ publishes on a channel and reports what closes it (a missing exchange, an
+    // internal one) or a nack (a full queue) as a 400.
     let routed = manage::publish(&ctx.vhost, &vhost, name, &key, &props, payload)
         .await
         .map_err(|e| match e.code {
-            // Publishing to an internal exchange: RabbitMQ's 400, not a 403.
-            codes::ACCESS_REFUSED => ApiError::BadRequest(e.text),
-            _ => amqp_error(e),
+            codes::NOT_ALLOWED | codes::INTERNAL_ERROR => amqp_error(e),
+            codes::RESOURCE_ERROR => ApiError::BadRequest(e.text),
+            _ => ApiError::BadRequest(e.reply_text()),
         })?;
     Ok(Json(Routed { routed }))
 }
@@ -1224,18 +1226,26 @@ pub struct BindingJson {
     pub properties_key: String,
 }
 
-/// RabbitMQ's URL quoting of a binding key part (`mochiweb_util:quote_plus`, then `~`
-/// as `%7E`): unreserved characters stay, a space is `+`, the rest `%XX`.
-fn quote_binding(s: &str) -> String {
+/// `mochiweb_util:quote_plus`: letters, digits and `.-~_` stay, a space is `+`, the rest
+/// `%XX`.
+fn quote_plus(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => out.push(b as char),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
     out
+}
+
+/// RabbitMQ's quoting of a binding key part: `quote_plus`, then `~` as `%7E` (`~` splits
+/// the key from the arguments' hash).
+fn quote_binding(s: &str) -> String {
+    quote_plus(s).replace('~', "%7E")
 }
 
 /// A 32-bit digest of binding arguments, base64url without padding (RabbitMQ hashes the
@@ -1568,7 +1578,6 @@ pub struct BindingCreate {
 async fn create_binding(
     ctx: &HttpContext,
     caller: &Caller,
-    uri: &axum::http::Uri,
     (vhost, source, dest): (String, String, String),
     to_exchange: bool,
     body: &Bytes,
@@ -1605,14 +1614,13 @@ async fn create_binding(
     )
     .await
     .map_err(amqp_error)?;
-    // The request path's last segment is the destination: the new URL adds the key.
-    let last = uri
-        .path()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let location = format!("{last}/{}", properties_key(&key, &arguments));
+    // RabbitMQ's Location: the binding's URL relative to the request's (whose last segment
+    // is the destination), each part quoted again as its `rabbit_mgmt_format:url` does.
+    let location = format!(
+        "{}/{}",
+        quote_plus(&dest),
+        quote_plus(&properties_key(&key, &arguments))
+    );
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }
 
@@ -1725,11 +1733,10 @@ async fn list_queue_bindings_between(
 async fn create_queue_binding(
     State(ctx): State<HttpContext>,
     caller: Caller,
-    uri: axum::http::Uri,
     Path(parts): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create_binding(&ctx, &caller, &uri, parts, false, &body).await
+    create_binding(&ctx, &caller, parts, false, &body).await
 }
 
 /// One binding between an exchange and a queue.
@@ -1837,11 +1844,10 @@ async fn list_exchange_bindings_between(
 async fn create_exchange_binding(
     State(ctx): State<HttpContext>,
     caller: Caller,
-    uri: axum::http::Uri,
     Path(parts): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create_binding(&ctx, &caller, &uri, parts, true, &body).await
+    create_binding(&ctx, &caller, parts, true, &body).await
 }
 
 /// One binding between two exchanges.
@@ -1956,6 +1962,10 @@ mod tests {
         );
         assert!(properties_key("", &args).starts_with('~'));
         assert_eq!(percent_decode("my+key%2Fx%7E"), "my+key/x~");
+        assert_eq!(properties_key("a.*", &none), "a.%2A");
+        // Location quotes the key once more, as RabbitMQ's does.
+        assert_eq!(quote_plus("a.%2A"), "a.%252A");
+        assert_eq!(quote_plus("~"), "~");
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("a%2"), "a%2");
     }
