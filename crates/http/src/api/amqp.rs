@@ -114,10 +114,11 @@ fn sees(ctx: &HttpContext, caller: &Caller, vhost: &str) -> bool {
 /// 403 unless the caller may read `vhost`; 404 for a vhost that does not exist.
 fn require_sees(ctx: &HttpContext, caller: &Caller, vhost: &str) -> Result<(), ApiError> {
     let cluster = ctx.broker.cluster();
-    if cluster.initialized && vhost != arctern_metadata::DEFAULT_VHOST {
-        if !cluster.vhosts.contains_key(vhost) {
-            return Err(ApiError::NotFound);
-        }
+    if cluster.initialized
+        && vhost != arctern_metadata::DEFAULT_VHOST
+        && !cluster.vhosts.contains_key(vhost)
+    {
+        return Err(ApiError::NotFound);
     }
     if sees(ctx, caller, vhost) {
         Ok(())
