@@ -302,6 +302,48 @@ pub struct Queue {
     /// Whether the queue has consumers: the task that wakes them on new messages only
     /// listens to the log while it does, so an unconsumed queue's appends wake nobody.
     consumers_present: watch::Sender<bool>,
+    /// Message counts since the queue opened here (the management API's `message_stats`).
+    pub counters: QueueCounters,
+}
+
+/// Per-queue message counters (RabbitMQ's queue `message_stats`): relaxed atomic adds next
+/// to the node-wide ones in `stats`; rates are computed by the reader from samples.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    /// Messages stored into the queue (`publish`).
+    pub publish: std::sync::atomic::AtomicU64,
+    /// Delivered to consumers or taken by basic.get (`deliver_get`).
+    pub deliver_get: std::sync::atomic::AtomicU64,
+    /// Of those, flagged redelivered (`redeliver`).
+    pub redeliver: std::sync::atomic::AtomicU64,
+    /// Acknowledged (`ack`).
+    pub ack: std::sync::atomic::AtomicU64,
+}
+
+impl QueueCounters {
+    /// One delivery (to a consumer or basic.get).
+    pub fn delivered(&self, redelivered: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.deliver_get.fetch_add(1, Relaxed);
+        if redelivered {
+            self.redeliver.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn acked(&self, n: u64) {
+        self.ack.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (publish, deliver_get, redeliver, ack).
+    pub fn read(&self) -> (u64, u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.publish.load(Relaxed),
+            self.deliver_get.load(Relaxed),
+            self.redeliver.load(Relaxed),
+            self.ack.load(Relaxed),
+        )
+    }
 }
 
 fn poisoned() -> AmqpError {
@@ -412,6 +454,7 @@ impl Queue {
             }),
             housekeeping,
             consumers_present: watch::Sender::new(false),
+            counters: QueueCounters::default(),
         });
         // Wake consumers when the high watermark moves (newly committed messages). The
         // task ends when the queue is dropped (`present` closes) or its log closes.
@@ -580,6 +623,10 @@ impl Queue {
         if died {
             self.housekeeping.notify_one();
         }
+        let stored = accepted.iter().filter(|a| **a).count() as u64;
+        self.counters
+            .publish
+            .fetch_add(stored, std::sync::atomic::Ordering::Relaxed);
         Ok(accepted
             .into_iter()
             .map(|a| {

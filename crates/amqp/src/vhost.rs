@@ -1054,6 +1054,22 @@ impl Vhost {
             .is_ok_and(|st| st.exchanges.contains_key(name))
     }
 
+    /// Every exchange of this vhost, built-ins included (snapshot; for the management tools).
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.state
+            .lock()
+            .map(|st| st.exchanges.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every explicit binding of this vhost (snapshot; for the management tools).
+    pub fn bindings(&self) -> Vec<Binding> {
+        self.state
+            .lock()
+            .map(|st| st.bindings.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Every queue of this vhost (read-only snapshot; for the management tools).
     pub fn queues(&self) -> Vec<Arc<Queue>> {
         self.state

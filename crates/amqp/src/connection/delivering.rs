@@ -107,6 +107,7 @@ impl Conn {
                     if redelivered {
                         crate::stats::add(&crate::stats::REDELIVERED, 1);
                     }
+                    q.counters.delivered(redelivered);
                     let read = match take_ahead(&mut ahead, offset) {
                         Some(m) => Ok(m),
                         None if round == 0 => q.read(offset),
@@ -260,6 +261,9 @@ pub(super) fn apply_settle(items: Vec<Unacked>, how: Settle) {
     }
     for (q, taken) in group(items.into_iter()) {
         let offsets: Vec<i64> = taken.iter().map(|t| t.0).collect();
+        if how == Settle::Ack {
+            q.counters.acked(offsets.len() as u64);
+        }
         match how {
             Settle::Reject => q.reject(&offsets),
             _ => q.settle(&offsets),

@@ -473,6 +473,7 @@ impl Conn {
                 if redelivered {
                     crate::stats::add(&crate::stats::REDELIVERED, 1);
                 }
+                q.counters.delivered(redelivered);
                 let c = self.channel(ch)?;
                 let tag_no = c.deliveries.next_tag();
                 if g.no_ack {
