@@ -1,7 +1,7 @@
 """The management API against its own OpenAPI description, with schemathesis: every
 operation described at /api/openapi.json of a fresh broker is called with generated
-requests (basic auth guest:guest), and every answer must be no 5xx, a status code the
-description lists for the operation, the content type and body schema it describes, and a
+requests (basic auth guest:guest), and every answer must be no 500 (nor another 5xx the
+operation does not describe), a status code the description lists for the operation, the content type and body schema it describes, and a
 401 without (or with wrong) credentials where it declares basic auth.
 
 Generic: it iterates over whatever the description holds. Bounded: a few examples per
@@ -21,7 +21,6 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
@@ -35,9 +34,22 @@ from broker import Broker, free_port
 pytestmark = pytest.mark.timeout(300)
 
 GUEST = ("guest", "guest")
+
+
+def no_undescribed_server_error(ctx, response, case):
+    """No 500, and no other 5xx unless the operation describes it: RabbitMQ's health checks
+    answer 503 when they fail, and a node that does not coordinate a group says so with 503."""
+    code = response.status_code
+    if code >= 500:
+        described = case.operation.definition.raw.get("responses", {})
+        if code == 500 or str(code) not in described:
+            raise AssertionError(f"server error {code} from {case.operation.label}: "
+                                 f"{response.text[:300]}")
+    return None
+
 EXAMPLES = 15
 CHECKS = [
-    not_a_server_error,
+    no_undescribed_server_error,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
@@ -108,7 +120,8 @@ def test_api_conforms_to_its_description(api_broker):
                 run_operation(op, mode, b.http, session, calls)
             except Unsatisfiable:
                 pass  # nothing to negate (e.g. no parameters)
-            except Exception as e:  # noqa: BLE001 - collected and reported below
+            # schemathesis raises a FailureGroup (a BaseExceptionGroup, not an Exception).
+            except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 - reported below
                 failures.append(f"--- {op.label} ({mode.value}) ---\n{e}")
     elapsed = time.monotonic() - t0
     print(f"schemathesis: {len(operations)} operations, {sum(calls.values())} requests "
