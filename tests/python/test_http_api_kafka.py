@@ -232,3 +232,41 @@ def test_unknown_objects_and_auth(api_broker):
         assert get(b, path, auth=("watcher", "w-pass")).status_code == 200
     r = get(b, "/api/kafka/topics?internal=maybe")
     assert r.status_code == 400 and r.json()["error"] == "bad_request"
+
+
+def test_delete_group(api_broker):
+    b = api_broker
+    add_user(b, "watcher", "w-pass", "monitoring")
+    topic, group = "api-del", "api-del-group"
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    for f in admin.create_topics([NewTopic(topic, num_partitions=1,
+                                           replication_factor=1)]).values():
+        f.result(30)
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group,
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+
+    def in_state(state: str, poll: bool = False):
+        def check():
+            if poll:
+                c.poll(0.2)
+            assert ok(b, f"/api/kafka/groups/{group}")["state"] == state
+        return check
+
+    until(in_state("Stable", poll=True))
+    c.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+    url = f"{b.http}/api/kafka/groups/{group}"
+    # Monitoring may look, not delete; a group with members is not deleted (Kafka's
+    # NON_EMPTY_GROUP).
+    assert requests.delete(url, auth=("watcher", "w-pass"), timeout=10).status_code == 403
+    r = requests.delete(url, auth=GUEST, timeout=10)
+    assert r.status_code == 409 and r.json()["error"] == "conflict"
+    c.close()
+    until(in_state("Empty"))
+    assert requests.delete(url, auth=GUEST, timeout=10).status_code == 204
+    assert get(b, f"/api/kafka/groups/{group}").status_code == 404
+    assert group not in [g["group_id"] for g in ok(b, "/api/kafka/groups")]
+    assert requests.delete(url, auth=GUEST, timeout=10).status_code == 404
+    # Kafka's admin client agrees: the group and its offsets are gone.
+    listed = admin.list_consumer_groups().result(30)
+    assert group not in [g.group_id for g in listed.valid]

@@ -36,7 +36,7 @@ pub fn routes() -> OpenApiRouter<HttpContext> {
         .routes(routes!(kafka_topics))
         .routes(routes!(kafka_topic))
         .routes(routes!(kafka_groups))
-        .routes(routes!(kafka_group))
+        .routes(routes!(kafka_group, kafka_delete_group))
 }
 
 /// Kafka's internal topics, and the topics Arctern stores AMQP queues in: internal to a
@@ -472,12 +472,54 @@ async fn kafka_group(
     }))
 }
 
+/// Deletes an empty consumer group: its committed offsets and metadata (Kafka's
+/// DeleteGroups; `kafka-consumer-groups.sh --delete`). Administrators only.
+#[utoipa::path(
+    delete,
+    path = "/api/kafka/groups/{id}",
+    tag = "kafka",
+    params(("id" = String, Path, description = "Group id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The group has members", body = ErrorBody),
+        (status = 503, description = "Another node coordinates the group, or its coordinator is loading", body = ErrorBody)
+    )
+)]
+async fn kafka_delete_group(
+    caller: Caller,
+    State(ctx): State<HttpContext>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    caller.require(Need::Administrator)?;
+    let Ok(Path(id)) = id else {
+        return Err(ApiError::NotFound);
+    };
+    let coordinator = ctx
+        .broker
+        .cluster()
+        .partition(OFFSETS_TOPIC, ctx.groups.partition_for(&id))
+        .map_or(NO_LEADER, |p| p.leader);
+    match ctx.groups.delete_group(&id).await {
+        Ok(()) => {
+            tracing::info!(group = %id, user = %caller.name, "consumer group deleted over HTTP");
+            Ok(axum::http::StatusCode::NO_CONTENT)
+        }
+        Err(GroupError::NonEmptyGroup) => Err(ApiError::Conflict(
+            "The group is not empty: stop its consumers first".to_string(),
+        )),
+        Err(e) => Err(group_error(&ctx, coordinator, e)),
+    }
+}
+
 /// A coordinator refusal: 503 where another node (or a loading one) coordinates the group,
 /// 404 where no group can be (no offsets topic yet, an invalid id).
 fn group_error(ctx: &HttpContext, coordinator: i32, e: GroupError) -> ApiError {
     match e {
-        GroupError::CoordinatorLoadInProgress => {
-            ApiError::Unavailable("the group coordinator is loading; retry".to_string())
+        GroupError::CoordinatorLoadInProgress | GroupError::CoordinatorNotAvailable => {
+            ApiError::Unavailable("the group coordinator is not available now; retry".to_string())
         }
         GroupError::NotCoordinator
             if coordinator != NO_LEADER && coordinator != ctx.broker.node_id() =>
