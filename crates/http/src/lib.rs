@@ -68,8 +68,15 @@ pub fn router(ctx: HttpContext) -> Router {
             }),
         )
         .merge(api)
+        // Unknown `/api` paths answer RabbitMQ's JSON 404, as described for every object path
+        // (e.g. an empty name: `/api/kafka/topics/`).
+        .route("/api/{*rest}", axum::routing::any(api_not_found))
         .merge(console::routes())
         .with_state(ctx)
+}
+
+async fn api_not_found() -> api::ApiError {
+    api::ApiError::NotFound
 }
 
 /// Serves until `stop` turns true.
@@ -90,12 +97,16 @@ pub async fn serve(
         .await
 }
 
+/// Refusals are JSON bodies, and say so (as RabbitMQ's, and as the API's description has it).
+const JSON: [(header::HeaderName, &str); 1] = [(header::CONTENT_TYPE, "application/json")];
+
 /// RabbitMQ's refusal: 401 with a challenge, or 403.
 fn refused(r: Refusal) -> Response {
     match r {
         Refusal::Unauthorized | Refusal::BadPassword => {
             let mut resp = (
                 StatusCode::UNAUTHORIZED,
+                JSON,
                 "{\"error\":\"not_authorized\",\"reason\":\"Not_Authorized\"}",
             )
                 .into_response();
@@ -107,6 +118,7 @@ fn refused(r: Refusal) -> Response {
         }
         Refusal::Forbidden => (
             StatusCode::FORBIDDEN,
+            JSON,
             "{\"error\":\"not_authorized\",\"reason\":\"Not management user\"}",
         )
             .into_response(),

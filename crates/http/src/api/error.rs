@@ -29,6 +29,9 @@ pub enum ApiError {
     /// 500 with the reason (logged).
     #[error("internal: {0}")]
     Internal(String),
+    /// 409: the object's state forbids the change (e.g. deleting a group with members).
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -62,6 +65,7 @@ impl IntoResponse for ApiError {
                 "unavailable".to_string(),
                 r,
             ),
+            ApiError::Conflict(r) => (StatusCode::CONFLICT, "conflict".to_string(), r),
             ApiError::Internal(r) => {
                 tracing::error!(reason = %r, "management API request failed");
                 (
