@@ -80,6 +80,10 @@ def api_broker(broker_factory) -> Broker:
 
 
 def destructive_to_the_run(case) -> bool:
+    # RabbitMQ's `columns=` trims each listed object to the named keys; the response
+    # schemas describe whole objects, so cases with it are left out (docs/operations.md).
+    if "columns" in (case.query or {}):
+        return True
     if case.method.upper() in ("GET", "HEAD"):
         return False
     return any(str(v) in PROTECTED for v in (case.path_parameters or {}).values())
