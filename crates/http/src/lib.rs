@@ -24,7 +24,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{Need, Refusal, CHALLENGE};
-use crate::metrics::{AmqpTotals, GroupOffsetSample, PartitionSample, QueueSample, Snapshot};
+use crate::metrics::{
+    AmqpTotals, GroupOffsetSample, Latencies, PartitionSample, QueueSample, Snapshot, Traffic,
+};
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -250,6 +252,34 @@ pub fn collect(ctx: &HttpContext) -> Snapshot {
         raft_term: raft.current_term,
         raft_commit_index: raft.last_applied.map_or(0, |l| l.index),
         disk_free_bytes: arctern_amqp::alarm::free_bytes(&broker.config().data_dir),
+        latency: latencies(),
+        traffic: Traffic {
+            kafka_received: arctern_kafka::stats::get(&arctern_kafka::stats::BYTES_RECEIVED),
+            kafka_sent: arctern_kafka::stats::get(&arctern_kafka::stats::BYTES_SENT),
+            amqp_received: s::get(&s::BYTES_RECEIVED),
+            amqp_sent: s::get(&s::BYTES_SENT),
+        },
+        isr_shrinks: arctern_core::stats::get(&arctern_core::stats::ISR_SHRINKS),
+        isr_expands: arctern_core::stats::get(&arctern_core::stats::ISR_EXPANDS),
+        leader_elections: arctern_core::stats::get(&arctern_core::stats::LEADER_ELECTIONS),
+        resident_memory_bytes: metrics::process_resident_bytes(),
+    }
+}
+
+/// The process-wide histograms: atomics read one by one, no lock.
+fn latencies() -> Latencies {
+    use arctern_storage::stats as st;
+    Latencies {
+        kafka_requests: arctern_kafka::stats::request_durations(),
+        kafka_produce_acks_all: arctern_kafka::stats::PRODUCE_ACKS_ALL.snapshot(),
+        amqp_methods: arctern_amqp::stats::method_durations()
+            .into_iter()
+            .map(|(m, h)| (m.to_string(), h))
+            .collect(),
+        amqp_publish_to_confirm: arctern_amqp::stats::PUBLISH_TO_CONFIRM.snapshot(),
+        fsync: st::FSYNC_SECONDS.snapshot(),
+        sync_batch_records: st::SYNC_BATCH_RECORDS.snapshot(),
+        sync_batch_bytes: st::SYNC_BATCH_BYTES.snapshot(),
     }
 }
 
