@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod metrics;
+pub mod prom_port;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -126,6 +127,11 @@ async fn metrics_handler(
     if let Err(resp) = check(&ctx, peer, &headers, Need::Monitoring) {
         return resp;
     }
+    scrape(ctx).await
+}
+
+/// One scrape's response (shared by the management listener and the Prometheus port).
+async fn scrape(ctx: HttpContext) -> Response {
     // A large node's scrape is CPU work of many milliseconds: off the async workers, so it
     // never holds up the connections they serve.
     let body = match tokio::task::spawn_blocking(move || {
