@@ -138,7 +138,7 @@ async fn scrape(ctx: HttpContext) -> Response {
         let t0 = Instant::now();
         let snapshot = collect(&ctx);
         let t1 = Instant::now();
-        let body = metrics::render(&snapshot);
+        let body = metrics::render_owned(snapshot);
         tracing::debug!(
             collect_ms = (t1 - t0).as_millis() as u64,
             render_ms = t1.elapsed().as_millis() as u64,

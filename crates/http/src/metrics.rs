@@ -419,14 +419,28 @@ impl EncodeLabelSet for GroupLabels<'_> {
 
 /// The Prometheus text exposition of a snapshot.
 pub fn render(s: &Snapshot) -> String {
+    render_owned(s.clone())
+}
+
+/// Bytes of text per series of each per-object family, rounded up, so the output is
+/// allocated once (growing a 20 MB string by doubling copied it about twice over: a
+/// sixth of a large scrape's time in a profile).
+fn estimated_size(s: &Snapshot) -> usize {
+    64 * 1024 + s.partitions.len() * 700 + s.group_offsets.len() * 260 + s.queues.len() * 400
+}
+
+/// As [`render`], consuming the snapshot: the per-object samples move into the collector
+/// instead of being copied.
+pub fn render_owned(mut s: Snapshot) -> String {
     let mut r = Registry::default();
+    let capacity = estimated_size(&s);
 
     // The per-object families (a big node has hundreds of thousands of series) are
     // written straight from the snapshot by a collector: no per-series hash map.
     r.register_collector(Box::new(Objects {
-        queues: s.queues.clone(),
-        partitions: s.partitions.clone(),
-        group_offsets: s.group_offsets.clone(),
+        queues: std::mem::take(&mut s.queues),
+        partitions: std::mem::take(&mut s.partitions),
+        group_offsets: std::mem::take(&mut s.group_offsets),
     }));
 
     // RabbitMQ's names (rabbitmq_prometheus).
@@ -527,7 +541,7 @@ pub fn render(s: &Snapshot) -> String {
         "Index of the last metadata log entry applied on this node",
         i(s.raft_commit_index),
     );
-    r.register_collector(Box::new(Histograms(s.latency.clone())));
+    r.register_collector(Box::new(Histograms(std::mem::take(&mut s.latency))));
     let t = &s.traffic;
     let received = Family::<Labels, Counter>::default();
     r.register(
@@ -602,7 +616,7 @@ pub fn render(s: &Snapshot) -> String {
         );
     }
 
-    let mut out = String::new();
+    let mut out = String::with_capacity(capacity);
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &r);
     out
