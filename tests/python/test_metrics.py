@@ -94,7 +94,14 @@ def scrape_until(b: Broker, check, timeout: float = 20.0) -> dict:
     """Scrapes until `check(metrics)` holds (counts settle a moment after the clients)."""
     deadline = time.monotonic() + timeout
     while True:
-        status, _, body = get(b, b.http_port, "guest", "guest")
+        try:
+            status, _, body = get(b, b.http_port, "guest", "guest")
+        except urllib.error.URLError:
+            # The HTTP listener binds a moment after the Kafka one the fixture waits for.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            continue
         assert status == 200
         m = samples(body)
         try:
@@ -212,3 +219,125 @@ def test_metrics_after_a_workload(metrics_broker):
 
     scrape_until(b, check)
     conn.close()
+
+
+def test_histograms_traffic_and_memory_after_a_workload(metrics_broker):
+    """The broker's own families: latency histograms whose counts match the requests the
+    clients made, bytes per protocol, fsyncs and their batches, resident memory."""
+    b = metrics_broker
+    topic, group = "hist-t", "hist-g"
+    before = scrape_until(b, lambda m: None)
+    fsyncs_before = value(before, "arctern_fsync_duration_seconds_count") or 0
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    for f in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
+        f.result(30)
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 0})
+    for i in range(20):
+        p.produce(topic, f"m{i}".encode())
+        p.flush(30)
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group,
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got = 0
+    deadline = time.monotonic() + 30
+    while got < 20 and time.monotonic() < deadline:
+        msg = c.poll(1.0)
+        if msg is not None and msg.error() is None:
+            got += 1
+    assert got == 20
+    c.commit(asynchronous=False)
+    c.close()
+
+    conn = pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=b.amqp_port))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("hist-q")
+    ch.queue_declare("hist-q2")
+    for i in range(7):
+        ch.basic_publish("", "hist-q", f"r{i}".encode())
+    acked = 0
+    deadline = time.monotonic() + 10
+    while acked < 7 and time.monotonic() < deadline:
+        method, _, _ = ch.basic_get("hist-q", auto_ack=False)
+        if method is not None:
+            ch.basic_ack(method.delivery_tag)
+            acked += 1
+    assert acked == 7
+    conn.close()
+
+    def check(m):
+        # Every Kafka request observed once: the histogram's count is the request count.
+        for api in ("Produce", "Fetch", "OffsetCommit", "Metadata", "ApiVersions"):
+            n = value(m, "arctern_kafka_requests_total", api=api)
+            assert n and n >= 1, api
+            assert value(m, "arctern_kafka_request_duration_seconds_count", api=api) == n, api
+            assert value(m, "arctern_kafka_request_duration_seconds_bucket", api=api,
+                         le="+Inf") == n, api
+            assert value(m, "arctern_kafka_request_duration_seconds_sum", api=api) > 0, api
+        # confluent-kafka with acks=all: every Produce request waits for the ISR.
+        produces = value(m, "arctern_kafka_requests_total", api="Produce")
+        assert produces >= 20
+        assert value(m, "arctern_kafka_produce_duration_seconds_count", acks="all") == produces
+        # AMQP: two queue.declare, one confirm.select, one channel.open; seven publishes
+        # confirmed (basic.publish is timed publish-to-confirm).
+        meth = "arctern_amqp_method_duration_seconds_count"
+        assert value(m, meth, method="queue.declare") == 2
+        assert value(m, meth, method="confirm.select") == 1
+        assert value(m, meth, method="channel.open") == 1
+        assert value(m, meth, method="basic.get") >= 7
+        assert value(m, meth, method="basic.publish") == 7
+        assert value(m, "arctern_amqp_confirm_duration_seconds_count") == 7
+        assert value(m, "arctern_amqp_confirm_duration_seconds_sum") > 0
+        assert value(m, "rabbitmq_global_messages_confirmed_total") == 7
+        # Bytes per protocol; RabbitMQ's totals are the AMQP ones.
+        for proto in ("kafka", "amqp"):
+            assert value(m, "arctern_bytes_received_total", protocol=proto) > 0, proto
+            assert value(m, "arctern_bytes_sent_total", protocol=proto) > 0, proto
+        assert value(m, "rabbitmq_connection_incoming_bytes_total") == value(
+            m, "arctern_bytes_received_total", protocol="amqp")
+        assert value(m, "rabbitmq_connection_outgoing_bytes_total") == value(
+            m, "arctern_bytes_sent_total", protocol="amqp")
+        # fsyncs: the histogram grew, and group-commit batches cover what was written.
+        fsyncs = value(m, "arctern_fsync_duration_seconds_count")
+        assert fsyncs > fsyncs_before
+        assert value(m, "arctern_group_commit_batch_records_count") >= 1
+        assert value(m, "arctern_group_commit_batch_records_sum") >= 20
+        assert value(m, "arctern_group_commit_batch_bytes_sum") > 0
+        assert value(m, "arctern_log_fsyncs_total") >= 1
+        # A single node: no ISR changes or elections, but the counters are there.
+        assert value(m, "arctern_isr_shrinks_total") == 0
+        assert value(m, "arctern_isr_expands_total") == 0
+        assert value(m, "arctern_leader_elections_total") == 0
+        rss = value(m, "arctern_process_resident_memory_bytes")
+        assert rss > 1 << 20
+        assert value(m, "rabbitmq_process_resident_memory_bytes") == rss
+
+    m = scrape_until(b, check)
+    # The produce histogram is cumulative over its buckets.
+    buckets = sorted(
+        (float(dict(k[1])["le"]), v) for k, v in m.items()
+        if k[0] == "arctern_kafka_produce_duration_seconds_bucket")
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets)
+
+
+def test_prometheus_port_serves_metrics_without_auth(broker_factory):
+    """RabbitMQ's `prometheus.tcp.port`: /metrics with no credentials (as RabbitMQ's
+    15692), while the management listener still asks for them."""
+    mgmt, prom = free_port(), free_port()
+    b = broker_factory({"management.listen": f"127.0.0.1:{mgmt}", "prometheus.tcp.port": prom})
+    b.http_port = mgmt
+    scrape_until(b, lambda m: None)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            status, headers, body = get(b, prom, None, None)
+            break
+        except urllib.error.URLError:
+            assert time.monotonic() < deadline, "the Prometheus port never answered"
+            time.sleep(0.2)
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("text/plain")
+    m = samples(body)
+    assert value(m, "rabbitmq_process_resident_memory_bytes") > 0
+    assert value(m, "arctern_raft_term") is not None
+    assert get(b, mgmt, None, None)[0] == 401

@@ -48,6 +48,14 @@ impl Confirms {
         }
     }
 
+    /// Every publish up to this sequence number has been handed out by `drain`.
+    pub fn confirmed_through(&self) -> u64 {
+        self.outcomes
+            .keys()
+            .next()
+            .map_or(self.next_seq, |first| first - 1)
+    }
+
     /// Hands out the confirms decided in publish order, up to the first undecided one:
     /// consecutive acks as one (`multiple` when it covers more than one), nacks singly.
     /// Returns how many publishes were acked.
@@ -88,6 +96,26 @@ mod tests {
         let mut out = Vec::new();
         c.drain(|x| out.push(x));
         out
+    }
+
+    #[test]
+    fn confirmed_through_is_the_last_sequence_handed_out() {
+        let mut c = Confirms::default();
+        c.enable();
+        assert_eq!(c.confirmed_through(), 0);
+        let (a, b, d) = (
+            c.register().unwrap(),
+            c.register().unwrap(),
+            c.register().unwrap(),
+        );
+        c.decide(a, true);
+        c.decide(d, true);
+        assert_eq!(c.confirmed_through(), 0, "nothing drained yet");
+        drain(&mut c);
+        assert_eq!(c.confirmed_through(), a, "b is undecided");
+        c.decide(b, false);
+        drain(&mut c);
+        assert_eq!(c.confirmed_through(), d);
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl FrameSource {
                     self.eof = true;
                     return None;
                 }
-                Ok(_) => {}
+                Ok(n) => crate::stats::add(&crate::stats::BYTES_RECEIVED, n as u64),
             }
         }
     }
@@ -233,6 +233,7 @@ async fn writer(mut w: MaybeTlsWrite, mut rx: mpsc::Receiver<Out>) {
                 if w.write_all(&b).await.is_err() || w.flush().await.is_err() {
                     return;
                 }
+                crate::stats::add(&crate::stats::BYTES_SENT, b.len() as u64);
                 drop(permits);
                 if closed {
                     let _ = w.shutdown().await;
@@ -305,6 +306,9 @@ struct Channel {
     publishing: PublishAssembly,
     /// Publisher confirms (confirm.select).
     confirms: Confirms,
+    /// When each confirm-mode publish arrived, in sequence order, until confirmed (the
+    /// publish-to-confirm latency metric).
+    confirm_started: std::collections::VecDeque<(u64, Instant)>,
     /// channel.flow active=false from the client: no deliveries until it resumes.
     paused: bool,
     /// tx.select's buffer of publishes and settlements (with their delivery tags, to
@@ -1166,7 +1170,15 @@ impl Conn {
                     )),
                 }
             }
-            AMQPFrame::Method(ch, m) => self.method(ch, m).await.map(|_| Flow::Continue),
+            AMQPFrame::Method(ch, m) => {
+                let timed = crate::stats::timed_method(MethodId::of(&m));
+                let started = Instant::now();
+                let r = self.method(ch, m).await;
+                if let Some(h) = timed {
+                    h.observe_duration(started.elapsed());
+                }
+                r.map(|_| Flow::Continue)
+            }
             AMQPFrame::Header(ch, h) => self
                 .content(ch, Content::Header(h))
                 .await

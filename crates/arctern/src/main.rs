@@ -480,6 +480,30 @@ async fn serve(args: ServeArgs) -> Result<()> {
             return Err(e).with_context(|| format!("binding HTTP listener {management_listen}"))
         }
     };
+    // metrics helper: RabbitMQ's Prometheus port, only when `prometheus.tcp.port` is set.
+    let prometheus_server = match settings::prometheus_listen(&file)? {
+        Some(listen) => {
+            let l = TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("binding Prometheus listener {listen}"))?;
+            let addr = l.local_addr().context("reading Prometheus bound address")?;
+            tracing::info!(listen = %addr, "prometheus listener ready");
+            let ctx = arctern_http::HttpContext {
+                broker: Arc::clone(&broker),
+                groups: Arc::clone(&groups),
+                vhost: Arc::clone(&vhost),
+                metadata: Arc::clone(&metadata),
+                alarm: alarm.clone(),
+                login_limiter: Arc::clone(&login_limiter),
+            };
+            Some(tokio::spawn(arctern_http::prom_port::serve(
+                l,
+                ctx,
+                stop.subscribe(),
+            )))
+        }
+        None => None,
+    };
     let mut amqp_servers = Vec::new();
     if let Some((l, tls)) = amqp_ssl_listener {
         let addr = l.local_addr().context("reading AMQP TLS bound address")?;
@@ -521,6 +545,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         let _ = admin.await;
     }
     if let Some(h) = http_server {
+        let _ = h.await;
+    }
+    if let Some(h) = prometheus_server {
         let _ = h.await;
     }
     drop(groups);

@@ -108,6 +108,13 @@ pub struct FileConfig {
     /// The HTTP listener (metrics), `host:port`; RabbitMQ's management port by default.
     #[serde(rename = "management.listen")]
     pub management_listen: Option<String>,
+    /// RabbitMQ's Prometheus listener (rabbitmq_prometheus): `/metrics` without auth on
+    /// this port (RabbitMQ's is 15692). Not started unless set.
+    #[serde(rename = "prometheus.tcp.port")]
+    pub prometheus_tcp_port: Option<toml::Value>,
+    /// The Prometheus listener's address; loopback unless set.
+    #[serde(rename = "prometheus.tcp.ip")]
+    pub prometheus_tcp_ip: Option<String>,
     /// AMQP 0-9-1 listener `host:port`.
     #[serde(rename = "amqp.listen")]
     pub amqp_listen: Option<String>,
@@ -231,6 +238,7 @@ impl NameSet {
 const NAME_SET_KEYS: &[&str] = &["loopback_users", "default_user_tags"];
 /// Keys that stay strings even when they look like numbers (a password "1234").
 const STRING_KEYS: &[&str] = &[
+    "prometheus.tcp.ip",
     "cluster.secret",
     "cluster.secret.file",
     "default_user",
@@ -302,6 +310,8 @@ const KEYS: &[&str] = &[
     "offsets.topic.replication.factor",
     "offset.metadata.max.bytes",
     "management.listen",
+    "prometheus.tcp.port",
+    "prometheus.tcp.ip",
     "amqp.listen",
     "amqp.frame_max",
     "amqp.channel_max",
@@ -665,6 +675,28 @@ pub fn management_listen(file: &FileConfig) -> (String, bool) {
         Some(a) => (a.clone(), true),
         None => (DEFAULT_MANAGEMENT_LISTEN.to_string(), false),
     }
+}
+
+/// RabbitMQ's Prometheus port (`prometheus.tcp.port`, `prometheus.tcp.ip`): the address
+/// of the unauthenticated `/metrics` listener, `None` unless the port is configured.
+/// The address defaults to loopback (RabbitMQ binds every interface; a broker that is
+/// not configured for it should not expose its numbers).
+pub fn prometheus_listen(file: &FileConfig) -> Result<Option<String>> {
+    let port = match &file.prometheus_tcp_port {
+        None => return Ok(None),
+        Some(toml::Value::Integer(p)) => {
+            u16::try_from(*p).with_context(|| format!("prometheus.tcp.port: bad port {p}"))?
+        }
+        Some(toml::Value::String(s)) => s
+            .parse::<u16>()
+            .with_context(|| format!("prometheus.tcp.port: bad port '{s}'"))?,
+        Some(other) => bail!("prometheus.tcp.port must be a port number, not {other}"),
+    };
+    let ip = file.prometheus_tcp_ip.as_deref().unwrap_or("127.0.0.1");
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .with_context(|| format!("prometheus.tcp.ip: not an IP address: '{ip}'"))?;
+    Ok(Some(std::net::SocketAddr::new(ip, port).to_string()))
 }
 
 /// The AMQP listeners: plain (`--amqp-listen`, `amqp.listen` or RabbitMQ's
@@ -1448,5 +1480,25 @@ mod tests {
         assert_eq!(tls.client_auth, ClientAuth::Required);
         let (plain, ssl) = amqp_listeners(&FileConfig::default(), None).expect("ok");
         assert_eq!((plain.as_str(), ssl), ("127.0.0.1:5672", None));
+    }
+
+    #[test]
+    fn prometheus_port_is_off_unless_configured_and_loopback_by_default() {
+        assert_eq!(prometheus_listen(&FileConfig::default()).unwrap(), None);
+        let f = |t: &str| FileConfig::from_table(t.parse().expect("toml")).expect("valid");
+        assert_eq!(
+            prometheus_listen(&f(r#""prometheus.tcp.port" = 15692"#)).unwrap(),
+            Some("127.0.0.1:15692".to_string())
+        );
+        assert_eq!(
+            prometheus_listen(&f(r#""prometheus.tcp.port" = "15692"
+"prometheus.tcp.ip" = "0.0.0.0""#))
+            .unwrap(),
+            Some("0.0.0.0:15692".to_string())
+        );
+        assert!(prometheus_listen(&f(r#""prometheus.tcp.port" = 99999"#)).is_err());
+        assert!(prometheus_listen(&f(r#""prometheus.tcp.port" = 1
+"prometheus.tcp.ip" = "localhost""#))
+        .is_err());
     }
 }

@@ -339,6 +339,13 @@ impl Broker {
                 if let Err(e) = partition.apply_settings(settings.clone()) {
                     tracing::warn!(topic = %t.name, partition = index, error = %e, "applying topic configs");
                 }
+                if crate::stats::is_leader_change(
+                    partition.leader_epoch(),
+                    p.leader_epoch,
+                    p.leader,
+                ) {
+                    crate::stats::add(&crate::stats::LEADER_ELECTIONS, 1);
+                }
                 if p.leader == me {
                     self.stop_fetcher(&key);
                     if let Err(e) = partition.become_leader(
@@ -593,6 +600,13 @@ impl Broker {
                 continue;
             };
             tracing::info!(topic = %p.topic, partition = p.index, new_isr = ?proposal.new_isr, "proposing ISR change");
+            let old_isr = self
+                .cluster()
+                .topics
+                .get(&p.topic)
+                .and_then(|t| t.partitions.get(p.index as usize))
+                .map_or(0, |s| s.isr.len());
+            let new_isr = proposal.new_isr.len();
             let cmd = MetadataCommand::ChangeIsr {
                 topic: p.topic.clone(),
                 partition: p.index,
@@ -602,7 +616,7 @@ impl Broker {
                 new_isr: proposal.new_isr,
             };
             match self.metadata.propose(cmd).await {
-                Ok(CommandResult::Ok) => {}
+                Ok(CommandResult::Ok) => crate::stats::count_isr_change(old_isr, new_isr),
                 Ok(other) => {
                     tracing::info!(topic = %p.topic, partition = p.index, result = ?other, "ISR change refused")
                 }

@@ -11,6 +11,7 @@ pub mod metadata;
 mod partition;
 pub mod producer_state;
 pub mod replica;
+pub mod stats;
 
 pub use broker::{
     AlterOp, Broker, ElectionOutcome, ElectionType, FollowerFetcher, ReplicaEndpoint, ReplicaUsage,

@@ -124,6 +124,10 @@ pub struct Partition {
     unflushed_records: AtomicU64,
     /// fdatasync calls made by the flusher (group-commit effectiveness; metrics later).
     fsyncs: AtomicU64,
+    /// Bytes appended to the log since open, and the count the last fdatasync covered:
+    /// their difference is one group-commit batch's size (metrics).
+    appended_bytes: AtomicU64,
+    synced_bytes: AtomicU64,
     flush_needed: Notify,
     /// Set while an fdatasync of this log is in flight, by the flusher or by a caller
     /// leading the group commit itself (`sync_now`), so two never run at once.
@@ -234,6 +238,8 @@ impl Partition {
             truncations: AtomicU64::new(0),
             unflushed_records: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            appended_bytes: AtomicU64::new(0),
+            synced_bytes: AtomicU64::new(0),
             flush_needed: Notify::new(),
             syncing: AtomicBool::new(false),
             sync_inline: AtomicBool::new(true),
@@ -530,6 +536,8 @@ impl Partition {
             let mut log = self.log.write().map_err(|_| lock_poisoned())?;
             let now = now_ms();
             let info = log.append_as_leader(batches, r.leader_epoch, now)?;
+            self.appended_bytes
+                .fetch_add(info.bytes as u64, Ordering::Relaxed);
             if let Some(h) = idempotent {
                 producers.record(
                     &BatchHeader {
@@ -818,15 +826,27 @@ impl Partition {
         if self.durable.borrow().failed {
             return None;
         }
-        let (point, generation) = match self.log.read() {
-            Ok(log) => (log.sync_point(), self.truncations.load(Ordering::Acquire)),
+        let (point, generation, bytes) = match self.log.read() {
+            // Read under the log lock, so the byte count matches the sync point.
+            Ok(log) => (
+                log.sync_point(),
+                self.truncations.load(Ordering::Acquire),
+                self.appended_bytes.load(Ordering::Relaxed),
+            ),
             Err(_) => return None,
         };
-        if point.end_offset <= self.durable.borrow().offset {
+        let durable = self.durable.borrow().offset;
+        if point.end_offset <= durable {
             return None;
         }
         self.unflushed_records.store(0, Ordering::Release);
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        // The group commit's batch: offsets (records, plus control markers) and bytes
+        // that this one fdatasync makes durable.
+        let batch_bytes = bytes.saturating_sub(self.synced_bytes.swap(bytes, Ordering::Relaxed));
+        let records = u64::try_from(point.end_offset - durable.max(0)).unwrap_or(0);
+        arctern_storage::stats::SYNC_BATCH_RECORDS.observe(records);
+        arctern_storage::stats::SYNC_BATCH_BYTES.observe(batch_bytes);
         Some((point, generation))
     }
 
@@ -1049,6 +1069,8 @@ impl Partition {
         let mut log = self.log.write().map_err(|_| lock_poisoned())?;
         let now = now_ms();
         let info = log.append_replicated(bytes, now)?;
+        self.appended_bytes
+            .fetch_add(info.bytes as u64, Ordering::Relaxed);
         let end = info.last_offset + 1;
         if let Ok(mut producers) = self.producers.lock() {
             for h in batch_headers(bytes) {

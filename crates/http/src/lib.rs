@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod console;
 pub mod metrics;
+pub mod prom_port;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +29,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{Need, Refusal, CHALLENGE};
-use crate::metrics::{AmqpTotals, GroupOffsetSample, PartitionSample, QueueSample, Snapshot};
+use crate::metrics::{
+    AmqpTotals, GroupOffsetSample, Latencies, PartitionSample, QueueSample, Snapshot, Traffic,
+};
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -164,13 +167,18 @@ async fn metrics_handler(
     if let Err(resp) = check(&ctx, peer, &headers, Need::Monitoring) {
         return resp;
     }
+    scrape(ctx).await
+}
+
+/// One scrape's response (shared by the management listener and the Prometheus port).
+async fn scrape(ctx: HttpContext) -> Response {
     // A large node's scrape is CPU work of many milliseconds: off the async workers, so it
     // never holds up the connections they serve.
     let body = match tokio::task::spawn_blocking(move || {
         let t0 = Instant::now();
         let snapshot = collect(&ctx);
         let t1 = Instant::now();
-        let body = metrics::render(&snapshot);
+        let body = metrics::render_owned(snapshot);
         tracing::debug!(
             collect_ms = (t1 - t0).as_millis() as u64,
             render_ms = t1.elapsed().as_millis() as u64,
@@ -290,6 +298,34 @@ pub fn collect(ctx: &HttpContext) -> Snapshot {
         raft_term: raft.current_term,
         raft_commit_index: raft.last_applied.map_or(0, |l| l.index),
         disk_free_bytes: arctern_amqp::alarm::free_bytes(&broker.config().data_dir),
+        latency: latencies(),
+        traffic: Traffic {
+            kafka_received: arctern_kafka::stats::get(&arctern_kafka::stats::BYTES_RECEIVED),
+            kafka_sent: arctern_kafka::stats::get(&arctern_kafka::stats::BYTES_SENT),
+            amqp_received: s::get(&s::BYTES_RECEIVED),
+            amqp_sent: s::get(&s::BYTES_SENT),
+        },
+        isr_shrinks: arctern_core::stats::get(&arctern_core::stats::ISR_SHRINKS),
+        isr_expands: arctern_core::stats::get(&arctern_core::stats::ISR_EXPANDS),
+        leader_elections: arctern_core::stats::get(&arctern_core::stats::LEADER_ELECTIONS),
+        resident_memory_bytes: metrics::process_resident_bytes(),
+    }
+}
+
+/// The process-wide histograms: atomics read one by one, no lock.
+fn latencies() -> Latencies {
+    use arctern_storage::stats as st;
+    Latencies {
+        kafka_requests: arctern_kafka::stats::request_durations(),
+        kafka_produce_acks_all: arctern_kafka::stats::PRODUCE_ACKS_ALL.snapshot(),
+        amqp_methods: arctern_amqp::stats::method_durations()
+            .into_iter()
+            .map(|(m, h)| (m.to_string(), h))
+            .collect(),
+        amqp_publish_to_confirm: arctern_amqp::stats::PUBLISH_TO_CONFIRM.snapshot(),
+        fsync: st::FSYNC_SECONDS.snapshot(),
+        sync_batch_records: st::SYNC_BATCH_RECORDS.snapshot(),
+        sync_batch_bytes: st::SYNC_BATCH_BYTES.snapshot(),
     }
 }
 

@@ -217,6 +217,8 @@ async fn connection(
                 }
             }
         }
+        let started = std::time::Instant::now();
+        crate::stats::add(&crate::stats::BYTES_RECEIVED, 4 + len);
         if sasl.expects_raw() {
             // After SaslHandshake v0 the client sends bare, size-prefixed SASL tokens.
             let answer = sasl_authenticate(&ctx, &mut sasl, &frame, peer);
@@ -305,6 +307,7 @@ async fn connection(
                 drop(all_done);
                 let (tx, rx) = oneshot::channel();
                 let _ = tx.send(encode(correlation_id, api_key, version, &body, peer));
+                crate::stats::observe_request(api_key, started, false);
                 if queue.send(rx).await.is_err() || close {
                     break;
                 }
@@ -318,6 +321,8 @@ async fn connection(
             principal: Arc::clone(&principal),
             listener: Arc::clone(&listener),
         };
+        // Kafka's produce latency for acks=all (-1): the request waits for the ISR.
+        let acks_all = matches!(&request.body, RequestKind::Produce(r) if r.acks == -1);
         let alone = runs_alone(api_key);
         let all_done = if alone {
             Some(in_flight.write().await)
@@ -327,7 +332,11 @@ async fn connection(
         let reply = dispatch(&ctx, request.body, version, origin);
         let (tx, rx) = oneshot::channel();
         match reply {
-            Reply::Nothing => continue,
+            Reply::Nothing => {
+                // acks=0 produce: done once handled.
+                crate::stats::observe_request(api_key, started, false);
+                continue;
+            }
             Reply::Now(body) => {
                 let _ = tx.send(encode(
                     correlation_id,
@@ -336,10 +345,12 @@ async fn connection(
                     body.as_ref(),
                     peer,
                 ));
+                crate::stats::observe_request(api_key, started, acks_all);
             }
             Reply::Later(fut) if alone => {
                 let body = fut.await;
                 let _ = tx.send(encode(correlation_id, api_key, version, &body, peer));
+                crate::stats::observe_request(api_key, started, acks_all);
             }
             Reply::Later(fut) => {
                 // Never contended: only this task takes the write lock, and not now.
@@ -347,6 +358,7 @@ async fn connection(
                 tokio::spawn(async move {
                     let body = fut.await;
                     let _ = tx.send(encode(correlation_id, api_key, version, &body, peer));
+                    crate::stats::observe_request(api_key, started, acks_all);
                     drop(guard);
                 });
             }
@@ -464,6 +476,7 @@ async fn write_responses(
             tracing::debug!(%peer, error = %e, "connection write failed");
             break;
         }
+        crate::stats::add(&crate::stats::BYTES_SENT, out.len());
         out.clear();
         if closing {
             break;

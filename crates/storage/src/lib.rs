@@ -9,6 +9,7 @@ mod error;
 mod log;
 pub mod records;
 mod segment;
+pub mod stats;
 
 pub use batch::BatchHeader;
 pub use epoch::{EpochEntry, LeaderEpochCache};

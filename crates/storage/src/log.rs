@@ -79,9 +79,13 @@ pub struct SyncPoint {
 
 impl SyncPoint {
     pub fn sync(&self) -> Result<()> {
-        self.file
+        let started = std::time::Instant::now();
+        let r = self
+            .file
             .sync_data()
-            .ctx(|| format!("fdatasync {}", self.path.display()))
+            .ctx(|| format!("fdatasync {}", self.path.display()));
+        crate::stats::FSYNC_SECONDS.observe_duration(started.elapsed());
+        r
     }
 }
 

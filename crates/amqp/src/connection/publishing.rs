@@ -90,6 +90,9 @@ impl Conn {
             return Ok(());
         };
         let seq = c.confirms.register();
+        if let Some(seq) = seq {
+            c.confirm_started.push_back((seq, Instant::now()));
+        }
         if queues.is_empty() {
             if publish.mandatory {
                 let m = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
@@ -400,6 +403,15 @@ impl Conn {
             frames.extend(wire::method(ch, AMQPClass::Basic(m)));
         });
         crate::stats::add(&crate::stats::CONFIRMED, acked);
+        // Confirms go out in sequence order: everything up to the highest tag sent is done.
+        let now = Instant::now();
+        while let Some(&(seq, t)) = c.confirm_started.front() {
+            if seq > c.confirms.confirmed_through() {
+                break;
+            }
+            c.confirm_started.pop_front();
+            crate::stats::PUBLISH_TO_CONFIRM.observe_duration(now.saturating_duration_since(t));
+        }
         if !frames.is_empty() {
             self.send(frames).await;
         }
