@@ -531,6 +531,7 @@ pub async fn run(
                 user: conn.user.clone(),
                 vhost: conn.vhost.name().to_string(),
                 ssl: conn.tls.is_some(),
+                peer_cert_subject: conn.tls.as_ref().and_then(|t| t.client_subject.clone()),
                 auth_mechanism: std::mem::take(&mut conn.auth_mechanism),
                 client_properties: std::mem::take(&mut conn.client_properties),
                 frame_max: conn.frame_max as u32,

@@ -66,6 +66,8 @@ pub struct ConnMeta {
     pub user: String,
     pub vhost: String,
     pub ssl: bool,
+    /// The verified client certificate's subject DN (TLS with client certificates).
+    pub peer_cert_subject: Option<String>,
     /// The SASL mechanism the client logged in with (`PLAIN`, `AMQPLAIN`, `EXTERNAL`).
     pub auth_mechanism: String,
     /// `connection.start-ok`'s client properties.
@@ -374,6 +376,7 @@ mod tests {
             user: "guest".into(),
             vhost: "/".into(),
             ssl: false,
+            peer_cert_subject: None,
             auth_mechanism: "PLAIN".into(),
             client_properties: FieldTable::default(),
             frame_max: 131_072,
