@@ -14,6 +14,7 @@ use std::sync::Arc;
 use arctern_amqp::registry::{self, ChannelInfo, ConnEntry, ConsumerInfo};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -236,7 +237,22 @@ fn check_vhost(ctx: &HttpContext, vhost: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The connection `name`: 404 if none, 403 if the caller may not see it (RabbitMQ's
+/// RabbitMQ 3.10's refusal of another user's connection or channel
+/// (`is_authorized_user`): 401 without a challenge.
+fn not_authorised_for_object() -> ApiError {
+    ApiError::Refused(
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(super::error::ErrorBody {
+                error: "not_authorised".into(),
+                reason: "User not authorised to access object".into(),
+            }),
+        )
+            .into_response(),
+    )
+}
+
+/// The connection `name`: 404 if none, 401 if the caller may not see it (RabbitMQ's
 /// `is_authorized_user`: monitoring users and the connection's own user).
 fn find_visible(
     ctx: &HttpContext,
@@ -247,7 +263,7 @@ fn find_visible(
     if caller.sees_all() || e.meta.user == caller.name {
         Ok(e)
     } else {
-        Err(ApiError::Forbidden)
+        Err(not_authorised_for_object())
     }
 }
 
@@ -559,8 +575,7 @@ async fn list_vhost_connections(
     params(("name" = String, Path, description = "The connection's name")),
     responses(
         (status = 200, body = Connection),
-        (status = 401, description = "No or wrong credentials", body = super::error::ErrorBody),
-        (status = 403, description = "Another user's connection, and the caller is not a monitoring user", body = super::error::ErrorBody),
+        (status = 401, description = "No or wrong credentials; or another user's connection and the caller is not a monitoring user (RabbitMQ 3.10's `User not authorised to access object`)", body = super::error::ErrorBody),
         (status = 404, description = "No such connection on this node", body = super::error::ErrorBody)
     )
 )]
@@ -586,8 +601,7 @@ async fn get_connection(
     ),
     responses(
         (status = 204, description = "The connection is being closed"),
-        (status = 401, description = "No or wrong credentials", body = super::error::ErrorBody),
-        (status = 403, description = "Another user's connection, and the caller is not an administrator", body = super::error::ErrorBody),
+        (status = 401, description = "No or wrong credentials; or another user's connection and the caller is not an administrator (RabbitMQ 3.10's `User not authorised to access object`)", body = super::error::ErrorBody),
         (status = 404, description = "No such connection on this node", body = super::error::ErrorBody)
     )
 )]
@@ -599,7 +613,7 @@ async fn delete_connection(
 ) -> Result<StatusCode, ApiError> {
     let e = ctx.vhost.registry().find(&name).ok_or(ApiError::NotFound)?;
     if !caller.is_administrator() && e.meta.user != caller.name {
-        return Err(ApiError::Forbidden);
+        return Err(not_authorised_for_object());
     }
     let reason = headers
         .get("x-reason")
@@ -618,8 +632,7 @@ async fn delete_connection(
     params(("name" = String, Path, description = "The connection's name"), ListQuery),
     responses(
         (status = 200, body = Vec<Channel>),
-        (status = 401, description = "No or wrong credentials", body = super::error::ErrorBody),
-        (status = 403, description = "Another user's connection, and the caller is not a monitoring user", body = super::error::ErrorBody),
+        (status = 401, description = "No or wrong credentials; or another user's connection and the caller is not a monitoring user (RabbitMQ 3.10's `User not authorised to access object`)", body = super::error::ErrorBody),
         (status = 404, description = "No such connection on this node", body = super::error::ErrorBody)
     )
 )]
@@ -713,8 +726,7 @@ fn parse_channel_name(name: &str) -> Option<(&str, u16)> {
     params(("name" = String, Path, description = "The channel's name")),
     responses(
         (status = 200, body = Channel),
-        (status = 401, description = "No or wrong credentials", body = super::error::ErrorBody),
-        (status = 403, description = "Another user's channel, and the caller is not a monitoring user", body = super::error::ErrorBody),
+        (status = 401, description = "No or wrong credentials; or another user's channel and the caller is not a monitoring user (RabbitMQ 3.10's `User not authorised to access object`)", body = super::error::ErrorBody),
         (status = 404, description = "No such channel on this node", body = super::error::ErrorBody)
     )
 )]
