@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 import urllib.parse
 
@@ -17,43 +16,29 @@ import pika
 import pytest
 import requests
 
-from broker import arctern_bin, free_port
+from broker import arctern_bin
 
 pytestmark = pytest.mark.timeout(180)
 
-try:  # the lead's RabbitMQ fixture (tests/python/rabbit.py), when merged
-    import rabbit as rabbit_fixture  # noqa: F401
-    HAVE_RABBIT = True
-except ImportError:  # pragma: no cover
-    HAVE_RABBIT = False
 
 
-class ArcternTarget:
-    name = "arctern"
+def add_user(t, name: str, password: str, *tags: str) -> None:
+    """A user with the tags and full permissions on "/"."""
+    if t.name == "rabbitmq":
+        r = requests.put(f"{t.http}/api/users/{name}", auth=t.auth, timeout=10,
+                         json={"password": password, "tags": ",".join(tags)})
+        assert r.status_code in (201, 204), r.text
+        r = requests.put(f"{t.http}/api/permissions/%2F/{name}", auth=t.auth, timeout=10,
+                         json={"configure": ".*", "write": ".*", "read": ".*"})
+        assert r.status_code in (201, 204), r.text
+        return
 
-    def __init__(self, broker):
-        self.b = broker
-        self.amqp_port = broker.amqp_port
-        self.http = f"http://127.0.0.1:{broker.http_port}"
-        deadline = time.monotonic() + 30
-        while not (broker.data_dir / "admin.sock").exists():
-            assert time.monotonic() < deadline, "admin socket never appeared"
-            time.sleep(0.1)
-        # The first start's defaults (guest, "/") are in place once guest can log in.
-        wait(lambda: requests.get(self.http + "/api/whoami", auth=("guest", "guest"),
-                                  timeout=5).status_code == 200)
-
-    def tool(self, *args):
-        r = subprocess.run([str(arctern_bin()), *args, "--data-dir", str(self.b.data_dir)],
+    def tool(*args):
+        r = subprocess.run([str(arctern_bin()), *args, "--data-dir", str(t.broker.data_dir)],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, f"arctern {args}: {r.stdout}{r.stderr}"
-
-    def add_user(self, name, password, *tags):
-        args = ["users", "add", name, "--password", password]
-        if tags:
-            args += ["--tags", ",".join(tags)]
-        self.tool(*args)
-        self.tool("permissions", "set", name, "/", ".*", ".*", ".*")
+    tool("users", "add", name, "--password", password, *(["--tags", ",".join(tags)] if tags else []))
+    tool("permissions", "set", name, "/", ".*", ".*", ".*")
 
 
 def wait(check, timeout: float = 20.0, interval: float = 0.2):
@@ -100,33 +85,32 @@ def find_conn(t, port, user="guest", password="guest"):
     return wait(look)
 
 
-@pytest.fixture(scope="module")
-def rabbit_target(tmp_path_factory):
-    if not HAVE_RABBIT:
-        yield None
-        return
-    yield from rabbit_fixture.module_target(tmp_path_factory)  # pragma: no cover
+def arctern_target(broker_factory, rabbitmqadmin_path):
+    from conftest import arctern_with_management
+    from rabbit import MgmtTarget
+    b, http_port = arctern_with_management(broker_factory)
+    t = MgmtTarget("arctern", http_port, b.amqp_port, rabbitmqadmin_path)
+    t.broker = b
+    # The first start's defaults (guest, "/") are in place once guest can log in.
+    wait(lambda: requests.get(t.http + "/api/whoami", auth=t.auth, timeout=5).status_code == 200)
+    return t
 
 
-TARGETS = ["arctern"] + (["rabbitmq"] if HAVE_RABBIT else [])
-
-
-@pytest.fixture(params=TARGETS)
-def target(request, broker_factory):
-    if request.param == "rabbitmq":
-        return request.getfixturevalue("rabbit_target")
-    port = free_port()
-    b = broker_factory({"management.listen": f"127.0.0.1:{port}"})
-    b.http_port = port
-    return ArcternTarget(b)
+@pytest.fixture(params=["arctern", "rabbitmq"])
+def target(request, broker_factory, rabbitmqadmin_path):
+    """Arctern (fresh) or RabbitMQ 3.10 (the session node), with `.broker` for Arctern."""
+    from rabbit import MgmtTarget
+    if request.param == "arctern":
+        return arctern_target(broker_factory, rabbitmqadmin_path)
+    node = request.getfixturevalue("rabbitmq")
+    t = MgmtTarget("rabbitmq", node.http_port, node.amqp_port, rabbitmqadmin_path)
+    t.broker = None
+    return t
 
 
 @pytest.fixture
-def arctern(broker_factory):
-    port = free_port()
-    b = broker_factory({"management.listen": f"127.0.0.1:{port}"})
-    b.http_port = port
-    return ArcternTarget(b)
+def arctern(broker_factory, rabbitmqadmin_path):
+    return arctern_target(broker_factory, rabbitmqadmin_path)
 
 
 CONNECTION_KEYS = {
@@ -301,8 +285,8 @@ def test_delete_with_x_reason_closes_an_aio_pika_connection(target):
 
 def test_management_users_see_only_their_own(target):
     t = target
-    t.add_user("mgr", "mgr-pw", "management")
-    t.add_user("mon", "mon-pw", "monitoring")
+    add_user(t, "mgr", "mgr-pw", "management")
+    add_user(t, "mon", "mon-pw", "monitoring")
     mine = pika_conn(t, "x-mgr", "mgr", "mgr-pw")
     theirs = pika_conn(t, "x-guest")
     try:
@@ -346,22 +330,8 @@ def test_credentials_are_required(target):
         assert api(t, path, "guest", "wrong").status_code == 401
 
 
-# The management plugin's own copy, as Debian's rabbitmq-server installs it.
-PLUGIN_RABBITMQADMIN = next(iter(sorted(
-    __import__("pathlib").Path("/usr/lib/rabbitmq/lib").glob(
-        "rabbitmq_server-*/plugins/rabbitmq_management-*/priv/www/cli/rabbitmqadmin"))), None)
-
-
 def rabbitmqadmin(t, *args):
-    path = PLUGIN_RABBITMQADMIN
-    if path is None:
-        pytest.skip("rabbitmqadmin not available")
-    port = urllib.parse.urlparse(t.http).port
-    r = subprocess.run([sys.executable, str(path), "-H", "127.0.0.1", "-P", str(port),
-                        "-u", "guest", "-p", "guest", *args],
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, f"rabbitmqadmin {args}: {r.stdout}{r.stderr}"
-    return r.stdout
+    return t.rabbitmqadmin(*args).stdout
 
 
 def test_rabbitmqadmin_lists_and_closes(target):
