@@ -117,7 +117,8 @@ CONNECTION_KEYS = {
     "name", "node", "type", "state", "protocol", "vhost", "user", "auth_mechanism", "host",
     "port", "peer_host", "peer_port", "ssl", "client_properties", "connected_at", "frame_max",
     "channel_max", "timeout", "channels", "recv_oct", "recv_oct_details", "recv_cnt",
-    "send_oct", "send_oct_details", "send_cnt", "user_provided_name",
+    "send_oct", "send_oct_details", "send_cnt", "send_pend", "user_provided_name",
+    "user_who_performed_action", "ssl_protocol", "peer_cert_subject",
 }
 
 

@@ -78,14 +78,15 @@ pub struct Connection {
     pub peer_port: u16,
     /// Whether the connection is over TLS.
     pub ssl: bool,
-    pub ssl_protocol: Option<String>,
-    pub ssl_key_exchange: Option<String>,
-    pub ssl_cipher: Option<String>,
-    pub ssl_hash: Option<String>,
-    /// The client certificate's subject DN (TLS with a verified client certificate).
-    pub peer_cert_subject: Option<String>,
-    pub peer_cert_issuer: Option<String>,
-    pub peer_cert_validity: Option<String>,
+    /// TLS details are not reported: empty strings, as RabbitMQ shows for plain TCP.
+    pub ssl_protocol: String,
+    pub ssl_key_exchange: String,
+    pub ssl_cipher: String,
+    pub ssl_hash: String,
+    /// The verified client certificate's subject DN (empty without one).
+    pub peer_cert_subject: String,
+    pub peer_cert_issuer: String,
+    pub peer_cert_validity: String,
     /// `connection.start-ok`'s client properties.
     #[schema(value_type = Object)]
     pub client_properties: Value,
@@ -150,6 +151,14 @@ pub struct Channel {
     /// The channel's consumers (`GET /api/channels/{name}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consumer_details: Option<Vec<Consumer>>,
+    /// Per-queue delivery and per-exchange publish stats (`GET /api/channels/{name}`
+    /// only): not tracked, always empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub deliveries: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub publishes: Option<Vec<Value>>,
 }
 
 /// The channel a consumer belongs to.
@@ -292,13 +301,13 @@ fn connection_json(node: &str, e: &ConnEntry) -> Connection {
         peer_host: m.peer.ip().to_string(),
         peer_port: m.peer.port(),
         ssl: m.ssl,
-        ssl_protocol: None,
-        ssl_key_exchange: None,
-        ssl_cipher: None,
-        ssl_hash: None,
-        peer_cert_subject: m.peer_cert_subject.clone(),
-        peer_cert_issuer: None,
-        peer_cert_validity: None,
+        ssl_protocol: String::new(),
+        ssl_key_exchange: String::new(),
+        ssl_cipher: String::new(),
+        ssl_hash: String::new(),
+        peer_cert_subject: m.peer_cert_subject.clone().unwrap_or_default(),
+        peer_cert_issuer: String::new(),
+        peer_cert_validity: String::new(),
         client_properties,
         connected_at: e.connected_at,
         frame_max: m.frame_max,
@@ -364,6 +373,8 @@ fn channel_json(node: &str, e: &ConnEntry, ch: &ChannelInfo, consumers: bool) ->
         messages_uncommitted: ch.messages_uncommitted,
         acks_uncommitted: ch.acks_uncommitted,
         pending_raft_commands: 0,
+        deliveries: consumers.then(Vec::new),
+        publishes: consumers.then(Vec::new),
         consumer_details: consumers.then(|| {
             ch.consumers
                 .iter()
