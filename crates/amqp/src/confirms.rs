@@ -31,6 +31,11 @@ impl Confirms {
         self.enabled
     }
 
+    /// Publishes not confirmed yet.
+    pub fn pending(&self) -> usize {
+        self.outcomes.len()
+    }
+
     /// The sequence number of a publish, or `None` outside confirm mode.
     pub fn register(&mut self) -> Option<u64> {
         if !self.enabled {

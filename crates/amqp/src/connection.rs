@@ -103,11 +103,18 @@ struct FrameSource {
     done: bool,
     /// The peer closed its side (or the socket failed): nothing more will arrive.
     eof: bool,
+    /// Bytes and reads, for the management API.
+    counters: Arc<crate::registry::Counters>,
 }
 
 impl FrameSource {
-    fn new(r: MaybeTlsRead, frame_max: usize) -> FrameSource {
+    fn new(
+        r: MaybeTlsRead,
+        frame_max: usize,
+        counters: Arc<crate::registry::Counters>,
+    ) -> FrameSource {
         FrameSource {
+            counters,
             r,
             buf: BytesMut::with_capacity(READ_BUFFER),
             frame_max,
@@ -166,7 +173,10 @@ impl FrameSource {
                     self.eof = true;
                     return None;
                 }
-                Ok(n) => crate::stats::add(&crate::stats::BYTES_RECEIVED, n as u64),
+                Ok(n) => {
+                    crate::stats::add(&crate::stats::BYTES_RECEIVED, n as u64);
+                    self.counters.received(n);
+                }
             }
         }
     }
@@ -191,7 +201,11 @@ impl FrameSource {
     }
 }
 
-async fn writer(mut w: MaybeTlsWrite, mut rx: mpsc::Receiver<Out>) {
+async fn writer(
+    mut w: MaybeTlsWrite,
+    mut rx: mpsc::Receiver<Out>,
+    counters: Arc<crate::registry::Counters>,
+) {
     let mut heartbeat = 0u16;
     loop {
         let next = if heartbeat > 0 {
@@ -202,9 +216,11 @@ async fn writer(mut w: MaybeTlsWrite, mut rx: mpsc::Receiver<Out>) {
                 Ok(m) => m,
                 Err(_) => {
                     // TLS buffers records until flushed (a no-op on plain TCP).
-                    if w.write_all(&wire::heartbeat()).await.is_err() || w.flush().await.is_err() {
+                    let hb = wire::heartbeat();
+                    if w.write_all(&hb).await.is_err() || w.flush().await.is_err() {
                         return;
                     }
+                    counters.sent(hb.len());
                     continue;
                 }
             }
@@ -234,6 +250,7 @@ async fn writer(mut w: MaybeTlsWrite, mut rx: mpsc::Receiver<Out>) {
                     return;
                 }
                 crate::stats::add(&crate::stats::BYTES_SENT, b.len() as u64);
+                counters.sent(b.len());
                 drop(permits);
                 if closed {
                     let _ = w.shutdown().await;
@@ -273,6 +290,9 @@ struct ConsumerLink {
     priority: i32,
     /// Shared with the queue's registration (see `ConsumerReg::active`).
     active: Arc<std::sync::atomic::AtomicBool>,
+    /// basic.consume's exclusive flag and arguments (management API).
+    exclusive: bool,
+    arguments: FieldTable,
 }
 
 impl ConsumerLink {
@@ -366,6 +386,9 @@ struct Conn {
     tls: Option<TlsPeer>,
     /// The user's permissions in the vhost, compiled; refreshed when the metadata changes.
     perms: PermCache,
+    /// connection.start-ok's client properties and mechanism (management API).
+    client_properties: FieldTable,
+    auth_mechanism: String,
 }
 
 /// How a frame's handling ended.
@@ -444,10 +467,14 @@ pub async fn run(
     };
     let _served = vhost.connection_guard();
     let mut terms = vhost.subscribe_term();
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let counters = Arc::new(crate::registry::Counters::default());
     let (r, w) = stream.into_split();
-    let mut frames = FrameSource::new(r, config.frame_max as usize);
+    let mut frames = FrameSource::new(r, config.frame_max as usize, Arc::clone(&counters));
     let (out, orx) = mpsc::channel(256);
-    let writer_task = tokio::spawn(writer(w, orx));
+    let writer_task = tokio::spawn(writer(w, orx, Arc::clone(&counters)));
     let (confirm_tx, mut confirm_rx) = mpsc::unbounded_channel();
     let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel();
     let (commit_tx, mut commit_rx) = mpsc::unbounded_channel();
@@ -480,6 +507,8 @@ pub async fn run(
         user: String::new(),
         tls,
         perms: PermCache::default(),
+        client_properties: FieldTable::default(),
+        auth_mechanism: String::new(),
     };
     let heartbeat = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -509,6 +538,24 @@ pub async fn run(
         let _ = conn.out.send(Out::Heartbeat(heartbeat)).await;
         tracing::debug!(%peer, conn = id, heartbeat, frame_max = conn.frame_max, "AMQP connection open");
         frames.last_frame = Instant::now();
+        // Listed by the management API until this block ends (or the task fails).
+        let mut reg = conn.vhost.registry().register(
+            id,
+            crate::registry::ConnMeta {
+                peer,
+                local,
+                user: conn.user.clone(),
+                vhost: conn.vhost.name().to_string(),
+                ssl: conn.tls.is_some(),
+                peer_cert_subject: conn.tls.as_ref().and_then(|t| t.client_subject.clone()),
+                auth_mechanism: std::mem::take(&mut conn.auth_mechanism),
+                client_properties: std::mem::take(&mut conn.client_properties),
+                frame_max: conn.frame_max as u32,
+                channel_max: conn.channel_max,
+                heartbeat,
+            },
+            Arc::clone(&counters),
+        );
         let mut deleted = conn.vhost.subscribe_deleted();
         let mut tick = tokio::time::interval(Duration::from_secs(u64::from(heartbeat.max(1))));
         let mut ack_check = tokio::time::interval(
@@ -557,7 +604,20 @@ pub async fn run(
                             if frames.is_empty() || conn.acked.len() >= FLUSH_ACKS {
                                 conn.flush_acks();
                             }
+                            reg.set_channel_count(conn.channels.len());
                         }
+                    }
+                }
+                Some(request) = reg.requests.recv() => {
+                    let _ = request.send(conn.channel_infos());
+                }
+                Ok(()) = reg.close.changed() => {
+                    let reason = reg.close.borrow_and_update().clone();
+                    if let Some(reason) = reason {
+                        tracing::info!(%peer, conn = id, reason = %reason, "closing AMQP connection at the management API's request");
+                        let e = AmqpError::new(CONNECTION_FORCED, reason);
+                        conn.close_connection(&mut frames, e, MethodId::NONE).await;
+                        break;
                     }
                 }
                 Ok(()) = conn.alarm.changed() => {
@@ -884,6 +944,8 @@ impl Conn {
                 "expected connection.start-ok",
             )));
         };
+        self.client_properties = ok.client_properties.clone();
+        self.auth_mechanism = ok.mechanism.as_str().to_string();
         self.wants_blocked = matches!(
             ok.client_properties.inner().get("capabilities"),
             Some(AMQPValue::FieldTable(t))
@@ -1188,6 +1250,46 @@ impl Conn {
                 .await
                 .map(|_| Flow::Continue),
         }
+    }
+
+    /// The open channels as the management API shows them.
+    fn channel_infos(&self) -> Vec<crate::registry::ChannelInfo> {
+        let mut out: Vec<crate::registry::ChannelInfo> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .map(|(&number, c)| {
+                let (prefetch_count, global_prefetch_count) = c.deliveries.prefetch_counts();
+                let (messages_uncommitted, acks_uncommitted) = c.tx.uncommitted();
+                let consumers = c
+                    .deliveries
+                    .consumers()
+                    .map(|(tag, cons)| crate::registry::ConsumerInfo {
+                        tag: tag.clone(),
+                        queue: cons.link.queue.name.clone(),
+                        ack_required: !cons.no_ack,
+                        exclusive: cons.link.exclusive,
+                        prefetch_count: cons.prefetch,
+                        active: cons.link.active.load(std::sync::atomic::Ordering::Relaxed),
+                        arguments: cons.link.arguments.clone(),
+                    })
+                    .collect();
+                crate::registry::ChannelInfo {
+                    number,
+                    confirm: c.confirms.enabled(),
+                    transactional: c.tx.active(),
+                    prefetch_count,
+                    global_prefetch_count,
+                    messages_unacknowledged: c.deliveries.unacked_len() as u64,
+                    messages_unconfirmed: c.confirms.pending() as u64,
+                    messages_uncommitted: messages_uncommitted as u64,
+                    acks_uncommitted: acks_uncommitted as u64,
+                    consumers,
+                }
+            })
+            .collect();
+        out.sort_by_key(|c| c.number);
+        out
     }
 
     fn channel(&mut self, ch: u16) -> Result<&mut Channel, Fail> {

@@ -85,6 +85,11 @@ impl<T, C> Deliveries<T, C> {
         }
     }
 
+    /// basic.qos prefetch counts: `(for new consumers, for the channel)`.
+    pub fn prefetch_counts(&self) -> (u16, u16) {
+        (self.prefetch_consumer, self.prefetch_global)
+    }
+
     pub fn has_consumer(&self, tag: &str) -> bool {
         self.consumers.contains_key(tag)
     }

@@ -24,6 +24,7 @@ pub mod permissions;
 pub mod publish;
 pub mod queue;
 pub mod record;
+pub mod registry;
 pub mod server;
 pub mod stats;
 pub mod topic;

@@ -47,6 +47,11 @@ impl<S> Transaction<S> {
         self.active
     }
 
+    /// Publishes and settlements waiting for tx.commit.
+    pub fn uncommitted(&self) -> (usize, usize) {
+        (self.publishes.len(), self.settles.len())
+    }
+
     /// Buffers a publish; more than `TX_MAX_BYTES` of bodies is PRECONDITION_FAILED.
     pub fn publish(&mut self, p: Complete) -> Result<(), AmqpError> {
         self.bytes += p.body.len();

@@ -211,6 +211,8 @@ pub struct Vhost {
     ready: AtomicBool,
     /// Turns true when the vhost is deleted: its connections close.
     deleted: tokio::sync::watch::Sender<bool>,
+    /// The node's open connections (the root's, shared by its children).
+    registry: Arc<crate::registry::Registry>,
 }
 
 /// How often housekeeping looks at every queue even when nothing woke it (expiry by TTL
@@ -325,7 +327,7 @@ impl Vhost {
     /// A vhost whose home role is driven in the background (see `watch_home`): startup
     /// never waits for AMQP, and the Kafka side is never affected by it.
     pub fn start(broker: Arc<Broker>, config: VhostConfig) -> Arc<Vhost> {
-        let v = Vhost::new(DEFAULT_VHOST, broker, config);
+        let v = Vhost::new(DEFAULT_VHOST, broker, config, Arc::default());
         let weak = Arc::downgrade(&v);
         let mut changes = v.broker.subscribe_metadata();
         tokio::spawn(async move {
@@ -351,7 +353,12 @@ impl Vhost {
     }
 
     /// An instance with its housekeeping task (ends when the instance is dropped).
-    fn new(name: &str, broker: Arc<Broker>, config: VhostConfig) -> Arc<Vhost> {
+    fn new(
+        name: &str,
+        broker: Arc<Broker>,
+        config: VhostConfig,
+        registry: Arc<crate::registry::Registry>,
+    ) -> Arc<Vhost> {
         let v = Arc::new(Vhost {
             name: name.to_string(),
             broker,
@@ -366,6 +373,7 @@ impl Vhost {
             children: Mutex::new(BTreeMap::new()),
             ready: AtomicBool::new(false),
             deleted: tokio::sync::watch::channel(false).0,
+            registry,
         });
         let weak = Arc::downgrade(&v);
         let wake = Arc::clone(&v.housekeeping);
@@ -430,7 +438,12 @@ impl Vhost {
             let removed: Vec<Arc<Vhost>> = gone.iter().filter_map(|n| children.remove(n)).collect();
             for name in cluster.vhosts.keys() {
                 if name != DEFAULT_VHOST && !children.contains_key(name) {
-                    let child = Vhost::new(name, Arc::clone(&self.broker), self.config.clone());
+                    let child = Vhost::new(
+                        name,
+                        Arc::clone(&self.broker),
+                        self.config.clone(),
+                        Arc::clone(&self.registry),
+                    );
                     children.insert(name.clone(), child);
                 }
             }
@@ -696,6 +709,11 @@ impl Vhost {
             }
         }
         out
+    }
+
+    /// The AMQP connections open on this node (management API).
+    pub fn registry(&self) -> &Arc<crate::registry::Registry> {
+        &self.registry
     }
 
     /// Counts a connection served here until the guard drops.

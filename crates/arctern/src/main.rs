@@ -495,6 +495,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 metadata: Arc::clone(&metadata),
                 alarm: alarm.clone(),
                 login_limiter: Arc::clone(&login_limiter),
+                listeners: Vec::new(),
+                started: std::time::SystemTime::now(),
             };
             Some(tokio::spawn(arctern_http::prom_port::serve(
                 l,

@@ -415,6 +415,8 @@ impl Conn {
                     queue: q,
                     priority,
                     active,
+                    exclusive: b.exclusive,
+                    arguments: b.arguments.clone(),
                 };
                 c.deliveries.add_consumer(tag.clone(), b.no_ack, link);
                 if !b.nowait {
