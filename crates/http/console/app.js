@@ -298,8 +298,8 @@ async function kafka() {
       series.push(`topic-in:${t.name}`, now, series.counterRate(`topic-hw:${t.name}`, now, hw));
       const configs = Object.entries(t.configs || {}).sort(([a], [b]) => a.localeCompare(b));
       topicView = section(`Topic ${t.name}`,
-        lineChart({ title: `Messages in to ${t.name}`, windowMs: WINDOW, format: rate, id: 'chart-topic-in',
-          lines: [{ label: 'messages/s', points: series.get(`topic-in:${t.name}`) }] }),
+        h('div', { class: 'charts' }, lineChart({ title: `Messages in to ${t.name}`, windowMs: WINDOW, format: rate, id: 'chart-topic-in',
+          lines: [{ label: 'messages/s', points: series.get(`topic-in:${t.name}`) }] })),
         h('div', { id: 'partitions' }, table(
           [{ label: 'Partition', num: true }, { label: 'Leader', num: true }, { label: 'Replicas' }, { label: 'In-sync replicas' },
             { label: 'Under-replicated' }, { label: 'Log start', num: true }, { label: 'High watermark', num: true }, { label: 'Size', num: true }],
@@ -463,9 +463,11 @@ async function amqp() {
       { label: 'State' }, { label: '' }],
     [...d.connections].sort((a, b) => a.name.localeCompare(b.name)).map((c) => {
       const cp = c.client_properties || {};
+      // The name the client gave itself (RabbitMQ's user_provided_name).
+      const named = c.user_provided_name || cp.connection_name;
       return {
         attrs: { dataset: { connection: c.name } },
-        cells: [c.name, c.user ?? '–', c.vhost ?? '–', c.protocol ?? '–', [cp.product, cp.version].filter(Boolean).join(' ') || '–',
+        cells: [[c.name, named ? h('div', { class: 'muted' }, named) : null], c.user ?? '–', c.vhost ?? '–', c.protocol ?? '–', [cp.product, cp.version].filter(Boolean).join(' ') || '–',
           num(c.channels), c.state ?? '–',
           h('button', { type: 'button', class: 'danger small', onclick: () => closeConnection(c) }, 'Close')],
       };

@@ -1,0 +1,170 @@
+"""The console tests' broker side: starts a real Arctern (tests/python/broker.py, a fresh data
+dir, free loopback ports, `"management.listen"` in its TOML config) and makes state with real
+clients (pika, confluent-kafka) on commands from the Node test, one JSON object per line on
+stdin, answered one JSON object per line on stdout. The broker is stopped (by PID) when stdin
+closes.
+
+Commands ({"cmd": name, ...}):
+  publish        {queue, count}           declare a durable queue, publish `count` messages
+  depth          {queue}                  the queue's ready count, as pika sees it
+  open_conn      {name}                   open and keep an AMQP connection (connection_name)
+  conn_closed    {name}                   has the broker closed it? {closed, reason}
+  produce        {topic, partitions, count}  create a topic, produce `count` messages
+  consume_commit {group, topic, count}    a consumer in `group` reads `count` messages and
+                                          commits synchronously (kept open between calls)
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "python"))
+
+import pika  # noqa: E402
+from confluent_kafka import Consumer, Producer  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from broker import Broker, free_port  # noqa: E402
+
+
+class Harness:
+    def __init__(self, workdir: Path):
+        self.http_port = free_port()
+        self.broker = Broker(workdir, config={"management.listen": f"127.0.0.1:{self.http_port}"})
+        while self.broker.port == self.http_port or self.broker.amqp_port == self.http_port:
+            self.http_port = free_port()
+            self.broker = Broker(workdir, config={"management.listen": f"127.0.0.1:{self.http_port}"})
+        self.conns: dict[str, pika.BlockingConnection] = {}
+        self.consumers: dict[str, Consumer] = {}
+
+    def start(self) -> dict:
+        self.broker.start()
+        # The HTTP listener binds next to the Kafka one; wait until it answers.
+        import urllib.error
+        import urllib.request
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/", timeout=2).read()
+                break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        return {"http": f"http://127.0.0.1:{self.http_port}", "kafka": self.broker.bootstrap,
+                "amqp_port": self.broker.amqp_port, "log": str(self.broker.log_path)}
+
+    def params(self, name: str | None = None) -> pika.ConnectionParameters:
+        props = {"connection_name": name} if name else None
+        return pika.ConnectionParameters(
+            "127.0.0.1", self.broker.amqp_port,
+            credentials=pika.PlainCredentials("guest", "guest"),
+            client_properties=props, heartbeat=0, blocked_connection_timeout=30)
+
+    def publish(self, queue: str, count: int) -> dict:
+        with pika.BlockingConnection(self.params()) as conn:
+            ch = conn.channel()
+            ch.confirm_delivery()
+            ch.queue_declare(queue, durable=True)
+            for i in range(count):
+                ch.basic_publish("", queue, f"message {i}".encode(),
+                                 pika.BasicProperties(delivery_mode=2))
+            depth = ch.queue_declare(queue, passive=True).method.message_count
+        return {"message_count": depth}
+
+    def depth(self, queue: str) -> dict:
+        with pika.BlockingConnection(self.params()) as conn:
+            depth = conn.channel().queue_declare(queue, passive=True).method.message_count
+        return {"message_count": depth}
+
+    def open_conn(self, name: str) -> dict:
+        conn = pika.BlockingConnection(self.params(name))
+        conn.channel()
+        self.conns[name] = conn
+        return {"ok": True}
+
+    def conn_closed(self, name: str) -> dict:
+        conn = self.conns[name]
+        try:
+            conn.process_data_events(time_limit=1)
+        except pika.exceptions.AMQPConnectionError as e:
+            return {"closed": True, "reason": repr(e)}
+        return {"closed": not conn.is_open, "reason": None}
+
+    def produce(self, topic: str, partitions: int, count: int) -> dict:
+        admin = AdminClient({"bootstrap.servers": self.broker.bootstrap})
+        fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        for f in fut.values():
+            try:
+                f.result(30)
+            except Exception as e:  # already exists is fine for a re-run
+                if "TOPIC_ALREADY_EXISTS" not in str(e):
+                    raise
+        p = Producer({"bootstrap.servers": self.broker.bootstrap, "acks": "all"})
+        for i in range(count):
+            p.produce(topic, value=f"record {i}".encode(), partition=i % partitions)
+        left = p.flush(30)
+        assert left == 0, f"{left} records not delivered"
+        return {"produced": count}
+
+    def consume_commit(self, group: str, topic: str, count: int) -> dict:
+        c = self.consumers.get(group)
+        if c is None:
+            c = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": group,
+                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
+            c.subscribe([topic])
+            self.consumers[group] = c
+        got = 0
+        deadline = time.monotonic() + 60
+        while got < count:
+            assert time.monotonic() < deadline, f"only {got} of {count} messages consumed"
+            m = c.poll(1.0)
+            if m is None or m.error():
+                continue
+            got += 1
+        committed = c.commit(asynchronous=False)
+        return {"consumed": got,
+                "committed": [[tp.topic, tp.partition, tp.offset] for tp in committed or []]}
+
+    def close(self) -> None:
+        for c in self.consumers.values():
+            try:
+                c.close()
+            except Exception:
+                pass
+        for conn in self.conns.values():
+            try:
+                if conn.is_open:
+                    conn.close()
+            except Exception:
+                pass
+        self.broker.stop()
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="arctern-console-"))
+    h = Harness(workdir)
+    try:
+        print(json.dumps(h.start()), flush=True)
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            req = json.loads(line)
+            cmd = req.pop("cmd")
+            try:
+                out = getattr(h, cmd)(**req)
+            except Exception as e:
+                out = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
+            print(json.dumps(out), flush=True)
+    finally:
+        h.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
