@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command that runs Arctern's whole test suite on a fresh Debian machine (as root):
-#   1. installs what it needs (idempotent): kcat (apt), a Python venv at .venv with the
+#   1. installs what it needs (idempotent): kcat and rabbitmq-server (apt), a Python venv at .venv with the
 #      pinned clients from tests/python/requirements.txt;
 #   2. builds the workspace ONCE: cargo build --release --locked --workspace --all-targets;
 #   3. runs the Rust tests (cargo nextest if present, else cargo test), same profile, no rebuild;
@@ -40,6 +40,21 @@ else
 fi
 # The TLS tests make their certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || apt_install openssl
+# The management API tests run beside a real RabbitMQ (Debian's, with its management
+# plugin) and use its rabbitmqadmin. policy-rc.d keeps the package from starting the
+# system service: the tests start their own node on free loopback ports.
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    POLICY_ADDED=0
+    if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" = 0 ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        POLICY_ADDED=1
+    fi
+    apt_install rabbitmq-server || { [ "$POLICY_ADDED" = 1 ] && rm -f /usr/sbin/policy-rc.d; exit 1; }
+    [ "$POLICY_ADDED" = 1 ] && rm -f /usr/sbin/policy-rc.d
+else
+    echo "rabbitmq-server: present"
+fi
 if ! command -v python3 >/dev/null 2>&1; then
     apt_install python3 python3-venv python3-pip
 fi

@@ -130,3 +130,53 @@ def kcat_bin() -> str:
         if p:
             return p
     pytest.fail("kcat is not installed (scripts/test.sh installs it)")
+
+
+# --- RabbitMQ beside Arctern (management API tests) ----------------------------------------
+
+@pytest.fixture(scope="session")
+def rabbitmq():
+    """One RabbitMQ node (management plugin on) for the whole session; tests use unique
+    object names. See rabbit.py."""
+    from rabbit import RabbitMQ, rabbit_workdir
+    node = RabbitMQ(rabbit_workdir()).start()
+    yield node
+    node.stop()
+    shutil.rmtree(node.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rabbitmqadmin_path(rabbitmq, tmp_path_factory):
+    """RabbitMQ's own rabbitmqadmin, saved once from the node's /cli/rabbitmqadmin."""
+    return rabbitmq.save_rabbitmqadmin(tmp_path_factory.mktemp("rabbitmqadmin") / "rabbitmqadmin")
+
+
+def arctern_with_management(broker_factory, config: dict | None = None):
+    """A fresh Arctern with its HTTP listener on a free port; returns (broker, http_port)."""
+    import socket
+    import time
+    from broker import free_port
+    http_port = free_port()
+    b = broker_factory({"management.listen": f"127.0.0.1:{http_port}", **(config or {})})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", http_port), timeout=0.5):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"Arctern's HTTP listener did not open on {http_port}")
+            time.sleep(0.05)
+    return b, http_port
+
+
+@pytest.fixture(params=["arctern", "rabbitmq"])
+def mgmt(request, broker_factory, rabbitmqadmin_path):
+    """A broker with a management API, once Arctern (fresh) and once RabbitMQ (the session
+    node): `.name`, `.http`, `.amqp_port`, `.auth`, `.rabbitmqadmin(*args)`."""
+    from rabbit import MgmtTarget
+    if request.param == "arctern":
+        b, http_port = arctern_with_management(broker_factory)
+        return MgmtTarget("arctern", http_port, b.amqp_port, rabbitmqadmin_path)
+    node = request.getfixturevalue("rabbitmq")
+    return MgmtTarget("rabbitmq", node.http_port, node.amqp_port, rabbitmqadmin_path)

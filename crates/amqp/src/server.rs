@@ -41,6 +41,9 @@ pub struct AmqpServerConfig {
     pub queue_segment_bytes: u64,
     /// `ssl_cert_login_from`: which part of a client certificate names the EXTERNAL user.
     pub ssl_cert_login_from: CertLoginFrom,
+    /// `connection_max`: the node's AMQP connections (both listeners); more are closed on
+    /// accept with a log line.
+    pub connection_quota: arctern_transport::ConnectionQuota,
 }
 
 /// RabbitMQ's `ssl_cert_login_from`.
@@ -67,6 +70,7 @@ impl Default for AmqpServerConfig {
             consumer_timeout_ms: 1_800_000,
             queue_segment_bytes: 64 << 20,
             ssl_cert_login_from: CertLoginFrom::DistinguishedName,
+            connection_quota: arctern_transport::ConnectionQuota::new(Default::default()),
         }
     }
 }
@@ -86,6 +90,14 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let permit = match config.connection_quota.try_admit(peer.ip(), false) {
+                        Ok(p) => p,
+                        Err(refusal) => {
+                            tracing::warn!(%peer, listener = name, "closing connection: {refusal} (connection_max)");
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     let vhost = Arc::clone(&vhost);
                     let config = config.clone();
@@ -95,7 +107,8 @@ pub async fn serve(
                         let Some(a) = arctern_transport::accept(stream, peer, tls.as_deref(), name).await else {
                             return;
                         };
-                        crate::connection::run(a.stream, peer, id, vhost, config, alarm, a.tls).await
+                        crate::connection::run(a.stream, peer, id, vhost, config, alarm, a.tls).await;
+                        drop(permit);
                     });
                 }
                 Err(e) => {

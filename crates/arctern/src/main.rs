@@ -193,6 +193,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Bound before the Kafka listener: whoever waits for the Kafka port to accept
     // connections may then connect to AMQP too (served once the vhost is loaded).
     let mut amqp_config = settings::amqp_config(&file)?;
+    let kafka_connection_limits = settings::kafka_connection_limits(&file)?;
     // One failed-login limiter per node, shared by every protocol's logins.
     let login_limiter = Arc::new(arctern_security::ratelimit::LoginLimiter::new(
         settings::login_limiter_config(&file)?,
@@ -331,6 +332,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .socket_request_max_bytes
             .map_or(Ok(104_857_600), usize::try_from)
             .context("socket.request.max.bytes must not be negative")?,
+        quota: arctern_transport::ConnectionQuota::new(kafka_connection_limits),
+        // Kafka protects the inter-broker listener only when there are others.
+        inter_broker_listener: (kafka_listeners.listeners.len() > 1)
+            .then(|| kafka_listeners.inter_broker.clone()),
+        connections_max_idle: settings::kafka_connections_max_idle(&file),
         ..KafkaServerConfig::default()
     };
     let mut init = tokio::spawn(initialize_defaults(

@@ -39,6 +39,19 @@ pub struct FileConfig {
     pub message_max_bytes: Option<i64>,
     #[serde(rename = "socket.request.max.bytes")]
     pub socket_request_max_bytes: Option<i64>,
+    /// Kafka's `max.connections`: the node's Kafka connections (the inter-broker listener
+    /// exempt); more are closed on accept.
+    #[serde(rename = "max.connections")]
+    pub max_connections: Option<i64>,
+    /// Kafka's `max.connections.per.ip`.
+    #[serde(rename = "max.connections.per.ip")]
+    pub max_connections_per_ip: Option<i64>,
+    /// Kafka's `connections.max.idle.ms` (default 600000; -1 never).
+    #[serde(rename = "connections.max.idle.ms")]
+    pub connections_max_idle_ms: Option<i64>,
+    /// RabbitMQ's `connection_max`: the node's AMQP connections; more are closed on accept.
+    #[serde(rename = "connection_max")]
+    pub connection_max: Option<i64>,
     #[serde(rename = "log.segment.bytes")]
     pub log_segment_bytes: Option<i64>,
     #[serde(rename = "log.roll.ms")]
@@ -247,6 +260,10 @@ const KEYS: &[&str] = &[
     "advertised.listeners",
     "sasl.enabled.mechanisms",
     "connections.max.reauth.ms",
+    "max.connections",
+    "max.connections.per.ip",
+    "connections.max.idle.ms",
+    "connection_max",
     "auto.create.topics.enable",
     "num.partitions",
     "default.replication.factor",
@@ -831,7 +848,10 @@ pub fn group_config(file: &FileConfig) -> Result<arctern_groups::GroupConfig> {
 
 /// The AMQP listener's settings (RabbitMQ's names under `amqp.`).
 pub fn amqp_config(file: &FileConfig) -> Result<arctern_amqp::AmqpServerConfig> {
-    let mut c = arctern_amqp::AmqpServerConfig::default();
+    let mut c = arctern_amqp::AmqpServerConfig {
+        connection_quota: arctern_transport::ConnectionQuota::new(amqp_connection_limits(file)?),
+        ..Default::default()
+    };
     if let Some(v) = file.amqp_frame_max {
         if !(4096..=i64::from(u32::MAX)).contains(&v) {
             bail!("amqp.frame_max must be between 4096 and {}", u32::MAX);
@@ -1044,6 +1064,42 @@ fn warn_if_shared(path: &Path) {
             }
         }
     }
+}
+
+/// A connection limit key: absent means none; must be positive.
+fn connection_limit(key: &str, v: Option<i64>) -> anyhow::Result<usize> {
+    match v {
+        None => Ok(usize::MAX),
+        Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        Some(n) => anyhow::bail!("{key} must be positive, got {n}"),
+    }
+}
+
+/// Kafka's connection limits (`max.connections`, `max.connections.per.ip`).
+pub fn kafka_connection_limits(
+    file: &FileConfig,
+) -> anyhow::Result<arctern_transport::QuotaLimits> {
+    Ok(arctern_transport::QuotaLimits {
+        max_total: connection_limit("max.connections", file.max_connections)?,
+        max_per_ip: connection_limit("max.connections.per.ip", file.max_connections_per_ip)?,
+    })
+}
+
+/// Kafka's `connections.max.idle.ms` (default 10 minutes; -1 or 0: never).
+pub fn kafka_connections_max_idle(file: &FileConfig) -> Option<std::time::Duration> {
+    match file.connections_max_idle_ms {
+        None => Some(std::time::Duration::from_millis(600_000)),
+        Some(ms) if ms > 0 => Some(std::time::Duration::from_millis(ms as u64)),
+        Some(_) => None,
+    }
+}
+
+/// RabbitMQ's `connection_max` (default: no limit).
+pub fn amqp_connection_limits(file: &FileConfig) -> anyhow::Result<arctern_transport::QuotaLimits> {
+    Ok(arctern_transport::QuotaLimits {
+        max_total: connection_limit("connection_max", file.connection_max)?,
+        max_per_ip: usize::MAX,
+    })
 }
 
 #[cfg(test)]

@@ -36,6 +36,14 @@ pub struct KafkaServerConfig {
     pub socket_request_max_bytes: usize,
     /// Requests a connection may have in flight before the reader stops reading.
     pub max_in_flight_per_connection: usize,
+    /// `max.connections` / `max.connections.per.ip`, shared by every listener of the node.
+    pub quota: arctern_transport::ConnectionQuota,
+    /// The inter-broker listener's name when the node has other listeners too: exempt from
+    /// `max.connections`, as in Kafka (KIP-402).
+    pub inter_broker_listener: Option<String>,
+    /// `connections.max.idle.ms`: a connection that sends no request for this long is
+    /// closed (`None`: never).
+    pub connections_max_idle: Option<std::time::Duration>,
 }
 
 impl Default for KafkaServerConfig {
@@ -43,6 +51,10 @@ impl Default for KafkaServerConfig {
         KafkaServerConfig {
             socket_request_max_bytes: 104_857_600,
             max_in_flight_per_connection: 64,
+            quota: arctern_transport::ConnectionQuota::new(Default::default()),
+            inter_broker_listener: None,
+            // Kafka's default: 10 minutes.
+            connections_max_idle: Some(std::time::Duration::from_millis(600_000)),
         }
     }
 }
@@ -80,6 +92,16 @@ pub async fn serve_listener(
             accepted = listener.accept() => {
                 match accepted {
                     Ok((stream, peer)) => {
+                        let exempt = config.inter_broker_listener.as_deref() == Some(info.name.as_str());
+                        let permit = match config.quota.try_admit(peer.ip(), exempt) {
+                            Ok(p) => p,
+                            Err(refusal) => {
+                                // Kafka closes the new socket (TooManyConnectionsException).
+                                tracing::warn!(%peer, listener = %info.name, "closing connection: {refusal}");
+                                drop(stream);
+                                continue;
+                            }
+                        };
                         let ctx = ctx.clone();
                         let config = config.clone();
                         let info = Arc::clone(&info);
@@ -91,7 +113,8 @@ pub async fn serve_listener(
                             else {
                                 return;
                             };
-                            connection(a.stream, peer, ctx, config, info, a.tls).await
+                            connection(a.stream, peer, ctx, config, info, a.tls).await;
+                            drop(permit);
                         });
                     }
                     Err(e) => {
@@ -147,7 +170,18 @@ async fn connection(
     );
     loop {
         let mut prefix = [0u8; 4];
-        if let Err(e) = reader.read_exact(&mut prefix).await {
+        let read = reader.read_exact(&mut prefix);
+        let read = match config.connections_max_idle {
+            Some(idle) => match tokio::time::timeout(idle, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!(%peer, idle_ms = idle.as_millis() as u64, "closing idle connection (connections.max.idle.ms)");
+                    break;
+                }
+            },
+            None => read.await,
+        };
+        if let Err(e) = read {
             if e.kind() != std::io::ErrorKind::UnexpectedEof {
                 tracing::debug!(%peer, error = %e, "connection read failed");
             }

@@ -9,14 +9,18 @@
 //! - [`accept`] runs the TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`]) and returns the
 //!   peer's verified certificate identity ([`arctern_security::TlsPeer`]); on a plaintext
 //!   listener it refuses a TLS ClientHello with a log line.
+//! - [`ConnectionQuota`] counts a node's connections against its limits (Kafka's
+//!   `max.connections`, `max.connections.per.ip`; RabbitMQ's `connection_max`).
 
 mod accept;
 mod peer;
+pub mod quota;
 mod stream;
 mod tls;
 
 pub use accept::{accept, Accepted, HANDSHAKE_TIMEOUT};
 pub use peer::{peer_from_der, rfc2253_subject};
+pub use quota::{ConnectionPermit, ConnectionQuota, QuotaLimits, QuotaRefusal};
 pub use stream::{MaybeTls, MaybeTlsRead, MaybeTlsWrite};
 pub use tls::{
     provider, spawn_reloader, ClientAuth, PemSource, ReloadableTls, TlsError, TlsSettings,
