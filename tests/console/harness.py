@@ -4,6 +4,13 @@ clients (pika, confluent-kafka) on commands from the Node test, one JSON object 
 stdin, answered one JSON object per line on stdout. The broker is stopped (by PID) when stdin
 closes.
 
+With CONSOLE_TARGET=rabbitmq it starts a real RabbitMQ 3.10 with its management plugin
+(tests/python/rabbit.py) instead, and a small proxy that serves the console's files (from
+crates/http/console, the same files the binary embeds) at / and /console/ and forwards
+everything else to RabbitMQ: the AMQP half of the tests then runs against RabbitMQ's own
+management API, which shows the page reads RabbitMQ's shapes. The Kafka commands are
+unavailable in that mode.
+
 Commands ({"cmd": name, ...}):
   publish        {queue, count}           declare a durable queue, publish `count` messages
   depth          {queue}                  the queue's ready count, as pika sees it
@@ -16,6 +23,7 @@ Commands ({"cmd": name, ...}):
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -32,37 +40,83 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from broker import Broker, free_port  # noqa: E402
 
 
-class Harness:
-    def __init__(self, workdir: Path):
-        self.http_port = free_port()
-        self.broker = Broker(workdir, config={"management.listen": f"127.0.0.1:{self.http_port}"})
-        while self.broker.port == self.http_port or self.broker.amqp_port == self.http_port:
-            self.http_port = free_port()
-            self.broker = Broker(workdir, config={"management.listen": f"127.0.0.1:{self.http_port}"})
-        self.conns: dict[str, pika.BlockingConnection] = {}
-        self.consumers: dict[str, Consumer] = {}
+CONSOLE_DIR = REPO / "crates" / "http" / "console"
+TYPES = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml",
+         "html": "text/html"}
 
-    def start(self) -> dict:
-        self.broker.start()
-        # The HTTP listener binds next to the Kafka one; wait until it answers.
-        import urllib.error
-        import urllib.request
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/", timeout=2).read()
-                break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        return {"http": f"http://127.0.0.1:{self.http_port}", "kafka": self.broker.bootstrap,
-                "amqp_port": self.broker.amqp_port, "log": str(self.broker.log_path)}
+
+def console_proxy(upstream: str):
+    """A ThreadingHTTPServer on a free port: the console's files, the rest to `upstream`."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    up_host, up_port = upstream.rsplit("//", 1)[1].split(":")
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _serve_file(self) -> bool:
+            p = self.path.split("?", 1)[0]
+            if p == "/":
+                name = "index.html"
+            elif p.startswith("/console/") and "/" not in p[len("/console/"):]:
+                name = p[len("/console/"):]
+            else:
+                return False
+            f = CONSOLE_DIR / name
+            if not f.is_file():
+                self.send_error(404)
+                return True
+            body = f.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", TYPES.get(name.rsplit(".", 1)[-1], "text/plain"))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return True
+
+        def _forward(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else None
+            conn = http.client.HTTPConnection(up_host, int(up_port), timeout=30)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            conn.request(self.command, self.path, body=body, headers=headers)
+            r = conn.getresponse()
+            data = r.read()
+            self.send_response(r.status)
+            for k, v in r.getheaders():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            conn.close()
+            if self.command != "GET" or r.status >= 400:
+                print(f"proxy: {self.command} {self.path} -> {r.status} {data[:200]!r}",
+                      file=sys.stderr, flush=True)
+
+        def do_GET(self):
+            if not self._serve_file():
+                self._forward()
+
+        do_DELETE = do_PUT = do_POST = _forward
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class AmqpCommands:
+    """The AMQP commands (pika), for either broker."""
+    amqp_port: int
+    conns: dict
 
     def params(self, name: str | None = None) -> pika.ConnectionParameters:
         props = {"connection_name": name} if name else None
         return pika.ConnectionParameters(
-            "127.0.0.1", self.broker.amqp_port,
+            "127.0.0.1", self.amqp_port,
             credentials=pika.PlainCredentials("guest", "guest"),
             client_properties=props, heartbeat=0, blocked_connection_timeout=30)
 
@@ -95,6 +149,64 @@ class Harness:
         except pika.exceptions.AMQPConnectionError as e:
             return {"closed": True, "reason": repr(e)}
         return {"closed": not conn.is_open, "reason": None}
+
+
+class RabbitHarness(AmqpCommands):
+    """RabbitMQ instead of Arctern (AMQP commands only)."""
+
+    def __init__(self, workdir: Path):
+        from rabbit import RabbitMQ
+        self.rabbit = RabbitMQ(workdir / "rabbit")
+        self.conns = {}
+        self.proxy = None
+
+    def start(self) -> dict:
+        self.rabbit.start()
+        self.amqp_port = self.rabbit.amqp_port
+        self.proxy = console_proxy(self.rabbit.http)
+        return {"http": f"http://127.0.0.1:{self.proxy.server_address[1]}", "kafka": None,
+                "amqp_port": self.amqp_port, "target": "rabbitmq"}
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            try:
+                if conn.is_open:
+                    conn.close()
+            except Exception:
+                pass
+        if self.proxy:
+            self.proxy.shutdown()
+        self.rabbit.stop()
+
+
+class Harness(AmqpCommands):
+    def __init__(self, workdir: Path):
+        self.http_port = free_port()
+        self.broker = Broker(workdir, config={"management.listen": f"127.0.0.1:{self.http_port}"})
+        while self.broker.port == self.http_port or self.broker.amqp_port == self.http_port:
+            self.http_port = free_port()
+            self.broker = Broker(workdir, config={"management.listen": f"127.0.0.1:{self.http_port}"})
+        self.conns: dict[str, pika.BlockingConnection] = {}
+        self.consumers: dict[str, Consumer] = {}
+
+    def start(self) -> dict:
+        self.broker.start()
+        self.amqp_port = self.broker.amqp_port
+        # The HTTP listener binds next to the Kafka one; wait until it answers.
+        import urllib.error
+        import urllib.request
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/", timeout=2).read()
+                break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        return {"http": f"http://127.0.0.1:{self.http_port}", "kafka": self.broker.bootstrap,
+                "amqp_port": self.broker.amqp_port, "log": str(self.broker.log_path),
+                "target": "arctern"}
 
     def produce(self, topic: str, partitions: int, count: int) -> dict:
         admin = AdminClient({"bootstrap.servers": self.broker.bootstrap})
@@ -148,7 +260,10 @@ class Harness:
 
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="arctern-console-"))
-    h = Harness(workdir)
+    if os.environ.get("CONSOLE_TARGET", "arctern") == "rabbitmq":
+        h = RabbitHarness(workdir)
+    else:
+        h = Harness(workdir)
     try:
         print(json.dumps(h.start()), flush=True)
         for line in sys.stdin:

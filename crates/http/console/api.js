@@ -32,7 +32,9 @@ export function forget() {
 /** GET/DELETE/... `path`; JSON body or null. Throws Unauthorized on 401, ApiError otherwise. */
 export async function call(path, { method = 'GET', headers = {}, body, auth } = {}) {
   const creds = auth || saved();
-  const h = { Accept: 'application/json', ...headers };
+  // RabbitMQ answers a DELETE that carries `Accept: application/json` with 406 (its
+  // DELETE handlers produce no body), so only reads ask for JSON.
+  const h = method === 'GET' ? { Accept: 'application/json', ...headers } : { ...headers };
   if (creds) h.Authorization = `Basic ${creds.token}`;
   if (body !== undefined) h['Content-Type'] = 'application/json';
   const resp = await fetch(path, {

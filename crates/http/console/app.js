@@ -127,7 +127,7 @@ function notice(text, kind = 'ok') {
   n.className = kind;
   n.hidden = false;
   clearTimeout(notice.timer);
-  notice.timer = setTimeout(() => { n.hidden = true; }, 8000);
+  notice.timer = setTimeout(() => { n.hidden = true; }, kind === 'error' ? 30000 : 8000);
 }
 
 function confirmDialog(text) {
@@ -179,9 +179,12 @@ async function overview() {
 
   series.push('ov:publish', now, sampledRate('ov:publish:c', now, ms, 'publish'));
   series.push('ov:deliver', now, sampledRate('ov:deliver:c', now, ms, 'deliver_get'));
-  series.push('ov:ready', now, q.messages_ready);
-  series.push('ov:unacked', now, q.messages_unacknowledged);
-  series.push('ov:connections', now, totals.connections);
+  if (!failed(d.overview)) {
+    // RabbitMQ leaves queue_totals empty while there are no queues.
+    series.push('ov:ready', now, q.messages_ready ?? 0);
+    series.push('ov:unacked', now, q.messages_unacknowledged ?? 0);
+    series.push('ov:connections', now, totals.connections ?? 0);
+  }
   series.push('ov:lag', now, failed(d.groups) ? undefined : totalLag);
 
   // Alarms: 200 {status: ok}, or 503 {status: failed, alarms: [...]}.
