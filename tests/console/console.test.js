@@ -226,3 +226,25 @@ test('logging out forgets the credentials', async () => {
   assert.equal(await page.isVisible('#app'), false);
   assert.deepEqual(pageErrors, []);
 });
+
+test('an under-replicated partition is highlighted (3-node cluster, one node killed)', { skip: RABBIT && 'Kafka: Arctern only' }, async () => {
+  const { http } = await harness.send('degraded_cluster', { topic: 'console-degraded' });
+  // Another origin: its own sessionStorage, so log in again.
+  const p2 = await browser.newPage();
+  p2.setDefaultTimeout(TIMEOUT);
+  try {
+    await p2.goto(`${http}/?interval=1000#/kafka`);
+    await p2.fill('#login-user', 'guest');
+    await p2.fill('#login-password', 'guest');
+    await p2.click('#login-form button[type=submit]');
+    const topicRow = p2.locator('#topics tr[data-topic="console-degraded"]');
+    await eventually(async () => /\bwarn\b/.test((await topicRow.getAttribute('class')) || ''), 'the topic row highlighted');
+    await topicRow.locator('button').click();
+    const part = p2.locator('#partitions tr[data-partition="0"]');
+    await eventually(async () => (await part.getAttribute('data-under-replicated')) === 'true', 'partition 0 under-replicated');
+    assert.match((await part.getAttribute('class')) || '', /\bwarn\b/);
+    await p2.screenshot({ path: path.join(ARTIFACTS, '10-under-replicated.png'), fullPage: true });
+  } finally {
+    await p2.close();
+  }
+});

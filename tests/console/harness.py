@@ -17,6 +17,8 @@ Commands ({"cmd": name, ...}):
   open_conn      {name}                   open and keep an AMQP connection (connection_name)
   conn_closed    {name}                   has the broker closed it? {closed, reason}
   produce        {topic, partitions, count}  create a topic, produce `count` messages
+  degraded_cluster {topic}               a 3-node cluster with an under-replicated
+                                          partition of `topic`; node 1's console URL
   consume_commit {group, topic, count}    a consumer in `group` reads `count` messages and
                                           commits synchronously (kept open between calls)
 """
@@ -181,6 +183,7 @@ class RabbitHarness(AmqpCommands):
 
 class Harness(AmqpCommands):
     def __init__(self, workdir: Path):
+        self.workdir = workdir
         self.http_port = free_port()
         self.broker = Broker(workdir, config={"management.listen": f"127.0.0.1:{self.http_port}"})
         while self.broker.port == self.http_port or self.broker.amqp_port == self.http_port:
@@ -243,7 +246,33 @@ class Harness(AmqpCommands):
         return {"consumed": got,
                 "committed": [[tp.topic, tp.partition, tp.offset] for tp in committed or []]}
 
+    def degraded_cluster(self, topic: str) -> dict:
+        """A second broker set: three nodes (each with its own HTTP listener), a topic with
+        replication factor 3 whose partition leader is node 1, then node 3 killed: once
+        replica.lag.time.max.ms (3 s here) passes, the partition is under-replicated.
+        Returns node 1's console URL."""
+        from cluster import Cluster
+        from broker import write_config
+        c = Cluster(self.workdir / "cluster", n=3)
+        self.cluster = c
+        ports = {}
+        for nd in c.nodes.values():
+            port = free_port()
+            while port in ports.values() or port in (nd.port, nd.amqp_port, nd.raft_port):
+                port = free_port()
+            ports[nd.node_id] = port
+            nd.config["management.listen"] = f"127.0.0.1:{port}"
+            nd.config_path = write_config(nd.workdir / "arctern.toml", nd.config)
+        c.start()
+        c.create_topic(topic, partitions=1, rf=3, assignment=[[1, 2, 3]])
+        c.node(3).kill()
+        c.wait_until(lambda: 3 not in c.partition_state(topic, 0).isr, 60,
+                     "node 3 to leave the ISR")
+        return {"http": f"http://127.0.0.1:{ports[1]}"}
+
     def close(self) -> None:
+        if getattr(self, "cluster", None) is not None:
+            self.cluster.stop_all()
         for c in self.consumers.values():
             try:
                 c.close()

@@ -170,7 +170,8 @@ async function overview() {
   const now = Date.now();
   const ov = failed(d.overview) ? {} : d.overview;
   const totals = ov.object_totals || {};
-  const q = ov.queue_totals || {};
+  // RabbitMQ leaves queue_totals empty while there are no queues.
+  const q = { messages: 0, messages_ready: 0, messages_unacknowledged: 0, ...(ov.queue_totals || {}) };
   const ms = ov.message_stats || {};
   const topics = failed(d.topics) ? [] : d.topics;
   const groups = failed(d.groups) ? [] : d.groups;
@@ -180,9 +181,8 @@ async function overview() {
   series.push('ov:publish', now, sampledRate('ov:publish:c', now, ms, 'publish'));
   series.push('ov:deliver', now, sampledRate('ov:deliver:c', now, ms, 'deliver_get'));
   if (!failed(d.overview)) {
-    // RabbitMQ leaves queue_totals empty while there are no queues.
-    series.push('ov:ready', now, q.messages_ready ?? 0);
-    series.push('ov:unacked', now, q.messages_unacknowledged ?? 0);
+    series.push('ov:ready', now, q.messages_ready);
+    series.push('ov:unacked', now, q.messages_unacknowledged);
     series.push('ov:connections', now, totals.connections ?? 0);
   }
   series.push('ov:lag', now, failed(d.groups) ? undefined : totalLag);
@@ -235,7 +235,7 @@ async function overview() {
       stat('Channels', num(totals.channels)),
       stat('Queues', num(totals.queues), 'stat-queues'),
       stat('Consumers', num(totals.consumers)),
-      stat('Messages queued', num(q.messages), 'stat-messages'),
+      stat('Messages queued', failed(d.overview) ? '–' : num(q.messages), 'stat-messages'),
       stat('Published', num(ms.publish)),
       stat('Kafka topics', failed(d.topics) ? '–' : num(topics.length), 'stat-topics'),
       stat('Kafka partitions', failed(d.topics) ? '–' : num(partitions)),
