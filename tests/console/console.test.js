@@ -218,6 +218,18 @@ test('a consumer group lag figure follows the consumer\'s commits', { skip: RABB
   await shot('09-group-lag-0');
 });
 
+test('credentials refused later (401) bring the login form back', async () => {
+  // As if the password changed while the tab was open.
+  await page.evaluate(() => sessionStorage.setItem('arctern.console.auth',
+    JSON.stringify({ user: 'guest', token: btoa('guest:changed-meanwhile') })));
+  await page.reload();
+  const err = await page.waitForSelector('#login-error:not([hidden])');
+  assert.match(await err.textContent(), /refused/);
+  assert.equal(await page.isVisible('#app'), false);
+  await login('guest', 'guest');
+  await page.waitForSelector('#whoami:text("guest")');
+});
+
 test('logging out forgets the credentials', async () => {
   await page.click('#logout');
   await page.waitForSelector('#login-form');
