@@ -29,7 +29,10 @@ const RABBIT = process.env.CONSOLE_TARGET === 'rabbitmq';
 /** harness.py: one JSON line per command, one JSON line per answer. */
 class Harness {
   async start() {
-    this.proc = spawn(PYTHON, [path.join(HERE, 'harness.py')], { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.proc = spawn(PYTHON, [path.join(HERE, 'harness.py')], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+      env: { ...process.env, CONSOLE_ARTIFACTS: ARTIFACTS },
+    });
     this.lines = readline.createInterface({ input: this.proc.stdout })[Symbol.asyncIterator]();
     this.exited = new Promise((resolve) => this.proc.on('exit', resolve));
     this.info = await this.next();

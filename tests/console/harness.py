@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -307,6 +308,15 @@ def main() -> int:
             print(json.dumps(out), flush=True)
     finally:
         h.close()
+        # Keep the brokers' logs beside the screenshots; drop the data.
+        logs = os.environ.get("CONSOLE_ARTIFACTS")
+        if logs:
+            dest = Path(logs) / "broker-logs"
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in workdir.rglob("*.log"):
+                if f.is_file() and "data" not in f.relative_to(workdir).parts:
+                    shutil.copy(f, dest / "-".join(f.relative_to(workdir).parts))
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
