@@ -6,7 +6,8 @@
 #      (.venv, through scripts/test.sh SETUP_ONLY=1) unless PYTHON points at one;
 #   2. `npm ci` in tests/console (playwright-core only; it downloads no browser);
 #   3. runs `node --test` there against ARCTERN_BIN (default target/release/arctern; built
-#      with cargo build --release -p arctern if missing).
+#      with cargo build --release -p arctern if missing), then the same tests against a real
+#      RabbitMQ 3.10 (CONSOLE_RABBITMQ=0 skips that run).
 # Screenshots: target/console-artifacts/ (CONSOLE_ARTIFACTS overrides).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -52,5 +53,15 @@ echo "==> npm ci (tests/console)"
 cd "$ROOT/tests/console"
 npm ci --no-audit --no-fund --loglevel=error
 
+status=0
 echo "==> node --test (tests/console, against $ARCTERN_BIN)"
-node --test --test-concurrency=1 --test-reporter=spec console.test.js
+node --test --test-concurrency=1 --test-reporter=spec console.test.js || status=1
+
+# The same page and tests against RabbitMQ 3.10's own management API (Kafka parts skipped):
+# proof that the page reads RabbitMQ's shapes. tests/python/rabbit.py installs
+# rabbitmq-server if needed. CONSOLE_RABBITMQ=0 skips this run.
+if [ "${CONSOLE_RABBITMQ:-1}" != 0 ]; then
+    echo "==> node --test (tests/console, against RabbitMQ)"
+    CONSOLE_TARGET=rabbitmq node --test --test-concurrency=1 --test-reporter=spec console.test.js || status=1
+fi
+exit "$status"
