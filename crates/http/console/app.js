@@ -88,7 +88,7 @@ async function refresh() {
   try {
     const content = await VIEWS[view]();
     if (mine !== generation) return;
-    $('app').replaceChildren(...content);
+    $('app').replaceChildren(...content.filter(Boolean));
     $('status').textContent = `updated ${new Date().toLocaleTimeString()}`;
     $('status').classList.remove('error');
   } catch (e) {
