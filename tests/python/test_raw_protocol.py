@@ -99,6 +99,21 @@ def test_huge_declared_length_closes_connection(seeded, declared):
     assert_healthy(broker, topic, msgs)
 
 
+def test_request_decoding_bounded_by_bytes_received(seeded):
+    """A 2 MB ListGroups v4 request whose states filter holds 2 million empty strings (one
+    byte each on the wire, tens in memory) is refused as malformed, with the connection
+    closed, instead of growing the broker by the element count times the element size."""
+    broker, topic, msgs = seeded
+    n = 2_000_000
+    body = kwire.uvarint(n + 1) + b"\x01" * n + kwire.uvarint(0)
+    frame = kwire.request(16, 4, 5, body, flexible_header=True)
+    with kwire.Conn(broker.bootstrap) as c:
+        c.send(frame)
+        assert c.closed_by_peer(10), "broker kept the connection open"
+    assert "more memory than its size allows" in broker.log_tail(200)
+    assert_healthy(broker, topic, msgs)
+
+
 def test_socket_request_max_bytes_config(broker_factory, topic_name):
     limit = 65536
     b = broker_factory({"socket.request.max.bytes": limit})

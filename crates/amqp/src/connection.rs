@@ -67,6 +67,9 @@ const PUMP_BATCH: usize = 128;
 const OUT_BUDGET: usize = 4 << 20;
 /// The writer joins queued frames into one write up to this many bytes.
 const WRITE_COALESCE: usize = 256 << 10;
+/// How often a publish waiting for the body budget looks again.
+const BUDGET_RECHECK: Duration = Duration::from_millis(20);
+
 /// How long the client must be quiet before a consumer held back for a batched refill
 /// (`Deliveries::should_wait_for_refill`) is sent what it has credit for.
 const REFILL_IDLE: Duration = Duration::from_millis(1);
@@ -341,6 +344,10 @@ struct Conn {
     /// A basic.publish that arrived during an alarm: it and everything after it wait
     /// (frames are not read) until the alarm clears.
     held: Option<AMQPFrame>,
+    /// `held` waits for the body budget (not an alarm): re-checked on a short timer.
+    held_for_budget: bool,
+    /// This connection's buffered body bytes, in the node's budget.
+    bodies: crate::budget::BodyAccount,
     /// prefetch-size of the `basic.qos` being handled (see `Inbound`).
     qos_prefetch_size: u32,
     /// Publishes routed but not appended yet, and their batch bytes.
@@ -460,6 +467,8 @@ pub async fn run(
         wants_blocked: false,
         blocked_sent: false,
         held: None,
+        held_for_budget: false,
+        bodies: config.body_budget.account(),
         qos_prefetch_size: 0,
         pending: Vec::new(),
         pending_bytes: 0,
@@ -521,8 +530,15 @@ pub async fn run(
                         Some(Ok(Inbound { frame, prefetch_size })) => {
                             conn.qos_prefetch_size = prefetch_size;
                             let alarm = conn.alarm.borrow().clone();
+                            let spent = conn.bodies.spent().filter(|_| is_publish(&frame));
                             if let (Some(reason), true) = (alarm, is_publish(&frame)) {
                                 conn.hold(frame, reason).await;
+                            } else if let Some(spent) = spent {
+                                // Flow control, not an alarm: no connection.blocked.
+                                tracing::debug!(%peer, conn = id, ?spent, buffered = conn.bodies.mine(), "body budget spent; publish waits");
+                                conn.flush_publishes().await;
+                                conn.held = Some(frame);
+                                conn.held_for_budget = true;
                             } else if conn.on_frame(&mut frames, frame).await {
                                 break;
                             }
@@ -547,6 +563,21 @@ pub async fn run(
                             let m = connection::AMQPMethod::Unblocked(connection::Unblocked {});
                             conn.reply(0, AMQPClass::Connection(m)).await;
                         }
+                        if conn.held_for_budget {
+                            // Still waiting for the body budget: its timer releases it.
+                        } else if let Some(frame) = conn.held.take() {
+                            if conn.on_frame(&mut frames, frame).await {
+                                break;
+                            }
+                        }
+                        if frames.is_empty() {
+                            conn.flush_publishes().await;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(BUDGET_RECHECK), if conn.held_for_budget => {
+                    if conn.bodies.spent().is_none() && conn.alarm.borrow().is_none() {
+                        conn.held_for_budget = false;
                         if let Some(frame) = conn.held.take() {
                             if conn.on_frame(&mut frames, frame).await {
                                 break;
@@ -1031,7 +1062,9 @@ impl Conn {
         // An open transaction is rolled back: its settlements never happened.
         let tx_settles = c.tx.rollback();
         let consumers = c.deliveries.take_consumers();
+        let buffered = c.publishing.buffered();
         c.publishing.abort();
+        self.bodies.adjust(buffered, 0);
         if remove {
             self.channels.remove(&ch);
         }

@@ -9,6 +9,7 @@
 pub mod alarm;
 pub mod args;
 pub mod auth;
+pub mod budget;
 pub mod codes;
 pub mod confirms;
 pub mod connection;

@@ -59,6 +59,11 @@ impl PublishAssembly {
         self.current.is_some()
     }
 
+    /// Bytes this channel's body buffer holds now (what the memory budget counts).
+    pub fn buffered(&self) -> usize {
+        self.current.as_ref().map_or(0, |p| p.body.capacity())
+    }
+
     /// `basic.publish`: its content header and body follow.
     pub fn start(&mut self, publish: basic::Publish) {
         self.current = Some(Publishing {

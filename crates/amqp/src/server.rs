@@ -44,6 +44,8 @@ pub struct AmqpServerConfig {
     /// `connection_max`: the node's AMQP connections (both listeners); more are closed on
     /// accept with a log line.
     pub connection_quota: arctern_transport::ConnectionQuota,
+    /// Message bodies being received, per connection and per node (see `budget`).
+    pub body_budget: crate::budget::BodyBudget,
 }
 
 /// RabbitMQ's `ssl_cert_login_from`.
@@ -71,6 +73,7 @@ impl Default for AmqpServerConfig {
             queue_segment_bytes: 64 << 20,
             ssl_cert_login_from: CertLoginFrom::DistinguishedName,
             connection_quota: arctern_transport::ConnectionQuota::new(Default::default()),
+            body_budget: crate::budget::BodyBudget::default(),
         }
     }
 }

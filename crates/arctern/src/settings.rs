@@ -130,6 +130,12 @@ pub struct FileConfig {
     /// `segment.bytes` of queue logs, the unit in which settled messages are reclaimed.
     #[serde(rename = "amqp.queue_segment_bytes")]
     pub amqp_queue_segment_bytes: Option<i64>,
+    /// Message bodies being received on one AMQP connection before its next publish waits.
+    #[serde(rename = "amqp.max_buffered_body_bytes_per_connection")]
+    pub amqp_max_buffered_body_bytes_per_connection: Option<i64>,
+    /// The same over all AMQP connections of the node.
+    #[serde(rename = "amqp.max_buffered_body_bytes")]
+    pub amqp_max_buffered_body_bytes: Option<i64>,
     /// Kafka ACLs are checked when set (Kafka's StandardAuthorizer or AclAuthorizer name).
     #[serde(rename = "authorizer.class.name")]
     pub authorizer_class_name: Option<String>,
@@ -305,6 +311,8 @@ const KEYS: &[&str] = &[
     "amqp.disk_free_limit",
     "amqp.vm_memory_high_watermark",
     "amqp.queue_segment_bytes",
+    "amqp.max_buffered_body_bytes_per_connection",
+    "amqp.max_buffered_body_bytes",
     "authorizer.class.name",
     "super.users",
     "allow.everyone.if.no.acl.found",
@@ -882,6 +890,25 @@ pub fn amqp_config(file: &FileConfig) -> Result<arctern_amqp::AmqpServerConfig> 
     if let Some(v) = file.amqp_queue_segment_bytes {
         c.queue_segment_bytes = non_negative("amqp.queue_segment_bytes", v)?;
     }
+    let budget_key = |key: &str, v: Option<i64>, default: usize| -> Result<usize> {
+        match v {
+            None => Ok(default),
+            Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            Some(n) => bail!("{key} must be positive, got {n}"),
+        }
+    };
+    c.body_budget = arctern_amqp::budget::BodyBudget::new(
+        budget_key(
+            "amqp.max_buffered_body_bytes_per_connection",
+            file.amqp_max_buffered_body_bytes_per_connection,
+            arctern_amqp::budget::BodyBudget::DEFAULT_PER_CONNECTION,
+        )?,
+        budget_key(
+            "amqp.max_buffered_body_bytes",
+            file.amqp_max_buffered_body_bytes,
+            arctern_amqp::budget::BodyBudget::DEFAULT_TOTAL,
+        )?,
+    );
     c.ssl_cert_login_from = match file.ssl_cert_login_from.as_deref() {
         None | Some("distinguished_name") => arctern_amqp::CertLoginFrom::DistinguishedName,
         Some("common_name") => arctern_amqp::CertLoginFrom::CommonName,

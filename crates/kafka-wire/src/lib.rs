@@ -8,6 +8,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseKind,
 };
+use kafka_protocol::protocol::types::decode_budget;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 pub use kafka_protocol;
@@ -205,6 +206,12 @@ pub enum DecodeError {
     },
 }
 
+/// How many bytes of decoded array elements a request may take per byte received (the
+/// densest legitimate requests, e.g. Fetch partitions, take about 3).
+pub const DECODE_AMPLIFICATION: usize = 8;
+/// Plus this much for any request, so small requests with many short strings decode.
+pub const DECODE_ALLOWANCE: usize = 1 << 20;
+
 /// Decodes one request frame (without its size prefix).
 pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
     if frame.len() < 8 {
@@ -241,10 +248,18 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
         version,
         reason,
     };
+    // Decoded arrays may take at most this much memory: a small multiple of the bytes
+    // received, never a claimed length times an element size.
+    let _budget = decode_budget::limit(
+        frame
+            .len()
+            .saturating_mul(DECODE_AMPLIFICATION)
+            .saturating_add(DECODE_ALLOWANCE),
+    );
     let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
-        .map_err(|e| malformed(e.to_string()))?;
-    let body =
-        RequestKind::decode(api_key, &mut frame, version).map_err(|e| malformed(e.to_string()))?;
+        .map_err(|e| malformed(format!("{e:#}")))?;
+    let body = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|e| malformed(format!("{e:#}")))?;
     Ok(DecodedRequest {
         header,
         api_key,
@@ -378,6 +393,43 @@ mod tests {
             Err(DecodeError::Malformed { .. })
         ));
         assert!(frame_length((-1i32).to_be_bytes(), 100).is_err());
+    }
+
+    #[test]
+    fn decoded_size_is_bounded_by_the_bytes_received() {
+        use kafka_protocol::messages::ListGroupsRequest;
+        // ListGroups v4's states filter: a compact array of strings, each one byte on the
+        // wire (an empty string) and 32 in memory.
+        let states = |n: usize| {
+            ListGroupsRequest::default().with_states_filter(vec![StrBytes::from_static_str(""); n])
+        };
+        let hostile = request_frame(ApiKey::ListGroups, 4, &states(2_000_000));
+        assert!(hostile.len() < 2_100_000);
+        match decode_request(hostile) {
+            Err(DecodeError::Malformed { reason, .. }) => {
+                assert!(
+                    reason.contains("more memory than its size allows"),
+                    "{reason}"
+                )
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The same shape, small enough for the fixed allowance, decodes.
+        let fine = request_frame(ApiKey::ListGroups, 4, &states(10_000));
+        assert!(decode_request(fine).is_ok());
+        // A large legitimate request: Metadata naming 20,000 topics.
+        let topics = (0..20_000)
+            .map(|i| {
+                kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(StrBytes::from_string(format!("topic-{i}")).into()))
+            })
+            .collect();
+        let big = request_frame(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(Some(topics)),
+        );
+        assert!(decode_request(big).is_ok());
         assert!(frame_length(101i32.to_be_bytes(), 100).is_err());
     }
 }

@@ -896,6 +896,10 @@ impl Record {
         // Arctern patch: the count is untrusted; every header takes at least two bytes.
         let mut headers = IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(buf) / 2));
         for _ in 0..num_headers {
+            // Arctern patch: each header's size is charged to the decode budget.
+            crate::protocol::types::decode_budget::charge(
+                std::mem::size_of::<(StrBytes, Option<Bytes>)>(),
+            )?;
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;
             if key_len < 0 {

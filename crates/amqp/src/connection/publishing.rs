@@ -18,7 +18,11 @@ impl Conn {
         if c.closing {
             return Ok(());
         }
-        match c.publishing.content(part, max) {
+        let before = c.publishing.buffered();
+        let result = c.publishing.content(part, max);
+        let after = c.publishing.buffered();
+        self.bodies.adjust(before, after);
+        match result {
             Ok(Some(p)) => self.publish_complete(ch, p).await,
             Ok(None) => Ok(()),
             Err(e) if e.connection => Err(Fail::Connection(e.error, BASIC_PUBLISH)),

@@ -985,9 +985,11 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                // Arctern patch: the length is untrusted; every element takes at least one byte.
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
+                // Arctern patch: the length is untrusted: reserve at most the bytes left, and
+                // charge each element's size to the request's decode budget.
+                let mut result = Vec::with_capacity((n as usize).min(buf.remaining() / std::mem::size_of::<T>().max(1)));
                 for _ in 0..n {
+                    decode_budget::charge(std::mem::size_of::<T>())?;
                     result.push(self.0.decode(buf)?);
                 }
                 Ok(Some(result))
@@ -1094,9 +1096,11 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                // Arctern patch: the length is untrusted; every element takes at least one byte.
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
+                // Arctern patch: the length is untrusted: reserve at most the bytes left, and
+                // charge each element's size to the request's decode budget.
+                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining() / std::mem::size_of::<T>().max(1)));
                 for _ in 1..n {
+                    decode_budget::charge(std::mem::size_of::<T>())?;
                     result.push(self.0.decode(buf)?);
                 }
                 Ok(Some(result))
@@ -1114,6 +1118,44 @@ impl<T, E: Decoder<T>> Decoder<Vec<T>> for CompactArray<E> {
             Ok(Some(s)) => Ok(s),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Arctern patch: a per-thread budget for the memory that decoded arrays take, set by the
+/// caller around one decode ([`decode_budget::limit`]), so a request's decoded size is
+/// bounded by the bytes received rather than by a length field times an element size.
+/// Without a limit set, nothing is charged.
+pub mod decode_budget {
+    use std::cell::Cell;
+
+    thread_local! {
+        static LEFT: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// Restores the previous budget when dropped.
+    pub struct Guard(Option<usize>);
+
+    /// Allows decodes on this thread to take `bytes` for array elements until the guard drops.
+    pub fn limit(bytes: usize) -> Guard {
+        Guard(LEFT.with(|l| l.replace(Some(bytes))))
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            LEFT.with(|l| l.set(self.0));
+        }
+    }
+
+    /// Takes `bytes` from the budget, or fails the decode.
+    pub fn charge(bytes: usize) -> anyhow::Result<()> {
+        LEFT.with(|l| match l.get() {
+            None => Ok(()),
+            Some(left) if left >= bytes => {
+                l.set(Some(left - bytes));
+                Ok(())
+            }
+            Some(_) => anyhow::bail!("the request decodes to more memory than its size allows"),
+        })
     }
 }
 
