@@ -24,6 +24,9 @@ static ZEROS: [u8; ZERO_AHEAD as usize] = [0; ZERO_AHEAD as usize];
 /// commits carry many bytes each: there the metadata write the zeros save is small next
 /// to the data, and the zeros would double the bytes each commit flushes.
 pub(crate) const ZERO_AHEAD_MAX_APPEND: usize = 16 << 10;
+/// Zeros are written only once a segment holds this much: a log that stores a message or
+/// two (an idle queue among tens of thousands) takes the disk its data takes.
+pub(crate) const ZERO_AHEAD_MIN_SIZE: u64 = 64 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OffsetEntry {
@@ -374,7 +377,8 @@ impl Segment {
     /// are allocated and inside the file size, so its fdatasync has no metadata to write,
     /// only data (on ext4 that saves one synchronous write per fdatasync). The file grows
     /// once per `ZERO_AHEAD` instead of on every append. Only appends up to
-    /// `ZERO_AHEAD_MAX_APPEND` bytes zero-fill.
+    /// `ZERO_AHEAD_MAX_APPEND` bytes zero-fill, and only once the segment holds
+    /// `ZERO_AHEAD_MIN_SIZE` bytes.
     pub fn write(&mut self, bytes: &[u8], zero_ahead: bool, limit: u64) -> Result<()> {
         let end = self.size + bytes.len() as u64;
         self.file
@@ -384,6 +388,7 @@ impl Segment {
         self.zeroed_to = self.zeroed_to.max(end);
         if zero_ahead
             && bytes.len() <= ZERO_AHEAD_MAX_APPEND
+            && end >= ZERO_AHEAD_MIN_SIZE
             && self.zeroed_to < end + ZERO_AHEAD / 2
         {
             let target = (end + ZERO_AHEAD).min(limit.max(end));

@@ -445,9 +445,11 @@ fn preallocate_keeps_zeros_past_the_batches_and_recovery_trims_them() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = preallocating(4 << 20);
     let mut log = Log::open(dir.path(), cfg.clone(), NOW).unwrap();
-    let stored = append_n(&mut log, 30, 2);
+    // Past the size where zero-filling starts (a busy log).
+    let stored = append_n(&mut log, 1500, 2);
     let seg = active_segment(dir.path());
     let batches = log.size_bytes();
+    assert!(batches >= 64 << 10);
     assert!(
         file_len(&seg) >= batches + (128 << 10),
         "the file is zero-filled ahead of its {batches} bytes of batches"
@@ -456,7 +458,7 @@ fn preallocate_keeps_zeros_past_the_batches_and_recovery_trims_them() {
     log.sync_point().sync().unwrap();
     drop(log); // no close: like a crash after fsync
     let mut log = Log::open(dir.path(), cfg.clone(), NOW).unwrap();
-    assert_eq!(log.log_end_offset(), 60);
+    assert_eq!(log.log_end_offset(), 3000);
     assert_eq!(read_all(&log, 0), stored.concat());
     assert_eq!(
         file_len(&seg),
@@ -471,8 +473,17 @@ fn preallocate_keeps_zeros_past_the_batches_and_recovery_trims_them() {
         log.size_bytes()
     });
     let log = Log::open(dir.path(), cfg, NOW).unwrap();
-    assert_eq!(log.log_end_offset(), 70);
+    assert_eq!(log.log_end_offset(), 3010);
     assert_eq!(read_all(&log, 0), [stored.concat(), more.concat()].concat());
+}
+
+#[test]
+fn a_log_holding_little_is_not_zero_filled() {
+    // An idle queue with a message or two takes only the disk its data takes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), preallocating(64 << 20), NOW).unwrap();
+    append_n(&mut log, 3, 1);
+    assert_eq!(file_len(&active_segment(dir.path())), log.size_bytes());
 }
 
 #[test]
