@@ -108,14 +108,10 @@ fn serve(
         sock.display()
     );
     let _ = std::io::stdout().flush();
-    loop {
-        match wait_signal(&set) {
-            libc::SIGUSR1 => {
-                if let Err(e) = shared.drop_pending() {
-                    eprintln!("lossyfs: drop failed: {e}");
-                }
-            }
-            _ => break,
+    // SIGUSR1: drop; SIGTERM, SIGINT, SIGHUP: unmount and exit.
+    while wait_signal(&set) == libc::SIGUSR1 {
+        if let Err(e) = shared.drop_pending() {
+            eprintln!("lossyfs: drop failed: {e}");
         }
     }
     let _ = std::fs::remove_file(&sock);

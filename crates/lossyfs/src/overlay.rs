@@ -82,6 +82,9 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Reads durable bytes: `(backing path, offset, buffer to fill exactly)`.
+pub type BackingRead<'a> = dyn FnMut(&Path, u64, &mut [u8]) -> std::io::Result<()> + 'a;
+
 /// A change to apply to the backing directory, in order. Paths are relative to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -190,7 +193,7 @@ impl FileData {
         path: &Path,
         off: u64,
         len: u32,
-        backing: &mut dyn FnMut(&Path, u64, &mut [u8]) -> std::io::Result<()>,
+        backing: &mut BackingRead<'_>,
     ) -> Result<Vec<u8>> {
         if off >= self.size {
             return Ok(Vec::new());
@@ -453,7 +456,7 @@ impl Overlay {
         ino: Ino,
         off: u64,
         len: u32,
-        backing: &mut dyn FnMut(&Path, u64, &mut [u8]) -> std::io::Result<()>,
+        backing: &mut BackingRead<'_>,
     ) -> Result<Vec<u8>> {
         let n = self.node(ino)?;
         if n.kind == Kind::Dir {

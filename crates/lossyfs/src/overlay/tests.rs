@@ -407,7 +407,7 @@ fn an_open_unlinked_file_stays_readable_until_released() {
     fs.write("f", 0, b"abc");
     fs.fsync("f");
     fs.unlink("f");
-    let mut no_backing =
+    let no_backing =
         |_: &Path, _: u64, _: &mut [u8]| Err(std::io::Error::from_raw_os_error(libc::EIO));
     assert_eq!(
         fs.o.read(ino, 0, 10, &mut |p, off, buf| match fs.b.entries.get(p) {
