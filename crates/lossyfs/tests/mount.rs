@@ -208,3 +208,23 @@ fn a_large_sequential_file_keeps_exactly_its_synced_prefix() {
     assert_eq!(got.len(), 32 << 20);
     assert!(got.chunks(1 << 20).all(|c| c == chunk.as_slice()));
 }
+
+#[test]
+fn the_fsync_delay_slows_file_and_directory_fsyncs() {
+    let Some(m) = Mount::new() else { return };
+    let out = Command::new(bin())
+        .args(["delay"])
+        .arg(&m.back)
+        .arg("300")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    let f = File::create(m.p("slow")).unwrap();
+    f.write_all_at(b"x", 0).unwrap();
+    let t = Instant::now();
+    f.sync_data().unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    let t = Instant::now();
+    m.sync_dir("");
+    assert!(t.elapsed() >= Duration::from_millis(300));
+}
