@@ -1213,5 +1213,9 @@ fn write_partition_topic_id(dir: &Path, id: Uuid) -> Result<()> {
     std::io::Write::write_all(&mut &f, text.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
+    // The rename is durable only once the directory is fsynced.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
     Ok(())
 }

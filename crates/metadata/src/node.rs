@@ -170,8 +170,15 @@ impl MetadataNode {
         }
 
         let dir = &cfg.data_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| MetadataError::io(format!("create {}", dir.display()), e))?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| MetadataError::io(format!("create {}", dir.display()), e))?;
+            // A new directory's name is durable only once its parent is fsynced.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                crate::fsutil::sync_dir(parent)
+                    .map_err(|e| MetadataError::io(format!("fsync {}", parent.display()), e))?;
+            }
+        }
         let lock_path = dir.join(".lock");
         let lock = OpenOptions::new()
             .create(true)

@@ -112,7 +112,13 @@ pub struct Log {
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering from an unclean shutdown.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
-        fs::create_dir_all(dir).ctx(|| format!("creating log dir {}", dir.display()))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).ctx(|| format!("creating log dir {}", dir.display()))?;
+            // A new directory's name is durable only once its parent is fsynced.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
         let mut bases = Vec::new();
