@@ -23,7 +23,7 @@ use arctern_amqp::queue::Queue;
 use arctern_amqp::vhost::{Binding, Exchange};
 use arctern_metadata::Permission;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -506,6 +506,7 @@ async fn queues_json(
     tag = "queues",
     responses(
         (status = 200, body = [QueueJson]),
+        (status = 400, description = "Bad paging or query parameters", body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody),
         (status = 503, description = "No node serves the vhosts yet, or another node does", body = super::error::ErrorBody)
     )
@@ -513,7 +514,7 @@ async fn queues_json(
 async fn list_queues(
     State(ctx): State<HttpContext>,
     caller: Caller,
-    Query(params): Query<ListParams>,
+    super::ApiQuery(params): super::ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     listed(queues_json(&ctx, &caller, None).await?, &params)
 }
@@ -526,6 +527,7 @@ async fn list_queues(
     params(("vhost" = String, Path, description = "The vhost (`%2F` for `/`)"), ListParams),
     responses(
         (status = 200, body = [QueueJson]),
+        (status = 400, description = "Bad paging or query parameters", body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody),
         (status = 403, description = "No permissions in the vhost", body = super::error::ErrorBody),
         (status = 404, description = "No such vhost", body = super::error::ErrorBody),
@@ -535,7 +537,7 @@ async fn list_queues(
 async fn list_vhost_queues(
     State(ctx): State<HttpContext>,
     caller: Caller,
-    Query(params): Query<ListParams>,
+    super::ApiQuery(params): super::ApiQuery<ListParams>,
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require_sees(&ctx, &caller, &vhost)?;
@@ -661,7 +663,7 @@ async fn delete_queue(
     State(ctx): State<HttpContext>,
     caller: Caller,
     Path((vhost, name)): Path<(String, String)>,
-    Query(cond): Query<DeleteConditions>,
+    super::ApiQuery(cond): super::ApiQuery<DeleteConditions>,
 ) -> Result<StatusCode, ApiError> {
     require_sees(&ctx, &caller, &vhost)?;
     permit(
@@ -929,6 +931,7 @@ async fn exchanges_json(
     tag = "exchanges",
     responses(
         (status = 200, body = [ExchangeJson]),
+        (status = 400, description = "Bad paging or query parameters", body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody),
         (status = 503, body = super::error::ErrorBody)
     )
@@ -936,7 +939,7 @@ async fn exchanges_json(
 async fn list_exchanges(
     State(ctx): State<HttpContext>,
     caller: Caller,
-    Query(params): Query<ListParams>,
+    super::ApiQuery(params): super::ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     listed(exchanges_json(&ctx, &caller, None).await?, &params)
 }
@@ -949,6 +952,7 @@ async fn list_exchanges(
     params(("vhost" = String, Path, description = "The vhost (`%2F` for `/`)"), ListParams),
     responses(
         (status = 200, body = [ExchangeJson]),
+        (status = 400, description = "Bad paging or query parameters", body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody),
         (status = 404, description = "No such vhost", body = super::error::ErrorBody),
@@ -958,7 +962,7 @@ async fn list_exchanges(
 async fn list_vhost_exchanges(
     State(ctx): State<HttpContext>,
     caller: Caller,
-    Query(params): Query<ListParams>,
+    super::ApiQuery(params): super::ApiQuery<ListParams>,
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require_sees(&ctx, &caller, &vhost)?;
@@ -1099,7 +1103,7 @@ async fn delete_exchange(
     State(ctx): State<HttpContext>,
     caller: Caller,
     Path((vhost, name)): Path<(String, String)>,
-    Query(cond): Query<DeleteConditions>,
+    super::ApiQuery(cond): super::ApiQuery<DeleteConditions>,
 ) -> Result<StatusCode, ApiError> {
     require_sees(&ctx, &caller, &vhost)?;
     let name = exchange_name(&name);
@@ -1374,6 +1378,7 @@ async fn all_bindings(
     tag = "bindings",
     responses(
         (status = 200, body = [BindingJson]),
+        (status = 400, description = "Bad paging or query parameters", body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody),
         (status = 503, body = super::error::ErrorBody)
     )
@@ -1381,7 +1386,7 @@ async fn all_bindings(
 async fn list_bindings(
     State(ctx): State<HttpContext>,
     caller: Caller,
-    Query(params): Query<ListParams>,
+    super::ApiQuery(params): super::ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     listed(all_bindings(&ctx, &caller, None).await?, &params)
 }
@@ -1394,6 +1399,7 @@ async fn list_bindings(
     params(("vhost" = String, Path, description = "The vhost (`%2F` for `/`)"), ListParams),
     responses(
         (status = 200, body = [BindingJson]),
+        (status = 400, description = "Bad paging or query parameters", body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody),
         (status = 404, description = "No such vhost", body = super::error::ErrorBody),
@@ -1403,7 +1409,7 @@ async fn list_bindings(
 async fn list_vhost_bindings(
     State(ctx): State<HttpContext>,
     caller: Caller,
-    Query(params): Query<ListParams>,
+    super::ApiQuery(params): super::ApiQuery<ListParams>,
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require_sees(&ctx, &caller, &vhost)?;

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use arctern_amqp::registry::{self, ChannelInfo, ConnEntry, ConsumerInfo};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -537,7 +537,7 @@ fn reply_list<T: Serialize>(items: Vec<T>, q: &ListQuery) -> Result<Json<Value>,
 async fn list_connections(
     State(ctx): State<HttpContext>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    super::ApiQuery(q): super::ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let node = node_name(&ctx);
     let list: Vec<Connection> = visible(&ctx, &caller)
@@ -565,7 +565,7 @@ async fn list_vhost_connections(
     State(ctx): State<HttpContext>,
     caller: Caller,
     Path(vhost): Path<String>,
-    Query(q): Query<ListQuery>,
+    super::ApiQuery(q): super::ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_vhost(&ctx, &vhost)?;
     let node = node_name(&ctx);
@@ -643,6 +643,7 @@ async fn delete_connection(
     params(("name" = String, Path, description = "The connection's name"), ListQuery),
     responses(
         (status = 200, body = Vec<Channel>),
+        (status = 400, description = "Bad paging or query parameters", body = super::error::ErrorBody),
         (status = 401, description = "No or wrong credentials; or another user's connection and the caller is not a monitoring user (RabbitMQ 3.10's `User not authorised to access object`)", body = super::error::ErrorBody),
         (status = 404, description = "No such connection on this node", body = super::error::ErrorBody)
     )
@@ -651,7 +652,7 @@ async fn connection_channels(
     State(ctx): State<HttpContext>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(q): Query<ListQuery>,
+    super::ApiQuery(q): super::ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let e = find_visible(&ctx, &caller, &name)?;
     let node = node_name(&ctx);
@@ -693,7 +694,7 @@ async fn channels_json(ctx: &HttpContext, caller: &Caller, vhost: Option<&str>) 
 async fn list_channels(
     State(ctx): State<HttpContext>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    super::ApiQuery(q): super::ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     reply_list(channels_json(&ctx, &caller, None).await, &q)
 }
@@ -716,7 +717,7 @@ async fn list_vhost_channels(
     State(ctx): State<HttpContext>,
     caller: Caller,
     Path(vhost): Path<String>,
-    Query(q): Query<ListQuery>,
+    super::ApiQuery(q): super::ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_vhost(&ctx, &vhost)?;
     reply_list(channels_json(&ctx, &caller, Some(&vhost)).await, &q)
@@ -779,6 +780,7 @@ async fn consumers_json(ctx: &HttpContext, caller: &Caller, vhost: Option<&str>)
     params(ListQuery),
     responses(
         (status = 200, body = Vec<Consumer>),
+        (status = 400, description = "Bad paging or query parameters", body = super::error::ErrorBody),
         (status = 401, description = "No or wrong credentials", body = super::error::ErrorBody),
         (status = 403, description = "The user has no management tag", body = super::error::ErrorBody)
     )
@@ -786,7 +788,7 @@ async fn consumers_json(ctx: &HttpContext, caller: &Caller, vhost: Option<&str>)
 async fn list_consumers(
     State(ctx): State<HttpContext>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    super::ApiQuery(q): super::ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     reply_list(consumers_json(&ctx, &caller, None).await, &q)
 }
@@ -799,6 +801,7 @@ async fn list_consumers(
     params(("vhost" = String, Path, description = "The vhost (`%2F` for `/`)"), ListQuery),
     responses(
         (status = 200, body = Vec<Consumer>),
+        (status = 400, description = "Bad paging or query parameters", body = super::error::ErrorBody),
         (status = 401, description = "No or wrong credentials", body = super::error::ErrorBody),
         (status = 403, description = "The user has no management tag", body = super::error::ErrorBody),
         (status = 404, description = "No such vhost", body = super::error::ErrorBody)
@@ -808,7 +811,7 @@ async fn list_vhost_consumers(
     State(ctx): State<HttpContext>,
     caller: Caller,
     Path(vhost): Path<String>,
-    Query(q): Query<ListQuery>,
+    super::ApiQuery(q): super::ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_vhost(&ctx, &vhost)?;
     reply_list(consumers_json(&ctx, &caller, Some(&vhost)).await, &q)

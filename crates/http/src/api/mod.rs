@@ -60,6 +60,25 @@ pub fn routes() -> OpenApiRouter<HttpContext> {
         .merge(kafka::routes())
 }
 
+/// `Query` whose rejection is RabbitMQ's JSON 400 (axum's own is plain text).
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(t)| ApiQuery(t))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
 /// The authenticated user of a request: any user the management plugin lets in
 /// (tags `management`, `policymaker`, `monitoring` or `administrator`). Handlers that need
 /// more call [`Caller::require`].
