@@ -11,7 +11,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = batch::peek_offset_and_size(data);
     if let Ok(h) = batch::parse_header(data) {
-        let _ = (h.last_offset(), h.compression(), h.is_control(), h.is_transactional());
+        let _ = (
+            h.last_offset(),
+            h.compression(),
+            h.is_control(),
+            h.is_transactional(),
+        );
     }
     if let Ok(headers) = batch::validate_all(data) {
         // As `Log::append_as_leader` and `Partition::append`: the leader assigns offsets

@@ -188,7 +188,9 @@ pub(crate) fn decode_frames_for_fuzzing(mut bytes: &[u8]) -> usize {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
     let membership = Membership {
-        secret: Arc::new(ClusterSecret::new(b"fuzzing-cluster-secret-32-bytes!").expect("a valid secret")),
+        secret: Arc::new(
+            ClusterSecret::new(b"fuzzing-cluster-secret-32-bytes!").expect("a valid secret"),
+        ),
         local: 1,
         voters: Arc::new([1, 2, 3].into_iter().collect()),
     };
@@ -196,7 +198,9 @@ pub(crate) fn decode_frames_for_fuzzing(mut bytes: &[u8]) -> usize {
     loop {
         // A slice reader never pends, so one poll completes the read.
         let mut fut = std::pin::pin!(read_frame(&mut bytes));
-        let Poll::Ready(Ok(Some(body))) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) else {
+        let Poll::Ready(Ok(Some(body))) =
+            fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        else {
             return frames;
         };
         frames += 1;
