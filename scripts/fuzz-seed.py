@@ -11,7 +11,8 @@ client->broker frame as one seed file named by its hash:
   amqp_frame      each AMQP frame (plus the protocol header + first frames of a connection)
   record_batch    each stored record batch of the broker's segments (as clients sent them,
                   offsets assigned)
-  log_recovery    the broker's segment files (capped at 64 KiB, cut at a batch boundary)
+  log_recovery    the broker's segment files (capped at 64 KiB, cut at a batch boundary),
+                  behind the target's mode byte
   metadata_frame  the broker's Raft log journal, and its records' payloads (with the target's
                   selector byte in front)
 
@@ -234,7 +235,9 @@ def storage_seeds(data_dir: Path, corpus: Corpus) -> None:
             if pos <= MAX_SEED:
                 cut = pos
         if cut:
-            corpus.add("log_recovery", b[:cut])
+            # The target's first byte: 0 = bytes as stored, 1 = CRCs rewritten.
+            corpus.add("log_recovery", b"\x00" + b[:cut])
+            corpus.add("log_recovery", b"\x01" + b[:cut])
     for journal in data_dir.rglob("raft-log"):
         b = journal.read_bytes()
         corpus.add("metadata_frame", b"\x01" + b[:MAX_SEED - 1])

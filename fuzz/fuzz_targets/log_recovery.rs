@@ -19,11 +19,34 @@ fn dir() -> PathBuf {
     base.join(format!("arctern-fuzz-log-recovery-{}", std::process::id()))
 }
 
-fuzz_target!(|data: &[u8]| {
+/// Rewrites each batch's CRC32C so the fuzzer gets past the checksum to the offsets and
+/// lengths behind it (a batch corrupted before its CRC was computed, or by a bad writer).
+fn fix_crcs(data: &mut [u8]) {
+    let mut at = 0;
+    while let Some((_, size)) = arctern_storage::batch::peek_offset_and_size(&data[at..]) {
+        if size < arctern_storage::batch::HEADER_LEN || at + size > data.len() {
+            return;
+        }
+        let b = &mut data[at..at + size];
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        at += size;
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    // The first byte picks: bytes as given, or with every batch's CRC made valid.
+    let Some((&mode, data)) = input.split_first() else {
+        return;
+    };
+    let mut data = data.to_vec();
+    if mode & 1 == 1 {
+        fix_crcs(&mut data);
+    }
     let dir = dir();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the fuzz log dir");
-    std::fs::write(dir.join("00000000000000000000.log"), data).expect("write the segment");
+    std::fs::write(dir.join("00000000000000000000.log"), &data).expect("write the segment");
     if let Ok(log) = Log::open(&dir, LogConfig::default(), 0) {
         // As `Partition::open` rebuilds the idempotent producers' state.
         let mut states = ProducerStates::default();
