@@ -197,6 +197,19 @@ mod tests {
         assert!(decode_batches(vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 50, 1, 2]).is_err());
     }
 
+    /// Found by the record_batch fuzz target: a record's timestamp delta that overflows the
+    /// batch's base timestamp panicked (overflow check); it wraps, as in Kafka's decoder.
+    #[test]
+    fn a_timestamp_delta_that_overflows_wraps() {
+        let v: &[u8] = b"v";
+        let mut b = crate::batch::build_batch(0, 0, 0, &[(None, Some(v), i64::MAX)]);
+        b[27..35].copy_from_slice(&1i64.to_be_bytes()); // base timestamp
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let recs = decode_batches(b).unwrap();
+        assert_eq!(recs[0].timestamp, i64::MIN);
+    }
+
     /// Found by the record_batch fuzz target: a CRC-valid batch claiming 1.8 billion
     /// records made the decoder reserve that many records up front,
     /// an allocation failure that aborts the process. Now it is a decode error.
