@@ -210,6 +210,23 @@ mod tests {
         assert_eq!(recs[0].timestamp, i64::MIN);
     }
 
+    /// Found by the record_batch fuzz target: a snappy batch whose raw-snappy header claims
+    /// 1.6 GB from a few bytes was allocated in full before decompressing; it is refused.
+    #[test]
+    fn a_snappy_length_beyond_what_the_data_can_hold_is_an_error() {
+        let v: &[u8] = b"v";
+        let mut b = crate::batch::build_batch(0, 0, 0, &[(None, Some(v), 0)]);
+        b.truncate(crate::batch::HEADER_LEN);
+        b.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x06, 0, 0, 0]); // varint 1.6 GB
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        b[21..23].copy_from_slice(&2i16.to_be_bytes()); // snappy
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let e = decode_batches(b).unwrap_err();
+        assert!(e.0.contains("claims"), "{e}");
+    }
+
     /// Found by the record_batch fuzz target: a CRC-valid batch claiming 1.8 billion
     /// records made the decoder reserve that many records up front,
     /// an allocation failure that aborts the process. Now it is a decode error.
