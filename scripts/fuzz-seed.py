@@ -230,7 +230,8 @@ def storage_seeds(data_dir: Path, corpus: Corpus) -> None:
             if n <= 0 or pos + 12 + n > len(b):
                 break
             batch = b[pos:pos + 12 + n]
-            corpus.add("record_batch", batch)
+            corpus.add("record_batch", b"\x00" + batch)  # the target's mode byte
+            corpus.add("record_batch", b"\x01" + batch)
             pos += 12 + n
             if pos <= MAX_SEED:
                 cut = pos

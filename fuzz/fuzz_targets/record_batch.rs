@@ -8,7 +8,30 @@ use arctern_core::producer_state::ProducerStates;
 use arctern_storage::{batch, records};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+/// Rewrites each batch's CRC32C so the checks behind the checksum are reached too.
+fn fix_crcs(data: &mut [u8]) {
+    let mut at = 0;
+    while let Some((_, size)) = batch::peek_offset_and_size(&data[at..]) {
+        if size < batch::HEADER_LEN || at + size > data.len() {
+            return;
+        }
+        let b = &mut data[at..at + size];
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        at += size;
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    // The first byte picks: bytes as given, or with every batch's CRC made valid.
+    let Some((&mode, data)) = input.split_first() else {
+        return;
+    };
+    let mut data = data.to_vec();
+    if mode & 1 == 1 {
+        fix_crcs(&mut data);
+    }
+    let data = &data[..];
     let _ = batch::peek_offset_and_size(data);
     if let Ok(h) = batch::parse_header(data) {
         let _ = (
