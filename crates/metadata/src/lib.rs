@@ -12,6 +12,8 @@
 pub mod controller;
 mod error;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 mod log_store;
 mod network;
 pub mod node;

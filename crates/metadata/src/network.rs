@@ -181,6 +181,36 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Vec<u8
     Ok(Some(body))
 }
 
+/// The server's and the client's decoding of peer bytes, for the fuzz target
+/// (`fuzzing::rpc_frames`): frames as `read_frame` cuts them from a stream, each parsed as a
+/// request and as a response, and a `Hello` checked against a membership as the server does.
+pub(crate) fn decode_frames_for_fuzzing(mut bytes: &[u8]) -> usize {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let membership = Membership {
+        secret: Arc::new(
+            ClusterSecret::new(b"fuzzing-cluster-secret-32-bytes!").expect("a valid secret"),
+        ),
+        local: 1,
+        voters: Arc::new([1, 2, 3].into_iter().collect()),
+    };
+    let mut frames = 0;
+    loop {
+        // A slice reader never pends, so one poll completes the read.
+        let mut fut = std::pin::pin!(read_frame(&mut bytes));
+        let Poll::Ready(Ok(Some(body))) =
+            fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        else {
+            return frames;
+        };
+        frames += 1;
+        if let Ok(RpcRequest::Hello(h)) = serde_json::from_slice::<RpcRequest>(&body) {
+            let _ = membership.check(&h.token, PURPOSE, h.node_id);
+        }
+        let _ = serde_json::from_slice::<RpcResponse>(&body);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Server
 

@@ -197,6 +197,54 @@ mod tests {
         assert!(decode_batches(vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 50, 1, 2]).is_err());
     }
 
+    /// Found by the record_batch fuzz target: a record's timestamp delta that overflows the
+    /// batch's base timestamp panicked (overflow check); it wraps, as in Kafka's decoder.
+    #[test]
+    fn a_timestamp_delta_that_overflows_wraps() {
+        let v: &[u8] = b"v";
+        let mut b = crate::batch::build_batch(0, 0, 0, &[(None, Some(v), i64::MAX)]);
+        b[27..35].copy_from_slice(&1i64.to_be_bytes()); // base timestamp
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let recs = decode_batches(b).unwrap();
+        assert_eq!(recs[0].timestamp, i64::MIN);
+    }
+
+    /// Found by the record_batch fuzz target: a snappy batch whose raw-snappy header claims
+    /// 1.6 GB from a few bytes was allocated in full before decompressing; it is refused.
+    #[test]
+    fn a_snappy_length_beyond_what_the_data_can_hold_is_an_error() {
+        let v: &[u8] = b"v";
+        let mut b = crate::batch::build_batch(0, 0, 0, &[(None, Some(v), 0)]);
+        b.truncate(crate::batch::HEADER_LEN);
+        b.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x06, 0, 0, 0]); // varint 1.6 GB
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        b[21..23].copy_from_slice(&2i16.to_be_bytes()); // snappy
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let e = decode_batches(b).unwrap_err();
+        assert!(e.0.contains("claims"), "{e}");
+    }
+
+    /// Found by the record_batch fuzz target: a CRC-valid batch claiming 1.8 billion
+    /// records made the decoder reserve that many records up front,
+    /// an allocation failure that aborts the process. Now it is a decode error.
+    #[test]
+    fn a_huge_record_count_is_an_error_not_an_abort() {
+        let mut b: Vec<u8> = vec![
+            0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 106, 0, 0, 0, 0, 2, 168, 246, 123, 12, 0, 0, 0, 0, 0,
+            0, 0, 0, 1, 162, 78, 95, 231, 43, 0, 0, 1, 48, 224, 64, 209, 96, 69, 3, 9, 111, 124,
+            238, 144, 219, 68, 131, 149, 170, 29, 212, 106, 167, 141, 253, 60, 56, 177, 225, 22,
+            54, 12, 115, 177, 225, 164, 255, 10, 125, 219, 56, 224, 33, 181, 225, 164, 99, 47, 106,
+            108, 28, 114, 160, 216, 112, 98, 58, 195, 45, 63, 138, 35, 110, 19, 27, 78, 26, 119,
+            80, 243, 81, 28, 231, 193, 139, 6, 79, 13, 143, 192, 9, 115,
+        ];
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(decode_batches(b).is_err());
+    }
+
     #[test]
     fn one_record_encodes_as_the_general_encoder_does() {
         let big = vec![7u8; 70_000];

@@ -329,6 +329,19 @@ impl Segment {
                         break 'outer;
                     }
                 }
+                if header
+                    .base_offset
+                    .checked_add(i64::from(header.last_offset_delta) + 1)
+                    .is_none()
+                {
+                    // Only corruption gets here; found by the log_recovery fuzz target.
+                    stopped = Some(format!(
+                        "offsets {}+{} run past the largest offset",
+                        header.base_offset, header.last_offset_delta
+                    ));
+                    valid_size = pos + at as u64;
+                    break 'outer;
+                }
                 if header.base_offset < self.next_offset {
                     stopped = Some(format!(
                         "offset {} goes backwards (expected >= {})",

@@ -1,4 +1,4 @@
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use snap::raw::*;
 
@@ -81,6 +81,11 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
         {
             let compressed = compressed.copy_to_bytes(compressed.remaining());
             let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
+            // Arctern patch: the length is untrusted (a 400-byte batch claimed 1.6 GB); a
+            // snappy element expands at most 64 bytes from 2, so more is corrupt.
+            if actual_len > compressed.len().saturating_mul(32).saturating_add(64) {
+                bail!("snappy header claims {actual_len} bytes from {}", compressed.len());
+            }
             let mut tmp = BytesMut::zeroed(actual_len);
             Decoder::new()
                 .decompress(&compressed, &mut tmp)
