@@ -4,11 +4,15 @@
 #      pinned clients from tests/python/requirements.txt;
 #   2. builds the workspace ONCE: cargo build --release --locked --workspace --all-targets;
 #   3. runs the Rust tests (cargo nextest if present, else cargo test), same profile, no rebuild;
-#   4. runs the end-to-end pytest suite in tests/python against target/release/arctern.
+#   4. runs the end-to-end pytest suite in tests/python against target/release/arctern,
+#      then the web console's browser tests (scripts/console-test.sh).
 # Exits non-zero if anything fails. Extra arguments are passed to pytest, e.g.
 #   bash scripts/test.sh -k roundtrip -x
 # Environment: SETUP_ONLY=1 stops after step 1; SKIP_RUST_TESTS=1 skips step 3;
-# SKIP_PYTHON_TESTS=1 skips step 4; SKIP_LINT=1 skips step 5 (cargo fmt --check, clippy).
+# SKIP_PYTHON_TESTS=1 skips steps 4 and 4b; SKIP_CONSOLE_TESTS=1 skips step 4b (the web
+# console in headless Chromium; it also runs only without pytest arguments); SKIP_LINT=1
+# skips step 5 (cargo fmt --check, clippy). Fuzzing is not part of CI (a cold nightly
+# build takes ~15 min here): scripts/fuzz.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -124,6 +128,17 @@ if [ "${SKIP_PYTHON_TESTS:-0}" != 1 ]; then
     "$VENV/bin/python" -m pytest -p no:cacheprovider "${paths[@]}" "$@" || rc=$?
     if [ "$rc" != 0 ]; then
         status=1; failed+=("pytest (exit $rc)")
+    fi
+fi
+
+# ------------------------------------------------------------------ 4b. web console
+# Headless Chromium (Debian's) driven by playwright-core, against the same release binary
+# and against RabbitMQ's own management API (scripts/console-test.sh installs its needs).
+if [ "${SKIP_PYTHON_TESTS:-0}" != 1 ] && [ "${SKIP_CONSOLE_TESTS:-0}" != 1 ] && [ "$#" = 0 ]; then
+    step "web console tests (scripts/console-test.sh: Playwright + Debian chromium)"
+    if ! ARCTERN_BIN="$ROOT/target/release/arctern" PYTHON="$VENV/bin/python" \
+            bash "$ROOT/scripts/console-test.sh"; then
+        status=1; failed+=("console tests")
     fi
 fi
 

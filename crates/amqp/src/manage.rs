@@ -417,6 +417,8 @@ pub async fn get_messages(
     // Connection 0: another connection's exclusive queue is refused (RESOURCE_LOCKED).
     let q = vh.queue(0, name)?;
     q.touch();
+    // Publishes stored but not yet durable are counted, not yet takeable: wait for them.
+    q.committed_so_far(std::time::Duration::from_secs(5)).await;
     let mut taken = Vec::new();
     let mut out = Vec::new();
     let mut failure = None;

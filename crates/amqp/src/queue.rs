@@ -652,6 +652,19 @@ impl Queue {
         }
     }
 
+    /// Waits (at most `limit`) until everything appended so far is committed, so a reader
+    /// from outside the publishing connection (the management API's `get`) sees what
+    /// `message_count` counts.
+    pub async fn committed_so_far(&self, limit: std::time::Duration) {
+        let Ok(end) = self.partition.log_end_offset() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.partition.high_watermark() < end && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Whether the high watermark has passed an append (it is durable and replicated).
     pub fn committed(&self, appended: &Appended) -> bool {
         self.partition.high_watermark() >= appended.end_offset
