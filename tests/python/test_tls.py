@@ -486,3 +486,44 @@ def test_followers_fetch_over_an_ssl_inter_broker_listener(cluster_factory, pki,
     assert delivered == [None] * 50
     st = c.wait_partition(topic_name, 0, lambda s: len(s.isr) == 3, timeout=60)
     assert sorted(st.isr) == c.ids()
+
+
+def test_management_api_over_https(tls_factory, pki):
+    """RabbitMQ's `management.ssl.*`: the management API, /metrics and the console over
+    TLS on their own port, beside the plain listener; requests and rabbitmqadmin-style
+    basic auth work the same; a plain-HTTP request to the TLS port gets no answer."""
+    import requests
+
+    https_port, http_port = free_port(), free_port()
+    cert, key = pki.issue("mgmt-server", "/O=Test/CN=localhost", 1, server=True)
+    b = tls_factory({"management.listen": f"127.0.0.1:{http_port}",
+                     "management.ssl.port": https_port,
+                     "management.ssl.certfile": str(cert),
+                     "management.ssl.keyfile": str(key)}, listeners=PLAIN_ONLY)
+    base = f"https://127.0.0.1:{https_port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            r = requests.get(f"{base}/api/whoami", auth=("guest", "guest"),
+                             verify=str(pki.ca), timeout=5)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "HTTPS listener never answered"
+            time.sleep(0.2)
+    assert r.status_code == 200 and r.json()["name"] == "guest"
+    assert requests.get(f"{base}/api/whoami", verify=str(pki.ca), timeout=5).status_code == 401
+    overview = requests.get(f"{base}/api/overview", auth=("guest", "guest"),
+                            verify=str(pki.ca), timeout=5).json()
+    protocols = {(x["protocol"], x["port"]) for x in overview["listeners"]}
+    assert ("https", https_port) in protocols and ("http", http_port) in protocols
+    metrics = requests.get(f"{base}/metrics", auth=("guest", "guest"),
+                           verify=str(pki.ca), timeout=5)
+    assert metrics.status_code == 200 and "rabbitmq_connections" in metrics.text
+    assert "<html" in requests.get(f"{base}/", verify=str(pki.ca), timeout=5).text.lower()
+    # The certificate is checked by the client: an unknown CA fails the handshake.
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{base}/api/whoami", auth=("guest", "guest"), timeout=5)
+    # Plain HTTP to the TLS port is refused (closed, logged), never answered in clear.
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{https_port}/api/whoami", auth=("guest", "guest"),
+                     timeout=5)

@@ -183,6 +183,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Some((addr, s)) => Some((addr, load_tls("amqp/ssl", &s)?)),
         None => None,
     };
+    let management_tls = match settings::management_tls(&file)? {
+        Some((addr, s)) => Some((addr, load_tls("management/ssl", &s)?)),
+        None => None,
+    };
     let mut kafka_tls = Vec::new();
     for l in &kafka_listeners.listeners {
         kafka_tls.push(match &l.tls {
@@ -456,6 +460,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 protocol: "http".to_string(),
                 addr,
             });
+            let https = match &management_tls {
+                Some((listen, _)) => Some(
+                    TcpListener::bind(listen)
+                        .await
+                        .with_context(|| format!("binding HTTPS listener {listen}"))?,
+                ),
+                None => None,
+            };
+            if let Some(l) = &https {
+                http_listeners.push(arctern_http::ListenerInfo {
+                    protocol: "https".to_string(),
+                    addr: l.local_addr().context("reading HTTPS bound address")?,
+                });
+            }
             let http_ctx = arctern_http::HttpContext {
                 broker: Arc::clone(&broker),
                 groups: Arc::clone(&groups),
@@ -466,6 +484,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 listeners: std::mem::take(&mut http_listeners),
                 started: std::time::SystemTime::now(),
             };
+            if let (Some(l), Some((_, tls))) = (https, &management_tls) {
+                tracing::info!(listen = %l.local_addr().context("reading HTTPS bound address")?, "https listener ready");
+                tokio::spawn(arctern_http::serve_tls(
+                    l,
+                    Arc::clone(tls),
+                    http_ctx.clone(),
+                    stop.subscribe(),
+                ));
+            }
             Some(tokio::spawn(arctern_http::serve(
                 l,
                 http_ctx,

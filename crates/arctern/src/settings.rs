@@ -105,6 +105,21 @@ pub struct FileConfig {
     pub offsets_topic_replication_factor: Option<i16>,
     #[serde(rename = "offset.metadata.max.bytes")]
     pub offset_metadata_max_bytes: Option<i64>,
+    /// RabbitMQ's `management.ssl.*`: the management listener over TLS (off by default).
+    #[serde(rename = "management.ssl.port")]
+    pub management_ssl_port: Option<u16>,
+    #[serde(rename = "management.ssl.ip")]
+    pub management_ssl_ip: Option<String>,
+    #[serde(rename = "management.ssl.certfile")]
+    pub management_ssl_certfile: Option<PathBuf>,
+    #[serde(rename = "management.ssl.keyfile")]
+    pub management_ssl_keyfile: Option<PathBuf>,
+    #[serde(rename = "management.ssl.cacertfile")]
+    pub management_ssl_cacertfile: Option<PathBuf>,
+    #[serde(rename = "management.ssl.verify")]
+    pub management_ssl_verify: Option<String>,
+    #[serde(rename = "management.ssl.fail_if_no_peer_cert")]
+    pub management_ssl_fail_if_no_peer_cert: Option<bool>,
     /// The HTTP listener (metrics), `host:port`; RabbitMQ's management port by default.
     #[serde(rename = "management.listen")]
     pub management_listen: Option<String>,
@@ -310,6 +325,13 @@ const KEYS: &[&str] = &[
     "offsets.topic.replication.factor",
     "offset.metadata.max.bytes",
     "management.listen",
+    "management.ssl.port",
+    "management.ssl.ip",
+    "management.ssl.certfile",
+    "management.ssl.keyfile",
+    "management.ssl.cacertfile",
+    "management.ssl.verify",
+    "management.ssl.fail_if_no_peer_cert",
     "prometheus.tcp.port",
     "prometheus.tcp.ip",
     "amqp.listen",
@@ -762,6 +784,50 @@ pub fn amqp_listeners(
             },
         )),
     ))
+}
+
+/// RabbitMQ's `management.ssl.*`: the HTTPS management listener (`ip:port`, TLS), when
+/// `management.ssl.port` is set; on loopback unless `management.ssl.ip` says otherwise.
+pub fn management_tls(file: &FileConfig) -> Result<Option<(String, TlsSettings)>> {
+    let Some(port) = file.management_ssl_port else {
+        return Ok(None);
+    };
+    let ip = file.management_ssl_ip.as_deref().unwrap_or("127.0.0.1");
+    let (Some(cert), Some(key)) = (&file.management_ssl_certfile, &file.management_ssl_keyfile)
+    else {
+        bail!("management.ssl.port needs management.ssl.certfile and management.ssl.keyfile");
+    };
+    let verify = match file.management_ssl_verify.as_deref() {
+        None | Some("verify_none") => false,
+        Some("verify_peer") => true,
+        Some(v) => bail!("management.ssl.verify must be verify_peer or verify_none, not '{v}'"),
+    };
+    let client_auth = match (
+        verify,
+        file.management_ssl_fail_if_no_peer_cert.unwrap_or(false),
+    ) {
+        (false, _) => ClientAuth::None,
+        (true, false) => ClientAuth::Requested,
+        (true, true) => ClientAuth::Required,
+    };
+    let ca = file.management_ssl_cacertfile.clone().map(PemSource::File);
+    if client_auth != ClientAuth::None && ca.is_none() {
+        bail!("management.ssl.verify = verify_peer needs management.ssl.cacertfile");
+    }
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    Ok(Some((
+        format!("{host}:{port}"),
+        TlsSettings {
+            cert_chain: PemSource::File(cert.clone()),
+            key: PemSource::File(key.clone()),
+            ca,
+            client_auth,
+        },
+    )))
 }
 
 fn non_negative(key: &str, v: i64) -> Result<u64> {

@@ -103,6 +103,60 @@ pub async fn serve(
 /// Refusals are JSON bodies, and say so (as RabbitMQ's, and as the API's description has it).
 const JSON: [(header::HeaderName, &str); 1] = [(header::CONTENT_TYPE, "application/json")];
 
+/// Serves the same router over TLS (RabbitMQ's `management.ssl.*`) until `stop` turns
+/// true: each accepted socket goes through the node's TLS handshake (with its timeout and
+/// certificate reload), then hyper serves HTTP/1.1 on it.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<arctern_transport::ReloadableTls>,
+    ctx: HttpContext,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let app = router(ctx);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "HTTPS accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
+                let tls = Arc::clone(&tls);
+                let mut stop = stop.clone();
+                tokio::spawn(async move {
+                    let Some(a) = arctern_transport::accept(stream, peer, Some(&tls), "management/ssl").await else {
+                        return;
+                    };
+                    let io = hyper_util::rt::TokioIo::new(a.stream);
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    let conn = builder.serve_connection(io, service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => {
+                            if let Err(e) = r {
+                                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                            }
+                        }
+                        _ = stop.changed() => {}
+                    }
+                });
+            }
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
 /// RabbitMQ's refusal: 401 with a challenge, or 403.
 fn refused(r: Refusal) -> Response {
     match r {
