@@ -494,7 +494,11 @@ def test_management_api_over_https(tls_factory, pki):
     basic auth work the same; a plain-HTTP request to the TLS port gets no answer."""
     import requests
 
-    https_port, http_port = free_port(), free_port()
+    # Two free_port() calls may return the same port: draw until they differ.
+    https_port = free_port()
+    http_port = free_port()
+    while http_port == https_port:
+        http_port = free_port()
     cert, key = pki.issue("mgmt-server", "/O=Test/CN=localhost", 1, server=True)
     b = tls_factory({"management.listen": f"127.0.0.1:{http_port}",
                      "management.ssl.port": https_port,
