@@ -86,9 +86,19 @@ async fn api_not_found() -> api::ApiError {
 pub async fn serve(
     listener: TcpListener,
     ctx: HttpContext,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    serve_router(listener, router(ctx), stop).await
+}
+
+/// Serves `app` on a plain listener (with the peer's address for the login limiter) until
+/// `stop` turns true.
+pub(crate) async fn serve_router(
+    listener: TcpListener,
+    app: Router,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             while !*stop.borrow() {

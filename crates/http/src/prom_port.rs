@@ -3,8 +3,6 @@
 //! as RabbitMQ serves it. Started only when configured, on loopback unless
 //! `prometheus.tcp.ip` says otherwise.
 
-use std::net::SocketAddr;
-
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
@@ -29,16 +27,7 @@ async fn metrics(State(ctx): State<HttpContext>) -> Response {
 pub async fn serve(
     listener: TcpListener,
     ctx: HttpContext,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await
+    crate::serve_router(listener, router(ctx), stop).await
 }
