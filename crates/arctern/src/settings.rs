@@ -988,20 +988,13 @@ pub fn amqp_config(file: &FileConfig) -> Result<arctern_amqp::AmqpServerConfig> 
     if let Some(v) = file.amqp_queue_segment_bytes {
         c.queue_segment_bytes = non_negative("amqp.queue_segment_bytes", v)?;
     }
-    let budget_key = |key: &str, v: Option<i64>, default: usize| -> Result<usize> {
-        match v {
-            None => Ok(default),
-            Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-            Some(n) => bail!("{key} must be positive, got {n}"),
-        }
-    };
     c.body_budget = arctern_amqp::budget::BodyBudget::new(
-        budget_key(
+        positive_or(
             "amqp.max_buffered_body_bytes_per_connection",
             file.amqp_max_buffered_body_bytes_per_connection,
             arctern_amqp::budget::BodyBudget::DEFAULT_PER_CONNECTION,
         )?,
-        budget_key(
+        positive_or(
             "amqp.max_buffered_body_bytes",
             file.amqp_max_buffered_body_bytes,
             arctern_amqp::budget::BodyBudget::DEFAULT_TOTAL,
@@ -1191,13 +1184,18 @@ fn warn_if_shared(path: &Path) {
     }
 }
 
-/// A connection limit key: absent means none; must be positive.
-fn connection_limit(key: &str, v: Option<i64>) -> anyhow::Result<usize> {
+/// A size or count key that must be positive; `default` when absent.
+fn positive_or(key: &str, v: Option<i64>, default: usize) -> anyhow::Result<usize> {
     match v {
-        None => Ok(usize::MAX),
+        None => Ok(default),
         Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
         Some(n) => anyhow::bail!("{key} must be positive, got {n}"),
     }
+}
+
+/// A connection limit key: absent means none.
+fn connection_limit(key: &str, v: Option<i64>) -> anyhow::Result<usize> {
+    positive_or(key, v, usize::MAX)
 }
 
 /// Kafka's connection limits (`max.connections`, `max.connections.per.ip`).
