@@ -227,6 +227,50 @@ mod tests {
         assert!(e.0.contains("claims"), "{e}");
     }
 
+    /// A "decompression bomb": a few kilobytes of compressed batch that expand past the
+    /// vendored decoder's cap (64 MiB) are a decode error, not that much memory; a batch
+    /// just under the cap still decodes.
+    #[test]
+    fn a_batch_that_decompresses_past_the_cap_is_refused() {
+        use kafka_protocol::compression::MAX_DECOMPRESSED_BATCH_BYTES;
+        let batch = |value_len: usize, compression: Compression| {
+            let record = Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 0,
+                sequence: -1,
+                timestamp: 0,
+                key: None,
+                value: Some(Bytes::from(vec![0u8; value_len])),
+                headers: Default::default(),
+            };
+            let mut buf = BytesMut::new();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression,
+            };
+            RecordBatchEncoder::encode(&mut buf, &[record], &options).unwrap();
+            Vec::from(buf)
+        };
+        for compression in [Compression::Gzip, Compression::Zstd, Compression::Lz4] {
+            let bomb = batch(MAX_DECOMPRESSED_BATCH_BYTES + 1, compression);
+            assert!(
+                bomb.len() < 1 << 20,
+                "{compression:?}: {} bytes",
+                bomb.len()
+            );
+            let e = decode_batches(bomb).unwrap_err();
+            assert!(e.0.contains("decompress"), "{compression:?}: {e}");
+            let fine = batch(MAX_DECOMPRESSED_BATCH_BYTES - 1024, compression);
+            assert_eq!(decode_batches(fine).unwrap().len(), 1, "{compression:?}");
+        }
+    }
+
     /// Found by the record_batch fuzz target: a CRC-valid batch claiming 1.8 billion
     /// records made the decoder reserve that many records up front,
     /// an allocation failure that aborts the process. Now it is a decode error.

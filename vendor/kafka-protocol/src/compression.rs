@@ -26,6 +26,48 @@ pub use snappy::Snappy;
 #[cfg(feature = "zstd")]
 pub use zstd::Zstd;
 
+/// Arctern patch: the most bytes one record batch may decompress to. A batch's compressed
+/// size is bounded by the request's, but its expansion is not (a megabyte of zstd holds
+/// gigabytes of zeros), so past this the batch is refused as corrupt instead of filling
+/// memory. Real batches stay far below it (a producer's batch.size is 16 KiB by default
+/// and message.max.bytes 1 MiB; text rarely compresses 20 to 1).
+pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
+
+/// Arctern patch: a writer that refuses to take more than `MAX_DECOMPRESSED_BATCH_BYTES`.
+#[allow(dead_code)]
+pub(crate) struct CappedWriter<W> {
+    inner: W,
+    left: usize,
+}
+
+#[allow(dead_code)]
+impl<W> CappedWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        Self {
+            inner,
+            left: MAX_DECOMPRESSED_BATCH_BYTES,
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for CappedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.left {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("batch decompresses to more than {MAX_DECOMPRESSED_BATCH_BYTES} bytes"),
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A trait for record compression algorithms.
 pub trait Compressor<B: ByteBufMut> {
     /// Target buffer type for compression.

@@ -42,7 +42,8 @@ impl<B: ByteBuf> Decompressor<B> for Gzip {
         let mut tmp = BytesMut::new();
 
         // Decompress directly from the input buffer
-        let mut d = GzDecoder::new((&mut tmp).writer());
+        // Arctern patch: capped (MAX_DECOMPRESSED_BATCH_BYTES).
+        let mut d = GzDecoder::new(super::CappedWriter::new((&mut tmp).writer()));
         d.write_all(&buf.copy_to_bytes(buf.remaining()))
             .context("Failed to decompress gzip")?;
         d.finish().context("Failed to decompress gzip")?;

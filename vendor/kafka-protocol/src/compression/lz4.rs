@@ -48,7 +48,9 @@ impl<B: ByteBuf> Decompressor<B> for Lz4 {
         let buf = buf.copy_to_bytes(buf.remaining());
 
         let mut decoder = Decoder::new(buf.reader()).context("Failed to decompress lz4")?;
-        io::copy(&mut decoder, &mut tmp).context("Failed to decompress lz4")?;
+        // Arctern patch: capped (MAX_DECOMPRESSED_BATCH_BYTES).
+        io::copy(&mut decoder, &mut super::CappedWriter::new(&mut tmp))
+            .context("Failed to decompress lz4")?;
 
         f(&mut tmp.into_inner().into())
     }

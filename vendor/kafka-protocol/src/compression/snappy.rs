@@ -83,7 +83,9 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
             // Arctern patch: the length is untrusted (a 400-byte batch claimed 1.6 GB); a
             // snappy element expands at most 64 bytes from 2, so more is corrupt.
-            if actual_len > compressed.len().saturating_mul(32).saturating_add(64) {
+            if actual_len > compressed.len().saturating_mul(32).saturating_add(64)
+                || actual_len > super::MAX_DECOMPRESSED_BATCH_BYTES
+            {
                 bail!("snappy header claims {actual_len} bytes from {}", compressed.len());
             }
             let mut tmp = BytesMut::zeroed(actual_len);
@@ -110,6 +112,18 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             let uncompressed_block_length = decompress_len(&compressed_block)
                 .context("failed to get snappy uncompressed length")?;
             let uncompressed_block_start = uncompressed.len();
+            // Arctern patch: each block's length is untrusted too, and the whole is capped
+            // (MAX_DECOMPRESSED_BATCH_BYTES).
+            if uncompressed_block_length
+                > compressed_block.len().saturating_mul(32).saturating_add(64)
+                || uncompressed_block_start.saturating_add(uncompressed_block_length)
+                    > super::MAX_DECOMPRESSED_BATCH_BYTES
+            {
+                bail!(
+                    "snappy block claims {uncompressed_block_length} bytes from {}",
+                    compressed_block.len()
+                );
+            }
             uncompressed.resize(
                 uncompressed_block_start.saturating_add(uncompressed_block_length),
                 0,
