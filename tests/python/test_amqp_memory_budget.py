@@ -12,6 +12,7 @@ import threading
 import time
 
 import pika
+import pytest
 
 from test_amqp_conformance import RawConn, _frame, _method, _shortstr
 
@@ -121,3 +122,97 @@ def test_partial_bodies_cannot_grow_the_broker(broker_factory):
     ch.basic_publish("", "budget-q", b"after")
     assert ch.queue_declare("budget-q", passive=True).method.message_count == 1
     conn.close()
+
+
+def test_open_transactions_are_bounded_by_the_budget_and_refused_not_waited_for(broker_factory):
+    """Bodies waiting in open transactions (until tx.commit) count against the budgets: a
+    hostile client opening a transaction on many channels and never committing cannot grow
+    the broker past them. A transactional publish past its connection's budget closes that
+    channel with PRECONDITION_FAILED (406) instead of waiting: the tx.commit that would free
+    the budget comes after it on the same connection. The connection, and its other
+    channels' transactions, go on; a closed channel's bytes are given back."""
+    b = broker_factory({"amqp.max_buffered_body_bytes_per_connection": 4 * MIB,
+                        "amqp.max_buffered_body_bytes": 64 * MIB})
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.amqp_port))
+    setup = conn.channel()
+    setup.queue_declare("tx-budget")
+    body = b"t" * (512 * 1024)
+    before = rss_bytes(b.proc.pid)
+
+    # 7 channels x 512 KiB held in open transactions: 3.5 MiB, within 4 MiB.
+    held = []
+    for _ in range(7):
+        ch = conn.channel()
+        ch.tx_select()
+        ch.basic_publish("", "tx-budget", body)
+        held.append(ch)
+    # The 9th half-MiB would pass 4 MiB: that channel is closed with 406.
+    extra = conn.channel()
+    extra.tx_select()
+    extra.basic_publish("", "tx-budget", body)           # 4 MiB: still fits exactly
+    over = conn.channel()
+    over.tx_select()
+    over.basic_publish("", "tx-budget", body)
+    try:
+        over.tx_commit()
+        raise AssertionError("a transactional publish past the budget was accepted")
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == 406, e
+        assert "uncommitted" in e.reply_text, e
+    # The others commit; their messages are stored and the budget is free again.
+    for ch in held + [extra]:
+        ch.tx_commit()
+    assert setup.queue_declare("tx-budget", passive=True).method.message_count == 8
+    again = conn.channel()
+    again.tx_select()
+    again.basic_publish("", "tx-budget", body)
+    again.tx_commit()
+    assert setup.queue_declare("tx-budget", passive=True).method.message_count == 9
+    grown = rss_bytes(b.proc.pid) - before
+    print(f"RSS grew by {grown / MIB:.1f} MiB")
+    conn.close()
+
+
+@pytest.mark.parametrize("per_connection", [pytest.param(8, id="budget"),
+                                            pytest.param(4096, id="negative-control")])
+def test_hostile_open_transactions_cannot_grow_the_broker(broker_factory, per_connection):
+    """10 connections x 50 channels each publish 1 MiB into a transaction and never commit
+    (500 MiB without a budget). With 8 MiB per connection the rest are refused; RSS stays
+    near 10 x 8 MiB and another client is served meanwhile. Negative control: with budgets
+    larger than the pattern needs, the broker does grow by the 500 MiB."""
+    b = broker_factory({"amqp.max_buffered_body_bytes_per_connection": per_connection * MIB,
+                        "amqp.max_buffered_body_bytes": 64 * per_connection * MIB})
+    c0 = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.amqp_port))
+    c0.channel().queue_declare("tx-hostile")
+    time.sleep(0.3)
+    before = rss_bytes(b.proc.pid)
+    body = b"h" * MIB
+    conns, refused = [], 0
+    for _ in range(10):
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.amqp_port))
+        conns.append(conn)
+        chans = []
+        for _ in range(50):
+            ch = conn.channel()
+            ch.tx_select()
+            ch.basic_publish("", "tx-hostile", body)
+            chans.append(ch)
+        # one round trip per connection, so every publish above has been handled
+        probe = conn.channel()
+        probe.queue_declare("tx-hostile", passive=True)
+        refused += sum(1 for ch in chans if ch.is_closed)
+    grown = rss_bytes(b.proc.pid) - before
+    print(f"open transactions, {per_connection} MiB per connection: RSS grew by "
+          f"{grown / MIB:.0f} MiB; {refused} of 500 transactional publishes refused")
+    if per_connection > 1000:
+        assert grown > 400 * MIB and refused == 0, (grown, refused)
+        return
+    assert grown < 200 * MIB, f"RSS grew by {grown / MIB:.0f} MiB"
+    assert refused >= 400, refused
+    ch = c0.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("", "tx-hostile", b"other")
+    assert ch.basic_get("tx-hostile", auto_ack=True)[2] == b"other"
+    for conn in conns:
+        conn.close()
+    c0.close()

@@ -6,6 +6,13 @@
 //! read (as under a RabbitMQ alarm), until bodies in progress complete. A client that sends
 //! each message's frames together (every common client) holds no partial body when it is
 //! stopped, so the wait cannot deadlock it.
+//!
+//! Bodies buffered in open transactions (until tx.commit) count against the node's budget
+//! too, and against their own per-connection budget (the same size). A transactional
+//! publish past either is refused (PRECONDITION_FAILED on the channel) rather than waited
+//! for: the tx.commit that would free the budget comes after it on the same connection,
+//! so waiting could deadlock the client. For the same reason a connection holding
+//! transaction bytes is not stopped by the node's budget (its own tx budget bounds it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -48,6 +55,7 @@ impl BodyBudget {
         BodyAccount {
             budget: self.clone(),
             mine: 0,
+            tx: 0,
         }
     }
 }
@@ -62,7 +70,17 @@ impl Default for BodyBudget {
 #[derive(Debug)]
 pub struct BodyAccount {
     budget: BodyBudget,
+    /// Partial bodies being received.
     mine: usize,
+    /// Whole bodies waiting in open transactions.
+    tx: usize,
+}
+
+/// A transactional publish refused by the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxBudgetSpent {
+    pub which: Spent,
+    pub limit: usize,
 }
 
 impl BodyAccount {
@@ -88,17 +106,51 @@ impl BodyAccount {
     pub fn spent(&self) -> Option<Spent> {
         if self.mine >= self.budget.per_connection {
             Some(Spent::Connection)
-        } else if self.budget.used() >= self.budget.total {
+        } else if self.budget.used() >= self.budget.total && self.tx == 0 {
             Some(Spent::Node)
         } else {
             None
         }
     }
+
+    /// Takes `len` more bytes into this connection's open transactions, unless that
+    /// passes its transaction budget or the node's is spent.
+    pub fn take_tx(&mut self, len: usize) -> Result<(), TxBudgetSpent> {
+        if self.tx.saturating_add(len) > self.budget.per_connection {
+            return Err(TxBudgetSpent {
+                which: Spent::Connection,
+                limit: self.budget.per_connection,
+            });
+        }
+        if self.budget.used().saturating_add(len) > self.budget.total {
+            return Err(TxBudgetSpent {
+                which: Spent::Node,
+                limit: self.budget.total,
+            });
+        }
+        self.tx += len;
+        self.budget.used.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives back `len` transaction bytes (committed, rolled back, or the channel closed).
+    pub fn release_tx(&mut self, len: usize) {
+        let d = len.min(self.tx);
+        self.tx -= d;
+        self.budget.used.fetch_sub(d, Ordering::Relaxed);
+    }
+
+    /// Bytes this connection holds in open transactions.
+    pub fn tx_bytes(&self) -> usize {
+        self.tx
+    }
 }
 
 impl Drop for BodyAccount {
     fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.mine, Ordering::Relaxed);
+        self.budget
+            .used
+            .fetch_sub(self.mine + self.tx, Ordering::Relaxed);
     }
 }
 
@@ -126,6 +178,35 @@ mod tests {
         drop(c);
         assert_eq!(b.used(), 0);
         drop(a);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn transaction_bytes_are_refused_past_either_budget_never_waited_for() {
+        let b = BodyBudget::new(100, 150);
+        let mut a = b.account();
+        let mut c = b.account();
+        a.take_tx(90).unwrap();
+        assert_eq!(
+            a.take_tx(20),
+            Err(TxBudgetSpent {
+                which: Spent::Connection,
+                limit: 100
+            })
+        );
+        c.take_tx(60).unwrap();
+        assert_eq!(b.used(), 150);
+        // The node's budget is spent: c's next transactional publish is refused ...
+        assert_eq!(c.take_tx(1).unwrap_err().which, Spent::Node);
+        // ... a connection without transaction bytes waits for it ...
+        let d = b.account();
+        assert_eq!(d.spent(), Some(Spent::Node));
+        // ... and one holding some is not stopped (its tx.commit must get through).
+        assert_eq!(a.spent(), None);
+        a.release_tx(90);
+        assert_eq!(a.tx_bytes(), 0);
+        assert_eq!(d.spent(), None);
+        drop(c);
         assert_eq!(b.used(), 0);
     }
 }

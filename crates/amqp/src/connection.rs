@@ -1126,11 +1126,13 @@ impl Conn {
         };
         let unacked = c.deliveries.take_all();
         // An open transaction is rolled back: its settlements never happened.
+        let tx_held = c.tx.buffered_bytes();
         let tx_settles = c.tx.rollback();
         let consumers = c.deliveries.take_consumers();
         let buffered = c.publishing.buffered();
         c.publishing.abort();
         self.bodies.adjust(buffered, 0);
+        self.bodies.release_tx(tx_held);
         if remove {
             self.channels.remove(&ch);
         }

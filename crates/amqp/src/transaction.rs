@@ -47,6 +47,11 @@ impl<S> Transaction<S> {
         self.active
     }
 
+    /// Body bytes of the publishes waiting for tx.commit.
+    pub fn buffered_bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Publishes and settlements waiting for tx.commit.
     pub fn uncommitted(&self) -> (usize, usize) {
         (self.publishes.len(), self.settles.len())

@@ -576,7 +576,13 @@ impl Conn {
                     )));
                 }
                 // Settlements are undone: those deliveries are unacked again.
-                for (tag, u, _) in c.tx.rollback() {
+                let held = c.tx.buffered_bytes();
+                let settles = c.tx.rollback();
+                self.bodies.release_tx(held);
+                let Some(c) = self.channels.get_mut(&ch) else {
+                    return Ok(());
+                };
+                for (tag, u, _) in settles {
                     c.deliveries.restore(tag, u);
                 }
                 self.reply(

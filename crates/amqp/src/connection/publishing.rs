@@ -55,13 +55,35 @@ impl Conn {
                     p.properties.headers().as_ref(),
                 )
                 .map_err(|e| Fail::Channel(ch, e, BASIC_PUBLISH))?;
+            if !self.channels.contains_key(&ch) {
+                return Ok(());
+            }
+            // Counted in the connection's and the node's body budgets until committed.
+            let len = p.body.len();
+            if let Err(spent) = self.bodies.take_tx(len) {
+                let whose = match spent.which {
+                    crate::budget::Spent::Connection => "this connection's transactions",
+                    crate::budget::Spent::Node => "the node's buffered messages",
+                };
+                return Err(Fail::Channel(
+                    ch,
+                    AmqpError::precondition(format!(
+                        "{whose} would hold more than {} bytes of uncommitted messages",
+                        spent.limit
+                    )),
+                    BASIC_PUBLISH,
+                ));
+            }
             let Some(c) = self.channels.get_mut(&ch) else {
+                self.bodies.release_tx(len);
                 return Ok(());
             };
-            return c
-                .tx
-                .publish(p)
-                .map_err(|e| Fail::Channel(ch, e, BASIC_PUBLISH));
+            let before = c.tx.buffered_bytes();
+            let result = c.tx.publish(p);
+            let after = c.tx.buffered_bytes();
+            // A refused publish (over TX_MAX_BYTES) was not buffered.
+            self.bodies.release_tx((before + len).saturating_sub(after));
+            return result.map_err(|e| Fail::Channel(ch, e, BASIC_PUBLISH));
         }
         self.store_publish(ch, p.publish, p.properties, p.body)
             .await
@@ -295,7 +317,9 @@ impl Conn {
         let Some(c) = self.channels.get_mut(&ch) else {
             return Ok(());
         };
+        let held = c.tx.buffered_bytes();
         let (n, publishes, settles) = c.tx.commit();
+        self.bodies.release_tx(held);
         let mut waits = Vec::new();
         // Routed one by one, stored together: one log write per queue for the commit
         // (`on_frame` flushed every earlier publish before this tx.commit).
