@@ -5,12 +5,14 @@
 #   2. builds the workspace ONCE: cargo build --release --locked --workspace --all-targets;
 #   3. runs the Rust tests (cargo nextest if present, else cargo test), same profile, no rebuild;
 #   4. runs the end-to-end pytest suite in tests/python against target/release/arctern,
-#      then the web console's browser tests (scripts/console-test.sh).
+#      then the web console's browser tests (scripts/console-test.sh), then every fault
+#      scenario once (scripts/faults.sh: power cuts, partitions, pauses, a full disk).
 # Exits non-zero if anything fails. Extra arguments are passed to pytest, e.g.
 #   bash scripts/test.sh -k roundtrip -x
 # Environment: SETUP_ONLY=1 stops after step 1; SKIP_RUST_TESTS=1 skips step 3;
 # SKIP_PYTHON_TESTS=1 skips steps 4 and 4b; SKIP_CONSOLE_TESTS=1 skips step 4b (the web
-# console in headless Chromium; it also runs only without pytest arguments); SKIP_LINT=1
+# console in headless Chromium; it also runs only without pytest arguments); SKIP_FAULTS=1
+# skips step 4c (the fault harness; also only without pytest arguments); SKIP_LINT=1
 # skips step 5 (cargo fmt --check, clippy). Fuzzing is not part of CI (a cold nightly
 # build takes ~15 min here): scripts/fuzz.sh.
 set -euo pipefail
@@ -139,6 +141,21 @@ if [ "${SKIP_PYTHON_TESTS:-0}" != 1 ] && [ "${SKIP_CONSOLE_TESTS:-0}" != 1 ] && 
     if ! ARCTERN_BIN="$ROOT/target/release/arctern" PYTHON="$VENV/bin/python" \
             bash "$ROOT/scripts/console-test.sh"; then
         status=1; failed+=("console tests")
+    fi
+fi
+
+# ------------------------------------------------------------------ 4c. fault harness
+# Every scenario once, negative controls included (~5 min); long campaigns run by hand
+# (docs/reliability.md). Needs root and /dev/fuse: namespaces, FUSE and tmpfs mounts.
+if [ "${SKIP_PYTHON_TESTS:-0}" != 1 ] && [ "${SKIP_FAULTS:-0}" != 1 ] && [ "$#" = 0 ]; then
+    step "fault harness (scripts/faults.sh: every scenario once)"
+    if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
+        if ! ARCTERN_BIN="$ROOT/target/release/arctern" \
+                bash "$ROOT/scripts/faults.sh" --json "$ROOT/target/faults-ci.json"; then
+            status=1; failed+=("fault harness")
+        fi
+    else
+        echo "skipped: the fault harness needs root and /dev/fuse"
     fi
 fi
 

@@ -61,7 +61,14 @@ class BrokerError(RuntimeError):
 
 
 class Broker:
-    """One single-node broker on a loopback port with its own data dir."""
+    """One single-node broker on a loopback port with its own data dir.
+
+    `host` and `cmd_prefix` (class defaults: loopback, nothing) let the fault harness run a
+    node inside a network namespace: host is the namespace's address, cmd_prefix
+    `ip netns exec NS` (which execs the broker, so the PID stays the broker's)."""
+
+    host = "127.0.0.1"
+    cmd_prefix: list[str] = []
 
     def __init__(self, workdir: Path, config: dict | None = None, port: int | None = None,
                  amqp_port: int | None = None):
@@ -82,7 +89,7 @@ class Broker:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -91,7 +98,7 @@ class Broker:
     def cmd(self) -> list[str]:
         c = [str(arctern_bin()), "serve", "--data-dir", str(self.data_dir),
              "--kafka-listen", self.bootstrap,
-             "--amqp-listen", f"127.0.0.1:{self.amqp_port}"]
+             "--amqp-listen", f"{self.host}:{self.amqp_port}"]
         if self.config_path:
             c += ["--config", str(self.config_path)]
         return c
@@ -112,7 +119,7 @@ class Broker:
         self.starts += 1
         self.stopped_by_us = False
         log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd(), stdout=log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([*self.cmd_prefix, *self.cmd()], stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=self.env(),
                                      start_new_session=True)
         log.close()
@@ -128,7 +135,7 @@ class Broker:
                 _STARTED.discard(self.proc.pid)
                 raise BrokerError(f"broker exited with {rc} during startup:\n{self.log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                with socket.create_connection((self.host, self.port), timeout=0.5):
                     return self
             except OSError:
                 pass

@@ -56,8 +56,11 @@ class ClusterNode(Broker):
     node-id / voters arguments."""
 
     def __init__(self, cluster: "Cluster", node_id: int, kafka_port: int, raft_port: int,
-                 config: dict):
+                 config: dict, host: str = "127.0.0.1", cmd_prefix: list[str] | None = None,
+                 amqp_port: int | None = None):
         self.cluster = cluster
+        self.host = host
+        self.cmd_prefix = list(cmd_prefix or [])
         self.node_id = node_id
         self.raft_port = raft_port
         self.paused = False
@@ -66,7 +69,7 @@ class ClusterNode(Broker):
         if cluster.via_toml:
             cfg["node.id"] = node_id
             cfg["controller.quorum.voters"] = cluster.voters
-        super().__init__(workdir, config=cfg, port=kafka_port)
+        super().__init__(workdir, config=cfg, port=kafka_port, amqp_port=amqp_port)
         # the config file is always written (Broker only writes a non-empty one)
         if self.config_path is None:
             self.config_path = write_config(self.workdir / "arctern.toml", self.config)
@@ -77,7 +80,7 @@ class ClusterNode(Broker):
 
     @property
     def raft_addr(self) -> str:
-        return f"127.0.0.1:{self.raft_port}"
+        return f"{self.host}:{self.raft_port}"
 
     def cmd(self) -> list[str]:
         c = super().cmd()
@@ -182,21 +185,31 @@ class Batch:
 
 class Cluster:
     def __init__(self, workdir: Path, n: int = 3, config: dict | None = None,
-                 env: dict | None = None, via_toml: bool = False):
+                 env: dict | None = None, via_toml: bool = False,
+                 hosts: list[str] | None = None, cmd_prefixes: list[list[str]] | None = None):
+        """hosts / cmd_prefixes: one address and command prefix per node (the fault
+        harness's network namespaces); each node then has the whole port space of its own
+        address and uses Kafka's and RabbitMQ's default ports."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.n = n
         self.via_toml = via_toml
         self.env = dict(env or {})
-        ports = free_ports(2 * n)
-        kafka_ports, raft_ports = ports[:n], ports[n:]
-        self.voters = ",".join(f"{i + 1}@127.0.0.1:{raft_ports[i]}" for i in range(n))
+        if hosts:
+            kafka_ports, raft_ports, amqp_ports = [9092] * n, [9093] * n, [5672] * n
+        else:
+            ports = free_ports(2 * n)
+            kafka_ports, raft_ports, amqp_ports = ports[:n], ports[n:], [None] * n
+        hosts = hosts or ["127.0.0.1"] * n
+        prefixes = cmd_prefixes or [[]] * n
+        self.voters = ",".join(f"{i + 1}@{hosts[i]}:{raft_ports[i]}" for i in range(n))
         cfg = dict(CLUSTER_TEST_CONFIG)
         cfg.update(config or {})
         cfg = {k: v for k, v in cfg.items() if v is not None}   # None: drop a default
         self.config = cfg
         self.nodes: dict[int, ClusterNode] = {
-            i + 1: ClusterNode(self, i + 1, kafka_ports[i], raft_ports[i], cfg) for i in range(n)}
+            i + 1: ClusterNode(self, i + 1, kafka_ports[i], raft_ports[i], cfg, hosts[i],
+                               prefixes[i], amqp_ports[i]) for i in range(n)}
 
     def __repr__(self):
         return f"<Cluster {list(self.nodes.values())}>"

@@ -525,6 +525,21 @@ fn topic_metadata(
 /// A refusal is (error code, message).
 type PendingAppend = (i32, Result<(Arc<Partition>, Appended), (i16, String)>);
 
+/// Whether a produce storage failure should be logged now: at most once per 10 s, so a
+/// full disk under retrying producers gives a steady line, not a flood.
+fn storage_warning_due() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let last = LAST_MS.load(Ordering::Relaxed);
+    now.saturating_sub(last) >= 10_000
+        && LAST_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 fn produce(broker: &Arc<Broker>, req: ProduceRequest, authz: &Authz) -> Reply {
     let acks = req.acks;
     if !(-1..=1).contains(&acks) {
@@ -569,8 +584,16 @@ fn produce(broker: &Arc<Broker>, req: ProduceRequest, authz: &Authz) -> Reply {
                     let appended = partition.append(&mut records.to_vec(), acks)?;
                     Ok((partition, appended))
                 });
-            if let Err(e) = &result {
-                tracing::debug!(topic = %topic.name.0, partition = p.index, error = %e, "produce rejected");
+            match &result {
+                // A failing disk (full, read-only, broken) is the operator's to see, not only
+                // the client's (it retries KAFKA_STORAGE_ERROR quietly); once per interval.
+                Err(e @ CoreError::Storage(_)) if storage_warning_due() => {
+                    tracing::warn!(topic = %topic.name.0, partition = p.index, error = %e, "produce failed: the log could not be written");
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %topic.name.0, partition = p.index, error = %e, "produce rejected");
+                }
+                Ok(_) => {}
             }
             parts.push((p.index, result.map_err(|e| (error_code(&e), e.to_string()))));
         }
