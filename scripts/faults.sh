@@ -4,6 +4,7 @@
 # a full disk), and a count of every acknowledged message afterwards.
 #   scripts/faults.sh                                  # every scenario once (what CI runs)
 #   scripts/faults.sh --scenario leader-paused --runs 100 --seed 7 --json out.json
+#   scripts/faults.sh --runs 100 --time-budget 7200    # a campaign, no new run after 2 h
 #   scripts/faults.sh --list                           # the scenarios and what each models
 # Prints one line per run and a table per scenario: runs, acknowledged, lost, duplicated,
 # reordered, failed runs; negative controls must report a loss in every run. Exits non-zero

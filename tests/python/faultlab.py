@@ -973,6 +973,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="where runs keep their files")
     ap.add_argument("--keep", action="store_true", help="keep every run's work dir")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--time-budget", type=float, default=None, metavar="S",
+                    help="start no new run after S seconds (the table covers the runs done)")
     a = ap.parse_args(argv)
     if a.list:
         for sc in (SCENARIOS[n] for n in default_order()):
@@ -1001,10 +1003,30 @@ def main(argv=None) -> int:
           f"commit {commit or '?'}, binary {arctern_bin()}, work dir {base}", flush=True)
     lab = NetLab(3)
     results: list[dict] = []
+    stop = {"why": None}
+
+    def on_signal(sig, _frm):
+        # finish the run in progress (it cleans up after itself), then report
+        stop["why"] = signal.Signals(sig).name
+        print(f"\n{stop['why']}: stopping after the run in progress", flush=True)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    t_start = time.monotonic()
+
+    def write_json():
+        if a.json:
+            a.json.write_text(json.dumps({"seed": seed, "commit": commit, "runs": a.runs,
+                                          "stopped": stop["why"],
+                                          "summary": summarize(results),
+                                          "results": results}, indent=1))
     try:
         lab.enter_client()
         for k in range(a.runs):
             for j, name in enumerate(names):
+                if a.time_budget is not None and time.monotonic() - t_start > a.time_budget:
+                    stop["why"] = stop["why"] or f"time budget of {a.time_budget:.0f} s"
+                if stop["why"]:
+                    break
                 run_seed = seed + 1000 * k + j
                 res = run_scenario(lab, SCENARIOS[name], run_seed, base, a.keep)
                 results.append(res)
@@ -1017,14 +1039,17 @@ def main(argv=None) -> int:
                       flush=True)
                 if res.get("traceback") and not res["verdict"].startswith("ok"):
                     print(res["traceback"], flush=True)
+                write_json()
+            if stop["why"]:
+                break
     finally:
         lab.close()
     rows = summarize(results)
     print()
+    if stop["why"]:
+        print(f"stopped early ({stop['why']}) after {len(results)} runs")
     print_table(rows)
-    if a.json:
-        a.json.write_text(json.dumps({"seed": seed, "commit": commit, "runs": a.runs,
-                                      "summary": rows, "results": results}, indent=1))
+    write_json()
     bad = [w["scenario"] for w in rows if w["failed_runs"]]
     print(f"\n{'FAILED: ' + ', '.join(bad) if bad else 'all scenarios passed'} "
           f"(seed {seed})")
