@@ -157,7 +157,37 @@ fn disable_transparent_huge_pages() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Raises the soft open-file limit to the hard one (as Go's runtime and the JVM do: the soft
+/// default of 1024 is a relic) and lets at most half of it be segment files, the rest left
+/// for connections: a node with more queue and partition logs than that keeps only the
+/// recently used ones open (`arctern_storage::open_files`).
+fn size_open_files() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum) {
+        if soft < hard {
+            let mut raised = limit;
+            raised.current = Some(hard);
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => limit = raised,
+                Err(e) => {
+                    tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit")
+                }
+            }
+        }
+    }
+    let soft = limit.current.unwrap_or(1 << 20);
+    let segments = usize::try_from(soft / 2).unwrap_or(usize::MAX).min(1 << 20);
+    arctern_storage::open_files::set_capacity(segments);
+    tracing::info!(
+        open_file_limit = soft,
+        segment_files = arctern_storage::open_files::capacity(),
+        "open files"
+    );
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
+    size_open_files();
     let file = settings::FileConfig::load(args.config.as_deref())?;
     let data_dir = args
         .data_dir

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod epoch;
 mod error;
 mod log;
+pub mod open_files;
 pub mod records;
 mod segment;
 pub mod stats;

@@ -8,11 +8,11 @@
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, Result, StorageError};
+use crate::open_files::SegmentFile;
 use crate::segment::{read_new, sync_dir, Segment};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -72,7 +72,7 @@ pub struct AppendInfo {
 /// active segment covers every offset below `end_offset`.
 #[derive(Debug, Clone)]
 pub struct SyncPoint {
-    file: Arc<fs::File>,
+    file: SegmentFile,
     path: PathBuf,
     pub end_offset: i64,
 }
@@ -80,11 +80,17 @@ pub struct SyncPoint {
 impl SyncPoint {
     pub fn sync(&self) -> Result<()> {
         let started = std::time::Instant::now();
+        // Counted before the fsync: a write that lands during it stays dirty.
+        let writes = self.file.writes();
         let r = self
             .file
-            .sync_data()
+            .get()
+            .and_then(|f| f.sync_data())
             .ctx(|| format!("fdatasync {}", self.path.display()));
         crate::stats::FSYNC_SECONDS.observe_duration(started.elapsed());
+        if r.is_ok() {
+            self.file.synced(writes);
+        }
         r
     }
 }
@@ -395,7 +401,7 @@ impl Log {
     pub fn sync_point(&self) -> SyncPoint {
         let a = self.active();
         SyncPoint {
-            file: Arc::clone(&a.file),
+            file: a.file.clone(),
             path: a.log_path.clone(),
             end_offset: a.next_offset,
         }
@@ -448,7 +454,7 @@ impl Log {
             let want = (max_bytes as u64)
                 .max(first.size as u64)
                 .min(seg.size - pos) as usize;
-            let mut buf = read_new(&seg.file, pos, want)
+            let mut buf = read_new(&*seg.handle()?, pos, want)
                 .ctx(|| format!("reading {}", seg.log_path.display()))?;
             let mut used = 0;
             let mut next_offset = offset;
@@ -512,7 +518,7 @@ impl Log {
             let start = seg.time_position_for(timestamp);
             if let Some((pos, header)) = seg.scan_from(start, |h| h.max_timestamp >= timestamp)? {
                 let mut buf = vec![0u8; header.size];
-                seg.file
+                seg.handle()?
                     .read_exact_at(&mut buf, pos)
                     .ctx(|| format!("reading {}", seg.log_path.display()))?;
                 batch::validate(&buf).map_err(|e| StorageError::CorruptStoredData {

@@ -4,7 +4,7 @@
 //! indexes are rebuilt by the recovery scan, and a sealed segment's indexes are rebuilt
 //! if their files fail a sanity check.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::{IoContext, Result, StorageError};
+use crate::open_files::SegmentFile;
 
 const OFFSET_INDEX_ENTRY: usize = 8;
 const TIME_INDEX_ENTRY: usize = 12;
@@ -45,7 +46,8 @@ pub(crate) struct Segment {
     pub base_offset: i64,
     /// Offset after the last batch in this segment.
     pub next_offset: i64,
-    pub file: Arc<File>,
+    /// Opened on demand (`open_files`): closed when idle and clean under fd pressure.
+    pub file: SegmentFile,
     pub log_path: PathBuf,
     /// Bytes of whole batches. With `preallocate` the file is longer: zeros follow.
     pub size: u64,
@@ -97,18 +99,13 @@ struct Scan {
 impl Segment {
     pub fn create(dir: &Path, base_offset: i64, index_interval: u64, now_ms: i64) -> Result<Self> {
         let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&log_path)
+        let file = SegmentFile::create(&log_path)
             .ctx(|| format!("creating segment {}", log_path.display()))?;
         sync_dir(dir)?;
         Ok(Segment {
             base_offset,
             next_offset: base_offset,
-            file: Arc::new(file),
+            file,
             log_path,
             size: 0,
             zeroed_to: 0,
@@ -126,19 +123,17 @@ impl Segment {
     /// index files if they pass a sanity check, else rebuild them from batch headers.
     pub fn open(dir: &Path, base_offset: i64, index_interval: u64, recover: bool) -> Result<Self> {
         let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
+        let file = SegmentFile::open(&log_path)
             .ctx(|| format!("opening segment {}", log_path.display()))?;
         let size = file
-            .metadata()
+            .get()
+            .and_then(|f| f.metadata())
             .ctx(|| format!("stat {}", log_path.display()))?
             .len();
         let mut seg = Segment {
             base_offset,
             next_offset: base_offset,
-            file: Arc::new(file),
+            file,
             log_path,
             size,
             zeroed_to: size,
@@ -172,11 +167,10 @@ impl Segment {
                     "truncating invalid tail of segment"
                 );
             }
-            seg.file
-                .set_len(scan.valid_size)
+            let f = seg.handle()?;
+            f.set_len(scan.valid_size)
                 .ctx(|| format!("truncating {}", seg.log_path.display()))?;
-            seg.file
-                .sync_all()
+            f.sync_all()
                 .ctx(|| format!("fsync {}", seg.log_path.display()))?;
             seg.size = scan.valid_size;
         }
@@ -188,7 +182,13 @@ impl Segment {
     fn zeros_at(&self, pos: u64, file_len: u64) -> bool {
         let len = (file_len.saturating_sub(pos)).min(4096) as usize;
         let mut buf = vec![1u8; len];
-        len > 0 && self.file.read_exact_at(&mut buf, pos).is_ok() && buf.iter().all(|b| *b == 0)
+        len > 0
+            && self
+                .file
+                .get()
+                .and_then(|f| f.read_exact_at(&mut buf, pos))
+                .is_ok()
+            && buf.iter().all(|b| *b == 0)
     }
 
     fn index_paths(&self, dir: &Path) -> (PathBuf, PathBuf) {
@@ -249,7 +249,8 @@ impl Segment {
             let mut head = [0u8; 12];
             if self
                 .file
-                .read_exact_at(&mut head, u64::from(last.position))
+                .get()
+                .and_then(|f| f.read_exact_at(&mut head, u64::from(last.position)))
                 .is_err()
             {
                 return Ok(false);
@@ -282,7 +283,7 @@ impl Segment {
         'outer: while pos < self.size {
             let want = ((self.size - pos) as usize).min(SCAN_CHUNK);
             buf.resize(want, 0);
-            self.file
+            self.handle()?
                 .read_exact_at(&mut buf, pos)
                 .ctx(|| format!("reading {}", self.log_path.display()))?;
             let mut at = 0usize;
@@ -314,7 +315,7 @@ impl Segment {
                     if at == 0 {
                         // A batch larger than the chunk: read it whole.
                         buf.resize(header.size, 0);
-                        self.file
+                        self.handle()?
                             .read_exact_at(&mut buf, pos)
                             .ctx(|| format!("reading {}", self.log_path.display()))?;
                         continue;
@@ -394,8 +395,9 @@ impl Segment {
     /// `ZERO_AHEAD_MIN_SIZE` bytes.
     pub fn write(&mut self, bytes: &[u8], zero_ahead: bool, limit: u64) -> Result<()> {
         let end = self.size + bytes.len() as u64;
-        self.file
-            .write_all_at(bytes, self.size)
+        let f = self.handle()?;
+        self.file.wrote();
+        f.write_all_at(bytes, self.size)
             .ctx(|| format!("appending to {}", self.log_path.display()))?;
         self.size = end;
         self.zeroed_to = self.zeroed_to.max(end);
@@ -417,12 +419,14 @@ impl Segment {
     }
 
     fn zero_fill(&mut self, target: u64) -> std::io::Result<()> {
+        let f = self.file.get()?;
+        self.file.wrote();
         while self.zeroed_to < target {
             let n = (target - self.zeroed_to).min(ZERO_AHEAD) as usize;
             // Counted before the write, so a failed one is still cut off by `trim`.
             let at = self.zeroed_to;
             self.zeroed_to += n as u64;
-            self.file.write_all_at(&ZEROS[..n], at)?;
+            f.write_all_at(&ZEROS[..n], at)?;
         }
         Ok(())
     }
@@ -430,7 +434,8 @@ impl Segment {
     /// Cuts the file back to its batches: zeros, or anything else, past them go (before
     /// sealing, on a clean close, after a failed zero-fill).
     pub fn trim(&mut self) -> Result<()> {
-        self.file
+        self.file.wrote();
+        self.handle()?
             .set_len(self.size)
             .ctx(|| format!("trimming {}", self.log_path.display()))?;
         self.zeroed_to = self.size;
@@ -439,15 +444,26 @@ impl Segment {
 
     /// Cuts the file at `len` after a failed write.
     pub fn cut(&mut self, len: u64) {
-        let _ = self.file.set_len(len);
+        self.file.wrote();
+        let _ = self.file.get().and_then(|f| f.set_len(len));
         self.size = len;
         self.zeroed_to = len;
     }
 
     pub fn sync(&self) -> Result<()> {
-        self.file
+        let writes = self.file.writes();
+        self.handle()?
             .sync_data()
-            .ctx(|| format!("fdatasync {}", self.log_path.display()))
+            .ctx(|| format!("fdatasync {}", self.log_path.display()))?;
+        self.file.synced(writes);
+        Ok(())
+    }
+
+    /// The open file (reopened if it was closed while idle).
+    pub fn handle(&self) -> Result<Arc<File>> {
+        self.file
+            .get()
+            .ctx(|| format!("opening segment {}", self.log_path.display()))
     }
 
     /// Flushes data and writes the index files (sealing, or a clean shutdown).
@@ -536,9 +552,13 @@ impl Segment {
         mut stop: impl FnMut(&BatchHeader) -> bool,
     ) -> Result<Option<(u64, BatchHeader)>> {
         let mut head = [0u8; HEADER_LEN];
-        while pos + HEADER_LEN as u64 <= self.size {
-            self.file
-                .read_exact_at(&mut head, pos)
+        let f = if pos + HEADER_LEN as u64 <= self.size {
+            Some(self.handle()?)
+        } else {
+            None
+        };
+        while let Some(f) = f.as_ref().filter(|_| pos + HEADER_LEN as u64 <= self.size) {
+            f.read_exact_at(&mut head, pos)
                 .ctx(|| format!("reading {}", self.log_path.display()))?;
             let header =
                 batch::parse_header(&head).map_err(|e| StorageError::CorruptStoredData {
@@ -559,12 +579,13 @@ impl Segment {
         let Some((pos, _)) = self.find_batch(offset)? else {
             return Ok(());
         };
-        self.file
-            .set_len(pos)
+        let f = self.handle()?;
+        let writes = self.file.writes();
+        f.set_len(pos)
             .ctx(|| format!("truncating {}", self.log_path.display()))?;
-        self.file
-            .sync_all()
+        f.sync_all()
             .ctx(|| format!("fsync {}", self.log_path.display()))?;
+        self.file.synced(writes);
         self.size = pos;
         self.zeroed_to = pos;
         // Re-derive indexes and the end offset from what is left.
