@@ -55,6 +55,9 @@ from lossy import Lossyfs, lossyfs_bin  # noqa: E402
 from netlab import NetLab  # noqa: E402
 
 RUN_TIMEOUT_S = 240           # a run longer than this is a hang
+# Every run reuses the lab's addresses: a client of an earlier run that is still being torn
+# down must not auto-create its topics in the next run's cluster.
+NODE_CONFIG = {"auto.create.topics.enable": False}
 SESSION_S = CLUSTER_TEST_CONFIG["broker.session.timeout.ms"] / 1000
 
 
@@ -132,7 +135,8 @@ class Run:
     def single(self, config: dict | None = None, lossy: bool = False,
                fsync_delay_ms: int = 0) -> Broker:
         """One single-node broker (no cluster) in node 1's namespace."""
-        b = Broker(self.workdir / "node-1", config=config, port=9092, amqp_port=5672)
+        b = Broker(self.workdir / "node-1", config={**NODE_CONFIG, **(config or {})},
+                   port=9092, amqp_port=5672)
         b.host = self.lab.addr(1)
         b.cmd_prefix = self.lab.prefix_cmd(1)
         if lossy:
@@ -143,7 +147,7 @@ class Run:
     def make_cluster(self, config: dict | None = None, lossy: bool = False,
                      tmpfs_mb: dict[int, int] | None = None) -> Cluster:
         n = self.lab.nodes
-        c = Cluster(self.workdir, n, config=config,
+        c = Cluster(self.workdir, n, config={**NODE_CONFIG, **(config or {})},
                     hosts=[self.lab.addr(i) for i in range(1, n + 1)],
                     cmd_prefixes=[self.lab.prefix_cmd(i) for i in range(1, n + 1)])
         for i, nd in c.nodes.items():
@@ -250,6 +254,10 @@ class KafkaLoad:
         except KafkaException as e:
             # e.g. an idempotent producer's fatal error: this producer can do no more
             self.fatal = str(e)
+        finally:
+            # Destroyed now, not whenever the garbage collector gets to it: its threads
+            # would go on reconnecting to the same addresses in the next run.
+            self.p = None
 
     def mark(self):
         """The fault begins: records acknowledged so far were never retried."""
