@@ -127,7 +127,7 @@ if [ "${SKIP_PYTHON_TESTS:-0}" != 1 ]; then
     rc=0
     paths=(tests/python)
     for a in "$@"; do case "$a" in tests/*) paths=() ;; esac; done
-    "$VENV/bin/python" -m pytest -p no:cacheprovider "${paths[@]}" "$@" || rc=$?
+    "$VENV/bin/python" -m pytest -p no:cacheprovider --durations=25 "${paths[@]}" "$@" || rc=$?
     if [ "$rc" != 0 ]; then
         status=1; failed+=("pytest (exit $rc)")
     fi

@@ -304,7 +304,19 @@ pub struct Queue {
     consumers_present: watch::Sender<bool>,
     /// Message counts since the queue opened here (the management API's `message_stats`).
     pub counters: QueueCounters,
+    /// The delivery horizon known durable and replicated: messages below it may go out
+    /// at once; one at or past it waits for `cover_delivery` (see `record`).
+    horizon: std::sync::atomic::AtomicI64,
 }
+
+/// How far past the message about to go out a new delivery horizon reaches, in offsets:
+/// one durable write per this many deliveries, and at most this many messages flagged
+/// redelivered without having been delivered after a crash.
+pub const HORIZON_AHEAD: i64 = 1024;
+
+/// Longest a delivery waits for its horizon to become durable; past it, it goes out
+/// anyway (the flag is a hint: a consumer must not stall behind a slow disk forever).
+const HORIZON_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Per-queue message counters (RabbitMQ's queue `message_stats`): relaxed atomic adds next
 /// to the node-wide ones in `stats`; rates are computed by the reader from samples.
@@ -382,6 +394,7 @@ impl Queue {
         let mut offset = partition.log_start_offset().map_err(|e| core_error(&e))?;
         let mut delivered = std::collections::HashSet::new();
         let mut settled = std::collections::HashSet::new();
+        let mut horizon = -1i64;
         loop {
             let fetched = partition
                 .read_to_log_end(offset, READ_BYTES)
@@ -416,6 +429,9 @@ impl Queue {
                     }
                     QueueRecord::Control(ControlKind::Settled, os) => settled.extend(os),
                     QueueRecord::Control(ControlKind::Delivered, os) => delivered.extend(os),
+                    QueueRecord::Control(ControlKind::Horizon, os) => {
+                        horizon = os.into_iter().fold(horizon, i64::max)
+                    }
                 }
             }
             if last < offset {
@@ -424,9 +440,16 @@ impl Queue {
             offset = last + 1;
         }
         ready.retain(|o, _| !settled.contains(o));
+        // A log whose whole history survived holds every delivery mark. Otherwise the
+        // last marks may be gone: whatever lies below the durable horizon may have gone
+        // out. The horizon record itself may have been reclaimed with its segment, but it
+        // lay below the log start and reached at most HORIZON_AHEAD past itself.
+        let log_start = partition.log_start_offset().map_err(|e| core_error(&e))?;
+        let horizon = horizon.max(log_start + HORIZON_AHEAD);
+        let may_have_gone_out = |o: i64| !partition.holds_whole_history() && o < horizon;
         let mut ready_set = Ready::default();
         for (o, mut e) in ready {
-            e.redelivered = delivered.contains(&o);
+            e.redelivered = delivered.contains(&o) || may_have_gone_out(o);
             ready_set.insert(o, e);
         }
         let q = Arc::new(Queue {
@@ -455,6 +478,7 @@ impl Queue {
             housekeeping,
             consumers_present: watch::Sender::new(false),
             counters: QueueCounters::default(),
+            horizon: std::sync::atomic::AtomicI64::new(horizon),
         });
         // Wake consumers when the high watermark moves (newly committed messages). The
         // task ends when the queue is dropped (`present` closes) or its log closes.
@@ -868,6 +892,48 @@ impl Queue {
     /// settlement lost to a crash only means a redelivery (at-least-once).
     pub fn settle(&self, offsets: &[i64]) {
         self.control(ControlKind::Settled, offsets);
+    }
+
+    /// Whether the message at `offset` may go out before `cover_delivery`.
+    pub fn delivery_covered(&self, offset: i64) -> bool {
+        offset < self.horizon.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Moves the delivery horizon past `offset` (`HORIZON_AHEAD` further) and waits until
+    /// that is durable on every in-sync replica, so the message can go out: whatever
+    /// happens next, a restart or a new leader flags it redelivered if it is not settled.
+    /// Gives up (logged) after `HORIZON_WAIT` or if the log refuses the record.
+    pub async fn cover_delivery(&self, offset: i64) {
+        use std::sync::atomic::Ordering;
+        if self.delivery_covered(offset) {
+            return;
+        }
+        let new = offset + HORIZON_AHEAD;
+        let mut batch = match encode_control(ControlKind::Horizon, &[new], arctern_core::now_ms()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(queue = %self.name, error = %e, "cannot encode a delivery horizon");
+                return;
+            }
+        };
+        let waited = match self.partition.append(&mut batch, Acks::All) {
+            Ok(appended) => {
+                tokio::time::timeout(HORIZON_WAIT, self.partition.wait_acknowledgeable(&appended))
+                    .await
+            }
+            Err(e) => Ok(Err(e)),
+        };
+        match waited {
+            Ok(Ok(())) => {
+                self.horizon.fetch_max(new, Ordering::AcqRel);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(queue = %self.name, error = %e, "delivery horizon not durable; delivering anyway")
+            }
+            Err(_) => {
+                tracing::warn!(queue = %self.name, "delivery horizon not durable after {HORIZON_WAIT:?}; delivering anyway")
+            }
+        }
     }
 
     /// Records that messages went out, so a restart redelivers them with redelivered=true.

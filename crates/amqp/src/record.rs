@@ -7,7 +7,12 @@
 //! records with a header `c` (as RabbitMQ quorum queues log settlements):
 //! `c=s` settles (acked, rejected without requeue, purged) the offsets in the value;
 //! `c=d` marks offsets delivered at least once, so after a restart they come back with
-//! `redelivered=true`. Offsets in a control value are 8-byte big-endian integers.
+//! `redelivered=true`; `c=h` announces a delivery horizon (one offset, H): no message at
+//! or past H has been delivered. Delivery marks are written lazily, so a power cut or a
+//! failover can lose the last ones; the horizon is made durable (and replicated) before
+//! any message at or past the previous one goes out, so after such a restart every
+//! unsettled message below it is flagged `redelivered=true` (it may have been delivered).
+//! Offsets in a control value are 8-byte big-endian integers.
 
 use arctern_storage::records::{
     decode_batches as decode_records, encode_batch, encode_one_record, PlainRecord,
@@ -32,6 +37,7 @@ pub struct StoredMessage {
 pub enum ControlKind {
     Settled,
     Delivered,
+    Horizon,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +74,7 @@ pub fn encode_control(
     let tag = match kind {
         ControlKind::Settled => "s",
         ControlKind::Delivered => "d",
+        ControlKind::Horizon => "h",
     };
     let records: Vec<PlainRecord> = offsets
         .chunks(MAX_OFFSETS_PER_CONTROL)
@@ -95,6 +102,7 @@ pub fn decode_batches(bytes: Vec<u8>) -> Result<Vec<(i64, QueueRecord)>, String>
             let kind = match &c[..] {
                 b"s" => ControlKind::Settled,
                 b"d" => ControlKind::Delivered,
+                b"h" => ControlKind::Horizon,
                 _ => continue,
             };
             let offsets = r

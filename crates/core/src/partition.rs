@@ -139,6 +139,8 @@ pub struct Partition {
     /// worker thread (see `INLINE_SYNC_LIMIT`).
     sync_inline: AtomicBool,
     closed: AtomicBool,
+    /// See `holds_whole_history`.
+    whole_history: AtomicBool,
     /// Bumped on every high-watermark or log-end advance of this partition: wakes the
     /// long-poll fetches (consumers and followers) waiting on it, and only those.
     data_changed: watch::Sender<u64>,
@@ -202,6 +204,7 @@ impl Partition {
         local_id: i32,
     ) -> Result<Arc<Partition>> {
         let log = Log::open(dir, settings.log.clone(), now_ms())?;
+        let opened_clean = log.opened_clean();
         // Whatever survived in the page cache is made durable before it is exposed.
         log.sync_point().sync()?;
         let end = log.log_end_offset();
@@ -245,6 +248,7 @@ impl Partition {
             sync_inline: AtomicBool::new(true),
             flusher_turned_away: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            whole_history: AtomicBool::new(opened_clean),
             data_changed: watch::channel(0u64).0,
         });
         tokio::spawn(Arc::clone(&partition).run_flusher());
@@ -257,6 +261,14 @@ impl Partition {
 
     pub fn leader_epoch(&self) -> i32 {
         self.replica().map_or(-1, |r| r.leader_epoch)
+    }
+
+    /// Whether this replica holds every record appended to its log, durable or not: the
+    /// log was closed cleanly last time and has not followed another leader since. False
+    /// after kill -9, a power cut or a failover, when records nobody waited for (an AMQP
+    /// queue's lazy delivery marks) may be missing.
+    pub fn holds_whole_history(&self) -> bool {
+        self.whole_history.load(Ordering::Acquire)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -342,6 +354,7 @@ impl Partition {
             return false;
         }
         tracing::info!(topic = %self.topic, partition = self.index, leader, leader_epoch, "became follower");
+        self.whole_history.store(false, Ordering::Release);
         r.role = Role::Follower { leader };
         r.leader_epoch = leader_epoch;
         drop(r);

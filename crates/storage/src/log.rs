@@ -113,6 +113,8 @@ pub struct Log {
     /// A log start set by DeleteRecords, possibly inside the first segment; the log
     /// starts at the larger of it and the first segment's base offset.
     start_floor: i64,
+    /// The last run closed this log cleanly (`close`): nothing written before it was lost.
+    opened_clean: bool,
 }
 
 impl Log {
@@ -189,6 +191,7 @@ impl Log {
             segments,
             epochs: LeaderEpochCache::load(dir),
             start_floor: 0,
+            opened_clean: clean,
         };
         let end = log.log_end_offset();
         log.epochs.truncate_from_end(end)?;
@@ -205,6 +208,12 @@ impl Log {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether the previous run closed this log cleanly, so every record written before
+    /// (durable or not at the time) survived; false after kill -9 or a power cut.
+    pub fn opened_clean(&self) -> bool {
+        self.opened_clean
     }
 
     pub fn config(&self) -> &LogConfig {

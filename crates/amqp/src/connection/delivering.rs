@@ -102,6 +102,11 @@ impl Conn {
                     let Some((offset, entry)) = q.take_next(room, Some(taker)) else {
                         break;
                     };
+                    // Nothing goes out past the durable delivery horizon (see `record`):
+                    // one wait per HORIZON_AHEAD offsets.
+                    if !no_ack && !q.delivery_covered(offset) {
+                        q.cover_delivery(offset).await;
+                    }
                     let redelivered = entry.redelivered;
                     crate::stats::add(&crate::stats::DELIVERED, 1);
                     if redelivered {

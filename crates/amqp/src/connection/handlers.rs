@@ -493,6 +493,7 @@ impl Conn {
                     };
                     c.deliveries.track(tag_no, d);
                     q.mark_delivered(&[offset]);
+                    q.cover_delivery(offset).await;
                 }
                 let m = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                     delivery_tag: tag_no,
