@@ -327,7 +327,11 @@ def test_confirmed_persistent_messages_survive_kill_9_exactly_once(broker):
     assert ch.basic_get("durable-q")[0] is None
     assert seen[0] == (b"m0", True)
     assert [b for b, _ in seen] == [b"m0"] + [f"m{i}".encode() for i in range(2, n)]
-    assert not any(r for _, r in seen[1:])
+    # The others were never delivered, but after an unclean restart every unsettled
+    # message below the delivery horizon (1024 offsets past the last delivery) may come
+    # back flagged: lazy delivery marks may be lost to a power cut, and kill -9 looks the
+    # same at restart (docs/amqp-compatibility.md, "Durability"). A clean restart keeps
+    # the flags exact (test_lossyfs.py).
     conn.close()
 
 

@@ -307,11 +307,13 @@ pub struct Queue {
     /// The delivery horizon known durable and replicated: messages below it may go out
     /// at once; one at or past it waits for `cover_delivery` (see `record`).
     horizon: std::sync::atomic::AtomicI64,
+    /// A background `extend_horizon` is running.
+    extending_horizon: std::sync::atomic::AtomicBool,
 }
 
 /// How far past the message about to go out a new delivery horizon reaches, in offsets:
-/// one durable write per this many deliveries, and at most this many messages flagged
-/// redelivered without having been delivered after a crash.
+/// one durable write per about this many deliveries, and at most this many messages
+/// flagged redelivered without having been delivered after an unclean restart.
 pub const HORIZON_AHEAD: i64 = 1024;
 
 /// Longest a delivery waits for its horizon to become durable; past it, it goes out
@@ -479,6 +481,7 @@ impl Queue {
             consumers_present: watch::Sender::new(false),
             counters: QueueCounters::default(),
             horizon: std::sync::atomic::AtomicI64::new(horizon),
+            extending_horizon: std::sync::atomic::AtomicBool::new(false),
         });
         // Wake consumers when the high watermark moves (newly committed messages). The
         // task ends when the queue is dropped (`present` closes) or its log closes.
@@ -894,20 +897,35 @@ impl Queue {
         self.control(ControlKind::Settled, offsets);
     }
 
-    /// Whether the message at `offset` may go out before `cover_delivery`.
-    pub fn delivery_covered(&self, offset: i64) -> bool {
-        offset < self.horizon.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Moves the delivery horizon past `offset` (`HORIZON_AHEAD` further) and waits until
-    /// that is durable on every in-sync replica, so the message can go out: whatever
-    /// happens next, a restart or a new leader flags it redelivered if it is not settled.
-    /// Gives up (logged) after `HORIZON_WAIT` or if the log refuses the record.
-    pub async fn cover_delivery(&self, offset: i64) {
+    /// Makes sure the message at `offset` may go out: below the durable delivery
+    /// horizon at once; within half of `HORIZON_AHEAD` of it, a new horizon is written in
+    /// the background (a steady consumer never waits); at or past it, this waits until a
+    /// new one (`HORIZON_AHEAD` further) is durable on every in-sync replica. Whatever
+    /// happens next, a restart or a new leader flags the message redelivered if it is not
+    /// settled.
+    pub async fn cover_delivery(self: &Arc<Self>, offset: i64) {
         use std::sync::atomic::Ordering;
-        if self.delivery_covered(offset) {
+        let horizon = self.horizon.load(Ordering::Acquire);
+        if offset + HORIZON_AHEAD / 2 < horizon {
             return;
         }
+        if offset < horizon {
+            if !self.extending_horizon.swap(true, Ordering::AcqRel) {
+                let q = Arc::clone(self);
+                tokio::spawn(async move {
+                    q.extend_horizon(offset).await;
+                    q.extending_horizon.store(false, Ordering::Release);
+                });
+            }
+            return;
+        }
+        self.extend_horizon(offset).await;
+    }
+
+    /// Writes the horizon `offset + HORIZON_AHEAD` and waits until it is acknowledgeable
+    /// (acks=all). Gives up (logged) after `HORIZON_WAIT` or if the log refuses it: the
+    /// flag is a hint, deliveries do not stall behind it.
+    async fn extend_horizon(&self, offset: i64) {
         let new = offset + HORIZON_AHEAD;
         let mut batch = match encode_control(ControlKind::Horizon, &[new], arctern_core::now_ms()) {
             Ok(b) => b,
@@ -925,7 +943,8 @@ impl Queue {
         };
         match waited {
             Ok(Ok(())) => {
-                self.horizon.fetch_max(new, Ordering::AcqRel);
+                self.horizon
+                    .fetch_max(new, std::sync::atomic::Ordering::AcqRel);
             }
             Ok(Err(e)) => {
                 tracing::debug!(queue = %self.name, error = %e, "delivery horizon not durable; delivering anyway")

@@ -171,6 +171,16 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_horizon_round_trips() {
+        let bytes = encode_control(ControlKind::Horizon, &[1024], 3).unwrap();
+        let got = decode_batches(bytes).unwrap();
+        assert_eq!(
+            got,
+            vec![(0, QueueRecord::Control(ControlKind::Horizon, vec![1024]))]
+        );
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(decode_batches(vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 50, 1, 2]).is_err());
     }

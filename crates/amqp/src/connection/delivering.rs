@@ -102,9 +102,8 @@ impl Conn {
                     let Some((offset, entry)) = q.take_next(room, Some(taker)) else {
                         break;
                     };
-                    // Nothing goes out past the durable delivery horizon (see `record`):
-                    // one wait per HORIZON_AHEAD offsets.
-                    if !no_ack && !q.delivery_covered(offset) {
+                    // Nothing goes out past the durable delivery horizon (see `record`).
+                    if !no_ack {
                         q.cover_delivery(offset).await;
                     }
                     let redelivered = entry.redelivered;
