@@ -102,8 +102,12 @@ def test_produce_consume_roundtrip(shared_broker, topic_name, producer, codec):
     assert all(b["magic"] == 2 for b in batches)
     assert all(b["crc_ok"] for b in batches), "a fetched batch failed CRC32C"
     want = _expected_codec_on_wire(producer, codec, bs)
-    assert {b["compression"] for b in batches} == {CODEC_ID[want]}, \
-        f"batches carry codecs {[b['compression'] for b in batches]}, producer asked for " \
+    codecs = [b["compression"] for b in batches]
+    # kafka-python sends a batch uncompressed when compressing it saves nothing
+    # (DefaultRecordBatchBuilder._maybe_compress): a small last batch can be.
+    allowed = {CODEC_ID[want]} | ({CODEC_ID["none"]} if producer == "kafka-python" else set())
+    assert set(codecs) <= allowed and CODEC_ID[want] in codecs, \
+        f"batches carry codecs {codecs}, producer asked for " \
         f"{codec}, expected {want} on the wire" + _lz4_hint(producer, want, bs)
     assert batches[-1]["base_offset"] + batches[-1]["last_offset_delta"] == N - 1
 
