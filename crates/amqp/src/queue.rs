@@ -318,7 +318,7 @@ pub const HORIZON_AHEAD: i64 = 1024;
 
 /// Longest a delivery waits for its horizon to become durable; past it, it goes out
 /// anyway (the flag is a hint: a consumer must not stall behind a slow disk forever).
-const HORIZON_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const HORIZON_WAIT: Duration = Duration::from_secs(10);
 
 /// Per-queue message counters (RabbitMQ's queue `message_stats`): relaxed atomic adds next
 /// to the node-wide ones in `stats`; rates are computed by the reader from samples.
@@ -393,7 +393,8 @@ impl Queue {
         } = setup;
         let leader_epoch = partition.leader_epoch();
         let mut ready: BTreeMap<i64, Entry> = BTreeMap::new();
-        let mut offset = partition.log_start_offset().map_err(|e| core_error(&e))?;
+        let log_start = partition.log_start_offset().map_err(|e| core_error(&e))?;
+        let mut offset = log_start;
         let mut delivered = std::collections::HashSet::new();
         let mut settled = std::collections::HashSet::new();
         let mut horizon = -1i64;
@@ -446,9 +447,9 @@ impl Queue {
         // last marks may be gone: whatever lies below the durable horizon may have gone
         // out. The horizon record itself may have been reclaimed with its segment, but it
         // lay below the log start and reached at most HORIZON_AHEAD past itself.
-        let log_start = partition.log_start_offset().map_err(|e| core_error(&e))?;
         let horizon = horizon.max(log_start + HORIZON_AHEAD);
-        let may_have_gone_out = |o: i64| !partition.holds_whole_history() && o < horizon;
+        let marks_complete = partition.holds_whole_history();
+        let may_have_gone_out = |o: i64| !marks_complete && o < horizon;
         let mut ready_set = Ready::default();
         for (o, mut e) in ready {
             e.redelivered = delivered.contains(&o) || may_have_gone_out(o);
