@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,13 @@ def main() -> int:
     ap.add_argument("--brokers", default="rabbitmq,arctern")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-queues-"))
+    try:
+        return run(a, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(a: argparse.Namespace, work: Path) -> int:
     for name in a.brokers.split(","):
         if name == "rabbitmq":
             r = RabbitMQ(work / "rabbit")

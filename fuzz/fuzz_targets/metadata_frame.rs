@@ -4,22 +4,7 @@
 //! valid CRC, so the JSON decoding behind the checksum is reached.
 #![no_main]
 
-use arctern_metadata::fuzzing;
-use libfuzzer_sys::fuzz_target;
+#[path = "../bodies/metadata_frame.rs"]
+mod body;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&which, rest)) = data.split_first() else {
-        return;
-    };
-    match which % 3 {
-        0 => {
-            fuzzing::rpc_frames(rest);
-        }
-        1 => {
-            fuzzing::raft_log(rest);
-        }
-        _ => {
-            fuzzing::raft_log(&fuzzing::raft_log_record(rest));
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));

@@ -213,6 +213,10 @@ pub struct Vhost {
     deleted: tokio::sync::watch::Sender<bool>,
     /// The node's open connections (the root's, shared by its children).
     registry: Arc<crate::registry::Registry>,
+    /// When `watch_home` last checked every queue's leadership: at most once per
+    /// `HOME_CHECK`, not on every metadata change (a declare is two or three changes, so
+    /// scanning each time made declaring the N-th queue cost O(N)).
+    queues_checked_at: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// How often housekeeping looks at every queue even when nothing woke it (expiry by TTL
@@ -374,6 +378,7 @@ impl Vhost {
             ready: AtomicBool::new(false),
             deleted: tokio::sync::watch::channel(false).0,
             registry,
+            queues_checked_at: Mutex::new(None),
         });
         let weak = Arc::downgrade(&v);
         let wake = Arc::clone(&v.housekeeping);
@@ -544,6 +549,8 @@ impl Vhost {
         if serving {
             let lost = if !leads_home {
                 Some("this node no longer leads the AMQP home".to_string())
+            } else if !self.queue_check_due()? {
+                None
             } else {
                 let mut lost = None;
                 for v in std::iter::once(self).chain(self.child_list().iter().map(|c| &**c)) {
@@ -581,6 +588,18 @@ impl Vhost {
             tracing::info!(term, "serving the AMQP vhost on this node");
         }
         Ok(())
+    }
+
+    /// Whether `HOME_CHECK` has passed since the last scan of every queue's leadership (and
+    /// if so, starts the next period).
+    fn queue_check_due(&self) -> Result<bool, AmqpError> {
+        let mut at = self.queues_checked_at.lock().map_err(|_| poisoned())?;
+        let now = tokio::time::Instant::now();
+        if at.is_some_and(|t| now.duration_since(t) < HOME_CHECK) {
+            return Ok(false);
+        }
+        *at = Some(now);
+        Ok(true)
     }
 
     async fn create_home(&self, cluster: &ClusterState) -> Result<(), AmqpError> {

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arctern_metadata::{
-    assign_replicas, ClusterState, CommandResult, HeartbeatHandle, MetadataCommand, MetadataError,
-    MetadataNode, PartitionState, NO_LEADER,
+    assign_replicas, ClusterState, CommandResult, DiffItem, HeartbeatHandle, MetadataCommand,
+    MetadataError, MetadataNode, PartitionState, TopicState, NO_LEADER,
 };
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::config::{
     is_list_config, is_topic_config, validate_topic_config, validate_topic_name, BrokerConfig,
-    ConfigEntry, TopicSettings,
+    ConfigEntry, TopicDefaults, TopicSettings,
 };
 use crate::error::{CoreError, Result};
 use crate::metadata::LegacyTopicStore;
@@ -146,8 +146,9 @@ pub struct Broker {
     replicas: RwLock<BTreeMap<(String, i32), LocalReplica>>,
     fetchers: Mutex<HashMap<(String, i32), RunningFetcher>>,
     fetcher: Arc<dyn FollowerFetcher>,
-    /// Serializes reconcile passes.
-    reconcile_lock: Mutex<()>,
+    /// Serializes reconcile passes; holds the metadata the local replicas last fully matched
+    /// (None: never, or the last pass hit an error and the next one must redo everything).
+    reconcile_lock: Mutex<Option<Arc<ClusterState>>>,
     isr_check: Arc<Notify>,
     shutting_down: AtomicBool,
     heartbeats: Mutex<Option<HeartbeatHandle>>,
@@ -201,7 +202,7 @@ impl Broker {
             replicas: RwLock::new(BTreeMap::new()),
             fetchers: Mutex::new(HashMap::new()),
             fetcher,
-            reconcile_lock: Mutex::new(()),
+            reconcile_lock: Mutex::new(None),
             isr_check: Arc::new(Notify::new()),
             shutting_down: AtomicBool::new(false),
             heartbeats: Mutex::new(None),
@@ -299,9 +300,13 @@ impl Broker {
         });
     }
 
-    /// Makes the local replicas match the applied metadata.
+    /// Makes the local replicas match the applied metadata. Incremental: after a clean pass,
+    /// only the topics that changed since (`OrdMap::diff`, which skips the shared parts) are
+    /// visited, so declaring the N-th queue does not re-apply the N-1 before it (that made
+    /// declares O(N^2)). A change of brokers or broker configs, or an error in the last
+    /// pass, makes the pass visit everything.
     pub fn reconcile_now(&self) {
-        let Ok(_guard) = self.reconcile_lock.lock() else {
+        let Ok(mut reconciled) = self.reconcile_lock.lock() else {
             return;
         };
         if self.shutting_down.load(Ordering::Acquire) {
@@ -318,62 +323,126 @@ impl Broker {
         {
             return;
         }
-        let mut wanted = BTreeSet::new();
+        let previous = reconciled.take();
+        // The direct call after a proposal often races the background reconciler.
+        if previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, &state)) {
+            *reconciled = previous;
+            return;
+        }
+        let previous = previous
+            .filter(|p| p.broker_configs == state.broker_configs && p.brokers == state.brokers);
         let defaults = self.topic_defaults_in(&state);
-        for t in state.topics.values() {
-            let settings = defaults.settings(&t.configs);
-            for (index, p) in t.partitions.iter().enumerate() {
-                let index = index as i32;
-                if !p.replicas.contains(&me) {
-                    continue;
-                }
-                let key = (t.name.clone(), index);
-                wanted.insert(key.clone());
-                let partition = match self.local_replica(&t.name, t.id, index, &settings) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!(topic = %t.name, partition = index, error = %e, "cannot open replica");
-                        continue;
+        let mut clean = true;
+        match previous {
+            Some(previous) => {
+                for change in previous.topics.diff(&state.topics) {
+                    match change {
+                        DiffItem::Add(_, t) => {
+                            clean &= self.reconcile_topic(&state, &defaults, t, 0);
+                        }
+                        DiffItem::Update {
+                            old: (_, old),
+                            new: (_, t),
+                        } => {
+                            let before = old.partitions.len();
+                            clean &= self.reconcile_topic(&state, &defaults, t, before);
+                        }
+                        DiffItem::Remove(name, old) => {
+                            for index in 0..old.partitions.len() {
+                                self.remove_replica(&(name.clone(), index as i32));
+                            }
+                        }
                     }
-                };
-                if let Err(e) = partition.apply_settings(settings.clone()) {
-                    tracing::warn!(topic = %t.name, partition = index, error = %e, "applying topic configs");
                 }
-                if crate::stats::is_leader_change(
-                    partition.leader_epoch(),
-                    p.leader_epoch,
-                    p.leader,
-                ) {
-                    crate::stats::add(&crate::stats::LEADER_ELECTIONS, 1);
+            }
+            None => {
+                for t in state.topics.values() {
+                    clean &= self.reconcile_topic(&state, &defaults, t, 0);
                 }
-                if p.leader == me {
-                    self.stop_fetcher(&key);
-                    if let Err(e) = partition.become_leader(
-                        p.leader_epoch,
-                        p.partition_epoch,
-                        &p.replicas,
-                        &p.isr,
-                    ) {
-                        tracing::error!(topic = %t.name, partition = index, error = %e, "becoming leader");
-                    }
-                } else if p.leader == NO_LEADER {
-                    self.stop_fetcher(&key);
-                    partition.become_offline(p.leader_epoch);
-                } else {
-                    let changed =
-                        partition.become_follower(p.leader, p.leader_epoch, p.partition_epoch);
-                    self.ensure_fetcher(&state, key, partition, p, changed);
+                let unwanted: Vec<(String, i32)> = self
+                    .replicas
+                    .read()
+                    .map(|r| {
+                        r.keys()
+                            .filter(|(topic, index)| {
+                                !state.topics.get(topic).is_some_and(|t| {
+                                    usize::try_from(*index)
+                                        .ok()
+                                        .and_then(|i| t.partitions.get(i))
+                                        .is_some_and(|p| p.replicas.contains(&me))
+                                })
+                            })
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for key in unwanted {
+                    self.remove_replica(&key);
                 }
             }
         }
-        let unwanted: Vec<(String, i32)> = self
-            .replicas
-            .read()
-            .map(|r| r.keys().filter(|k| !wanted.contains(*k)).cloned().collect())
-            .unwrap_or_default();
-        for key in unwanted {
-            self.remove_replica(&key);
+        if clean {
+            *reconciled = Some(state);
         }
+    }
+
+    /// Makes the local replicas of one topic match `t`: opens, leads, follows or drops each.
+    /// `partitions_before` is how many partitions the topic had at the last pass (replicas
+    /// past the current count are dropped). False if something failed (the next pass
+    /// retries everything).
+    fn reconcile_topic(
+        &self,
+        state: &ClusterState,
+        defaults: &TopicDefaults,
+        t: &TopicState,
+        partitions_before: usize,
+    ) -> bool {
+        let me = self.config.node_id;
+        let mut clean = true;
+        let settings = defaults.settings(&t.configs);
+        for index in t.partitions.len()..partitions_before {
+            self.remove_replica(&(t.name.clone(), index as i32));
+        }
+        for (index, p) in t.partitions.iter().enumerate() {
+            let index = index as i32;
+            let key = (t.name.clone(), index);
+            if !p.replicas.contains(&me) {
+                self.remove_replica(&key);
+                continue;
+            }
+            let partition = match self.local_replica(&t.name, t.id, index, &settings) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(topic = %t.name, partition = index, error = %e, "cannot open replica");
+                    clean = false;
+                    continue;
+                }
+            };
+            if let Err(e) = partition.apply_settings(settings.clone()) {
+                tracing::warn!(topic = %t.name, partition = index, error = %e, "applying topic configs");
+                clean = false;
+            }
+            if crate::stats::is_leader_change(partition.leader_epoch(), p.leader_epoch, p.leader) {
+                crate::stats::add(&crate::stats::LEADER_ELECTIONS, 1);
+            }
+            if p.leader == me {
+                self.stop_fetcher(&key);
+                if let Err(e) =
+                    partition.become_leader(p.leader_epoch, p.partition_epoch, &p.replicas, &p.isr)
+                {
+                    tracing::error!(topic = %t.name, partition = index, error = %e, "becoming leader");
+                    clean = false;
+                }
+            } else if p.leader == NO_LEADER {
+                self.stop_fetcher(&key);
+                partition.become_offline(p.leader_epoch);
+            } else {
+                let changed =
+                    partition.become_follower(p.leader, p.leader_epoch, p.partition_epoch);
+                clean &= self.ensure_fetcher(state, key, partition, p, changed);
+            }
+        }
+        clean
     }
 
     fn ensure_fetcher(
@@ -383,19 +452,19 @@ impl Broker {
         partition: Arc<Partition>,
         p: &PartitionState,
         changed: bool,
-    ) {
+    ) -> bool {
         let Ok(mut fetchers) = self.fetchers.lock() else {
-            return;
+            return false;
         };
         let current = fetchers.get(&key).is_some_and(|f| {
             f.leader == p.leader && f.leader_epoch == p.leader_epoch && !f.task.is_finished()
         });
         if current && !changed {
-            return;
+            return true;
         }
         let Some(leader) = state.brokers.get(&p.leader) else {
             tracing::warn!(topic = %key.0, partition = key.1, leader = p.leader, "leader is not a registered broker");
-            return;
+            return false;
         };
         if let Some(old) = fetchers.remove(&key) {
             old.task.abort();
@@ -414,6 +483,7 @@ impl Broker {
                 task,
             },
         );
+        true
     }
 
     fn stop_fetcher(&self, key: &(String, i32)) {

@@ -29,9 +29,9 @@ pub use openraft::BasicNode;
 pub use state::{
     assign_replicas, assign_replicas_from, AmqpBindingDef, AmqpChange, AmqpDefinitions,
     AmqpExchangeDef, AmqpQueueDef, BrokerId, BrokerRegistration, ClusterState, CommandResult,
-    ListenerEndpoint, MetadataCommand, PartitionAssignment, PartitionState, Permission,
-    ScramCredential, TopicState, UserRecord, VhostRecord, DEFAULT_VHOST, LEADER_FOLLOWS_CONFIG,
-    NO_LEADER,
+    DiffItem, ListenerEndpoint, MetadataCommand, OrdMap, PartitionAssignment, PartitionState,
+    Permission, ScramCredential, TopicState, UserRecord, VhostRecord, DEFAULT_VHOST,
+    LEADER_FOLLOWS_CONFIG, NO_LEADER,
 };
 
 openraft::declare_raft_types!(

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use imbl::ordmap::DiffItem;
+pub use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -28,7 +30,9 @@ pub const LEADER_FOLLOWS_CONFIG: &str = "leader.follows";
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
-    pub topics: BTreeMap<String, TopicState>,
+    /// Persistent map: publishing the state after each command clones it in O(1), and the
+    /// broker finds the changed topics with `OrdMap::diff` (see `Broker::reconcile_now`).
+    pub topics: OrdMap<String, TopicState>,
     /// The first producer id not yet handed out (KIP-98 idempotent producers): brokers take
     /// blocks of ids from here, so ids are unique across the cluster and across restarts.
     #[serde(default)]
@@ -165,7 +169,7 @@ pub struct UserRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AmqpDefinitions {
     pub exchanges: BTreeMap<String, AmqpExchangeDef>,
-    pub queues: BTreeMap<String, AmqpQueueDef>,
+    pub queues: OrdMap<String, AmqpQueueDef>,
     pub bindings: BTreeSet<AmqpBindingDef>,
     /// Where each broker accepts AMQP connections (`host:port`), so any node can forward a
     /// client to the node serving the vhost.
@@ -963,11 +967,18 @@ impl ClusterState {
                 // led apart by this election.
                 if *partition == 0 && *new_leader != NO_LEADER {
                     let l = *new_leader;
-                    for t in self
+                    // Only the followers are touched, so the rest stays shared with the
+                    // previous state.
+                    let followers: Vec<String> = self
                         .topics
-                        .values_mut()
+                        .values()
                         .filter(|t| t.configs.get(LEADER_FOLLOWS_CONFIG) == Some(topic))
-                    {
+                        .map(|t| t.name.clone())
+                        .collect();
+                    for name in &followers {
+                        let Some(t) = self.topics.get_mut(name) else {
+                            continue;
+                        };
                         for p in t
                             .partitions
                             .iter_mut()
@@ -1016,11 +1027,19 @@ impl ClusterState {
         };
         let brokers = &self.brokers;
         let live = |id: BrokerId| id != b && brokers.get(&id).is_some_and(|r| !r.fenced);
-        for (name, t) in self
+        // Only the topics with a replica on `b` are touched, so the rest stays shared with
+        // the previous state.
+        let touched: Vec<String> = self
             .topics
-            .iter_mut()
-            .filter(|(_, t)| t.configs.contains_key(LEADER_FOLLOWS_CONFIG) == following)
-        {
+            .values()
+            .filter(|t| t.configs.contains_key(LEADER_FOLLOWS_CONFIG) == following)
+            .filter(|t| t.partitions.iter().any(|p| p.replicas.contains(&b)))
+            .map(|t| t.name.clone())
+            .collect();
+        for name in &touched {
+            let Some(t) = self.topics.get_mut(name) else {
+                continue;
+            };
             let preferred = preferred.get(name).copied();
             for p in t.partitions.iter_mut().filter(|p| p.replicas.contains(&b)) {
                 let old_isr_len = p.isr.len();
@@ -1358,6 +1377,51 @@ mod tests {
                 .collect(),
             configs: BTreeMap::new(),
         }
+    }
+
+    /// The broker reconciles only what `OrdMap::diff` reports, so a command must leave every
+    /// topic it does not change untouched (shared with the state published before it).
+    #[test]
+    fn a_command_touches_only_the_topics_it_changes() {
+        let mut s = with_brokers(&[1, 2, 3]);
+        for i in 0..300 {
+            let replicas: &[BrokerId] = if i % 2 == 0 { &[1, 2] } else { &[2, 3] };
+            assert_eq!(
+                s.apply(&create(&format!("t{i}"), &[replicas]), 10 + i),
+                CommandResult::Ok
+            );
+        }
+        let changed = |before: &ClusterState, after: &ClusterState| -> Vec<String> {
+            before
+                .topics
+                .diff(&after.topics)
+                .map(|d| match d {
+                    DiffItem::Add(k, _) | DiffItem::Remove(k, _) => k.clone(),
+                    DiffItem::Update { new: (k, _), .. } => k.clone(),
+                })
+                .collect()
+        };
+        let before = s.clone();
+        assert_eq!(s.apply(&create("new", &[&[3]]), 400), CommandResult::Ok);
+        assert_eq!(changed(&before, &s), vec!["new".to_string()]);
+        // Fencing broker 3 shrinks the ISRs of the odd topics (replicas 2 and 3) and leaves
+        // "new" (only on 3) leaderless; the even topics (1 and 2) stay as they were.
+        let before = s.clone();
+        assert_eq!(
+            s.apply(&MetadataCommand::FenceBroker { broker_id: 3 }, 401),
+            CommandResult::Ok
+        );
+        let touched = changed(&before, &s);
+        assert_eq!(touched.len(), 151, "the 150 odd topics and \"new\"");
+        assert!(touched
+            .iter()
+            .all(|t| t == "new" || t[1..].parse::<u32>().unwrap() % 2 == 1));
+        let before = s.clone();
+        assert_eq!(
+            s.apply(&MetadataCommand::DeleteTopic { name: "t7".into() }, 402),
+            CommandResult::Ok
+        );
+        assert_eq!(changed(&before, &s), vec!["t7".to_string()]);
     }
 
     #[test]
