@@ -3,7 +3,8 @@
 //! truncates it; then the recovered log is read back as a restart (producer state) and a fetch would.
 //!
 //! The body of the cargo-fuzz target `log_recovery` (fuzz/fuzz_targets), shared with CI's
-//! short run on stable Rust (crates/arctern/tests/fuzz_smoke.rs).
+//! short run on stable Rust (crates/arctern/tests/fuzz_smoke.rs). Its includer also
+//! includes `batch_crcs.rs` as the crate's `batch_crcs` module.
 
 use std::path::PathBuf;
 
@@ -20,31 +21,11 @@ fn dir() -> PathBuf {
     base.join(format!("arctern-fuzz-log-recovery-{}", std::process::id()))
 }
 
-/// Rewrites each batch's CRC32C so the fuzzer gets past the checksum to the offsets and
-/// lengths behind it (a batch corrupted before its CRC was computed, or by a bad writer).
-fn fix_crcs(data: &mut [u8]) {
-    let mut at = 0;
-    while let Some((_, size)) = arctern_storage::batch::peek_offset_and_size(&data[at..]) {
-        if size < arctern_storage::batch::HEADER_LEN || at + size > data.len() {
-            return;
-        }
-        let b = &mut data[at..at + size];
-        let crc = crc32c::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        at += size;
-    }
-}
-
 /// One execution: `input` is the fuzzer's input.
 pub fn run(input: &[u8]) {
-    // The first byte picks: bytes as given, or with every batch's CRC made valid.
-    let Some((&mode, data)) = input.split_first() else {
+    let Some(data) = crate::batch_crcs::input_in_mode(input) else {
         return;
     };
-    let mut data = data.to_vec();
-    if mode & 1 == 1 {
-        fix_crcs(&mut data);
-    }
     let dir = dir();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the fuzz log dir");

@@ -4,35 +4,17 @@
 //! that reads stored batches back (consumer offsets, AMQP queue logs).
 //!
 //! The body of the cargo-fuzz target `record_batch` (fuzz/fuzz_targets), shared with CI's
-//! short run on stable Rust (crates/arctern/tests/fuzz_smoke.rs).
+//! short run on stable Rust (crates/arctern/tests/fuzz_smoke.rs). Its includer also
+//! includes `batch_crcs.rs` as the crate's `batch_crcs` module.
 
 use arctern_core::producer_state::ProducerStates;
 use arctern_storage::{batch, records};
 
-/// Rewrites each batch's CRC32C so the checks behind the checksum are reached too.
-fn fix_crcs(data: &mut [u8]) {
-    let mut at = 0;
-    while let Some((_, size)) = batch::peek_offset_and_size(&data[at..]) {
-        if size < batch::HEADER_LEN || at + size > data.len() {
-            return;
-        }
-        let b = &mut data[at..at + size];
-        let crc = crc32c::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        at += size;
-    }
-}
-
 /// One execution: `input` is the fuzzer's input.
 pub fn run(input: &[u8]) {
-    // The first byte picks: bytes as given, or with every batch's CRC made valid.
-    let Some((&mode, data)) = input.split_first() else {
+    let Some(data) = crate::batch_crcs::input_in_mode(input) else {
         return;
     };
-    let mut data = data.to_vec();
-    if mode & 1 == 1 {
-        fix_crcs(&mut data);
-    }
     let data = &data[..];
     let _ = batch::peek_offset_and_size(data);
     if let Ok(h) = batch::parse_header(data) {

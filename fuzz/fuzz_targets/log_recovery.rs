@@ -3,6 +3,8 @@
 //! truncates it; then the recovered log is read back as a restart (producer state) and a fetch would.
 #![no_main]
 
+#[path = "../bodies/batch_crcs.rs"]
+mod batch_crcs;
 #[path = "../bodies/log_recovery.rs"]
 mod body;
 

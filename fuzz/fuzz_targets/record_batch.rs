@@ -4,6 +4,8 @@
 //! that reads stored batches back (consumer offsets, AMQP queue logs).
 #![no_main]
 
+#[path = "../bodies/batch_crcs.rs"]
+mod batch_crcs;
 #[path = "../bodies/record_batch.rs"]
 mod body;
 

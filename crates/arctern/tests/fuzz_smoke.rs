@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 #[path = "../../../fuzz/bodies/amqp_frame.rs"]
 mod amqp_frame;
+#[path = "../../../fuzz/bodies/batch_crcs.rs"]
+mod batch_crcs;
 #[path = "../../../fuzz/bodies/kafka_request.rs"]
 mod kafka_request;
 #[path = "../../../fuzz/bodies/log_recovery.rs"]
