@@ -666,7 +666,8 @@ impl Broker {
     async fn propose_isr_changes(&self) {
         let led = self.local_partitions();
         for p in led {
-            let Some(proposal) = p.isr_proposal() else {
+            let state = self.cluster();
+            let Some(proposal) = p.isr_proposal(|id| state.is_unfenced(id)) else {
                 continue;
             };
             tracing::info!(topic = %p.topic, partition = p.index, new_isr = ?proposal.new_isr, "proposing ISR change");
@@ -683,12 +684,13 @@ impl Broker {
                 leader_id: self.config.node_id,
                 leader_epoch: proposal.leader_epoch,
                 expected_partition_epoch: proposal.partition_epoch,
-                new_isr: proposal.new_isr,
+                new_isr: proposal.new_isr.clone(),
             };
             match self.metadata.propose(cmd).await {
                 Ok(CommandResult::Ok) => crate::stats::count_isr_change(old_isr, new_isr),
                 Ok(other) => {
-                    tracing::info!(topic = %p.topic, partition = p.index, result = ?other, "ISR change refused")
+                    tracing::info!(topic = %p.topic, partition = p.index, result = ?other, "ISR change refused");
+                    p.abandon_isr_proposal(&proposal);
                 }
                 Err(e) => {
                     tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "ISR change not committed")

@@ -478,9 +478,12 @@ impl Partition {
         self.append_with(batches, Acks::None, Flush::Lazy)
     }
 
-    /// Asks for a group commit if lazily appended records are waiting for one.
+    /// Asks for a group commit if lazily appended records are waiting for one. A relaxed
+    /// log (no fsync before ack) is left to its own policy, `flush.messages` and
+    /// `flush.ms`: its counter also holds acknowledged records, and flushing them on every
+    /// AMQP housekeeping tick would quietly override the policy the user chose.
     pub fn flush_pending(&self) {
-        if self.unflushed_records.load(Ordering::Acquire) > 0 {
+        if self.fsync_before_ack() && self.unflushed_records.load(Ordering::Acquire) > 0 {
             self.flush_needed.notify_one();
         }
     }
@@ -999,7 +1002,8 @@ impl Partition {
     /// The ISR change this leader should propose now, if any; marks proposed joiners so the
     /// high watermark waits for them (KIP-497). Also refreshes the in-sync count acks=all
     /// waiters watch.
-    pub fn isr_proposal(&self) -> Option<IsrProposal> {
+    /// `eligible` says which brokers may join (unfenced in the metadata).
+    pub fn isr_proposal(&self, eligible: impl Fn(i32) -> bool) -> Option<IsrProposal> {
         let lag = self.lag_max_ms();
         let proposal = {
             let mut r = self.replica().ok()?;
@@ -1007,7 +1011,7 @@ impl Partition {
             let Role::Leader(state) = &mut r.role else {
                 return None;
             };
-            state.isr_change(now_ms(), lag).map(|new_isr| {
+            state.isr_change(now_ms(), lag, eligible).map(|new_isr| {
                 state.propose_isr(&new_isr);
                 IsrProposal {
                     leader_epoch,
@@ -1018,6 +1022,19 @@ impl Partition {
         };
         self.publish_ack_state();
         proposal
+    }
+
+    /// Drops a proposal the metadata quorum refused (not one whose outcome is unknown: if
+    /// it committed after all, the joiner must already hold everything below the
+    /// watermark). A no-op if leadership or the partition epoch moved since.
+    pub fn abandon_isr_proposal(&self, proposal: &IsrProposal) {
+        if let Ok(mut r) = self.replica() {
+            let current = r.leader_epoch == proposal.leader_epoch
+                && r.partition_epoch == proposal.partition_epoch;
+            if let (true, Role::Leader(state)) = (current, &mut r.role) {
+                state.abandon_proposal();
+            }
+        }
     }
 
     // ---- follower side ----
@@ -1319,6 +1336,42 @@ mod tests {
         // Nothing new: no second fdatasync.
         assert!(p.sync_now());
         assert_eq!(p.fsync_count(), before + 1);
+    }
+
+    // flush_pending serves lazily appended settlements under fsync-before-ack; on a relaxed
+    // log the flush policy alone decides when acknowledged records reach the disk.
+    #[tokio::test(flavor = "current_thread")]
+    async fn flush_pending_leaves_a_relaxed_log_to_its_flush_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let relaxed = TopicSettings {
+            flush_messages: 1_000_000,
+            ..settings()
+        };
+        let p = Partition::open("t", 0, dir.path(), relaxed, 1).unwrap();
+        p.become_leader(0, 0, &[1], &[1]).unwrap();
+        p.append(&mut record(), Acks::All).unwrap();
+        let before = p.fsync_count();
+        p.flush_pending();
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(p.fsync_count(), before, "a relaxed log was flushed");
+
+        let strict = lone_leader(&dir.path().join("strict"));
+        strict.append_lazily(&mut record()).unwrap();
+        let before = strict.fsync_count();
+        strict.flush_pending();
+        for _ in 0..100 {
+            if strict.fsync_count() > before {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            strict.fsync_count() > before,
+            "lazy records were not flushed"
+        );
     }
 
     // There the sync runs in `block_in_place`, which panics on other runtimes.

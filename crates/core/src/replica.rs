@@ -6,7 +6,8 @@
 //! - ISR shrink: a follower in the ISR not caught up for `replica.lag.time.max.ms` leaves.
 //! - ISR expand: a follower outside the ISR rejoins once its log end offset reaches the
 //!   high watermark and the start of the leader's current epoch (so it holds no divergent
-//!   tail from an older epoch).
+//!   tail from an older epoch), if it fetched within the lag time and the metadata shows its
+//!   broker unfenced (KIP-841: a broker that stopped, or is shutting down, is not proposed).
 //! - High watermark: the minimum log end offset over the ISR (the leader counting only
 //!   what it has made durable); it never moves backwards.
 //! - acks=all is acknowledged once the high watermark passes the batch AND the ISR had at
@@ -16,7 +17,9 @@
 //!
 //! - While an ISR expansion is proposed but not yet committed, the high watermark is
 //!   computed over the *maximal* ISR (committed plus pending members, KIP-497), so the
-//!   joining follower already holds everything below it when the quorum commits.
+//!   joining follower already holds everything below it when the quorum commits. A
+//!   proposal the quorum refuses is abandoned: the maximal ISR falls back to the committed
+//!   one (a refused joiner that stopped fetching would otherwise hold the watermark forever).
 //! - For `min.insync.replicas`, only ISR members that are caught up within the lag time
 //!   count: a leader whose followers died refuses acks=all at once, even before the
 //!   (quorum-committed) ISR shrink lands, or when the quorum is unreachable.
@@ -148,14 +151,23 @@ impl LeaderReplicaState {
             .collect()
     }
 
-    /// Followers outside the ISR that may rejoin it.
-    pub fn expand_candidates(&self) -> Vec<i32> {
+    /// Followers outside the ISR that may rejoin it: caught up to the high watermark and the
+    /// epoch start, fetching within `lag_max_ms`, and `eligible` (an unfenced broker).
+    pub fn expand_candidates(
+        &self,
+        now_ms: i64,
+        lag_max_ms: i64,
+        eligible: impl Fn(i32) -> bool,
+    ) -> Vec<i32> {
         self.followers
             .iter()
             .filter(|(id, _)| !self.isr.contains(id))
-            .filter(|(_, f)| {
+            .filter(|(id, f)| {
                 f.log_end_offset >= self.high_watermark
                     && f.log_end_offset >= self.epoch_start_offset
+                    && f.last_fetch_ms >= 0
+                    && now_ms - f.last_fetch_ms <= lag_max_ms
+                    && eligible(**id)
             })
             .map(|(id, _)| *id)
             .collect()
@@ -165,6 +177,11 @@ impl LeaderReplicaState {
     pub fn apply_isr(&mut self, isr: &[i32]) {
         self.isr = isr.to_vec();
         self.maximal_isr = isr.to_vec();
+    }
+
+    /// Forgets a proposal the quorum refused: only the committed ISR holds the watermark.
+    pub fn abandon_proposal(&mut self) {
+        self.maximal_isr = self.isr.clone();
     }
 
     /// Records a proposed ISR: members it adds count for the high watermark at once.
@@ -178,9 +195,14 @@ impl LeaderReplicaState {
 
     /// The ISR the leader should propose now (shrinks and expansions applied), if it
     /// differs from the committed one.
-    pub fn isr_change(&self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+    pub fn isr_change(
+        &self,
+        now_ms: i64,
+        lag_max_ms: i64,
+        eligible: impl Fn(i32) -> bool,
+    ) -> Option<Vec<i32>> {
         let shrink = self.shrink_candidates(now_ms, lag_max_ms);
-        let expand = self.expand_candidates();
+        let expand = self.expand_candidates(now_ms, lag_max_ms, eligible);
         if shrink.is_empty() && expand.is_empty() {
             return None;
         }
@@ -217,6 +239,10 @@ impl LeaderReplicaState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn any(_: i32) -> bool {
+        true
+    }
 
     fn leader() -> LeaderReplicaState {
         LeaderReplicaState::become_leader(1, 5, &[1, 2, 3], &[1, 2, 3], 100, 90, 0)
@@ -259,9 +285,9 @@ mod tests {
             100,
             "HW no longer waits for the removed follower"
         );
-        assert!(s.expand_candidates().is_empty());
+        assert!(s.expand_candidates(31_000, 30_000, any).is_empty());
         s.on_follower_fetch(3, 100, 100, 32_000);
-        assert_eq!(s.expand_candidates(), vec![3]);
+        assert_eq!(s.expand_candidates(32_000, 30_000, any), vec![3]);
     }
 
     #[test]
@@ -269,24 +295,57 @@ mod tests {
         let mut s = LeaderReplicaState::become_leader(1, 6, &[1, 2], &[1], 200, 150, 0);
         s.on_follower_fetch(2, 160, 200, 5);
         assert!(
-            s.expand_candidates().is_empty(),
+            s.expand_candidates(5, 30_000, any).is_empty(),
             "past HW but before this epoch's start"
         );
         s.on_follower_fetch(2, 200, 200, 6);
-        assert_eq!(s.expand_candidates(), vec![2]);
+        assert_eq!(s.expand_candidates(6, 30_000, any), vec![2]);
     }
 
     #[test]
     fn pending_expansion_holds_the_high_watermark_for_the_joiner() {
         let mut s = LeaderReplicaState::become_leader(1, 1, &[1, 2], &[1], 100, 100, 0);
         s.on_follower_fetch(2, 100, 100, 1);
-        assert_eq!(s.isr_change(1, 30_000), Some(vec![1, 2]));
+        assert_eq!(s.isr_change(1, 30_000, any), Some(vec![1, 2]));
         s.propose_isr(&[1, 2]);
         assert_eq!(s.update_high_watermark(120), None, "joiner at 100 holds HW");
         s.on_follower_fetch(2, 120, 120, 2);
         assert_eq!(s.update_high_watermark(120), Some(120));
         s.apply_isr(&[1, 2]);
-        assert_eq!(s.isr_change(2, 30_000), None);
+        assert_eq!(s.isr_change(2, 30_000, any), None);
+    }
+
+    // The controlled-shutdown deadlock: the old leader fetched once from the new leader
+    // before exiting, so it sat at the (then stalled) watermark; proposing it (refused: it
+    // is fenced) put it in the maximal ISR, which held the watermark at its offset forever.
+    #[test]
+    fn a_fenced_or_silent_follower_is_not_proposed_and_a_refusal_releases_the_watermark() {
+        let mut s = LeaderReplicaState::become_leader(2, 1, &[1, 2, 3], &[2, 3], 100, 100, 0);
+        s.on_follower_fetch(1, 100, 100, 10);
+        s.on_follower_fetch(3, 100, 100, 10);
+        let unfenced = |id: i32| id != 1;
+        assert_eq!(
+            s.isr_change(20, 30_000, unfenced),
+            None,
+            "broker 1 is fenced"
+        );
+        assert_eq!(
+            s.isr_change(40_000, 30_000, any),
+            Some(vec![2]),
+            "1 did not fetch within the lag time: not proposed (3 lags: shrunk)"
+        );
+
+        // Proposed while eligible, then refused by the quorum.
+        assert_eq!(s.isr_change(20, 30_000, any), Some(vec![2, 3, 1]));
+        s.propose_isr(&[2, 3, 1]);
+        s.on_follower_fetch(3, 150, 150, 30);
+        assert_eq!(
+            s.update_high_watermark(150),
+            None,
+            "the joiner holds the HW"
+        );
+        s.abandon_proposal();
+        assert_eq!(s.update_high_watermark(150), Some(150));
     }
 
     #[test]
