@@ -688,9 +688,17 @@ impl Broker {
             };
             match self.metadata.propose(cmd).await {
                 Ok(CommandResult::Ok) => crate::stats::count_isr_change(old_isr, new_isr),
-                Ok(other) => {
-                    tracing::info!(topic = %p.topic, partition = p.index, result = ?other, "ISR change refused");
+                // The quorum checks the partition epoch first: an InvalidIsr refusal means
+                // the ISR this leader knows is the committed one, so the joiner is in no
+                // committed ISR and may stop holding the watermark. Not so after StaleEpoch:
+                // an earlier proposal of the same joiner may have committed, and the HW
+                // must keep waiting for it until this node applies that ISR.
+                Ok(refused @ CommandResult::InvalidIsr { .. }) => {
+                    tracing::info!(topic = %p.topic, partition = p.index, result = ?refused, "ISR change refused");
                     p.abandon_isr_proposal(&proposal);
+                }
+                Ok(other) => {
+                    tracing::info!(topic = %p.topic, partition = p.index, result = ?other, "ISR change refused")
                 }
                 Err(e) => {
                     tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "ISR change not committed")

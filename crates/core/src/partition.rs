@@ -1024,9 +1024,11 @@ impl Partition {
         proposal
     }
 
-    /// Drops a proposal the metadata quorum refused (not one whose outcome is unknown: if
-    /// it committed after all, the joiner must already hold everything below the
-    /// watermark). A no-op if leadership or the partition epoch moved since.
+    /// Drops a proposal the metadata quorum refused as invalid for the ISR it holds, which
+    /// is then the one this leader knows (not after a stale-epoch refusal or an unknown
+    /// outcome: an expansion may have committed, and the joiner must keep holding the
+    /// watermark until the committed ISR is applied here). A no-op if leadership or the
+    /// partition epoch moved since.
     pub fn abandon_isr_proposal(&self, proposal: &IsrProposal) {
         if let Ok(mut r) = self.replica() {
             let current = r.leader_epoch == proposal.leader_epoch
