@@ -189,6 +189,11 @@ fn size_open_files() {
 async fn serve(args: ServeArgs) -> Result<()> {
     size_open_files();
     let file = settings::FileConfig::load(args.config.as_deref())?;
+    let verify_reads = file.storage_verify_reads.unwrap_or(true);
+    arctern_storage::set_verify_reads(verify_reads);
+    if !verify_reads {
+        tracing::warn!("storage.verify.reads is false: batches are served without checking their offsets and epochs against the log (a corrupt base offset can make consumers skip records)");
+    }
     let data_dir = args
         .data_dir
         .or_else(|| file.log_dirs.clone())

@@ -70,6 +70,10 @@ pub struct FileConfig {
     pub log_flush_interval_ms: Option<i64>,
     #[serde(rename = "min.insync.replicas")]
     pub min_insync_replicas: Option<i64>,
+    /// Arctern's own: the structural checks on every batch read (default true). False only
+    /// for the storage-fault tests' negative control (`arctern_storage::set_verify_reads`).
+    #[serde(rename = "storage.verify.reads")]
+    pub storage_verify_reads: Option<bool>,
     #[serde(rename = "unclean.leader.election.enable")]
     pub unclean_leader_election_enable: Option<bool>,
     /// `1@host:port,2@host:port,...`: the metadata quorum (each node's Raft address).
@@ -307,6 +311,7 @@ const KEYS: &[&str] = &[
     "log.flush.interval.messages",
     "log.flush.interval.ms",
     "min.insync.replicas",
+    "storage.verify.reads",
     "unclean.leader.election.enable",
     "controller.quorum.voters",
     "replica.lag.time.max.ms",

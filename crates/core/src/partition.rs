@@ -104,6 +104,9 @@ pub struct IsrProposal {
     pub new_isr: Vec<i32>,
 }
 
+/// At most one log line per partition this often for reads refused as corrupt.
+const CORRUPTION_LOG_EVERY_MS: i64 = 10_000;
+
 #[derive(Debug)]
 pub struct Partition {
     pub topic: String,
@@ -128,6 +131,9 @@ pub struct Partition {
     /// their difference is one group-commit batch's size (metrics).
     appended_bytes: AtomicU64,
     synced_bytes: AtomicU64,
+    /// When a read refused corrupt stored data was last logged (ms; at most one line per
+    /// `CORRUPTION_LOG_EVERY_MS`, as a consumer retries the same offset).
+    corruption_logged_ms: AtomicI64,
     flush_needed: Notify,
     /// Set while an fdatasync of this log is in flight, by the flusher or by a caller
     /// leading the group commit itself (`sync_now`), so two never run at once.
@@ -243,6 +249,7 @@ impl Partition {
             fsyncs: AtomicU64::new(0),
             appended_bytes: AtomicU64::new(0),
             synced_bytes: AtomicU64::new(0),
+            corruption_logged_ms: AtomicI64::new(i64::MIN),
             flush_needed: Notify::new(),
             syncing: AtomicBool::new(false),
             sync_inline: AtomicBool::new(true),
@@ -889,6 +896,25 @@ impl Partition {
         }
     }
 
+    /// A read's result; stored data that failed verification is counted and logged (the
+    /// reader gets KAFKA_STORAGE_ERROR, or the AMQP equivalent, for that range).
+    fn checked<T>(&self, read: arctern_storage::Result<T>) -> Result<T> {
+        if let Err(e @ arctern_storage::StorageError::CorruptStoredData { .. }) = &read {
+            crate::stats::add(&crate::stats::STORAGE_CORRUPTIONS, 1);
+            let now = now_ms();
+            let last = self.corruption_logged_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= CORRUPTION_LOG_EVERY_MS
+                && self
+                    .corruption_logged_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "stored data failed verification; the range is not served");
+            }
+        }
+        Ok(read?)
+    }
+
     /// Whole batches from `offset` for a consumer, never past the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchedData> {
         self.read_within(offset, max_bytes, true)
@@ -899,7 +925,7 @@ impl Partition {
     pub fn read_within(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<FetchedData> {
         let high_watermark = self.high_watermark();
         let log = self.log.read().map_err(|_| lock_poisoned())?;
-        let fetched = log.read_within(offset, max_bytes, high_watermark, min_one)?;
+        let fetched = self.checked(log.read_within(offset, max_bytes, high_watermark, min_one))?;
         Ok(FetchedData {
             bytes: fetched.bytes,
             high_watermark,
@@ -913,7 +939,7 @@ impl Partition {
     pub fn read_to_log_end(&self, offset: i64, max_bytes: usize) -> Result<FetchedData> {
         self.check_leader(-1)?;
         let log = self.log.read().map_err(|_| lock_poisoned())?;
-        let fetched = log.read(offset, max_bytes, log.log_end_offset())?;
+        let fetched = self.checked(log.read(offset, max_bytes, log.log_end_offset()))?;
         Ok(FetchedData {
             bytes: fetched.bytes,
             high_watermark: self.high_watermark(),
@@ -973,7 +999,8 @@ impl Partition {
             self.set_high_watermark(hw);
         }
         let log = self.log.read().map_err(|_| lock_poisoned())?;
-        let fetched = log.read_within(fetch_offset, max_bytes, log.log_end_offset(), min_one)?;
+        let fetched =
+            self.checked(log.read_within(fetch_offset, max_bytes, log.log_end_offset(), min_one))?;
         Ok((
             FetchedData {
                 bytes: fetched.bytes,

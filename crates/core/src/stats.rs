@@ -11,6 +11,9 @@ pub static ISR_EXPANDS: AtomicU64 = AtomicU64::new(0);
 /// leader (a higher leader epoch than the replica had) after the replica knew an earlier
 /// one. A partition's first leader at creation is not counted.
 pub static LEADER_ELECTIONS: AtomicU64 = AtomicU64::new(0);
+/// Reads refused because stored data failed verification (batch CRC, or the structure
+/// checks: base offsets, leader epochs). A client retrying the same range counts again.
+pub static STORAGE_CORRUPTIONS: AtomicU64 = AtomicU64::new(0);
 
 pub fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)

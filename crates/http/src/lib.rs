@@ -372,6 +372,7 @@ pub fn collect(ctx: &HttpContext) -> Snapshot {
         isr_shrinks: arctern_core::stats::get(&arctern_core::stats::ISR_SHRINKS),
         isr_expands: arctern_core::stats::get(&arctern_core::stats::ISR_EXPANDS),
         leader_elections: arctern_core::stats::get(&arctern_core::stats::LEADER_ELECTIONS),
+        storage_corruptions: arctern_core::stats::get(&arctern_core::stats::STORAGE_CORRUPTIONS),
         resident_memory_bytes: metrics::process_resident_bytes(),
     }
 }

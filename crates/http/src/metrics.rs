@@ -84,6 +84,7 @@ pub struct Snapshot {
     pub isr_shrinks: u64,
     pub isr_expands: u64,
     pub leader_elections: u64,
+    pub storage_corruptions: u64,
     /// Resident set size of the broker process, where the OS tells (Linux).
     pub resident_memory_bytes: Option<u64>,
 }
@@ -592,6 +593,12 @@ pub fn render_owned(mut s: Snapshot) -> String {
         "arctern_leader_elections",
         "Leader changes seen on partitions this node holds a replica of",
         s.leader_elections,
+    );
+    counter(
+        &mut r,
+        "arctern_storage_corruptions",
+        "Reads refused because stored data failed verification",
+        s.storage_corruptions,
     );
     if let Some(rss) = s.resident_memory_bytes {
         gauge(

@@ -46,6 +46,13 @@ impl LeaderEpochCache {
         self.entries.last().map(|e| e.epoch)
     }
 
+    /// The epoch the batch starting at `offset` must carry: the latest entry starting at
+    /// or before it (None below the first entry).
+    pub fn epoch_at(&self, offset: i64) -> Option<i32> {
+        let i = self.entries.partition_point(|e| e.start_offset <= offset);
+        i.checked_sub(1).map(|i| self.entries[i].epoch)
+    }
+
     /// Records that `epoch` starts at `start_offset`, if it is newer than the latest.
     pub fn assign(&mut self, epoch: i32, start_offset: i64) -> Result<()> {
         if epoch < 0 || self.latest_epoch().is_some_and(|latest| epoch <= latest) {

@@ -465,8 +465,11 @@ impl Log {
                 .min(seg.size - pos) as usize;
             let mut buf = read_new(&*seg.handle()?, pos, want)
                 .ctx(|| format!("reading {}", seg.log_path.display()))?;
+            let verify = crate::verify_reads();
             let mut used = 0;
             let mut next_offset = offset;
+            // The base offset each batch must have: the one found, then contiguous.
+            let mut continues_at = first.base_offset;
             while used < buf.len() {
                 let rest = &buf[used..];
                 let Some((_, size)) = batch::peek_offset_and_size(rest) else {
@@ -475,21 +478,28 @@ impl Log {
                 if size > rest.len() {
                     break;
                 }
-                let header = match batch::validate(&rest[..size]) {
+                let checked = batch::validate(&rest[..size])
+                    .map_err(|e| e.to_string())
+                    .and_then(|h| match verify {
+                        true => self.check_structure(&h, continues_at).map(|()| h),
+                        false => Ok(h),
+                    });
+                let header = match checked {
                     Ok(h) => h,
-                    Err(e) if used == 0 => {
+                    Err(reason) if used == 0 => {
                         return Err(StorageError::CorruptStoredData {
                             path: seg.log_path.clone(),
                             position: pos,
-                            reason: e.to_string(),
+                            reason,
                         })
                     }
-                    Err(e) => {
+                    Err(reason) => {
                         // Serve the good prefix; the next fetch starts at the bad batch and errors.
-                        tracing::error!(segment = %seg.log_path.display(), position = pos + used as u64, error = %e, "corrupt batch in log");
+                        tracing::error!(segment = %seg.log_path.display(), position = pos + used as u64, error = %reason, "corrupt batch in log");
                         break;
                     }
                 };
+                continues_at = header.last_offset() + 1;
                 if header.last_offset() >= upper_bound {
                     break;
                 }
@@ -503,6 +513,29 @@ impl Log {
             });
         }
         Ok(empty)
+    }
+
+    /// What Kafka's batch CRC leaves out, checked against the log itself: the batch starts
+    /// where the log continues, and carries the leader epoch the checkpoint gives that
+    /// offset (where the checkpoint covers it).
+    fn check_structure(
+        &self,
+        h: &BatchHeader,
+        continues_at: i64,
+    ) -> std::result::Result<(), String> {
+        if h.base_offset != continues_at {
+            return Err(format!(
+                "batch base offset {} where the log continues at {continues_at}",
+                h.base_offset
+            ));
+        }
+        match self.epochs.epoch_at(h.base_offset) {
+            Some(epoch) if epoch != h.partition_leader_epoch => Err(format!(
+                "batch at offset {} has leader epoch {}, the epoch checkpoint says {epoch}",
+                h.base_offset, h.partition_leader_epoch
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Calls `visit` with every stored batch header in offset order (header reads only):

@@ -515,15 +515,26 @@ impl Segment {
 
     /// Position of the sparse index entry at or before `offset`.
     pub fn index_position_for(&self, offset: i64) -> u64 {
+        self.index_entry_for(offset).0
+    }
+
+    /// The sparse index entry at or before `offset`: its position and the base offset of
+    /// the batch that starts there (None before the first entry, unless that is at 0).
+    fn index_entry_for(&self, offset: i64) -> (u64, Option<i64>) {
         let rel = (offset - self.base_offset).max(0) as u64;
         let i = self
             .index
             .partition_point(|e| u64::from(e.rel_offset) <= rel);
-        if i == 0 {
-            0
-        } else {
-            u64::from(self.index[i - 1].position)
-        }
+        let entry = match i {
+            0 => self.index.first().filter(|e| e.position == 0),
+            i => self.index.get(i - 1),
+        };
+        entry.map_or((0, None), |e| {
+            (
+                u64::from(e.position),
+                Some(self.base_offset + i64::from(e.rel_offset)),
+            )
+        })
     }
 
     /// Position of the time index entry to start scanning from for `timestamp`: the last
@@ -538,17 +549,31 @@ impl Segment {
     }
 
     /// Finds the first batch whose last offset is >= `offset`, scanning headers from the
-    /// sparse index entry. Returns (position, header) or None if past the end.
+    /// sparse index entry. Returns (position, header) or None if past the end. With
+    /// `verify_reads`, the headers scanned must form the log's chain: the first starts at
+    /// the entry's offset, each next one where the one before ends, all inside the
+    /// segment; a header that breaks it is `CorruptStoredData`, never a batch to serve.
     pub fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
-        self.scan_from(self.index_position_for(offset), |h| {
-            h.last_offset() >= offset
-        })
+        let (pos, expected) = self.index_entry_for(offset);
+        let expected = expected.filter(|_| crate::verify_reads());
+        self.scan_chain(pos, expected, |h| h.last_offset() >= offset)
     }
 
     /// Scans batch headers from `pos` until `stop` says so.
     pub fn scan_from(
         &self,
+        pos: u64,
+        stop: impl FnMut(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader)>> {
+        self.scan_chain(pos, None, stop)
+    }
+
+    /// As `scan_from`; with `expected` (the base offset of the batch at `pos`), checks the
+    /// chain of base offsets and that each batch lies within the segment.
+    fn scan_chain(
+        &self,
         mut pos: u64,
+        mut expected: Option<i64>,
         mut stop: impl FnMut(&BatchHeader) -> bool,
     ) -> Result<Option<(u64, BatchHeader)>> {
         let mut head = [0u8; HEADER_LEN];
@@ -566,6 +591,35 @@ impl Segment {
                     position: pos,
                     reason: e.to_string(),
                 })?;
+            if let Some(want) = expected {
+                let reason = if header.base_offset != want {
+                    Some(format!(
+                        "batch base offset {} where the log continues at {want}",
+                        header.base_offset
+                    ))
+                } else if pos + header.size as u64 > self.size {
+                    Some(format!(
+                        "batch of {} bytes runs past the segment's {} bytes",
+                        header.size, self.size
+                    ))
+                } else if header.last_offset() >= self.next_offset {
+                    Some(format!(
+                        "batch ends at offset {}, past the segment's end {}",
+                        header.last_offset(),
+                        self.next_offset
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    return Err(StorageError::CorruptStoredData {
+                        path: self.log_path.clone(),
+                        position: pos,
+                        reason,
+                    });
+                }
+                expected = Some(header.last_offset() + 1);
+            }
             if stop(&header) {
                 return Ok(Some((pos, header)));
             }
