@@ -149,7 +149,8 @@ impl Log {
         for (i, base) in bases.iter().enumerate() {
             // Only the active segment can hold unsynced bytes after a crash.
             let recover = !clean && i == last;
-            let seg = Segment::open(dir, *base, config.index_interval_bytes, recover)?;
+            let sealed = i < last;
+            let seg = Segment::open(dir, *base, config.index_interval_bytes, recover, sealed)?;
             if recover {
                 seg.remove_index_files(dir);
             }

@@ -15,6 +15,10 @@ use crate::error::{IoContext, Result, StorageError};
 use crate::open_files::SegmentFile;
 
 const OFFSET_INDEX_ENTRY: usize = 8;
+/// The offset index's last entry, since issue 21: this marker in place of a relative
+/// offset, then the CRC32C of everything before it and of the time index. A file without
+/// it (written before) is loaded on its sanity checks alone, as it used to be.
+const INDEX_CRC_MARKER: u32 = u32::MAX;
 const TIME_INDEX_ENTRY: usize = 12;
 /// Batches are scanned in chunks of this size during recovery and index rebuilds.
 const SCAN_CHUNK: usize = 1 << 20;
@@ -121,7 +125,18 @@ impl Segment {
     /// Opens an existing segment. `recover` = validate every batch by CRC and truncate at
     /// the first bad one (the active segment after an unclean shutdown); otherwise trust the
     /// index files if they pass a sanity check, else rebuild them from batch headers.
-    pub fn open(dir: &Path, base_offset: i64, index_interval: u64, recover: bool) -> Result<Self> {
+    /// `recover`: the active segment after an unclean shutdown (its unsynced tail may be
+    /// torn: cut at the first invalid batch). `sealed`: a segment before the active one,
+    /// synced when it was rolled; damage found in it is corruption, never cut away
+    /// (cutting would leave a hole readers skip silently): the bytes stay and reads that
+    /// reach the damage fail.
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u64,
+        recover: bool,
+        sealed: bool,
+    ) -> Result<Self> {
         let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
         let file = SegmentFile::open(&log_path)
             .ctx(|| format!("opening segment {}", log_path.display()))?;
@@ -150,6 +165,17 @@ impl Segment {
         let file_len = seg.size;
         let scan = seg.rebuild(recover)?;
         if let Some(reason) = scan.stopped {
+            if sealed && !recover && !seg.zeros_at(scan.valid_size, file_len) {
+                tracing::error!(
+                    segment = %seg.log_path.display(),
+                    position = scan.valid_size,
+                    %reason,
+                    "sealed segment is damaged; reads from this position on fail until it is repaired"
+                );
+                seg.size = file_len;
+                seg.zeroed_to = file_len;
+                return Ok(seg);
+            }
             if seg.zeros_at(scan.valid_size, file_len) {
                 // The zero-filled tail `preallocate` keeps past the last batch.
                 tracing::debug!(
@@ -202,9 +228,22 @@ impl Segment {
     /// Loads index files if they are present and consistent with the log file.
     fn load_indexes(&mut self, dir: &Path) -> Result<bool> {
         let (idx_path, tidx_path) = self.index_paths(dir);
-        let (Ok(idx), Ok(tidx)) = (fs::read(&idx_path), fs::read(&tidx_path)) else {
+        let (Ok(mut idx), Ok(tidx)) = (fs::read(&idx_path), fs::read(&tidx_path)) else {
             return Ok(false);
         };
+        let n = idx.len();
+        if n >= OFFSET_INDEX_ENTRY
+            && n % OFFSET_INDEX_ENTRY == 0
+            && idx[n - 8..n - 4] == INDEX_CRC_MARKER.to_be_bytes()
+        {
+            let stored = u32::from_be_bytes([idx[n - 4], idx[n - 3], idx[n - 2], idx[n - 1]]);
+            idx.truncate(n - OFFSET_INDEX_ENTRY);
+            let computed = crc32c::crc32c_append(crc32c::crc32c(&idx), &tidx);
+            if computed != stored {
+                tracing::warn!(segment = %self.log_path.display(), stored, computed, "index files fail their checksum; rebuilding them from the log");
+                return Ok(false);
+            }
+        }
         // The offset index always has an entry for the first batch, and a trailer entry
         // (next_offset, size) written at seal time so the segment's extent is known without a scan.
         if idx.len() % OFFSET_INDEX_ENTRY != 0
@@ -351,6 +390,17 @@ impl Segment {
                     valid_size = pos + at as u64;
                     break 'outer;
                 }
+                // Batches in a segment are contiguous (no compaction or transactions yet):
+                // a base offset that jumps ahead is damage, and taken as it is it would
+                // move the segment's end past the next segment's start.
+                if !self.index.is_empty() && header.base_offset != self.next_offset {
+                    stopped = Some(format!(
+                        "batch base offset {} where the segment continues at {}",
+                        header.base_offset, self.next_offset
+                    ));
+                    valid_size = pos + at as u64;
+                    break 'outer;
+                }
                 self.note_appended(&header, (pos + at as u64) as u32);
                 at += header.size;
             }
@@ -481,6 +531,9 @@ impl Segment {
             tidx.extend_from_slice(&e.timestamp.to_be_bytes());
             tidx.extend_from_slice(&e.rel_offset.to_be_bytes());
         }
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&idx), &tidx);
+        idx.extend_from_slice(&INDEX_CRC_MARKER.to_be_bytes());
+        idx.extend_from_slice(&crc.to_be_bytes());
         for (path, data) in [(idx_path, idx), (tidx_path, tidx)] {
             let ctx = || format!("writing index {}", path.display());
             let mut f = File::create(&path).ctx(ctx)?;
