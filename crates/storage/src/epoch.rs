@@ -75,6 +75,16 @@ impl LeaderEpochCache {
         Ok(())
     }
 
+    /// Forgets every entry (the log was emptied and restarts elsewhere, as Kafka's
+    /// `clearAndFlush` on a full truncation): the next batch appended starts the history.
+    pub fn clear(&mut self) -> Result<()> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        self.entries.clear();
+        self.persist()
+    }
+
     /// Drops entries wholly below `start_offset` (after retention), keeping the one that
     /// covers it.
     pub fn truncate_from_start(&mut self, start_offset: i64) -> Result<()> {

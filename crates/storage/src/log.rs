@@ -614,7 +614,9 @@ impl Log {
             self.config.index_interval_bytes,
             now,
         )?);
-        self.epochs.truncate_from_end(offset)?;
+        // Nothing stored is left to describe; entries kept from a divergent history
+        // would contradict the epochs of what is fetched next (and fail the read checks).
+        self.epochs.clear()?;
         // The new first segment's base offset is the log start from now on.
         self.start_floor = 0;
         remove_log_start(&self.dir)?;

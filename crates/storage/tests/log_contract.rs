@@ -357,6 +357,28 @@ fn replicated_append_keeps_offsets_and_rejects_gaps() {
     assert_eq!(log.epochs().latest_epoch(), Some(4));
 }
 
+// A follower reset past its end (its leader's log starts beyond it) keeps no epochs from
+// its old, possibly divergent history: the batches it fetches next carry the leader's
+// epochs, lower or not, and read back without tripping the epoch check.
+#[test]
+fn a_full_truncation_forgets_the_epochs_of_the_old_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
+    let b = build_batch(0, 7, NOW, &[(None, Some(b"old"), NOW)]);
+    log.append_replicated(&b, NOW).unwrap();
+    assert_eq!(log.epochs().latest_epoch(), Some(7));
+    log.truncate_fully_and_start_at(100).unwrap();
+    assert_eq!(log.epochs().latest_epoch(), None);
+    let b = build_batch(100, 4, NOW, &[(None, Some(b"new"), NOW)]);
+    log.append_replicated(&b, NOW).unwrap();
+    assert_eq!(log.epochs().latest_epoch(), Some(4));
+    assert!(!log.read(100, 1 << 20, i64::MAX).unwrap().bytes.is_empty());
+    drop(log);
+    let log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
+    assert_eq!(log.epochs().entries().len(), 1, "persisted");
+    assert!(!log.read(100, 1 << 20, i64::MAX).unwrap().bytes.is_empty());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
