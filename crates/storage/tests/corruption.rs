@@ -69,13 +69,7 @@ fn a_flipped_leader_epoch_is_refused() {
 /// read is what was stored, with no gap; a read either returns that or an error.
 #[test]
 fn random_flips_never_yield_a_wrong_or_missing_record() {
-    let mut seed: u64 = 0x5eed_2026_1207;
-    let mut rand = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rand = xorshift(0x5eed_2026_1207);
     let mut stopped = 0;
     for _ in 0..150 {
         let dir = tempfile::tempdir().unwrap();
@@ -105,13 +99,7 @@ fn random_flips_never_yield_a_wrong_or_missing_record() {
 /// checks) makes the log rebuild them from the segment; every record is still read.
 #[test]
 fn damaged_index_files_are_rebuilt_from_the_log() {
-    let mut seed: u64 = 0x1dec_0de5;
-    let mut rand = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rand = xorshift(0x1dec_0de5);
     for case in 0..60 {
         let dir = tempfile::tempdir().unwrap();
         let stored = write_log(dir.path(), 120);

@@ -65,6 +65,16 @@ pub fn batch_positions(file: &Path) -> Vec<usize> {
     out
 }
 
+/// A deterministic xorshift64 stream: the same flips on every run.
+pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 pub fn flip(file: &Path, position: usize, mask: u8) {
     let mut bytes = std::fs::read(file).expect("read");
     bytes[position] ^= mask;
