@@ -665,14 +665,15 @@ impl Broker {
 
     async fn propose_isr_changes(&self) {
         let led = self.local_partitions();
+        // Read once per round (this runs over every local partition several times a
+        // second), and again after each proposal's round trip.
+        let mut state = self.cluster();
         for p in led {
-            let state = self.cluster();
             let Some(proposal) = p.isr_proposal(|id| state.is_unfenced(id)) else {
                 continue;
             };
             tracing::info!(topic = %p.topic, partition = p.index, new_isr = ?proposal.new_isr, "proposing ISR change");
-            let old_isr = self
-                .cluster()
+            let old_isr = state
                 .topics
                 .get(&p.topic)
                 .and_then(|t| t.partitions.get(p.index as usize))
@@ -686,7 +687,9 @@ impl Broker {
                 expected_partition_epoch: proposal.partition_epoch,
                 new_isr: proposal.new_isr.clone(),
             };
-            match self.metadata.propose(cmd).await {
+            let outcome = self.metadata.propose(cmd).await;
+            state = self.cluster();
+            match outcome {
                 Ok(CommandResult::Ok) => crate::stats::count_isr_change(old_isr, new_isr),
                 // The quorum checks the partition epoch first: an InvalidIsr refusal means
                 // the ISR this leader knows is the committed one, so the joiner is in no
